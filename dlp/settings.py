@@ -1,0 +1,294 @@
+"""Every app setting the responder reads: one list, parsed and validated once.
+
+The list is the source of truth: README's settings table, `local.settings.sample.json`
+and `infra/` are checked against it by tests (tests/test_settings_agree.py).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+
+# Where a setting comes from when deployed:
+#   "app"      set by infra/ as an app setting of the Function App
+#   "secret"   set by infra/ as a Key Vault reference (never a literal value)
+#   "platform" set by infra/ for the Functions host or the Azure SDK, read by our code too
+#   "local"    only for running on a workstation / in tests (never set by infra/)
+KINDS = ("app", "secret", "platform", "local")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str
+    doc: str
+    kind: str = "app"
+    example: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"{self.name}: kind {self.kind!r} not in {KINDS}")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("DLP_MODE", "audit",
+            "`audit` reports what would be done; `enforce` reverts exportPolicy / publicNetworkAccess.",
+            example="audit"),
+    Setting("DLP_SCOPES", "",
+            "Comma-separated subscription or resource-group IDs the responder acts on. "
+            "Empty: every scope its identity can see.",
+            example="/subscriptions/00000000-0000-0000-0000-000000000000"),
+    Setting("DLP_EXEMPTIONS", "",
+            "Comma-separated registry or resource-group IDs never remediated, each optionally "
+            "`@YYYY-MM-DD` (the last day the exemption holds). Controlled by the responder's operators only.",
+            example=""),
+    Setting("DLP_EXEMPT_TAG", "",
+            "Name of a registry tag that exempts it (`true` or an ISO date). Empty (default): tags never exempt, "
+            "because anyone who can drift a registry can also tag it. Every use is recorded and alerted.",
+            example=""),
+    Setting("DLP_ALLOW_LOCKOUT", "false",
+            "`true` allows disabling public network access on a registry with no approved private endpoint "
+            "(cuts every client off).", example="false"),
+    Setting("DLP_MAX_REMEDIATIONS", "3",
+            "Revert-war breaker: after this many remediations of one registry within an hour, stop writing to it.",
+            example="3"),
+    Setting("DLP_TIME_BUDGET_S", "20",
+            "Seconds an invocation may spend on Azure calls (Event Grid waits 30 s); the rest goes to the durable retry.",
+            example="20"),
+    Setting("DLP_ARM_ENDPOINT", "https://management.azure.com",
+            "Azure Resource Manager endpoint; sovereign clouds set theirs (the token scope follows it).",
+            example="https://management.azure.com"),
+    Setting("DLP_SWEEP_SCHEDULE", "0 0 */6 * * *",
+            "NCRONTAB schedule of the scheduled sweep (default every 6 hours).", example="0 0 */6 * * *"),
+    Setting("DLP_LOGS_ENDPOINT", "",
+            "Logs ingestion endpoint (the DCR's `logsIngestion` endpoint or a DCE). Empty: findings go to the "
+            "application log only.", example="https://dcr-xxxx.westeurope-1.ingest.monitor.azure.com"),
+    Setting("DLP_LOGS_RULE_ID", "",
+            "Immutable ID of the data collection rule (`dcr-...`).", example="dcr-00000000000000000000000000000000"),
+    Setting("DLP_LOGS_STREAM", "Custom-AcrDlpFindings",
+            "Stream name declared in the DCR.", example="Custom-AcrDlpFindings"),
+    Setting("DLP_TEAMS_WEBHOOK_URL", "",
+            "Teams Workflows webhook URL (carries a `sig` secret: a Key Vault reference in Azure). Empty: no Teams alerts.",
+            kind="secret", example=""),
+    Setting("DLP_EMAIL_ENDPOINT", "",
+            "Azure Communication Services endpoint for email alerts. Empty: no email alerts.",
+            example="https://acs-dlp.europe.communication.azure.com"),
+    Setting("DLP_EMAIL_SENDER", "",
+            "Sender address of a domain connected to the ACS resource.",
+            example="DoNotReply@xxxx.azurecomm.net"),
+    Setting("DLP_EMAIL_TO", "",
+            "Comma-separated recipient addresses.", example="secops@example.com"),
+    Setting("DLP_RULE_DOCS_URL", "",
+            "Base URL of the rule pages (docs/rules/) used in alert links, e.g. your fork's "
+            "`https://github.com/<org>/<repo>/blob/main/docs/rules/`. Empty: links go to the rule's Microsoft Learn page.",
+            example=""),
+    Setting("AZURE_CLIENT_ID", "",
+            "Client ID of the user-assigned managed identity the responder uses (read by azure-identity).",
+            kind="platform", example=""),
+    Setting("AzureWebJobsStorage", "",
+            "Storage connection string (Azurite locally). In Azure, the identity-based `__*ServiceUri` settings are used.",
+            kind="local", example="UseDevelopmentStorage=true"),
+    Setting("AzureWebJobsStorage__credential", "",
+            "`managedidentity` for identity-based storage access.", kind="platform", example=""),
+    Setting("AzureWebJobsStorage__clientId", "",
+            "Client ID of the identity used for storage.", kind="platform", example=""),
+    Setting("AzureWebJobsStorage__blobServiceUri", "",
+            "Blob endpoint of the app's storage (host leases, deployment package).", kind="platform", example=""),
+    Setting("AzureWebJobsStorage__queueServiceUri", "",
+            "Queue endpoint of the app's storage (the durable retry queue).", kind="platform", example=""),
+    Setting("AzureWebJobsStorage__tableServiceUri", "",
+            "Table endpoint of the app's storage (breaker, alert state, outbox).", kind="platform", example=""),
+)
+
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+MODES = ("audit", "enforce")
+RETRY_QUEUE = "dlp-retry"        # queue read by the durable-retry function (name fixed: the trigger binds it)
+STATE_TABLE = "dlpstate"         # breaker counts, alert state, per-registry leases
+OUTBOX_TABLE = "dlpoutbox"       # findings and alerts not yet delivered
+
+_SUB = r"/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_RG = _SUB + r"/resourceGroups/[-\w\._\(\)]{1,90}"
+_REG = _RG + r"/providers/Microsoft\.ContainerRegistry/registries/[a-zA-Z0-9]{5,50}"
+SCOPE_RE = re.compile(rf"^{_SUB}(?:/resourceGroups/[-\w\._\(\)]{{1,90}})?$", re.IGNORECASE)
+EXEMPTION_RE = re.compile(rf"^(?:{_REG}|{_RG})$", re.IGNORECASE)
+
+
+class ConfigError(ValueError):
+    """A setting has a value the responder cannot use; the message names the setting."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = tuple(problems)
+        super().__init__("; ".join(f"{name}: {why}" for name, why in problems))
+
+
+@dataclass(frozen=True)
+class Exemption:
+    scope: str            # lower-cased registry or resource-group ID
+    until: date | None    # last day the exemption holds; None: no end
+
+
+@dataclass(frozen=True)
+class Settings:
+    mode: str = "audit"
+    scopes: tuple[str, ...] = ()
+    exemptions: tuple[Exemption, ...] = ()
+    exempt_tag: str = ""
+    allow_lockout: bool = False
+    max_remediations: int = 3
+    time_budget_s: float = 20.0
+    arm_endpoint: str = "https://management.azure.com"
+    sweep_schedule: str = "0 0 */6 * * *"
+    logs_endpoint: str = ""
+    logs_rule_id: str = ""
+    logs_stream: str = "Custom-AcrDlpFindings"
+    teams_webhook_url: str = field(default="", repr=False)
+    email_endpoint: str = ""
+    email_sender: str = ""
+    email_to: tuple[str, ...] = ()
+    rule_docs_url: str = ""
+    storage_connection_string: str = field(default="", repr=False)
+    storage_table_uri: str = ""
+    storage_queue_uri: str = ""
+
+    @property
+    def logs_enabled(self) -> bool:
+        return bool(self.logs_endpoint and self.logs_rule_id)
+
+    @property
+    def teams_enabled(self) -> bool:
+        return bool(self.teams_webhook_url)
+
+    @property
+    def email_enabled(self) -> bool:
+        return bool(self.email_endpoint and self.email_sender and self.email_to)
+
+    @property
+    def storage_configured(self) -> bool:
+        return bool(self.storage_connection_string or self.storage_table_uri)
+
+    @property
+    def arm_scope(self) -> str:
+        return self.arm_endpoint.rstrip("/") + "/.default"
+
+    def outputs(self) -> dict[str, bool]:
+        """Which outputs are configured, never their values (for /api/health and the start-up notice)."""
+        return {"logAnalytics": self.logs_enabled, "teams": self.teams_enabled,
+                "email": self.email_enabled, "storage": self.storage_configured}
+
+
+def _csv(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _https_url(name: str, value: str, problems: list[tuple[str, str]]) -> str:
+    value = value.strip()
+    if value and not re.match(r"^https://[^\s/?#]+(/[^\s]*)?$", value):
+        # never echo the value: it may carry a secret (the Teams URL's `sig`)
+        problems.append((name, "must be an https:// URL"))
+    return value
+
+
+def load(environ: Mapping[str, str]) -> Settings:
+    """Parse the environment once; raise ConfigError naming every bad setting."""
+    problems: list[tuple[str, str]] = []
+
+    def get(name: str) -> str:
+        return str(environ.get(name, BY_NAME[name].default) or "").strip()
+
+    mode = get("DLP_MODE").lower() or "audit"
+    if mode not in MODES:
+        problems.append(("DLP_MODE", f"must be one of {', '.join(MODES)}, not {mode!r}"))
+
+    scopes = []
+    for scope in _csv(get("DLP_SCOPES")):
+        if not SCOPE_RE.match(scope):
+            problems.append(("DLP_SCOPES", f"{scope!r} is not a subscription or resource-group ID"))
+        scopes.append(scope.rstrip("/").lower())
+
+    exemptions = []
+    for entry in _csv(get("DLP_EXEMPTIONS")):
+        scope, _, until_text = entry.partition("@")
+        until = None
+        if until_text:
+            try:
+                until = date.fromisoformat(until_text.strip())
+            except ValueError:
+                problems.append(("DLP_EXEMPTIONS", f"{entry!r}: date must be YYYY-MM-DD"))
+        if not EXEMPTION_RE.match(scope.strip()):
+            problems.append(("DLP_EXEMPTIONS", f"{scope!r} is not a registry or resource-group ID"))
+        exemptions.append(Exemption(scope.strip().rstrip("/").lower(), until))
+
+    exempt_tag = get("DLP_EXEMPT_TAG")
+    if exempt_tag and not re.match(r"^[^<>%&\\?/]{1,512}$", exempt_tag):
+        problems.append(("DLP_EXEMPT_TAG", "is not a valid tag name"))
+
+    lockout_text = get("DLP_ALLOW_LOCKOUT").lower()
+    if lockout_text not in ("true", "false", ""):
+        problems.append(("DLP_ALLOW_LOCKOUT", "must be true or false"))
+
+    def number(name: str, low: float, high: float, kind: type = int):
+        text = get(name)
+        try:
+            value = kind(text)
+        except ValueError:
+            problems.append((name, f"must be a number, not {text!r}"))
+            return kind(BY_NAME[name].default)
+        if not low <= value <= high:
+            problems.append((name, f"must be between {low:g} and {high:g}"))
+        return value
+
+    max_remediations = number("DLP_MAX_REMEDIATIONS", 1, 100)
+    budget = number("DLP_TIME_BUDGET_S", 2, 600, float)
+
+    arm = _https_url("DLP_ARM_ENDPOINT", get("DLP_ARM_ENDPOINT"), problems) or BY_NAME["DLP_ARM_ENDPOINT"].default
+    schedule = get("DLP_SWEEP_SCHEDULE")
+    if len(schedule.split()) != 6:
+        problems.append(("DLP_SWEEP_SCHEDULE", "must be an NCRONTAB expression with 6 fields"))
+
+    logs_endpoint = _https_url("DLP_LOGS_ENDPOINT", get("DLP_LOGS_ENDPOINT"), problems)
+    logs_rule_id = get("DLP_LOGS_RULE_ID")
+    if bool(logs_endpoint) != bool(logs_rule_id):
+        missing = "DLP_LOGS_RULE_ID" if logs_endpoint else "DLP_LOGS_ENDPOINT"
+        problems.append((missing, "must be set together with " +
+                         ("DLP_LOGS_ENDPOINT" if logs_endpoint else "DLP_LOGS_RULE_ID")))
+    if logs_rule_id and not re.match(r"^dcr-[0-9a-f]{32}$", logs_rule_id, re.IGNORECASE):
+        problems.append(("DLP_LOGS_RULE_ID", "must be a DCR immutable ID (dcr- and 32 hex digits)"))
+    logs_stream = get("DLP_LOGS_STREAM")
+    if not re.match(r"^Custom-[A-Za-z][A-Za-z0-9_]{0,60}$", logs_stream):
+        problems.append(("DLP_LOGS_STREAM", "must look like Custom-<Name>"))
+
+    teams = _https_url("DLP_TEAMS_WEBHOOK_URL", get("DLP_TEAMS_WEBHOOK_URL"), problems)
+
+    email_endpoint = _https_url("DLP_EMAIL_ENDPOINT", get("DLP_EMAIL_ENDPOINT"), problems)
+    email_sender = get("DLP_EMAIL_SENDER")
+    email_to = tuple(_csv(get("DLP_EMAIL_TO")))
+    address = re.compile(r"^[^@\s,]+@[^@\s,]+\.[^@\s,]+$")
+    for addr in (email_sender, *email_to):
+        if addr and not address.match(addr):
+            which = "DLP_EMAIL_SENDER" if addr == email_sender else "DLP_EMAIL_TO"
+            problems.append((which, f"{addr!r} is not an email address"))
+    email_parts = {"DLP_EMAIL_ENDPOINT": email_endpoint, "DLP_EMAIL_SENDER": email_sender,
+                   "DLP_EMAIL_TO": ",".join(email_to)}
+    if any(email_parts.values()) and not all(email_parts.values()):
+        for name, value in email_parts.items():
+            if not value:
+                problems.append((name, "must be set when email alerts are configured"))
+
+    docs = _https_url("DLP_RULE_DOCS_URL", get("DLP_RULE_DOCS_URL"), problems)
+
+    if problems:
+        raise ConfigError(problems)
+    return Settings(
+        mode=mode, scopes=tuple(scopes), exemptions=tuple(exemptions), exempt_tag=exempt_tag,
+        allow_lockout=lockout_text == "true", max_remediations=int(max_remediations),
+        time_budget_s=float(budget), arm_endpoint=arm.rstrip("/"), sweep_schedule=schedule,
+        logs_endpoint=logs_endpoint, logs_rule_id=logs_rule_id, logs_stream=logs_stream,
+        teams_webhook_url=teams, email_endpoint=email_endpoint, email_sender=email_sender,
+        email_to=email_to, rule_docs_url=docs,
+        storage_connection_string=str(environ.get("AzureWebJobsStorage", "") or ""),
+        storage_table_uri=str(environ.get("AzureWebJobsStorage__tableServiceUri", "") or ""),
+        storage_queue_uri=str(environ.get("AzureWebJobsStorage__queueServiceUri", "") or ""),
+    )
