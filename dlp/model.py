@@ -7,9 +7,10 @@ looked up) is a new value made with `dataclasses.replace`.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 # Canonical spellings (Azure's own casing); inputs are matched case-insensitively.
 ENABLED, DISABLED = "Enabled", "Disabled"

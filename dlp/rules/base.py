@@ -51,13 +51,14 @@ class Rule:
 
     def evaluate(self, registry: Registry) -> Finding:
         if "sku" in registry.unresolved and self.skus != Rule.skus:
-            return self._finding(UNKNOWN, "sku.name is a template expression that cannot be resolved offline")
+            return self._finding(UNKNOWN, "sku.name cannot be determined (absent, or a template expression)")
         if registry.sku.lower() not in {s.lower() for s in self.skus}:
             return self._finding(NOT_APPLICABLE, f"applies to {'/'.join(self.skus)} registries; this one is {registry.sku}")
         unresolved = [p for p in self.reads if p in registry.unresolved]
         if unresolved:
             names = ", ".join(ARM_PATHS.get(p, p) for p in unresolved)
-            return self._finding(UNKNOWN, f"{names} is a template expression that cannot be resolved offline")
+            return self._finding(UNKNOWN, f"{names} cannot be determined offline "
+                                          "(a template expression, or not declared in the template)")
         verdict = self.check(registry)
         return self._finding(verdict.status, verdict.message)
 

@@ -1,0 +1,216 @@
+"""Every JSON shape users hold a registry in -> `Registry` snapshots.
+
+Shapes: ARM REST GET / `az resource show` (properties nested), `az acr show` / `az acr list`
+(properties flattened), Resource Graph (`{"data": [...]}` or bare rows), ARM list responses
+(`{"value": [...]}`) and ARM templates (see dlp.templates). Keys and enum values are matched
+case-insensitively because real payloads mix `Properties`/`properties`, `Disabled`/`disabled`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from dlp import model
+from dlp.model import PrivateEndpoint, Registry
+
+REGISTRY_TYPE = "microsoft.containerregistry/registries"
+PIPELINE_TYPE = "microsoft.containerregistry/registries/exportpipelines"
+
+
+class InputError(ValueError):
+    """Input we cannot read as registries; the message names the file and what was expected."""
+
+    def __init__(self, source: str, message: str):
+        self.source = source
+        super().__init__(f"{source}: {message}")
+
+
+class Unresolved:
+    """A template expression we could not resolve; rules reading it answer `unknown`."""
+
+    __slots__ = ("expression",)
+
+    def __init__(self, expression: str):
+        self.expression = expression
+
+    def __repr__(self) -> str:
+        return f"Unresolved({self.expression!r})"
+
+
+Resolver = Callable[[Any], Any]
+
+
+def ci_get(mapping: Any, *path: str) -> Any:
+    """`mapping[path...]` with case-insensitive keys; None when any step is absent or not an object."""
+    node = mapping
+    for key in path:
+        if not isinstance(node, Mapping):
+            return None
+        if key in node:
+            node = node[key]
+            continue
+        lowered = key.lower()
+        node = next((v for k, v in node.items() if isinstance(k, str) and k.lower() == lowered), None)
+    return node
+
+
+def is_registry(resource: Any) -> bool:
+    kind = ci_get(resource, "type")
+    return isinstance(kind, str) and kind.lower() == REGISTRY_TYPE
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+class _Reader:
+    """Reads one registry's properties, applying defaults and recording unresolved ones."""
+
+    def __init__(self, resolve: Resolver):
+        self.resolve = resolve
+        self.unresolved: set[str] = set()
+
+    def value(self, prop: str, raw: Any) -> Any:
+        value = self.resolve(raw)
+        if isinstance(value, Unresolved):
+            self.unresolved.add(prop)
+            return None
+        return value
+
+    def enum(self, prop: str, raw: Any, choices: tuple[str, ...], default: str) -> str:
+        value = self.value(prop, raw)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            self.unresolved.add(prop)      # a value of the wrong type: never a silent pass
+            return default
+        return next((c for c in choices if c.lower() == value.strip().lower()), value.strip())
+
+    def flag(self, prop: str, raw: Any, default: bool = False) -> bool:
+        value = self.value(prop, raw)
+        if value is None:
+            return default
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        self.unresolved.add(prop)
+        return default
+
+
+def registry_from_resource(resource: Mapping[str, Any], source: str, *, resolve: Resolver = _identity,
+                           identifier: str | None = None,
+                           export_pipelines: tuple[str, ...] | None = None) -> Registry:
+    """One registry resource (nested or flattened properties) -> snapshot."""
+    reader = _Reader(resolve)
+    props = ci_get(resource, "properties")
+    if not isinstance(props, Mapping):
+        props = resource                     # az acr show / az acr list: properties flattened
+    name = reader.value("name", ci_get(resource, "name"))
+    name = name if isinstance(name, str) else ""
+    resource_id = ci_get(resource, "id")
+    rid = resource_id if isinstance(resource_id, str) and resource_id.startswith("/") else (
+        identifier or f"Microsoft.ContainerRegistry/registries/{name or '<unnamed>'}")
+
+    sku = reader.enum(model.P_SKU, ci_get(resource, "sku", "name"), model.SKUS, "")
+    if not sku:
+        reader.unresolved.add(model.P_SKU)   # absent or unreadable: SKU-dependent rules answer unknown
+    tags_raw = reader.value(model.P_TAGS, ci_get(resource, "tags"))
+    tags = {str(k): str(v) for k, v in tags_raw.items()} if isinstance(tags_raw, Mapping) else {}
+
+    pe_raw = reader.value(model.P_PRIVATE_ENDPOINTS, ci_get(props, "privateEndpointConnections"))
+    private_endpoints: list[PrivateEndpoint] = []
+    if isinstance(pe_raw, list):
+        for index, connection in enumerate(pe_raw):
+            status = reader.value(model.P_PRIVATE_ENDPOINTS, ci_get(connection, "properties",
+                                                                    "privateLinkServiceConnectionState", "status")
+                                  or ci_get(connection, "privateLinkServiceConnectionState", "status"))
+            pe_name = ci_get(connection, "name") or f"connection-{index}"
+            private_endpoints.append(PrivateEndpoint(str(pe_name), str(status) if status else "Unknown"))
+    elif pe_raw is not None:
+        reader.unresolved.add(model.P_PRIVATE_ENDPOINTS)
+
+    return Registry(
+        id=rid,
+        name=name or rid.rsplit("/", 1)[-1],
+        sku=sku or "Unknown",
+        location=str(ci_get(resource, "location") or ""),
+        tags=MappingProxyType(tags),
+        export_policy=reader.enum(model.P_EXPORT, ci_get(props, "policies", "exportPolicy", "status"),
+                                  (model.EXPORT_ENABLED, model.EXPORT_DISABLED), model.EXPORT_ENABLED),
+        public_network_access=reader.enum(model.P_PUBLIC, ci_get(props, "publicNetworkAccess"),
+                                          (model.ENABLED, model.DISABLED), model.ENABLED),
+        network_default_action=reader.enum(model.P_DEFAULT_ACTION, ci_get(props, "networkRuleSet", "defaultAction"),
+                                           (model.ALLOW, model.DENY), model.ALLOW),
+        network_bypass_options=reader.enum(model.P_BYPASS, ci_get(props, "networkRuleBypassOptions"),
+                                           (model.AZURE_SERVICES, model.NONE), model.AZURE_SERVICES),
+        tasks_bypass=reader.flag(model.P_TASKS_BYPASS, ci_get(props, "networkRuleBypassAllowedForTasks")),
+        private_endpoints=tuple(private_endpoints),
+        admin_user_enabled=reader.flag(model.P_ADMIN, ci_get(props, "adminUserEnabled")),
+        anonymous_pull_enabled=reader.flag(model.P_ANONYMOUS, ci_get(props, "anonymousPullEnabled")),
+        data_endpoint_enabled=reader.flag(model.P_DATA_ENDPOINT, ci_get(props, "dataEndpointEnabled")),
+        provisioning_state=str(ci_get(props, "provisioningState") or "Succeeded"),
+        export_pipelines=export_pipelines,
+        source=source,
+        unresolved=frozenset(reader.unresolved),
+    )
+
+
+def _registries_in(rows: Iterable[Any], source: str, what: str) -> list[Registry]:
+    found = [registry_from_resource(row, source) for row in rows if is_registry(row)]
+    if not found:
+        raise InputError(source, f"{what} holds no Microsoft.ContainerRegistry/registries resource")
+    return found
+
+
+def registries_from_document(document: Any, source: str, parameters: Mapping[str, Any] | None = None) -> list[Registry]:
+    """Any supported JSON document -> snapshots, or InputError saying what was expected."""
+    from dlp import templates
+
+    if isinstance(document, list):
+        return _registries_in(document, source, "the array")
+    if not isinstance(document, Mapping):
+        raise InputError(source, "expected a JSON object or array (a registry, an az acr list array, "
+                                 "a Resource Graph result or an ARM template)")
+    if templates.is_template(document):
+        return templates.registries_from_template(document, source, parameters or {})
+    data = ci_get(document, "data")
+    if isinstance(data, list):                                     # Resource Graph: REST or az graph query
+        return _registries_in(data, source, "the Resource Graph result")
+    if isinstance(data, Mapping) and isinstance(ci_get(data, "rows"), list):
+        columns = [ci_get(c, "name") for c in ci_get(data, "columns") or []]
+        rows = [dict(zip(columns, row, strict=False)) for row in ci_get(data, "rows") if isinstance(row, list)]
+        return _registries_in(rows, source, "the Resource Graph table result")
+    value = ci_get(document, "value")
+    if isinstance(value, list) and not is_registry(document):      # ARM list response
+        return _registries_in(value, source, "the ARM list response")
+    if is_registry(document):
+        return [registry_from_resource(document, source)]
+    raise InputError(source, "not a container registry: expected a resource with type "
+                             "Microsoft.ContainerRegistry/registries, an array of them, a Resource Graph "
+                             "result ({\"data\": [...]}) or an ARM template (resources)")
+
+
+def load_json(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(str(path), f"not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise InputError(str(path), exc.strerror or str(exc)) from None
+    if not text.strip():
+        raise InputError(str(path), "empty file; expected JSON")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(str(path), f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise InputError(str(path), "JSON nested too deeply") from None
+
+
+def registries_from_file(path: Path, parameters: Mapping[str, Any] | None = None) -> list[Registry]:
+    return registries_from_document(load_json(path), str(path), parameters)
