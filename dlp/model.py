@@ -260,3 +260,59 @@ class Target:
     registry_id: str
     context: Context
     deleted: bool = False
+    pending: tuple[Change, ...] = ()     # a write already sent whose verification was deferred
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the responder did (or would do) about one evaluation."""
+
+    action: str
+    reason: str = ""
+    detail: str = ""
+    changes: tuple[Change, ...] = ()
+    error_code: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"action": self.action, "reason": self.reason, "detail": self.detail,
+                                "changes": [c.to_json() for c in self.changes]}
+        if self.error_code:
+            body["errorCode"] = self.error_code
+        return body
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One pass of the pipeline over one registry: the unit that is recorded and alerted on."""
+
+    evaluation_id: str
+    registry_id: str
+    context: Context
+    mode: str
+    outcome: Outcome
+    assessment: Assessment | None = None      # None when the registry is gone or could not be read
+    started_at: str = ""                      # ISO 8601 UTC
+    duration_ms: float = 0.0
+    tag_exemption: bool = False
+    recent_callers: tuple[str, ...] = ()      # who changed it back, for revert-war alerts
+
+    @property
+    def compliant(self) -> bool | None:
+        return None if self.assessment is None else self.assessment.compliant
+
+    @property
+    def registry_name(self) -> str:
+        if self.assessment is not None:
+            return self.assessment.registry.name
+        parts = parse_registry_id(self.registry_id)
+        return parts[2] if parts else self.registry_id.rsplit("/", 1)[-1]
+
+    def to_json(self) -> dict[str, Any]:
+        """The `dlp evaluate --format json` element plus a `remediation` object."""
+        if self.assessment is not None:
+            body = self.assessment.to_json()
+        else:
+            body = {"registryId": self.registry_id, "name": self.registry_name, "sku": "", "source": "arm",
+                    "compliant": None, "findings": []}
+        body["remediation"] = self.outcome.to_json()
+        return body

@@ -179,6 +179,19 @@ class Settings:
                 "email": self.email_enabled, "storage": self.storage_configured}
 
 
+DEVELOPMENT_STORAGE = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuu2wXBeTtQjMEIaQ0m2l8w4fPODy8Xl7tWMIWMw==;"
+    "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
+    "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
+)
+
+
+def _storage(value: str) -> str:
+    """The Functions host understands UseDevelopmentStorage=true; the storage SDKs do not."""
+    return DEVELOPMENT_STORAGE if value.strip().lower() == "usedevelopmentstorage=true" else value.strip()
+
+
 def _csv(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
@@ -288,7 +301,7 @@ def load(environ: Mapping[str, str]) -> Settings:
         logs_endpoint=logs_endpoint, logs_rule_id=logs_rule_id, logs_stream=logs_stream,
         teams_webhook_url=teams, email_endpoint=email_endpoint, email_sender=email_sender,
         email_to=email_to, rule_docs_url=docs,
-        storage_connection_string=str(environ.get("AzureWebJobsStorage", "") or ""),
+        storage_connection_string=_storage(str(environ.get("AzureWebJobsStorage", "") or "")),
         storage_table_uri=str(environ.get("AzureWebJobsStorage__tableServiceUri", "") or ""),
         storage_queue_uri=str(environ.get("AzureWebJobsStorage__queueServiceUri", "") or ""),
     )

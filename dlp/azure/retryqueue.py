@@ -1,0 +1,50 @@
+"""The durable retry: work a failing dependency kept from finishing goes to a Storage queue.
+
+The queue-triggered function in function_app.py reads it. Messages are base64 text, the
+Functions queue trigger's default encoding. Backoff is ours (visibility timeout grows with
+the attempt number); the host's maxDequeueCount (host.json) moves crash loops to the poison queue.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from dlp.settings import RETRY_QUEUE
+
+MAX_ATTEMPTS = 8
+
+
+def backoff_s(attempt: int) -> int:
+    """1, 2, 4, ... minutes, at most an hour: about four hours of retries in all."""
+    return int(min(3600, 60 * 2 ** max(0, attempt - 1)))
+
+
+class RetryQueue:
+    def __init__(self, queue_client: Any):
+        self._queue = queue_client
+        self._created = False
+
+    @classmethod
+    def from_settings(cls, settings: Any, credential: Any) -> RetryQueue:
+        from azure.storage.queue import QueueClient, TextBase64EncodePolicy
+
+        options = {"message_encode_policy": TextBase64EncodePolicy(), "retry_total": 2,
+                   "connection_timeout": 5, "read_timeout": 10}
+        if settings.storage_connection_string:
+            client = QueueClient.from_connection_string(settings.storage_connection_string, RETRY_QUEUE, **options)
+        else:
+            client = QueueClient(settings.storage_queue_uri, RETRY_QUEUE, credential=credential, **options)
+        return cls(client)
+
+    def hand_over(self, message: dict[str, Any], attempt: int) -> None:
+        """Raises when the queue cannot take it: then the invocation must fail so Event Grid redelivers."""
+        from azure.core.exceptions import ResourceExistsError
+
+        if not self._created:
+            try:
+                self._queue.create_queue()
+            except ResourceExistsError:
+                pass
+            self._created = True
+        self._queue.send_message(json.dumps(message, separators=(",", ":")), visibility_timeout=backoff_s(attempt))

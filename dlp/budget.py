@@ -1,0 +1,107 @@
+"""The invocation's time budget, and an azure-core retry policy bounded by it.
+
+Event Grid waits 30 s; the SDK defaults (10 retries, backoff up to 120 s, uncapped
+Retry-After, 30 s LRO polling) can take hours. Every SDK client built by the adapters uses
+`BudgetRetryPolicy`, which reads the deadline of the invocation running in the current
+thread (a contextvar, so one shared client serves many concurrent invocations), shortens
+per-request timeouts to what is left, and gives up instead of sleeping past the deadline.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from azure.core.pipeline.policies import RetryPolicy
+
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("dlp_deadline", default=None)
+
+PER_REQUEST_CAP_S = 10.0      # no single HTTP exchange may take more than this
+UNBUDGETED_CAP_S = 60.0       # CLI and background poller threads: still never hang forever
+MARGIN_S = 0.25               # kept free to record the outcome after the last call
+
+
+class BudgetExhausted(Exception):
+    """Not an AzureError on purpose: azure-core must not catch and retry it."""
+
+    def __init__(self, message: str, status_code: int | None = None):
+        self.status_code = status_code
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Budget:
+    deadline: float            # time.monotonic() value
+
+    @classmethod
+    def of(cls, seconds: float) -> Budget:
+        return cls(time.monotonic() + seconds)
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def expired(self) -> bool:
+        return self.remaining() <= MARGIN_S
+
+    @contextmanager
+    def active(self) -> Iterator[Budget]:
+        """Make this the budget of every SDK call made by this thread inside the block."""
+        token = _DEADLINE.set(self.deadline)
+        try:
+            yield self
+        finally:
+            _DEADLINE.reset(token)
+
+
+def remaining() -> float | None:
+    deadline = _DEADLINE.get()
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def request_timeouts() -> dict[str, float]:
+    """Per-call transport timeouts for the current budget (for calls outside an SDK client)."""
+    left = remaining()
+    cap = PER_REQUEST_CAP_S if left is None else max(0.1, min(PER_REQUEST_CAP_S, left - MARGIN_S))
+    return {"connection_timeout": min(cap, 5.0), "read_timeout": cap}
+
+
+class BudgetRetryPolicy(RetryPolicy):
+    """azure-core's RetryPolicy, but never past the invocation's deadline.
+
+    Outside a budget (CLI, tests of adapters) it still caps a single wait at 30 s.
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("retry_total", 4)
+        kwargs.setdefault("retry_backoff_factor", 0.5)
+        kwargs.setdefault("retry_backoff_max", 8)
+        super().__init__(**kwargs)
+
+    def configure_retries(self, options):
+        settings = super().configure_retries(options)
+        left = remaining()
+        usable = UNBUDGETED_CAP_S if left is None else max(0.05, left - MARGIN_S)
+        settings["timeout"] = min(settings["timeout"], usable)
+        cap = UNBUDGETED_CAP_S if left is None else PER_REQUEST_CAP_S
+        options["read_timeout"] = min(options.get("read_timeout") or cap, usable)
+        options["connection_timeout"] = min(options.get("connection_timeout") or 5.0, usable)
+        return settings
+
+    def sleep(self, settings, transport, response=None):
+        wait = None
+        if response is not None:
+            wait = self.get_retry_after(response)
+        if wait is None:
+            wait = self.get_backoff_time(settings)
+        left = remaining()
+        limit = 30.0 if left is None else left - MARGIN_S
+        if wait and wait > limit:
+            status = getattr(getattr(response, "http_response", None), "status_code", None)
+            raise BudgetExhausted(
+                f"retry in {wait:.1f}s does not fit the time budget ({max(limit, 0):.1f}s left)"
+                + (f" after HTTP {status}" if status else ""), status)
+        if wait:
+            transport.sleep(wait)

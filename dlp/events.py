@@ -1,0 +1,133 @@
+"""Event Grid / CloudEvents -> targets. Irrelevant input stops here with no I/O.
+
+The Functions binding hands us a `func.CloudEvent` when the payload has `specversion`,
+else a `func.EventGridEvent`, whatever the annotation says, so both are read by duck typing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dlp.model import Context, Target
+
+WRITE_SUCCESS = "microsoft.resources.resourcewritesuccess"
+DELETE_SUCCESS = "microsoft.resources.resourcedeletesuccess"
+RELEVANT_TYPES = (WRITE_SUCCESS, DELETE_SUCCESS)
+OPERATION_PREFIX = "Microsoft.ContainerRegistry/registries"   # the event subscription filters on this too
+
+MAX_SUBJECT = 1024
+UPN = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn"
+OID = "http://schemas.microsoft.com/identity/claims/objectidentifier"
+
+_GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_RESOURCE = re.compile(
+    rf"^(?P<registry>/subscriptions/{_GUID}/resourceGroups/[-\w\.\(\)]{{1,90}}/providers/"
+    r"Microsoft\.ContainerRegistry/registries/[a-zA-Z0-9]{5,50})"
+    r"(?P<child>/[A-Za-z]+/[^/]{1,260}(?:/[A-Za-z]+/[^/]{1,260})*)?/?$",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Intake:
+    """What an event asks for: targets, or why nothing (ignored) or why it is unusable (malformed)."""
+
+    event_id: str
+    targets: tuple[Target, ...] = ()
+    ignored: str = ""
+    malformed: str = ""
+
+
+def _text(value: Any, limit: int = 512) -> str:
+    return value[:limit] if isinstance(value, str) else ""
+
+
+def caller_of(data: Mapping[str, Any]) -> tuple[str, str]:
+    """(caller, client IP) from the event's claims: UPN or name, else app ID / object ID."""
+    claims = data.get("claims")
+    claims = claims if isinstance(claims, Mapping) else {}
+    caller = ""
+    for key in (UPN, "upn", "name", "appid", "azp", OID, "oid"):
+        value = claims.get(key)
+        if isinstance(value, str) and value.strip():
+            caller = value.strip()[:256]
+            if key in ("appid", "azp"):
+                caller = f"app:{caller}"
+            elif key in (OID, "oid"):
+                caller = f"object:{caller}"
+            break
+    http = data.get("httpRequest")
+    ip = _text(http.get("clientIpAddress"), 64) if isinstance(http, Mapping) else ""
+    if not ip:
+        ip = _text(claims.get("ipaddr"), 64)
+    return caller, ip
+
+
+def registry_of(resource_id: str) -> tuple[str, bool] | None:
+    """(parent registry ID, is the registry itself) for a registry or any of its children."""
+    if not isinstance(resource_id, str) or len(resource_id) > MAX_SUBJECT:
+        return None
+    match = _RESOURCE.match(resource_id.strip())
+    if not match:
+        return None
+    return match.group("registry"), match.group("child") is None
+
+
+def intake(event_id: Any, event_type: Any, subject: Any, data: Any, event_time: Any = "",
+           trigger: str = "event") -> Intake:
+    """One event's fields -> what to evaluate. Never raises."""
+    eid = _text(event_id, 128) or "<no id>"
+    if not isinstance(event_type, str) or not event_type:
+        return Intake(eid, malformed="event has no event type")
+    kind = event_type.lower()
+    if kind not in RELEVANT_TYPES:
+        return Intake(eid, ignored=f"event type {event_type[:128]} is not a resource write or delete success")
+    if not isinstance(data, Mapping):
+        return Intake(eid, malformed="event data is not a JSON object")
+    operation = data.get("operationName")
+    if operation is not None and not isinstance(operation, str):
+        return Intake(eid, malformed="data.operationName is not a string")
+    operation = operation or ""
+    if operation and not operation.lower().startswith(OPERATION_PREFIX.lower()):
+        return Intake(eid, ignored=f"operation {operation[:128]} is not on a container registry")
+    if operation.lower().endswith("/action"):
+        return Intake(eid, ignored=f"operation {operation[:128]} is an action, not a write")
+    resource = subject if isinstance(subject, str) and subject else data.get("resourceUri")
+    if not isinstance(resource, str) or not resource:
+        return Intake(eid, malformed="event has no subject or data.resourceUri")
+    found = registry_of(resource)
+    if found is None:
+        if "/providers/microsoft.containerregistry/registries/" in resource.lower():
+            return Intake(eid, malformed=f"subject is not a valid registry ID: {resource[:200]!r}")
+        return Intake(eid, ignored="subject is not a container registry")
+    registry_id, is_registry = found
+    caller, ip = caller_of(data)
+    context = Context(trigger=trigger, event_id=eid, event_type=event_type[:128], operation_name=operation[:256],
+                      correlation_id=_text(data.get("correlationId"), 128), caller=caller, caller_ip=ip,
+                      event_time=_text(event_time if isinstance(event_time, str) else
+                                       getattr(event_time, "isoformat", lambda: "")(), 64))
+    deleted = kind == DELETE_SUCCESS and is_registry
+    return Intake(eid, targets=(Target(registry_id, context, deleted=deleted),))
+
+
+def from_function_event(event: Any) -> Intake:
+    """A `func.EventGridEvent` or `func.CloudEvent` (or anything else) -> Intake. Never raises."""
+    try:
+        event_type = getattr(event, "event_type", None) or getattr(event, "type", None)
+        event_time = getattr(event, "event_time", None) or getattr(event, "time", None)
+        data = event.get_json() if hasattr(event, "get_json") else None
+        return intake(getattr(event, "id", None), event_type, getattr(event, "subject", None), data, event_time)
+    except Exception as exc:
+        return Intake(_text(getattr(event, "id", None), 128) or "<no id>", malformed=f"unreadable event: {type(exc).__name__}")
+
+
+def from_json(body: Any) -> Intake:
+    """A raw Event Grid or CloudEvents JSON object (tests, the CLI, replayed dead letters)."""
+    if not isinstance(body, Mapping):
+        return Intake("<no id>", malformed="event is not a JSON object")
+    if "specversion" in body:
+        return intake(body.get("id"), body.get("type"), body.get("subject"), body.get("data"), body.get("time"))
+    return intake(body.get("id"), body.get("eventType"), body.get("subject"), body.get("data"), body.get("eventTime"))

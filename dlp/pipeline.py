@@ -1,0 +1,275 @@
+"""The flow every trigger ends in: target -> snapshot -> evaluate -> plan -> apply -> record -> notify.
+
+Trigger-agnostic: Event Grid, HTTP re-check, sweep, durable retry and CLI all call `run`.
+Adapters come in through `Services` (built once at the composition root, dlp.runtime).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from dlp import remediation
+from dlp.budget import Budget
+from dlp.model import (
+    A_BLOCKED,
+    A_DEFERRED,
+    A_ERROR,
+    A_FAILED,
+    A_GONE,
+    A_NONE,
+    A_REMEDIATED,
+    ARM_PATHS,
+    P_EXPORT,
+    Change,
+    Context,
+    Evaluation,
+    Outcome,
+    Registry,
+    Target,
+)
+from dlp.rules import evaluate
+from dlp.settings import Settings
+from dlp.sources import registry_from_resource
+
+log = logging.getLogger("dlp.pipeline")
+
+UPDATING_WAIT_S = 1.0          # re-read interval while provisioningState is Updating
+UPDATING_MAX_WAIT_S = 6.0      # then hand over to the durable retry
+R_SCOPE_LOCKED = "scope-locked"
+R_VERIFICATION = "verification-failed"
+R_RETRIES_EXHAUSTED = "retries-exhausted"
+R_LEASE_BUSY = "lease-busy"
+
+
+class Recorder(Protocol):
+    def record(self, evaluations: Sequence[Evaluation]) -> None:
+        """Keep the record; raise only when it could be neither sent nor kept (so the trigger retries)."""
+
+
+class Notifier(Protocol):
+    def notify(self, evaluations: Sequence[Evaluation], *, digest: bool = False) -> None:
+        """Alert on state changes; never raises, never blocks remediation."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Services:
+    """The adapters, built once per process and injected (tests point them at emulators)."""
+
+    settings: Settings
+    arm: Any
+    state: Any
+    recorder: Recorder
+    notifier: Notifier
+    retry: Any = None
+    clock: Callable[[], datetime] = field(default=utcnow)
+
+
+class Defer(Exception):
+    """Work a failing dependency kept from finishing: goes to the durable retry."""
+
+    def __init__(self, code: str, message: str, pending: tuple[Change, ...] = ()):
+        self.code = code
+        self.pending = pending
+        super().__init__(message)
+
+
+def run(targets: Sequence[Target], services: Services, *, enforce: bool | None = None,
+        budget: Budget | None = None, digest: bool = False, record: bool = True) -> list[Evaluation]:
+    """Evaluate targets within one budget, then record and notify."""
+    budget = budget or Budget.of(services.settings.time_budget_s)
+    with budget.active():
+        evaluations = [evaluate_target(target, services, budget, enforce=enforce) for target in targets]
+        if record:
+            finish(evaluations, services, digest=digest)
+    return evaluations
+
+
+def finish(evaluations: Sequence[Evaluation], services: Services, *, digest: bool = False) -> None:
+    services.recorder.record(evaluations)          # raises only when nothing could keep the rows
+    try:
+        services.notifier.notify(evaluations, digest=digest)
+    except Exception:                               # alerts never undo or block what was done
+        log.exception("alerting failed; the evaluations are recorded")
+
+
+def evaluate_target(target: Target, services: Services, budget: Budget, *, enforce: bool | None = None) -> Evaluation:
+    settings = services.settings
+    enforce = settings.mode == "enforce" if enforce is None else enforce
+    started = services.clock()
+    t0 = time.monotonic()
+    evaluation_id = str(uuid.uuid4())
+
+    def done(outcome: Outcome, assessment: Any = None, **extra: Any) -> Evaluation:
+        return Evaluation(evaluation_id, target.registry_id, target.context, "enforce" if enforce else "audit",
+                          outcome, assessment, started.isoformat(), round((time.monotonic() - t0) * 1000, 1), **extra)
+
+    try:
+        return _evaluate(target, services, budget, enforce, done)
+    except Defer as deferred:
+        return _defer(target, services, deferred, done)
+    except Exception as exc:
+        from dlp.azure.errors import classify
+
+        failure = classify(exc)
+        if failure.transient:
+            return _defer(target, services, Defer(failure.code, str(failure)), done)
+        log.warning("evaluation of %s failed: %s", target.registry_id, failure)
+        return done(Outcome(A_ERROR, failure.code, str(failure), error_code=failure.code))
+
+
+def _read(target: Target, services: Services, budget: Budget) -> Registry | None:
+    """GET the registry; while an update is running, re-read briefly, then defer."""
+    waited = 0.0
+    while True:
+        raw = services.arm.get_registry(target.registry_id)
+        if raw is None:
+            return None
+        registry = registry_from_resource(raw, "arm")
+        if registry.provisioning_state.lower() in ("succeeded", "failed", "canceled"):
+            return registry
+        if waited >= UPDATING_MAX_WAIT_S or budget.remaining() < UPDATING_WAIT_S + 2:
+            raise Defer(remediation.R_UPDATING, f"registry is {registry.provisioning_state}", target.pending)
+        time.sleep(UPDATING_WAIT_S)
+        waited += UPDATING_WAIT_S
+
+
+def _with_pipelines(registry: Registry, services: Services) -> Registry:
+    """Look up export pipelines only when exports must be disabled on a Premium registry."""
+    if registry.exports_disabled or not registry.premium or registry.export_pipelines is not None:
+        return registry
+    return replace(registry, export_pipelines=services.arm.list_export_pipelines(registry.id))
+
+
+def _evaluate(target: Target, services: Services, budget: Budget, enforce: bool, done: Callable[..., Evaluation],
+              conflict_retry: bool = True) -> Evaluation:
+    since = time.time()
+    registry = _read(target, services, budget)
+    if registry is None:
+        return done(Outcome(A_GONE, "deleted" if target.deleted else "not-found",
+                            "the registry no longer exists"))
+    registry = replace(registry, id=registry.id if registry.is_arm_id else target.registry_id)
+    policy = remediation.Policy.from_settings(services.settings, enforce=enforce)
+    today = services.clock().date()
+
+    assessment = evaluate(registry)
+    if remediation.needed_changes(assessment):
+        registry = _with_pipelines(registry, services)
+        assessment = evaluate(registry)
+    elif target.pending:
+        return done(Outcome(A_REMEDIATED, "verified-later", "the deferred write is now visible", target.pending),
+                    assessment)
+    plan = remediation.plan(assessment, policy, today=today)
+    if not plan.writes:
+        return done(Outcome(plan.action, plan.reason, plan.detail, plan.changes), assessment,
+                    tag_exemption=plan.tag_exemption)
+
+    wait = max(0.0, budget.remaining() - 3.0)
+    with services.state.lease(registry.id, since=since, ttl_s=budget.remaining() + 30, wait_s=wait) as lease:
+        if not lease.acquired:
+            raise Defer(R_LEASE_BUSY, "another invocation is remediating this registry")
+        if lease.stale:              # someone wrote it after our read: start again from a fresh read
+            registry = _read(target, services, budget)
+            if registry is None:
+                return done(Outcome(A_GONE, "not-found", "the registry no longer exists"))
+            registry = _with_pipelines(registry, services)
+            assessment = evaluate(registry)
+        recent = services.state.recent_remediations(registry.id, services.clock())
+        plan = remediation.plan(assessment, policy, today=today, recent_remediations=len(recent))
+        callers = tuple(dict.fromkeys(r.caller for r in recent if r.caller))
+        if not plan.writes:
+            return done(Outcome(plan.action, plan.reason, plan.detail, plan.changes), assessment,
+                        tag_exemption=plan.tag_exemption, recent_callers=callers)
+        return _apply(target, services, budget, enforce, done, registry, assessment, plan, callers, conflict_retry)
+
+
+def _apply(target, services, budget, enforce, done, registry, assessment, plan, callers, conflict_retry) -> Evaluation:
+    from azure.core.exceptions import HttpResponseError
+
+    from dlp.azure.errors import classify
+    from dlp.azure.state import Remediation
+
+    try:
+        result = services.arm.update_registry(registry.id, plan.patch_body())
+    except HttpResponseError as exc:
+        failure = classify(exc)
+        if failure.status == 409 and failure.code.lower() == "scopelocked":
+            return done(Outcome(A_BLOCKED, R_SCOPE_LOCKED,
+                                f"a ReadOnly lock prevents the write ({failure.message}); remove it or exempt the registry",
+                                plan.changes, failure.code), assessment, recent_callers=callers)
+        if failure.status == 409 and conflict_retry:
+            log.info("409 %s on %s: re-reading once", failure.code, registry.id)
+            return _evaluate(target, services, budget, enforce, done, conflict_retry=False)
+        if failure.transient:
+            raise Defer(failure.code, str(failure)) from exc
+        return done(Outcome(A_FAILED, failure.code, str(failure), plan.changes, failure.code), assessment,
+                    recent_callers=callers)
+
+    record = Remediation(services.clock().isoformat(), target.context.caller, str(uuid.uuid4()))
+    services.state.record_remediation(registry.id, record)
+    if not result.done:
+        raise Defer("lro-pending", "the update was accepted but did not finish within the time budget", plan.changes)
+    after = registry_from_resource(result.registry or {}, "arm")
+    missing = remediation.still_needed(plan, after)
+    if missing:
+        detail = "; ".join(f"{c.property} is still {c.old}" for c in missing)
+        return done(Outcome(A_FAILED, R_VERIFICATION, f"ARM accepted the update but {detail}", plan.changes),
+                    assessment, recent_callers=callers)
+    return done(Outcome(A_REMEDIATED, "", "reverted " + ", ".join(f"{c.property} {c.old} -> {c.new}"
+                                                                 for c in plan.changes), plan.changes),
+                assessment, recent_callers=callers)
+
+
+def _defer(target: Target, services: Services, deferred: Defer, done: Callable[..., Evaluation]) -> Evaluation:
+    from dlp.azure.retryqueue import MAX_ATTEMPTS
+
+    attempt = target.context.attempt + 1
+    pending = deferred.pending or target.pending
+    if services.retry is None:
+        return done(Outcome(A_ERROR, deferred.code, f"{deferred} (no durable retry in this mode)", pending,
+                            deferred.code))
+    if attempt > MAX_ATTEMPTS:
+        return done(Outcome(A_FAILED, R_RETRIES_EXHAUSTED, f"gave up after {MAX_ATTEMPTS} retries: {deferred}",
+                            pending, deferred.code))
+    message = {"registryId": target.registry_id, "deleted": target.deleted, "attempt": attempt,
+               "context": target.context.to_json(), "pending": [c.to_json() for c in pending],
+               "reason": str(deferred)[:500]}
+    services.retry.hand_over(message, attempt)       # raises if the queue is down: the trigger must retry
+    log.warning("deferred %s to the durable retry (attempt %d): %s", target.registry_id, attempt, deferred)
+    return done(Outcome(A_DEFERRED, deferred.code, str(deferred), pending))
+
+
+def target_from_retry(body: Any) -> Target | None:
+    """A durable-retry queue message -> Target; None when the message is not ours or is damaged."""
+    from dlp.events import registry_of
+
+    if not isinstance(body, dict) or not isinstance(body.get("registryId"), str):
+        return None
+    found = registry_of(body["registryId"])
+    if found is None:
+        return None
+    raw_context = body.get("context") if isinstance(body.get("context"), dict) else {}
+    fields = {k: v for k, v in raw_context.items() if k in Context.__dataclass_fields__ and isinstance(v, (str, int))}
+    attempt = body.get("attempt") if isinstance(body.get("attempt"), int) else 1
+    fields["attempt"] = max(0, attempt)
+    try:
+        context = Context(**fields)
+    except TypeError:
+        return None
+    pending = tuple(Change(str(c.get("property")), str(c.get("old")), str(c.get("new")))
+                    for c in body.get("pending") or [] if isinstance(c, dict)
+                    and c.get("property") in (ARM_PATHS[P_EXPORT], "publicNetworkAccess"))
+    return Target(found[0], context, deleted=bool(body.get("deleted")), pending=pending)
+
+
+__all__ = ["A_NONE", "Defer", "Notifier", "Recorder", "Services", "evaluate_target", "finish", "run",
+           "target_from_retry"]

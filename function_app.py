@@ -1,0 +1,22 @@
+"""Trigger declarations only; each hands off to dlp.handlers (imported on first call: cheap cold start)."""
+
+import azure.functions as func
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+
+@app.event_grid_trigger(arg_name="event")
+def on_registry_event(event: func.EventGridEvent) -> None:
+    """Microsoft.Resources.ResourceWrite/DeleteSuccess from subscription system topics.
+    The binding passes a func.CloudEvent instead when the subscription uses the CloudEvents schema."""
+    from dlp.handlers import on_event
+
+    on_event(event)
+
+
+@app.queue_trigger(arg_name="message", queue_name="dlp-retry", connection="AzureWebJobsStorage")
+def retry_worker(message: func.QueueMessage) -> None:
+    """The durable retry: work a failing dependency kept from finishing within the Event Grid budget."""
+    from dlp.handlers import on_retry
+
+    on_retry(message)
