@@ -169,6 +169,13 @@ def _registries_in(rows: Iterable[Any], source: str, what: str) -> list[Registry
 
 def registries_from_document(document: Any, source: str, parameters: Mapping[str, Any] | None = None) -> list[Registry]:
     """Any supported JSON document -> snapshots, or InputError saying what was expected."""
+    try:
+        return _registries_from_document(document, source, parameters)
+    except RecursionError:             # json.loads accepts nesting that walking the values cannot
+        raise InputError(source, "JSON nested too deeply") from None
+
+
+def _registries_from_document(document: Any, source: str, parameters: Mapping[str, Any] | None) -> list[Registry]:
     from dlp import templates
 
     if isinstance(document, list):

@@ -15,6 +15,7 @@ from dlp.model import P_PRIVATE_ENDPOINTS, PrivateEndpoint, Registry
 from dlp.sources import PIPELINE_TYPE, REGISTRY_TYPE, InputError, Unresolved, ci_get, registry_from_resource
 
 PRIVATE_ENDPOINT_TYPE = "microsoft.network/privateendpoints"
+DEPLOYMENT_TYPE = "microsoft.resources/deployments"
 _PARAMETER_EXPR = re.compile(r"^\[\s*parameters\(\s*'([^']+)'\s*\)\s*\]$", re.IGNORECASE)
 
 
@@ -134,6 +135,11 @@ def registries_from_template(template: Mapping[str, Any], source: str, supplied:
             endpoints.extend(_registry_endpoints(resource, resolve))
 
     if not registries:
+        if any(str(ci_get(r, "type") or "").lower() == DEPLOYMENT_TYPE and REGISTRY_TYPE in repr(r).lower()
+               for _, r in _resources(template)):
+            raise InputError(source, "the ARM template declares its registries inside nested deployments "
+                                     "(Microsoft.Resources/deployments, e.g. Bicep modules), which are not read: "
+                                     "evaluate the module's own template")
         raise InputError(source, "the ARM template declares no Microsoft.ContainerRegistry/registries resource")
 
     result = []

@@ -14,10 +14,10 @@ class ExportPipelines(Rule):
     reads = (P_EXPORT, P_PIPELINES)
 
     def check(self, registry: Registry) -> Verdict:
+        if registry.export_pipelines:      # first: a template may declare pipelines next to disabled exports
+            return Verdict(FAIL, f"export pipeline(s) {', '.join(registry.export_pipelines)} exist; none may exist")
         if registry.exports_disabled:
             return Verdict(PASS, "exportPolicy.status is disabled, so no export pipeline can exist")
         if registry.export_pipelines is None:
             return Verdict(UNKNOWN, "export pipelines were not listed (offline input without exportPipelines resources)")
-        if registry.export_pipelines:
-            return Verdict(FAIL, f"export pipeline(s) {', '.join(registry.export_pipelines)} exist; none may exist")
         return Verdict(PASS, "no export pipeline exists")
