@@ -7,7 +7,8 @@ class ExportPipelines(Rule):
     id = "DLP.ACR.ExportPipelines"
     severity = "high"
     synopsis = "No export pipeline may exist: it moves artifacts out, and it stops exports from being disabled."
-    recommendation = ("Delete the registry's export pipelines (az acr export-pipeline delete), then disable exports. "
+    recommendation = ("Delete the registry's export pipelines (az acr export-pipeline delete, from the acrtransfer extension), "
+                      "then disable exports. "
                       "The responder never deletes a pipeline itself.")
     links = (LEARN_DLP, LEARN_TRANSFER)
     skus = ("Premium",)

@@ -7,7 +7,8 @@ class PublicNetworkAccess(Rule):
     id = "DLP.ACR.PublicNetworkAccess"
     severity = "high"
     synopsis = "The registry must be reachable through private endpoints only."
-    recommendation = "Set properties.publicNetworkAccess to Disabled after an approved private endpoint exists."
+    recommendation = ("Set properties.publicNetworkAccess to Disabled after an approved private endpoint exists "
+                      "(Premium SKU only).")
     links = (LEARN_PRIVATE_LINK, POLICY + "ACR_PublicNetworkAccess_AuditDeny.json",
              POLICY + "ACR_PublicNetworkAccess_Modify.json")
     remediable = True
