@@ -74,7 +74,8 @@ def test_child_resources_map_to_the_parent_registry(child, kind):
 
 
 def test_case_variants_of_ids_and_types():
-    subject = REG.replace("resourceGroups", "resourcegroups").replace("Microsoft.ContainerRegistry", "microsoft.containerregistry")
+    subject = REG.replace("resourceGroups", "resourcegroups")
+    subject = subject.replace("Microsoft.ContainerRegistry", "microsoft.containerregistry")
     intake = events.from_function_event(eg_event("microsoft.resources.resourcewritesuccess", subject,
                                                  data("MICROSOFT.CONTAINERREGISTRY/REGISTRIES/WRITE", subject)))
     assert intake.targets and intake.targets[0].registry_id.lower() == REG.lower()
