@@ -81,31 +81,31 @@ def _walk(directory: Path) -> Iterator[Path]:
                 yield Path(root) / name
 
 
-def discover(paths: Sequence[str]) -> tuple[list[tuple[Path, bool]], list[str]]:
-    """(file, named explicitly) in argument order without duplicates, and one error per missing path."""
-    found: list[tuple[Path, bool]] = []
-    errors: list[str] = []
+def discover(paths: Sequence[str]) -> list[tuple[Path, bool, str | None]]:
+    """(file, named explicitly, error) in argument order without duplicates: files to read, and
+    missing paths or empty directories as errors in their place, so messages follow the arguments."""
+    found: list[tuple[Path, bool, str | None]] = []
     seen: set[Path] = set()
 
     def add(path: Path, explicit: bool) -> None:
         key = path.resolve()
         if key not in seen:
             seen.add(key)
-            found.append((path, explicit))
+            found.append((path, explicit, None))
 
     for text in paths:
         path = Path(text)
         if path.is_dir():
             files = list(_walk(path))
             if not files:
-                errors.append(f"{text}: no *.json file in this directory")
+                found.append((path, True, f"{text}: no *.json file in this directory"))
             for file in files:
                 add(file, False)
         elif path.exists():
             add(path, True)
         else:
-            errors.append(f"{text}: no such file or directory")
-    return found, errors
+            found.append((path, True, f"{text}: no such file or directory"))
+    return found
 
 
 def _mentions_registry(document: Any) -> bool:
@@ -131,10 +131,13 @@ def registries_in(path: Path, explicit: bool, parameters: Mapping[str, Any] | No
 def evaluate_paths(paths: Sequence[str], *, parameters: Mapping[str, Any] | None = None,
                    selected: tuple[Rule, ...] | None = None, keep_text: bool = False) -> Outcome:
     """Discover, read, normalise and evaluate; every file is tried whatever happened to the others."""
-    files, errors = discover(paths)
+    errors: list[str] = []
     assessments: list[Assessment] = []
     texts: dict[str, str] = {}
-    for path, explicit in files:
+    for path, explicit, problem in discover(paths):
+        if problem:
+            errors.append(problem)
+            continue
         try:
             registries = registries_in(path, explicit, parameters)
         except InputError as exc:

@@ -50,12 +50,12 @@ class Rule:
         raise NotImplementedError
 
     def evaluate(self, registry: Registry) -> Finding:
-        if "sku" in registry.unresolved:
-            if self.skus != Rule.skus:
+        if self.skus != Rule.skus:         # SKU-specific; an every-SKU rule applies even to an unknown or odd SKU
+            if "sku" in registry.unresolved:
                 return self._finding(UNKNOWN, "sku.name cannot be determined (absent, or a template expression)")
-        elif registry.sku.lower() not in {s.lower() for s in self.skus}:
-            # an every-SKU rule must not become not-applicable just because the SKU is unknown
-            return self._finding(NOT_APPLICABLE, f"applies to {'/'.join(self.skus)} registries; this one is {registry.sku}")
+            if registry.sku.lower() not in {s.lower() for s in self.skus}:
+                return self._finding(NOT_APPLICABLE,
+                                     f"applies to {'/'.join(self.skus)} registries; this one is {registry.sku}")
         unresolved = [p for p in self.reads if p in registry.unresolved]
         if unresolved:
             names = ", ".join(ARM_PATHS.get(p, p) for p in unresolved)

@@ -1,0 +1,287 @@
+"""`python -m dlp evaluate`: exit codes, the JSON contract over examples/, errors as one line each."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dlp import cli
+from dlp.cli import evaluate as evaluate_command
+from dlp.rules import CATALOGUE
+from tests.test_report import check_sarif
+from tests.test_sources import LOCKED, arm_get
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture(autouse=True)
+def in_repo_root(monkeypatch):
+    monkeypatch.chdir(ROOT)          # sources are reported relative to where the command runs
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(["evaluate", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def write(path: Path, document) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(document if isinstance(document, str) else json.dumps(document))
+    return path
+
+
+# --- examples/ and the JSON contract -----------------------------------------------------------
+
+EXPECTED = {  # source -> [(name, sku, compliant, failing rule IDs)]
+    "examples/premium-compliant.json": [("contosoprodacr", "Premium", True, [])],
+    "examples/premium-exports-reenabled.json": [("contososhareacr", "Premium", False, ["ExportPolicy"])],
+    "examples/premium-open-to-internet.json": [("contosodevacr", "Premium", False, [
+        "ExportPolicy", "PublicNetworkAccess", "Firewall", "PrivateEndpoint", "AdminUser", "AnonymousPull",
+        "DataEndpoint", "TrustedServices", "TasksBypass"])],
+    "examples/basic-az-acr-show.json": [("contosotoolsacr", "Basic", False,
+                                         ["ExportPolicy", "PublicNetworkAccess", "PremiumSku", "AdminUser"])],
+    "examples/az-acr-list.json": [
+        ("fabrikamhubacr", "Premium", False, ["ExportPolicy", "PublicNetworkAccess", "TrustedServices"]),
+        ("fabrikamciacr", "Standard", False, ["ExportPolicy", "PublicNetworkAccess", "PremiumSku", "AnonymousPull"]),
+        ("fabrikamsandbox", "Basic", False, ["ExportPolicy", "PublicNetworkAccess", "PremiumSku"])],
+    "examples/resource-graph.json": [
+        ("paymentsprodacr", "Premium", False, ["PrivateEndpoint"]),
+        ("paymentstestacr", "Standard", False, ["ExportPolicy", "PublicNetworkAccess", "PremiumSku"])],
+    "examples/template-registry.json": [("contosobuildacr", "Premium", False, ["ExportPolicy", "PublicNetworkAccess"])],
+    "examples/template-v2-symbolic.json": [("contosoedgeacr", "Premium", False,
+                                            ["ExportPolicy", "ExportPipelines", "TrustedServices"])],
+}
+
+
+def test_examples_json_matches_the_contract(capsys):
+    code, out, err = run(capsys, "examples/", "--format", "json")
+    assert (code, err) == (1, "")
+    document = json.loads(out)
+    got: dict[str, list] = {}
+    for item in document:
+        assert set(item) == {"registryId", "name", "sku", "source", "compliant", "findings"}
+        assert [f["ruleId"] for f in item["findings"]] == list(CATALOGUE)
+        for finding in item["findings"]:
+            assert set(finding) == {"ruleId", "status", "severity", "remediable", "message"}
+            assert finding["severity"] == CATALOGUE[finding["ruleId"]].severity
+        assert item["compliant"] is all(f["status"] != "fail" for f in item["findings"])
+        failing = [f["ruleId"].rsplit(".", 1)[-1] for f in item["findings"] if f["status"] == "fail"]
+        got.setdefault(item["source"], []).append((item["name"], item["sku"], item["compliant"], failing))
+    assert got == EXPECTED
+    ids = {item["name"]: item["registryId"] for item in document}
+    assert ids["contosoprodacr"].startswith("/subscriptions/6c1f2f46-")
+    assert ids["contosobuildacr"] == "Microsoft.ContainerRegistry/registries/contosobuildacr"   # template: name-based
+
+
+def test_parameters_file_resolves_the_template(capsys):
+    code, out, err = run(capsys, "examples/template-registry.json", "--parameters",
+                         "examples/parameters/template-registry.parameters.json", "--format", "json")
+    assert err == ""
+    findings = {f["ruleId"].rsplit(".", 1)[-1]: f["status"] for f in json.loads(out)[0]["findings"]}
+    assert findings["PublicNetworkAccess"] == findings["ExportPolicy"] == findings["ExportPipelines"] == "pass"
+    assert findings["TrustedServices"] == "unknown"              # [variables('bypass')]: never guessed
+    assert findings["PrivateEndpoint"] == "pass"                 # the template's own private endpoint
+    assert code == 0
+
+
+def test_table_is_the_default_and_ends_with_a_summary(capsys):
+    code, out, _ = run(capsys, "examples/premium-compliant.json", "examples/premium-exports-reenabled.json")
+    lines = out.splitlines()
+    assert code == 1
+    assert lines[0].split()[:3] == ["REGISTRY", "SKU", "COMPLIANT"]
+    assert lines[1].split()[:3] == ["contosoprodacr", "Premium", "yes"]
+    assert lines[2].split()[:3] == ["contososhareacr", "Premium", "NO"]
+    assert "exportPolicy.status is enabled; must be disabled" in lines[3]
+    assert lines[-1].startswith("2 registries: 1 compliant, 1 not compliant;")
+
+
+def test_sarif_over_the_examples(capsys):
+    code, out, err = run(capsys, "examples/", "--format", "sarif")
+    assert (code, err) == (1, "")
+    log = json.loads(out)
+    check_sarif(log)
+    results = log["runs"][0]["results"]
+    uris = {r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for r in results}
+    assert "examples/template-v2-symbolic.json" in uris and all(uri.startswith("examples/") for uri in uris)
+    pipeline = next(r for r in results if r["ruleId"] == "DLP.ACR.ExportPipelines" and r["level"] == "error")
+    assert pipeline["locations"][0]["physicalLocation"]["region"]["startLine"] == 24     # "name": "contosoedgeacr"
+    assert "contosoedgeacr" in pipeline["message"]["text"]
+
+
+# --- exit codes ---------------------------------------------------------------------------------
+
+def test_exit_0_when_nothing_fails(capsys):
+    assert run(capsys, "examples/premium-compliant.json")[0] == 0
+
+
+def test_exit_1_when_a_finding_fails(capsys):
+    assert run(capsys, "examples/premium-open-to-internet.json")[0] == 1
+
+
+def test_exit_2_for_input_errors_but_every_other_file_is_reported(capsys, tmp_path):
+    broken = write(tmp_path / "broken.json", "{oops")
+    code, out, err = run(capsys, str(broken), "examples/premium-compliant.json", str(tmp_path / "missing.json"),
+                         "--format", "json")
+    assert code == 2
+    assert [item["name"] for item in json.loads(out)] == ["contosoprodacr"]
+    lines = err.splitlines()
+    assert len(lines) == 2
+    assert lines[0] == (f"python -m dlp evaluate: error: {broken}: not JSON: Expecting property name enclosed in double "
+                        "quotes at line 1 column 2")
+    assert lines[1] == f"python -m dlp evaluate: error: {tmp_path / 'missing.json'}: no such file or directory"
+
+
+def test_input_errors_win_over_failures(capsys, tmp_path):
+    code, out, _ = run(capsys, str(write(tmp_path / "empty.json", "")), "examples/premium-open-to-internet.json")
+    assert code == 2 and "contosodevacr" in out
+
+
+@pytest.mark.parametrize("content", [
+    "", "   ", "null", "42", '"x"', "[]", "{}", '{"data": "rows"}', '{"value": [1, 2]}', "[" * 50_000,
+    '{"resources": {"a": 1}, "contentVersion": "1"}', "\ufeff{", '{"type": "Microsoft.ContainerRegistry/registries"',
+])
+def test_malformed_files_give_one_line_and_no_traceback(capsys, tmp_path, content):
+    path = write(tmp_path / "bad.json", content)
+    code, out, err = run(capsys, str(path))
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith(f"python -m dlp evaluate: error: {path}: ")
+    assert "Traceback" not in err and "internal error" not in err
+    assert out.splitlines()[-1] == "No registries evaluated."
+
+
+def test_an_internal_error_is_still_one_line_and_other_files_count(capsys, monkeypatch, tmp_path):
+    real = evaluate_command.registries_from_document
+
+    def explode(document, source, parameters=None):
+        if source.endswith("boom.json"):
+            raise RuntimeError("kaboom")
+        return real(document, source, parameters)
+
+    monkeypatch.setattr(evaluate_command, "registries_from_document", explode)
+    boom = write(tmp_path / "boom.json", arm_get("Premium", {}))
+    code, out, err = run(capsys, str(boom), "examples/premium-compliant.json", "--format", "json")
+    assert code == 2
+    assert err == (f"python -m dlp evaluate: error: {boom}: internal error (RuntimeError: kaboom); "
+                   "please report it with the file\n")
+    assert [item["name"] for item in json.loads(out)] == ["contosoprodacr"]
+
+
+# --- usage ----------------------------------------------------------------------------------------
+
+def test_unknown_rule_id_lists_the_valid_ones(capsys):
+    code, out, err = run(capsys, "examples/", "--rule", "DLP.ACR.Nope")
+    assert code == 2 and out == ""
+    assert err.startswith("python -m dlp evaluate: error: unknown rule ID 'DLP.ACR.Nope'; valid IDs: ")
+    assert all(rule_id in err for rule_id in CATALOGUE)
+    assert err.count("\n") == 1
+
+
+def test_rule_filter_is_repeatable_comma_separated_and_case_insensitive(capsys):
+    code, out, _ = run(capsys, "examples/premium-exports-reenabled.json", "--format", "json",
+                       "--rule", "dlp.acr.adminuser", "--rule", "DLP.ACR.Firewall,DLP.ACR.TasksBypass")
+    item = json.loads(out)[0]
+    assert [f["ruleId"] for f in item["findings"]] == ["DLP.ACR.AdminUser", "DLP.ACR.Firewall", "DLP.ACR.TasksBypass"]
+    assert (code, item["compliant"]) == (0, True)          # the failing ExportPolicy was not selected
+
+
+def test_rule_filter_restricts_sarif_rules(capsys):
+    _, out, _ = run(capsys, "examples/", "--format", "sarif", "--rule", "DLP.ACR.ExportPolicy")
+    log = json.loads(out)
+    assert [r["id"] for r in log["runs"][0]["tool"]["driver"]["rules"]] == ["DLP.ACR.ExportPolicy"]
+
+
+@pytest.mark.parametrize("argv", [[], ["--format", "xml", "examples/"], ["examples/", "--bogus"]])
+def test_usage_errors_exit_2(capsys, argv):
+    assert run(capsys, *argv)[0] == 2
+
+
+def test_no_command_and_help(capsys):
+    assert cli.main([]) == 2
+    assert cli.main(["--help"]) == 0
+    assert cli.main(["evaluate", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--parameters" in out and "Exit code" in out
+
+
+# --- parameters ----------------------------------------------------------------------------------
+
+def test_unreadable_parameters_file_stops_before_evaluating(capsys, tmp_path):
+    code, out, err = run(capsys, "examples/", "--parameters", str(write(tmp_path / "p.json", '{"resources": []}')))
+    assert (code, out) == (2, "")
+    assert err.startswith(f"python -m dlp evaluate: error: {tmp_path / 'p.json'}: not a parameters file")
+    code, out, err = run(capsys, "examples/", "--parameters", str(tmp_path / "nope.json"))
+    assert (code, out) == (2, "")
+    assert "No such file or directory" in err
+
+
+def test_a_parameters_file_named_as_input_says_to_use_parameters(capsys):
+    code, _, err = run(capsys, "examples/parameters/template-registry.parameters.json")
+    assert code == 2
+    assert "a deployment parameters file, not registries: pass it with --parameters" in err
+
+
+# --- directory walks -------------------------------------------------------------------------------
+
+def test_directory_walk_is_recursive_sorted_and_skips_what_is_not_registries(capsys, tmp_path):
+    locked = arm_get("Premium", LOCKED)
+    write(tmp_path / "b" / "second.json", {**locked, "name": "secondacr", "id": locked["id"] + "2"})
+    write(tmp_path / "a.json", {**locked, "name": "firstacr"})
+    write(tmp_path / "notes.txt", "not json")
+    write(tmp_path / ".git" / "hidden.json", "{broken")
+    write(tmp_path / "node_modules" / "pkg" / "package.json", {"name": "pkg"})
+    write(tmp_path / "params.json", {"$schema": "https://schema.management.azure.com/schemas/2019-04-01/"
+                                                "deploymentParameters.json#", "parameters": {}})
+    write(tmp_path / "network.json", {"$schema": "https://schema.management.azure.com/schemas/2019-04-01/"
+                                                 "deploymentTemplate.json#", "contentVersion": "1.0.0.0",
+                                      "resources": [{"type": "Microsoft.Network/virtualNetworks", "name": "vnet"}]})
+    code, out, err = run(capsys, str(tmp_path), "--format", "json")
+    assert (code, err) == (0, "")
+    assert [item["name"] for item in json.loads(out)] == ["firstacr", "secondacr"]
+    assert [item["source"] for item in json.loads(out)] == [str(tmp_path / "a.json"), str(tmp_path / "b" / "second.json")]
+
+
+def test_directory_walk_still_reports_templates_hiding_registries_in_nested_deployments(capsys, tmp_path):
+    write(tmp_path / "main.json", {"$schema": "https://schema.management.azure.com/schemas/2019-04-01/"
+                                              "deploymentTemplate.json#", "contentVersion": "1.0.0.0",
+                                   "resources": [{"type": "Microsoft.Resources/deployments", "name": "acr",
+                                                  "properties": {"template": {"resources": [
+                                                      {"type": "Microsoft.ContainerRegistry/registries"}]}}}]})
+    code, _, err = run(capsys, str(tmp_path))
+    assert code == 2 and "inside nested deployments" in err
+
+
+def test_directory_without_json_and_other_json_in_a_walk_are_errors(capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    code, _, err = run(capsys, str(tmp_path / "empty"))
+    assert code == 2 and err.endswith("no *.json file in this directory\n")
+    write(tmp_path / "other" / "host.json", {"version": "2.0"})
+    code, _, err = run(capsys, str(tmp_path / "other"))
+    assert code == 2 and "host.json: not a container registry" in err
+
+
+def test_a_file_named_twice_is_evaluated_once(capsys):
+    _, out, _ = run(capsys, "examples/premium-compliant.json", "./examples/premium-compliant.json", "examples",
+                    "--format", "json")
+    names = [item["name"] for item in json.loads(out)]
+    assert names.count("contosoprodacr") == 1 and len(names) == 11
+
+
+# --- the real entry point ---------------------------------------------------------------------------
+
+def test_python_dash_m_dlp_runs_the_quick_start(tmp_path):
+    shutil.copytree(EXAMPLES, tmp_path / "examples")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "dlp", "evaluate", "examples/"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == ""
+    assert done.stdout.splitlines()[-1] == (
+        "11 registries: 1 compliant, 10 not compliant; 33 failing findings (21 high, 8 medium, 4 low); 6 unknown.")

@@ -1,0 +1,274 @@
+"""Every rule of the issue's table, through every input shape, with exact statuses.
+
+Each case is (SKU, REST `properties`, expected status). It runs through every shape in
+tests.test_sources.SHAPES, so a rule can only pass here if the normaliser feeds it the same
+snapshot from an ARM GET, `az acr show`, Resource Graph or an ARM template.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from dlp import model
+from dlp.model import FAIL, NOT_APPLICABLE, PASS, UNKNOWN, Registry
+from dlp.rules import CATALOGUE, Rule, evaluate, rules
+from tests.test_sources import SHAPES, TEMPLATE_SHAPES, only
+
+APPROVED = {"name": "pe-ok", "properties": {"privateLinkServiceConnectionState": {"status": "Approved"}}}
+PENDING = {"name": "pe-wait", "properties": {"privateLinkServiceConnectionState": {"status": "Pending"}}}
+REJECTED = {"name": "pe-no", "properties": {"privateLinkServiceConnectionState": {"status": "Rejected"}}}
+
+
+def export(status: str) -> dict[str, Any]:
+    return {"policies": {"exportPolicy": {"status": status}}}
+
+
+# rule -> [(case name, sku, properties, expected status)]
+CASES: dict[str, list[tuple[str, str, dict[str, Any], str]]] = {
+    "DLP.ACR.ExportPolicy": [
+        ("both disabled", "Premium", {**export("disabled"), "publicNetworkAccess": "Disabled"}, PASS),
+        ("both disabled, other casing", "Premium", {**export("Disabled"), "publicNetworkAccess": "disabled"}, PASS),
+        ("exports re-enabled", "Premium", {**export("enabled"), "publicNetworkAccess": "Disabled"}, FAIL),
+        ("public enabled", "Premium", {**export("disabled"), "publicNetworkAccess": "Enabled"}, FAIL),
+        ("absent: both default to enabled", "Premium", {}, FAIL),
+        ("absent export policy", "Premium", {"publicNetworkAccess": "Disabled"}, FAIL),
+        ("Basic with both disabled", "Basic", {**export("disabled"), "publicNetworkAccess": "Disabled"}, FAIL),
+        ("Standard with both disabled", "Standard", {**export("disabled"), "publicNetworkAccess": "Disabled"}, FAIL),
+    ],
+    "DLP.ACR.PublicNetworkAccess": [
+        ("disabled", "Premium", {"publicNetworkAccess": "Disabled"}, PASS),
+        ("lower case", "Premium", {"publicNetworkAccess": "disabled"}, PASS),
+        ("enabled", "Premium", {"publicNetworkAccess": "Enabled"}, FAIL),
+        ("absent: Enabled", "Premium", {}, FAIL),
+        ("every SKU: Basic disabled", "Basic", {"publicNetworkAccess": "Disabled"}, PASS),
+        ("every SKU: Standard enabled", "Standard", {"publicNetworkAccess": "Enabled"}, FAIL),
+    ],
+    "DLP.ACR.Firewall": [
+        ("public disabled", "Premium", {"publicNetworkAccess": "Disabled"}, PASS),
+        ("public enabled, deny", "Premium",
+         {"publicNetworkAccess": "Enabled", "networkRuleSet": {"defaultAction": "Deny"}}, PASS),
+        ("deny, lower case", "Premium", {"networkRuleSet": {"defaultAction": "deny"}}, PASS),
+        ("public enabled, allow", "Premium",
+         {"publicNetworkAccess": "Enabled", "networkRuleSet": {"defaultAction": "Allow"}}, FAIL),
+        ("absent: Enabled and Allow", "Premium", {}, FAIL),
+        ("Standard", "Standard", {}, NOT_APPLICABLE),
+        ("Basic", "Basic", {"publicNetworkAccess": "Enabled"}, NOT_APPLICABLE),
+    ],
+    "DLP.ACR.PrivateEndpoint": [
+        ("approved", "Premium", {"privateEndpointConnections": [APPROVED]}, PASS),
+        ("one of several approved", "Premium", {"privateEndpointConnections": [REJECTED, APPROVED]}, PASS),
+        ("pending only", "Premium", {"privateEndpointConnections": [PENDING]}, FAIL),
+        ("rejected and pending", "Premium", {"privateEndpointConnections": [REJECTED, PENDING]}, FAIL),
+        ("none", "Premium", {"privateEndpointConnections": []}, FAIL),
+        ("absent", "Premium", {}, FAIL),
+        ("Standard", "Standard", {"privateEndpointConnections": []}, NOT_APPLICABLE),
+    ],
+    "DLP.ACR.PremiumSku": [
+        ("Premium", "Premium", {}, PASS),
+        ("lower case premium", "premium", {}, PASS),
+        ("Standard", "Standard", {}, FAIL),
+        ("Basic", "Basic", {}, FAIL),
+    ],
+    "DLP.ACR.ExportPipelines": [
+        ("exports disabled: no lookup needed", "Premium", export("disabled"), PASS),
+        ("exports enabled offline", "Premium", export("enabled"), UNKNOWN),
+        ("absent: exports enabled", "Premium", {}, UNKNOWN),
+        ("Standard", "Standard", export("enabled"), NOT_APPLICABLE),
+        ("Basic", "Basic", {}, NOT_APPLICABLE),
+    ],
+    "DLP.ACR.AdminUser": [
+        ("off", "Premium", {"adminUserEnabled": False}, PASS),
+        ("absent: off", "Premium", {}, PASS),
+        ("on", "Premium", {"adminUserEnabled": True}, FAIL),
+        ("on as a string", "Premium", {"adminUserEnabled": "True"}, FAIL),
+        ("every SKU: Basic on", "Basic", {"adminUserEnabled": True}, FAIL),
+        ("every SKU: Standard off", "Standard", {"adminUserEnabled": False}, PASS),
+    ],
+    "DLP.ACR.AnonymousPull": [
+        ("off", "Premium", {"anonymousPullEnabled": False}, PASS),
+        ("absent: off", "Standard", {}, PASS),
+        ("on, Premium", "Premium", {"anonymousPullEnabled": True}, FAIL),
+        ("on, Standard", "Standard", {"anonymousPullEnabled": True}, FAIL),
+        ("Basic", "Basic", {"anonymousPullEnabled": True}, NOT_APPLICABLE),
+    ],
+    "DLP.ACR.DataEndpoint": [
+        ("on", "Premium", {"dataEndpointEnabled": True}, PASS),
+        ("off", "Premium", {"dataEndpointEnabled": False}, FAIL),
+        ("absent: off", "Premium", {}, FAIL),
+        ("Standard", "Standard", {"dataEndpointEnabled": False}, NOT_APPLICABLE),
+    ],
+    "DLP.ACR.TrustedServices": [
+        ("None", "Premium", {"networkRuleBypassOptions": "None"}, PASS),
+        ("none, lower case", "Premium", {"networkRuleBypassOptions": "none"}, PASS),
+        ("AzureServices", "Premium", {"networkRuleBypassOptions": "AzureServices"}, FAIL),
+        ("absent: AzureServices", "Premium", {}, FAIL),
+        ("Standard", "Standard", {"networkRuleBypassOptions": "AzureServices"}, NOT_APPLICABLE),
+    ],
+    "DLP.ACR.TasksBypass": [
+        ("off", "Premium", {"networkRuleBypassAllowedForTasks": False}, PASS),
+        ("absent: off", "Premium", {}, PASS),
+        ("on", "Premium", {"networkRuleBypassAllowedForTasks": True}, FAIL),
+        ("Basic", "Basic", {"networkRuleBypassAllowedForTasks": True}, NOT_APPLICABLE),
+    ],
+}
+
+MATRIX = [pytest.param(rule_id, sku, props, expected, shape, id=f"{rule_id.rsplit('.', 1)[-1]}-{name}-{shape}")
+          for rule_id, cases in CASES.items() for name, sku, props, expected in cases for shape in SHAPES]
+
+
+def offline_expectation(rule_id: str, props: dict[str, Any], expected: str, shape: str) -> str:
+    """Templates differ in one documented way: no private endpoint declared is unknown, not fail."""
+    if (shape in TEMPLATE_SHAPES and rule_id == "DLP.ACR.PrivateEndpoint" and expected == FAIL
+            and not props.get("privateEndpointConnections")):
+        return UNKNOWN
+    return expected
+
+
+@pytest.mark.parametrize(("rule_id", "sku", "props", "expected", "shape"), MATRIX)
+def test_rule_through_every_shape(rule_id, sku, props, expected, shape):
+    registry = only(SHAPES[shape](sku, json.loads(json.dumps(props))))
+    finding = evaluate(registry).finding(rule_id)
+    assert finding is not None
+    assert finding.status == offline_expectation(rule_id, props, expected, shape), finding.message
+    assert finding.severity == CATALOGUE[rule_id].severity
+    assert finding.remediable == CATALOGUE[rule_id].remediable
+    assert finding.message
+
+
+def test_every_rule_has_cases_with_every_status_it_can_give():
+    assert set(CASES) == set(CATALOGUE)
+    for rule_id, cases in CASES.items():
+        statuses = {expected for _, _, _, expected in cases}
+        assert {PASS, FAIL} <= statuses or rule_id == "DLP.ACR.ExportPipelines", rule_id
+        if CATALOGUE[rule_id].skus != Rule.skus:
+            assert NOT_APPLICABLE in statuses, rule_id
+
+
+# --- the issue's table, as metadata ------------------------------------------------------------
+
+TABLE = {  # id: (severity, skus, remediable)
+    "DLP.ACR.ExportPolicy": ("high", ("Basic", "Standard", "Premium"), True),
+    "DLP.ACR.PublicNetworkAccess": ("high", ("Basic", "Standard", "Premium"), True),
+    "DLP.ACR.Firewall": ("medium", ("Premium",), False),
+    "DLP.ACR.PrivateEndpoint": ("medium", ("Premium",), False),
+    "DLP.ACR.PremiumSku": ("high", ("Basic", "Standard", "Premium"), False),
+    "DLP.ACR.ExportPipelines": ("high", ("Premium",), False),
+    "DLP.ACR.AdminUser": ("medium", ("Basic", "Standard", "Premium"), False),
+    "DLP.ACR.AnonymousPull": ("medium", ("Standard", "Premium"), False),
+    "DLP.ACR.DataEndpoint": ("low", ("Premium",), False),
+    "DLP.ACR.TrustedServices": ("low", ("Premium",), False),
+    "DLP.ACR.TasksBypass": ("medium", ("Premium",), False),
+}
+
+
+def test_catalogue_matches_the_issue_table_in_order():
+    assert list(CATALOGUE) == list(TABLE)
+    for rule_id, (severity, skus, remediable) in TABLE.items():
+        rule = CATALOGUE[rule_id]
+        assert (rule.severity, tuple(rule.skus), rule.remediable) == (severity, skus, remediable), rule_id
+        assert rule.synopsis and rule.recommendation
+        assert rule.links and all(link.startswith("https://") for link in rule.links)
+
+
+# --- finding messages say what was found and what is required ---------------------------------
+
+def test_messages_name_the_value_found_and_the_value_required():
+    registry = only(SHAPES["arm-get"]("Premium", {**export("enabled"), "publicNetworkAccess": "Disabled"}))
+    assert evaluate(registry).finding("DLP.ACR.ExportPolicy").message == "exportPolicy.status is enabled; must be disabled"
+    basic = only(SHAPES["arm-get"]("Basic", {}))
+    message = evaluate(basic).finding("DLP.ACR.ExportPolicy").message
+    assert "sku.name is Basic" in message and "publicNetworkAccess is Enabled; must be Disabled" in message
+
+
+# --- export pipelines beyond the offline shapes ------------------------------------------------
+
+def premium(**changes: Any) -> Registry:
+    return replace(Registry(id="/subscriptions/s/resourceGroups/g/providers/Microsoft.ContainerRegistry/registries/r",
+                            name="r", sku="Premium"), **changes)
+
+
+def test_export_pipelines_after_a_lookup():
+    rule = CATALOGUE["DLP.ACR.ExportPipelines"]
+    assert rule.evaluate(premium(export_pipelines=())).status == PASS
+    found = rule.evaluate(premium(export_pipelines=("to-partner", "nightly")))
+    assert found.status == FAIL
+    assert found.message == "export pipeline(s) to-partner, nightly exist; none may exist"
+    # declared pipelines fail even next to disabled exports (a template declaring both)
+    assert rule.evaluate(premium(export_pipelines=("p",), export_policy="disabled")).status == FAIL
+
+
+# --- unresolved values: unknown, never a silent pass -------------------------------------------
+
+@pytest.mark.parametrize("rule_id", list(CATALOGUE))
+def test_every_property_a_rule_reads_makes_it_unknown_when_unresolved(rule_id):
+    rule = CATALOGUE[rule_id]
+    for prop in rule.reads:
+        finding = rule.evaluate(premium(unresolved=frozenset({prop})))
+        assert finding.status == UNKNOWN, (rule_id, prop)
+        assert "cannot be determined" in finding.message
+
+
+def test_unknown_sku_keeps_every_sku_rules_evaluated():
+    registry = premium(sku="Unknown", unresolved=frozenset({model.P_SKU}), public_network_access="Enabled",
+                       admin_user_enabled=True)
+    statuses = {f.rule_id: f.status for f in evaluate(registry).findings}
+    assert statuses == {
+        "DLP.ACR.ExportPolicy": FAIL,            # public access is on: fails whatever the SKU
+        "DLP.ACR.PublicNetworkAccess": FAIL,
+        "DLP.ACR.Firewall": UNKNOWN,
+        "DLP.ACR.PrivateEndpoint": UNKNOWN,
+        "DLP.ACR.PremiumSku": UNKNOWN,
+        "DLP.ACR.ExportPipelines": UNKNOWN,
+        "DLP.ACR.AdminUser": FAIL,
+        "DLP.ACR.AnonymousPull": UNKNOWN,
+        "DLP.ACR.DataEndpoint": UNKNOWN,
+        "DLP.ACR.TrustedServices": UNKNOWN,
+        "DLP.ACR.TasksBypass": UNKNOWN,
+    }
+    locked = replace(registry, public_network_access="Disabled", export_policy="disabled")
+    assert evaluate(locked).finding("DLP.ACR.ExportPolicy").status == UNKNOWN
+
+
+def test_an_unrecognised_sku_is_not_applicable_to_sku_specific_rules_only():
+    statuses = {f.rule_id: f.status for f in evaluate(premium(sku="Classic")).findings}
+    assert statuses["DLP.ACR.Firewall"] == NOT_APPLICABLE
+    assert statuses["DLP.ACR.PremiumSku"] == FAIL
+    assert statuses["DLP.ACR.PublicNetworkAccess"] == FAIL
+
+
+# --- evaluate() and rules() --------------------------------------------------------------------
+
+def test_evaluate_runs_every_rule_in_catalogue_order_and_is_pure():
+    registry = premium()
+    first, second = evaluate(registry), evaluate(registry)
+    assert [f.rule_id for f in first.findings] == list(CATALOGUE)
+    assert first == second
+    assert first.registry is registry
+
+
+def test_rules_selects_case_insensitively_and_rejects_unknown_ids():
+    picked = rules(["dlp.acr.exportpolicy", "DLP.ACR.Firewall"])
+    assert [r.id for r in picked] == ["DLP.ACR.ExportPolicy", "DLP.ACR.Firewall"]
+    assert [f.rule_id for f in evaluate(premium(), picked).findings] == ["DLP.ACR.ExportPolicy", "DLP.ACR.Firewall"]
+    with pytest.raises(KeyError):
+        rules(["DLP.ACR.Nope"])
+    assert rules() == tuple(CATALOGUE.values())
+
+
+def test_compliant_exactly_when_nothing_fails():
+    locked = premium(export_policy="disabled", public_network_access="Disabled", network_default_action="Deny",
+                     network_bypass_options="None", data_endpoint_enabled=True,
+                     private_endpoints=(model.PrivateEndpoint("pe", "Approved"),))
+    assessment = evaluate(locked)
+    assert assessment.compliant and not assessment.failures
+    assert {f.status for f in assessment.findings} == {PASS}
+    drifted = evaluate(replace(locked, export_policy="enabled"))
+    assert not drifted.compliant
+    assert [f.rule_id for f in drifted.failures] == ["DLP.ACR.ExportPolicy"]
+    # unknown alone does not make a registry non-compliant
+    assert drifted.finding("DLP.ACR.ExportPipelines").status == UNKNOWN
+    assert evaluate(replace(locked, export_policy="enabled"), rules(["DLP.ACR.ExportPipelines"])).compliant
