@@ -110,7 +110,7 @@ class ArmEmulator(Emulator):
 
     def create(self, subscription: str, resource_group: str, name: str, **kwargs: Any) -> dict[str, Any]:
         """`make_registry(...)` and `add` in one call; returns the stored JSON."""
-        return self.registries.add(make_registry(subscription, resource_group, name, **kwargs))
+        return self.registries.add(make_registry(subscription, resource_group, name, **kwargs), copy_json=False)
 
     def get(self, resource_id: str) -> dict[str, Any] | None:
         return self.registries.get(resource_id)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 ACCOUNT = "devstoreaccount1"
-KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuu2wXBeTtQjMEIaQ0m2l8w4fPODy8Xl7tWMIWMw=="
+KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -80,7 +80,7 @@ class Azurite:
         args = [*self.command, "--blobHost", "127.0.0.1", "--blobPort", str(self.blob_port),
                 "--queueHost", "127.0.0.1", "--queuePort", str(self.queue_port),
                 "--tableHost", "127.0.0.1", "--tablePort", str(self.table_port),
-                "--location", self._folder, "--inMemoryPersistence", "--skipApiVersionCheck", "--loose",
+                "--inMemoryPersistence", "--skipApiVersionCheck", "--loose",   # (--location refuses in-memory)
                 "--silent", "--disableTelemetry"]
         with open(Path(self._folder) / "azurite.out", "wb") as out:
             process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -10,7 +10,7 @@ matter for honest measurements and for the real SDK clients:
 * `stop()` closes the listening socket AND every open connection (a pooled keep-alive
   connection would otherwise keep being answered), so clients see "connection refused";
   `start()` again rebinds the same port;
-* faults in mode "hang" wait until the emulator stops, so shutdown never blocks on them.
+* faults in mode "hang" hold the request until the emulator stops or is reset, so neither blocks.
 """
 
 from __future__ import annotations
@@ -187,6 +187,7 @@ class Fault:
     delay: float = 0.0
     mode: str = "respond"
     service: str | None = None
+    skip: int = 0                    # let this many matching requests through first
     hits: int = 0
 
     def matches(self, method: str, path: str, service: str) -> bool:
@@ -213,17 +214,18 @@ class FaultQueue:
 
     def add(self, method: str | None = None, path: str = r".*", status: int = 500,
             headers: Mapping[str, str] | None = None, body: Any = None, times: int | None = 1,
-            delay: float = 0.0, mode: str = "respond", service: str | None = None) -> Fault:
+            delay: float = 0.0, mode: str = "respond", service: str | None = None, skip: int = 0) -> Fault:
         """Queue a fault. `path` is a regex searched (case-insensitively) in the decoded path, query excluded.
 
         `mode`: "respond" answers status/headers/body; "hang" never answers (until the emulator
         stops); "close" drops the connection without a response. `delay` waits before acting.
         `service` restricts the fault to one log label (e.g. "graph" or "arm-op" on the ARM server).
+        `skip` lets that many matching requests through before the fault starts (e.g. fail the 2nd chunk).
         """
         if mode not in FAULT_MODES:
             raise ValueError(f"mode must be one of {FAULT_MODES}")
         fault = Fault(method, re.compile(path, re.IGNORECASE), status, dict(headers or {}), body,
-                      times, delay, mode, service)
+                      times, delay, mode, service, skip)
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -232,6 +234,9 @@ class FaultQueue:
         with self._lock:
             for fault in self._faults:
                 if fault.matches(method, path, service):
+                    if fault.skip > 0:
+                        fault.skip -= 1
+                        continue
                     fault.hits += 1
                     if fault.times is not None:
                         fault.times -= 1
@@ -306,7 +311,9 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.mode != "respond":
                 record.status = 0
                 if fault.mode == "hang":
-                    stopping.wait()
+                    release = emulator.hang_release
+                    while not release.is_set() and not stopping.wait(0.05):
+                        pass
                 self.close_connection = True
                 try:
                     self.connection.shutdown(socket.SHUT_RDWR)
@@ -392,6 +399,7 @@ class Emulator:
         self.faults = FaultQueue()
         self.latency = latency            # seconds added before every answer (not to faults that hang/close)
         self.errors: list[str] = []       # tracebacks of emulator bugs (answered as 500): tests may assert empty
+        self.hang_release = threading.Event()   # set by reset(): requests held by "hang" faults are dropped
         self._port = port
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -453,8 +461,10 @@ class Emulator:
     # behaviour ------------------------------------------------------------------------------
     def reset(self) -> None:
         """Forget requests, faults, latency, errors and service state (between tests)."""
-        self.log.reset()
         self.faults.clear()
+        self.hang_release.set()
+        self.hang_release = threading.Event()
+        self.log.reset()
         self.latency = 0.0
         self.errors.clear()
         self.reset_state()
