@@ -1,0 +1,185 @@
+"""Resource Graph adapter: every container registry in some subscriptions, as whole rows, paged.
+
+Why Resource Graph: one query returns the full ARM body of up to 1,000 registries per page
+(`id`, `name`, `type`, `sku`, `tags`, `properties`), so a sweep of 10,000 registries costs
+10 requests instead of 10,000 GETs (ARM throttles reads per principal). The rows are
+returned raw; dlp.sources normalises them with the same code as an ARM GET.
+
+Scope: with no subscriptions the request carries no `subscriptions` list, which Resource
+Graph (api-version 2021-03-01, the one azure-mgmt-resourcegraph 8.x sends) runs at tenant
+scope: every subscription the identity can read (`Search-AzGraph -UseTenantScope` sends the
+same request). `allowPartialScopes` stays false: a tenant too large for one tenant-scope
+query gets an error, never a silently partial sweep (set DLP_SCOPES then).
+
+Paging: `$skipToken` from each answer, with the same query and scopes; the query orders by
+`id` so pages are stable. Retries: the query is a read, so POST is retried like a GET, and a
+429 without `Retry-After` waits for ARG's `x-ms-user-quota-resets-after`; every wait stays
+inside the invocation's time budget (dlp.budget).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dlp.budget import BudgetRetryPolicy
+
+PAGE_SIZE = 1000                  # ARG's maximum `$top`
+MAX_SUBSCRIPTIONS = 1000          # subscriptions per request (az graph query caps here too); more are chunked
+MAX_PAGES = 10_000                # 10 million registries: a repeating token must not loop forever
+REGISTRY_TYPE = "microsoft.containerregistry/registries"
+COLUMNS = ("id", "name", "type", "location", "resourceGroup", "subscriptionId", "sku", "tags", "properties")
+
+_SAFE_VALUE = re.compile(r"^[-\w\.\(\)]{1,90}$")     # resource-group names (see dlp.settings.SCOPE_RE)
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_CLOCK = re.compile(r"^(\d{1,2}):(\d{2}):(\d{2})$")
+
+
+class GraphError(Exception):
+    """Resource Graph answered something we cannot page through (not an HTTP error)."""
+
+
+@dataclass(frozen=True)
+class Page:
+    """One answer of the query: raw rows plus what a progress indicator needs."""
+
+    number: int                   # 1-based, across subscription chunks
+    rows: list[dict[str, Any]]
+    total: int                    # `totalRecords` of the chunk this page belongs to
+    more: bool                    # another page follows in this chunk
+
+
+def registry_query(resource_groups: Sequence[str] = ()) -> str:
+    """The KQL of the sweep. Resource-group names are validated, never spliced in raw."""
+    lines = ["resources", f"| where type =~ '{REGISTRY_TYPE}'"]
+    groups = list(dict.fromkeys(g.lower() for g in resource_groups))
+    for group in groups:
+        if not _SAFE_VALUE.match(group):
+            raise ValueError(f"not a resource-group name: {group[:100]!r}")
+    if groups:
+        lines.append("| where resourceGroup in~ (" + ", ".join(f"'{g}'" for g in groups) + ")")
+    lines.append("| project " + ", ".join(COLUMNS))
+    lines.append("| order by id asc")
+    return "\n".join(lines)
+
+
+def _raw_json(pipeline_response: Any, _deserialized: Any, _headers: Any) -> Any:
+    return pipeline_response.http_response.json()
+
+
+class GraphRetryPolicy(BudgetRetryPolicy):
+    """The budget-bounded retry policy, with the Resource Graph query treated as the read it is."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._method_whitelist = frozenset({*self._method_whitelist, "POST"})
+
+    def get_retry_after(self, response: Any) -> float | None:
+        wait = super().get_retry_after(response)
+        if wait is not None:
+            return wait
+        http = getattr(response, "http_response", None)
+        if http is None or http.status_code != 429:
+            return None
+        match = _CLOCK.match(str(http.headers.get("x-ms-user-quota-resets-after") or "").strip())
+        if not match:
+            return None
+        hours, minutes, seconds = (int(part) for part in match.groups())
+        return float(hours * 3600 + minutes * 60 + seconds) or 1.0
+
+
+class ResourceGraph:
+    """The only place that talks to Microsoft.ResourceGraph. One client per process, thread-safe."""
+
+    def __init__(self, endpoint: str, credential: Any, *, transport: Any = None):
+        self.endpoint = endpoint.rstrip("/")
+        self.scope = self.endpoint + "/.default"
+        self._credential = credential
+        self._transport = transport
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def _get_client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                from azure.mgmt.resourcegraph import ResourceGraphClient
+
+                if self._transport is None:
+                    from dlp.azure.arm import shared_transport
+
+                    self._transport = shared_transport()
+                self._client = ResourceGraphClient(self._credential, base_url=self.endpoint,
+                                                   credential_scopes=[self.scope], retry_policy=GraphRetryPolicy(),
+                                                   transport=self._transport)
+            return self._client
+
+    def registries(self, subscriptions: Sequence[str] = (), resource_groups: Sequence[str] = (),
+                   *, on_page: Callable[[Page], None] | None = None) -> Iterator[Page]:
+        """Pages of raw registry rows in these subscriptions (none: tenant scope), optionally only
+        in resource groups with these names. Raises the SDK's HttpResponseError, or GraphError."""
+        subs = list(dict.fromkeys(s.lower() for s in subscriptions))
+        for sub in subs:
+            if not _GUID.match(sub):
+                raise ValueError(f"not a subscription ID: {sub[:100]!r}")
+        query = registry_query(resource_groups)
+        chunks: list[list[str] | None] = (
+            [subs[i:i + MAX_SUBSCRIPTIONS] for i in range(0, len(subs), MAX_SUBSCRIPTIONS)] if subs else [None])
+        number = 0
+        for chunk in chunks:
+            for page in self._pages(query, chunk, number):
+                number = page.number
+                if on_page is not None:
+                    on_page(page)
+                yield page
+
+    def _pages(self, query: str, subscriptions: list[str] | None, numbered: int) -> Iterator[Page]:
+        from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
+
+        client = self._get_client()
+        token: str | None = None
+        seen: set[str] = set()
+        for number in range(numbered + 1, numbered + MAX_PAGES + 1):
+            options = QueryRequestOptions(top=PAGE_SIZE, skip_token=token, result_format="objectArray",
+                                          allow_partial_scopes=False)
+            body = client.resources(QueryRequest(query=query, subscriptions=subscriptions, options=options),
+                                    cls=_raw_json)
+            if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+                raise GraphError("Resource Graph answered without a `data` array")
+            token = body.get("$skipToken") or None
+            if token is None and str(body.get("resultTruncated", "false")).lower() == "true":
+                raise GraphError("Resource Graph truncated the result and gave no $skipToken to page with")
+            rows = [row for row in body["data"] if isinstance(row, dict)]
+            total = body.get("totalRecords") if isinstance(body.get("totalRecords"), int) else len(rows)
+            yield Page(number, rows, total, token is not None)
+            if token is None:
+                return
+            if token in seen:
+                raise GraphError("Resource Graph repeated a $skipToken")
+            seen.add(token)
+        raise GraphError(f"more than {MAX_PAGES} pages of registries")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+
+def graph_for(services: Any) -> ResourceGraph:
+    """The Resource Graph adapter of these Services, built on first use and kept on them.
+
+    Same endpoint as the ARM adapter and the process's credential (the managed identity in
+    Azure), so importing function_app stays cheap; tests and benchmarks may inject `services.graph`.
+    """
+    with _graph_lock:
+        if getattr(services, "graph", None) is None:
+            from dlp.azure.credential import get_credential
+
+            services.graph = ResourceGraph(services.settings.arm_endpoint, get_credential())
+        return services.graph
+
+
+_graph_lock = threading.Lock()

@@ -1,0 +1,278 @@
+"""`POST /api/recheck` and `GET /api/health`: a func.HttpRequest in, a func.HttpResponse out.
+
+Why a re-check endpoint: operators want to ask "is this registry, or this whole subscription,
+locked right now?" without waiting for a write to raise an event. The answer comes from the
+same pipeline as the events and is recorded like them (`Trigger = http`).
+
+Input is untrusted even behind a function key, so everything is checked before any Azure call:
+the body is size-bounded JSON with exactly one of `registryId` (a registry ID, strict pattern)
+or `scope` (a subscription or resource-group ID); the target must lie inside DLP_SCOPES (403
+otherwise, with zero ARM calls). Every answer is JSON; errors are `{"error": {"code", "message"}}`
+and never carry a traceback.
+
+A function key is a shared secret that can trigger enforcement (`?remediate=true` in enforce
+mode), so the README shows how to put Entra ID sign-in (App Service Authentication) in front of
+it; the signed-in caller then arrives in `X-MS-CLIENT-PRINCIPAL-NAME` and is recorded. Without
+App Service Authentication that header is whatever the caller sent: recorded, never trusted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import azure.functions as func
+
+from dlp import __version__, pipeline, remediation
+from dlp.budget import Budget
+from dlp.events import registry_of
+from dlp.model import A_DEFERRED, A_ERROR, A_GONE, Context, Evaluation, Target
+from dlp.settings import MODES, SCOPE_RE, ConfigError, Settings, load
+
+log = logging.getLogger("dlp.http")
+
+MAX_BODY_BYTES = 4096          # {"registryId": <about 250 characters>} fits many times over
+MAX_ID_LENGTH = 400            # longest valid registry ID: ~51 + 90 + 48 + 50 characters
+MAX_CALLER_LENGTH = 256
+FIELDS = ("registryId", "scope")
+PRINCIPAL_NAME = "X-MS-CLIENT-PRINCIPAL-NAME"
+PRINCIPAL_ID = "X-MS-CLIENT-PRINCIPAL-ID"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+class ApiError(Exception):
+    """An answer other than 200: status, stable machine-readable code, a sentence for people."""
+
+    def __init__(self, status: int, code: str, message: str, evaluations: Sequence[Evaluation] = ()):
+        self.status = status
+        self.code = code
+        self.message = message
+        self.evaluations = tuple(evaluations)
+        super().__init__(message)
+
+
+def _json(status: int, body: Mapping[str, Any]) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body, indent=None, separators=(",", ":")), status_code=status,
+                             mimetype="application/json", charset="utf-8",
+                             headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+
+
+def _quote(value: str, limit: int = 120) -> str:
+    """A user-supplied value safe to echo in a message (repr, shortened)."""
+    return repr(value[:limit] + ("..." if len(value) > limit else ""))
+
+
+# --- intake (pure) ---------------------------------------------------------------------------------
+
+def parse_remediate(params: Mapping[str, str]) -> bool:
+    value = params.get("remediate")
+    if value is None or value.strip().lower() in ("", "false"):
+        return False
+    if value.strip().lower() == "true":
+        return True
+    raise ApiError(400, "InvalidParameter", f"remediate must be true or false, not {_quote(value, 20)}")
+
+
+def parse_body(body: bytes) -> tuple[str, str]:
+    """The request body -> ("registryId" | "scope", the ID). ApiError(400) for anything else."""
+    if len(body) > MAX_BODY_BYTES:
+        raise ApiError(400, "BodyTooLarge", f"the body must be at most {MAX_BODY_BYTES} bytes of JSON")
+    try:
+        document = json.loads(body.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise ApiError(400, "InvalidJson", 'the body must be a JSON object: {"registryId": "<registry ID>"} '
+                                           'or {"scope": "/subscriptions/<id>[/resourceGroups/<name>]"}') from None
+    if not isinstance(document, dict):
+        raise ApiError(400, "InvalidJson", 'the body must be a JSON object with "registryId" or "scope"')
+    unknown = [key for key in document if key not in FIELDS]
+    if unknown:
+        raise ApiError(400, "UnknownField", f"unknown field {_quote(str(unknown[0]), 40)}; "
+                                            'send exactly one of "registryId" or "scope"')
+    present = [key for key in FIELDS if key in document]
+    if len(present) != 1:
+        raise ApiError(400, "InvalidBody", 'send exactly one of "registryId" or "scope"')
+    kind = present[0]
+    value = document[kind]
+    if not isinstance(value, str):
+        raise ApiError(400, "InvalidRegistryId" if kind == "registryId" else "InvalidScope", f"{kind} must be a string")
+    if kind == "registryId":
+        return kind, _registry_id(value)
+    return kind, _scope(value)
+
+
+def _registry_id(value: str) -> str:
+    found = registry_of(value) if len(value) <= MAX_ID_LENGTH else None
+    if found is None or not found[1] or found[0] != value:
+        raise ApiError(400, "InvalidRegistryId",
+                       f"registryId {_quote(value)} is not a container registry ID: expected "
+                       "/subscriptions/<guid>/resourceGroups/<name>/providers/Microsoft.ContainerRegistry/registries/<name>")
+    return value
+
+
+def _scope(value: str) -> str:
+    if len(value) > MAX_ID_LENGTH or not SCOPE_RE.fullmatch(value):
+        hint = "; send a registry ID as registryId" if registry_of(value[:MAX_ID_LENGTH]) else ""
+        raise ApiError(400, "InvalidScope", f"scope {_quote(value)} is not a subscription or resource-group ID: "
+                                            f"expected /subscriptions/<guid>[/resourceGroups/<name>]{hint}")
+    return value
+
+
+def _header(headers: Mapping[str, str], name: str) -> str:
+    value = headers.get(name) or headers.get(name.lower()) or ""
+    return _CONTROL.sub("", str(value)).strip()[:MAX_CALLER_LENGTH]
+
+
+def context_of(headers: Mapping[str, str]) -> Context:
+    """The record's context: trigger http, the caller App Service Authentication names, a fresh id."""
+    caller = _header(headers, PRINCIPAL_NAME)
+    if not caller:
+        principal_id = _header(headers, PRINCIPAL_ID)
+        caller = f"object:{principal_id}" if principal_id else ""
+    forwarded = _header(headers, "X-Forwarded-For").split(",")[0].strip()
+    ip = forwarded if re.fullmatch(r"[0-9A-Fa-f:.\[\]]{2,64}", forwarded) else ""
+    request_id = str(uuid.uuid4())
+    return Context(trigger="http", event_id=request_id, event_type="recheck", operation_name="POST /api/recheck",
+                   correlation_id=request_id, caller=caller, caller_ip=ip)
+
+
+def check_scope(kind: str, target: str, settings: Settings) -> None:
+    """403 unless the target lies inside DLP_SCOPES (empty: every scope). Before any Azure call."""
+    if remediation.in_scopes(target, settings.scopes):
+        return
+    what = "registry" if kind == "registryId" else "scope"
+    raise ApiError(403, "OutOfScope", f"{what} {_quote(target)} is outside DLP_SCOPES; "
+                                      "the responder only re-checks what it is configured to act on")
+
+
+# --- the re-check ------------------------------------------------------------------------------------
+
+def _explain(evaluations: list[Evaluation], settings: Settings, remediate: bool) -> list[Evaluation]:
+    """In enforce mode without ?remediate=true the plan is only reported: say so, not "set DLP_MODE"."""
+    if remediate or settings.mode != "enforce":
+        return evaluations
+    return [replace(e, outcome=replace(e.outcome, detail="re-checked without remediate=true: this is the plan; "
+                                                         "POST again with ?remediate=true to apply it"))
+            if e.outcome.reason == remediation.R_AUDIT else e for e in evaluations]
+
+
+def _arm_failures(evaluations: Sequence[Evaluation]) -> list[Evaluation]:
+    return [e for e in evaluations if e.outcome.action in (A_ERROR, A_DEFERRED)]
+
+
+def _run(kind: str, target: str, context: Context, services: pipeline.Services, enforce: bool) -> list[Evaluation]:
+    budget = Budget.of(services.settings.time_budget_s)
+    if kind == "registryId":
+        return pipeline.run([Target(target, context)], services, enforce=enforce, budget=budget, record=False)
+    from dlp import sweep
+    from dlp.azure.errors import classify
+
+    try:
+        return sweep.assess(sweep.Listing.of_scopes([target]), services, context=context, budget=budget,
+                            enforce=enforce).evaluations
+    except Exception as exc:
+        failure = classify(exc)
+        log.warning("re-check of %s: Resource Graph failed: %s", target, failure)
+        raise ApiError(502, failure.code or "ResourceGraphFailed",
+                       f"Resource Graph could not list the registries: {failure}") from None
+
+
+def _status(kind: str, evaluations: list[Evaluation]) -> ApiError | None:
+    if kind == "registryId" and evaluations and evaluations[0].outcome.action == A_GONE:
+        return ApiError(404, "RegistryNotFound", f"registry {_quote(evaluations[0].registry_id)} does not exist",
+                        evaluations)
+    failed = _arm_failures(evaluations)
+    if failed:
+        first = failed[0].outcome
+        return ApiError(502, first.error_code or first.reason or "ArmFailed",
+                        f"ARM failed for {len(failed)} of {len(evaluations)} registr"
+                        f"{'y' if len(evaluations) == 1 else 'ies'}: {first.detail}"[:1000], evaluations)
+    return None
+
+
+def handle_recheck(method: str, params: Mapping[str, str], headers: Mapping[str, str],
+                   body: bytes) -> tuple[int, dict[str, Any]]:
+    """The re-check as (status, JSON body). Validation, scope and settings come before any Azure call."""
+    from dlp import runtime
+
+    try:
+        if method.upper() != "POST":
+            raise ApiError(405, "MethodNotAllowed", "use POST")
+        remediate = parse_remediate(params)
+        kind, target = parse_body(body)
+        try:
+            services = runtime.services()
+        except ConfigError as exc:
+            raise ApiError(503, "ConfigurationError", f"the responder is misconfigured: {exc}") from None
+        check_scope(kind, target, services.settings)
+        context = context_of(headers)
+        enforce = remediate and services.settings.mode == "enforce"
+        evaluations = _explain(_run(kind, target, context, services, enforce), services.settings, remediate)
+        try:
+            pipeline.finish(evaluations, services)
+        except Exception:
+            log.exception("re-check %s: the evaluations could not be recorded", context.event_id)
+            raise ApiError(503, "RecordingFailed", "the re-check ran but could not be recorded; try again later",
+                           evaluations) from None
+        problem = _status(kind, evaluations)
+        if problem is not None:
+            raise problem
+        return 200, {"evaluations": [e.to_json() for e in evaluations]}
+    except ApiError as error:
+        if error.status >= 500 or error.status == 403:
+            log.warning("re-check answered %d %s: %s", error.status, error.code, error.message)
+        body_json: dict[str, Any] = {"error": {"code": error.code, "message": error.message}}
+        if error.evaluations:
+            body_json["evaluations"] = [e.to_json() for e in error.evaluations]
+        return error.status, body_json
+
+
+def recheck(req: func.HttpRequest) -> func.HttpResponse:
+    """HTTP trigger glue for POST /api/recheck. Never raises: a bug of ours is a JSON 500 and a log line."""
+    try:
+        status, body = handle_recheck(req.method or "", req.params, req.headers, req.get_body() or b"")
+    except Exception:
+        log.exception("re-check failed unexpectedly")
+        status, body = 500, {"error": {"code": "InternalError",
+                                       "message": "the re-check failed unexpectedly; the error is in the function log"}}
+    return _json(status, body)
+
+
+# --- health --------------------------------------------------------------------------------------------
+
+def health_report(environ: Mapping[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+    """Version, mode, which outputs are configured (never their values), and any configuration error.
+
+    A configuration error is reported (503) instead of crashing the host at import, so the
+    function app keeps serving this endpoint while someone fixes the settings.
+    """
+    environ = os.environ if environ is None else environ
+    try:
+        settings = load(environ)
+    except ConfigError as exc:
+        raw_mode = str(environ.get("DLP_MODE", "audit") or "audit").strip().lower()
+        return 503, {"status": "misconfigured", "version": __version__,
+                     "mode": raw_mode if raw_mode in MODES else None, "outputs": None,
+                     "configurationError": {"message": str(exc),
+                                            "problems": [{"setting": name, "problem": why} for name, why in exc.problems]}}
+    return 200, {"status": "ok", "version": __version__, "mode": settings.mode, "outputs": settings.outputs(),
+                 "scopes": len(settings.scopes), "configurationError": None}
+
+
+def health(req: func.HttpRequest) -> func.HttpResponse:
+    """HTTP trigger glue for GET /api/health."""
+    try:
+        status, body = health_report()
+    except Exception:
+        log.exception("health failed unexpectedly")
+        status, body = 500, {"status": "error", "version": __version__,
+                             "error": {"code": "InternalError", "message": "see the function log"}}
+    return _json(status, body)
+
+
+__all__ = ["ApiError", "context_of", "handle_recheck", "health", "health_report", "parse_body", "recheck"]

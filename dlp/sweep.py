@@ -1,0 +1,208 @@
+"""The scheduled sweep, and the engine it shares with scope re-checks and `dlp scan`.
+
+Why: events get lost (a subscription created late, a recreated system topic, dead-lettered
+deliveries). The sweep lists every registry in DLP_SCOPES (or, with no scopes, in every
+subscription the identity can see) with one Resource Graph query, paged by 1,000, and runs
+the same rules over each row. A registry the rules pass costs no further ARM call: it is
+evaluated and recorded straight from the row. Only a registry that needs a write
+(`remediation.needed_changes`) goes through the per-registry pipeline, which re-reads it
+from ARM before anything is written (Resource Graph lags ARM by seconds to minutes, and the
+pipeline's guards need export pipelines, which no row carries).
+
+One exception keeps "needs a write" honest: a drift the responder would refuse for a standing
+reason it can read from the row (outside DLP_SCOPES, exempt by DLP_EXEMPTIONS or a tag, not
+Premium) is recorded from the row too. A re-read would only repeat the same refusal, and in a
+tenant full of Basic registries it would cost one GET per registry per sweep.
+
+All evaluations are recorded in one `pipeline.finish(..., digest=True)` call, so the alerts of
+a sweep go out as one digest. The sweep also drains the outbox of undelivered records.
+
+Time budget: the timer function gets SWEEP_BUDGET_S (4.5 minutes), because host.json's
+`functionTimeout` is 5 minutes for every function of the app; tests/test_sweep.py checks the
+two agree. Work the budget cannot hold (a failing dependency, thousands of drifted registries)
+is handed to the durable retry by the pipeline, as for events.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from dlp import pipeline, remediation
+from dlp.budget import Budget
+from dlp.model import A_ERROR, A_NONE, Context, Evaluation, Outcome, Target
+from dlp.remediation import R_EXEMPTION, R_NOT_PREMIUM, R_OUT_OF_SCOPE, R_TAG_EXEMPTION, Policy
+from dlp.rules import evaluate
+from dlp.sources import is_registry, registry_from_resource
+
+log = logging.getLogger("dlp.sweep")
+
+SWEEP_BUDGET_S = 270.0       # host.json functionTimeout (5 min) minus 30 s to record, alert and drain
+WORKERS = 4                  # drifted registries re-read and remediated in parallel (ARM allows far more)
+SOURCE = "resourcegraph"     # Registry.source / the `source` field of rows evaluated without an ARM read
+
+# Plan reasons that rest on the row alone: a re-read would repeat the same refusal (see module doc).
+STANDING_REFUSALS = frozenset({R_OUT_OF_SCOPE, R_EXEMPTION, R_TAG_EXEMPTION, R_NOT_PREMIUM})
+
+
+@dataclass(frozen=True)
+class Listing:
+    """Which registries to list: the query's scopes plus the filter the rows must pass."""
+
+    subscriptions: tuple[str, ...] = ()      # empty: tenant scope (every subscription the identity can read)
+    resource_groups: tuple[str, ...] = ()    # names; empty: every resource group
+    scopes: tuple[str, ...] = ()             # lower-cased scope IDs a row must be in; empty: keep every row
+
+    @classmethod
+    def of_scopes(cls, scopes: Sequence[str]) -> Listing:
+        """DLP_SCOPES-style IDs -> subscriptions to query, resource groups to narrow by, and the exact filter.
+
+        Resource-group names only narrow the query when every scope is a resource group; the
+        exact pairing (this group in that subscription) is checked on each row.
+        """
+        ids = tuple(dict.fromkeys(s.rstrip("/").lower() for s in scopes))
+        subscriptions = tuple(dict.fromkeys(s.split("/")[2] for s in ids))
+        groups = tuple(s.split("/")[4] for s in ids if s.count("/") >= 4)
+        return cls(subscriptions, groups if ids and len(groups) == len(ids) else (), ids)
+
+
+@dataclass
+class Result:
+    """What one pass produced, with the figures a benchmark or progress line needs."""
+
+    evaluations: list[Evaluation] = field(default_factory=list)
+    pages: int = 0
+    rows: int = 0
+    from_rows: int = 0        # evaluated from the Resource Graph row (no ARM call)
+    re_read: int = 0          # sent through the pipeline (ARM re-read)
+
+    @property
+    def by_action(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for evaluation in self.evaluations:
+            counts[evaluation.outcome.action] = counts.get(evaluation.outcome.action, 0) + 1
+        return counts
+
+
+def _from_row(registry: Any, context: Context, policy: Policy, mode: str, today: Any,
+              clock: Callable[[], datetime]) -> Evaluation | None:
+    """An Evaluation straight from a row, or None when the row needs the pipeline (ARM re-read)."""
+    t0 = time.monotonic()
+    started = clock()
+    assessment = evaluate(registry)
+    plan = remediation.plan(assessment, policy, today=today)
+    if plan.action != A_NONE and plan.reason not in STANDING_REFUSALS:
+        return None
+    return Evaluation(str(uuid.uuid4()), registry.id, context, mode,
+                      Outcome(plan.action, plan.reason, plan.detail, plan.changes), assessment, started.isoformat(),
+                      round((time.monotonic() - t0) * 1000, 1), tag_exemption=plan.tag_exemption)
+
+
+def assess(listing: Listing, services: pipeline.Services, *, context: Context, budget: Budget,
+           enforce: bool | None = None, on_page: Callable[[Any], None] | None = None) -> Result:
+    """List the registries, evaluate each row, send only those needing a write through the pipeline.
+
+    Nothing is recorded here (callers decide: one digest for the sweep, a record per re-check,
+    nothing for the CLI). Raises whatever Resource Graph raised when listing fails.
+    """
+    from dlp.azure.graph import graph_for
+
+    settings = services.settings
+    enforce = settings.mode == "enforce" if enforce is None else enforce
+    mode = "enforce" if enforce else "audit"
+    policy = Policy.from_settings(settings, enforce=enforce)
+    today = services.clock().date()
+    result = Result()
+    slots: list[Evaluation | None] = []             # in listing order; None until the pipeline fills it
+    drifted: list[tuple[int, Target]] = []
+    graph = graph_for(services)
+
+    with budget.active():
+        for page in graph.registries(listing.subscriptions, listing.resource_groups, on_page=on_page):
+            result.pages += 1
+            for row in page.rows:
+                if not is_registry(row):
+                    continue
+                registry = registry_from_resource(row, SOURCE)
+                if not registry.is_arm_id or not remediation.in_scopes(registry.id, listing.scopes):
+                    continue
+                result.rows += 1
+                evaluation = _from_row(registry, context, policy, mode, today, services.clock)
+                if evaluation is None:
+                    drifted.append((len(slots), Target(registry.id, context)))
+                slots.append(evaluation)
+
+    result.from_rows = result.rows - len(drifted)
+    result.re_read = len(drifted)
+    if drifted:
+        def one(target: Target) -> Evaluation:
+            with budget.active():           # the deadline lives in a contextvar: each worker thread sets it
+                try:
+                    return pipeline.evaluate_target(target, services, budget, enforce=enforce)
+                except Exception as exc:    # only a failed hand-over to the durable retry raises: record it
+                    log.exception("sweep: %s could not be evaluated nor handed to the durable retry", target.registry_id)
+                    return Evaluation(str(uuid.uuid4()), target.registry_id, context, mode,
+                                      Outcome(A_ERROR, "handover-failed", f"{type(exc).__name__}: {exc}"[:500]),
+                                      None, services.clock().isoformat())
+
+        with ThreadPoolExecutor(max_workers=min(WORKERS, len(drifted)), thread_name_prefix="dlp-sweep") as pool:
+            for (index, _target), evaluation in zip(drifted, pool.map(one, [t for _, t in drifted]), strict=True):
+                slots[index] = evaluation
+    result.evaluations = [e for e in slots if e is not None]
+    return result
+
+
+def drain_outbox(services: pipeline.Services) -> None:
+    """Deliver records and alerts that earlier invocations could not send, when an outbox exists.
+
+    The outbox module belongs to the Log Analytics / alerting work; the sweep only calls its
+    `drain(services)`. Never raises: a failing outbox must not cost the sweep its own record.
+    """
+    try:
+        outbox = importlib.import_module("dlp.outbox")
+    except ModuleNotFoundError as exc:
+        if exc.name != "dlp.outbox":
+            log.exception("the outbox could not be imported")
+        return
+    drain = getattr(outbox, "drain", None)
+    if not callable(drain):
+        return
+    try:
+        drain(services)
+    except Exception:
+        log.exception("draining the outbox failed; it is tried again at the next sweep")
+
+
+def sweep(services: pipeline.Services, *, budget: Budget | None = None, scheduled_for: str = "") -> Result:
+    """One scheduled sweep over DLP_SCOPES (or tenant scope): evaluate, drain the outbox, record as one digest."""
+    budget = budget or Budget.of(SWEEP_BUDGET_S)
+    run_id = str(uuid.uuid4())
+    context = Context(trigger="sweep", event_id=run_id, correlation_id=run_id, event_time=scheduled_for[:64])
+    started = time.monotonic()
+    result = assess(Listing.of_scopes(services.settings.scopes), services, context=context, budget=budget)
+    drain_outbox(services)
+    pipeline.finish(result.evaluations, services, digest=True)
+    log.info("sweep %s: %d registries in %d page(s), %d from rows, %d re-read; %s; %.1f s", run_id, result.rows,
+             result.pages, result.from_rows, result.re_read, result.by_action, time.monotonic() - started)
+    return result
+
+
+def on_timer(timer: Any) -> Result:
+    """Timer trigger glue (function_app.sweep). Configuration errors raise: a failed run shows in the host's log."""
+    from dlp import runtime
+
+    if getattr(timer, "past_due", False):
+        log.warning("the sweep is running late (past due)")
+    schedule = getattr(timer, "schedule_status", None)
+    scheduled_for = str(schedule.get("Last", "")) if isinstance(schedule, dict) else ""
+    return sweep(runtime.services(), scheduled_for=scheduled_for)
+
+
+__all__ = ["SWEEP_BUDGET_S", "Listing", "Result", "assess", "drain_outbox", "on_timer", "sweep"]
