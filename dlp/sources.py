@@ -48,13 +48,18 @@ def ci_get(mapping: Any, *path: str) -> Any:
     """`mapping[path...]` with case-insensitive keys; None when any step is absent or not an object."""
     node = mapping
     for key in path:
-        if not isinstance(node, Mapping):
+        if type(node) is not dict and not isinstance(node, Mapping):   # dict first: the ABC check is slow
             return None
         if key in node:
             node = node[key]
             continue
         lowered = key.lower()
-        node = next((v for k, v in node.items() if isinstance(k, str) and k.lower() == lowered), None)
+        for k, v in node.items():
+            if isinstance(k, str) and k.lower() == lowered:
+                node = v
+                break
+        else:
+            return None
     return node
 
 

@@ -36,7 +36,7 @@ def rules(ids: Iterable[str] | None = None) -> tuple[Rule, ...]:
 
 def evaluate(registry: Registry, selected: tuple[Rule, ...] | None = None) -> Assessment:
     """Every selected rule over one snapshot. Pure: no clock, no I/O, no settings."""
-    return Assessment(registry, tuple(rule.evaluate(registry) for rule in (selected or tuple(CATALOGUE.values()))))
+    return Assessment(registry, tuple([rule.evaluate(registry) for rule in (selected or CATALOGUE.values())]))
 
 
 __all__ = ["CATALOGUE", "Rule", "Verdict", "evaluate", "register", "rules"]

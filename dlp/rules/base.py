@@ -46,26 +46,42 @@ class Rule:
     skus: ClassVar[tuple[str, ...]] = ("Basic", "Standard", "Premium")
     reads: ClassVar[tuple[str, ...]] = ()
 
+    def __init__(self) -> None:
+        # Precomputed once per rule: evaluation runs for every registry of a sweep (bench/bench_rules.py).
+        self._sku_specific = tuple(self.skus) != Rule.skus
+        self._skus_lower = frozenset(s.lower() for s in self.skus)
+        self._findings: dict[tuple[str, str], Finding] = {}
+
     def check(self, registry: Registry) -> Verdict:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def evaluate(self, registry: Registry) -> Finding:
-        if self.skus != Rule.skus:         # SKU-specific; an every-SKU rule applies even to an unknown or odd SKU
-            if "sku" in registry.unresolved:
+        unresolved = registry.unresolved
+        if self._sku_specific:             # an every-SKU rule applies even to an unknown or odd SKU
+            if "sku" in unresolved:
                 return self._finding(UNKNOWN, "sku.name cannot be determined (absent, or a template expression)")
-            if registry.sku.lower() not in {s.lower() for s in self.skus}:
+            if registry.sku.lower() not in self._skus_lower:
                 return self._finding(NOT_APPLICABLE,
                                      f"applies to {'/'.join(self.skus)} registries; this one is {registry.sku}")
-        unresolved = [p for p in self.reads if p in registry.unresolved]
         if unresolved:
-            names = ", ".join(ARM_PATHS.get(p, p) for p in unresolved)
-            return self._finding(UNKNOWN, f"{names} cannot be determined offline "
-                                          "(a template expression, or not declared in the template)")
+            missing = [p for p in self.reads if p in unresolved]
+            if missing:
+                names = ", ".join(ARM_PATHS.get(p, p) for p in missing)
+                return self._finding(UNKNOWN, f"{names} cannot be determined offline "
+                                              "(a template expression, or not declared in the template)")
         verdict = self.check(registry)
         return self._finding(verdict.status, verdict.message)
 
     def _finding(self, status: str, message: str) -> Finding:
-        return Finding(self.id, status, self.severity, self.remediable, message)
+        """Findings are immutable values: share one per (status, message) instead of building each.
+        The cache is bounded: past 4096 distinct messages (e.g. many pipeline names) it stops growing."""
+        key = (status, message)
+        finding = self._findings.get(key)
+        if finding is None:
+            finding = Finding(self.id, status, self.severity, self.remediable, message)
+            if len(self._findings) < 4096:
+                self._findings[key] = finding
+        return finding
 
 
 def register(cls: type[Rule]) -> type[Rule]:
