@@ -118,6 +118,9 @@ class ArmEmulator(Emulator):
     def remove(self, resource_id: str) -> bool:
         return self.registries.remove(resource_id)
 
+    def pipelines(self, resource_id: str) -> list[dict[str, Any]]:
+        return self.registries.pipelines(resource_id)
+
     def set_pipelines(self, resource_id: str, pipelines: list[Any]) -> None:
         self.registries.set_pipelines(resource_id, pipelines)
 
