@@ -105,13 +105,20 @@ def _from_row(registry: Any, context: Context, policy: Policy, mode: str, today:
                       round((time.monotonic() - t0) * 1000, 1), tag_exemption=plan.tag_exemption)
 
 
-def assess(listing: Listing, services: pipeline.Services, *, context: Context, budget: Budget,
-           enforce: bool | None = None, on_page: Callable[[Any], None] | None = None) -> Result:
-    """List the registries, evaluate each row, send only those needing a write through the pipeline.
+@dataclass
+class Pending:
+    """A listing pass: row evaluations in listing order, and the targets that need the pipeline."""
 
-    Nothing is recorded here (callers decide: one digest for the sweep, a record per re-check,
-    nothing for the CLI). Raises whatever Resource Graph raised when listing fails.
-    """
+    result: Result
+    slots: list[Evaluation | None]
+    drifted: list[tuple[int, Target]]
+    context: Context
+    budget: Budget
+
+
+def collect(listing: Listing, services: pipeline.Services, *, context: Context, budget: Budget,
+            enforce: bool | None = None, on_page: Callable[[Any], None] | None = None) -> Pending:
+    """List the registries and evaluate every row; no ARM call. Raises whatever Resource Graph raised."""
     from dlp.azure.graph import graph_for
 
     settings = services.settings
@@ -119,65 +126,94 @@ def assess(listing: Listing, services: pipeline.Services, *, context: Context, b
     mode = "enforce" if enforce else "audit"
     policy = Policy.from_settings(settings, enforce=enforce)
     today = services.clock().date()
-    result = Result()
-    slots: list[Evaluation | None] = []             # in listing order; None until the pipeline fills it
-    drifted: list[tuple[int, Target]] = []
+    pending = Pending(Result(), [], [], context, budget)
     graph = graph_for(services)
 
     with budget.active():
         for page in graph.registries(listing.subscriptions, listing.resource_groups, on_page=on_page):
-            result.pages += 1
+            pending.result.pages += 1
             for row in page.rows:
                 if not is_registry(row):
                     continue
                 registry = registry_from_resource(row, SOURCE)
                 if not registry.is_arm_id or not remediation.in_scopes(registry.id, listing.scopes):
                     continue
-                result.rows += 1
+                pending.result.rows += 1
                 evaluation = _from_row(registry, context, policy, mode, today, services.clock)
                 if evaluation is None:
-                    drifted.append((len(slots), Target(registry.id, context)))
-                slots.append(evaluation)
+                    pending.drifted.append((len(pending.slots), Target(registry.id, context)))
+                pending.slots.append(evaluation)
+    pending.result.from_rows = pending.result.rows - len(pending.drifted)
+    return pending
 
-    result.from_rows = result.rows - len(drifted)
-    result.re_read = len(drifted)
-    if drifted:
-        def one(target: Target) -> Evaluation:
-            with budget.active():           # the deadline lives in a contextvar: each worker thread sets it
-                try:
-                    return pipeline.evaluate_target(target, services, budget, enforce=enforce)
-                except Exception as exc:    # only a failed hand-over to the durable retry raises: record it
-                    log.exception("sweep: %s could not be evaluated nor handed to the durable retry", target.registry_id)
-                    return Evaluation(str(uuid.uuid4()), target.registry_id, context, mode,
-                                      Outcome(A_ERROR, "handover-failed", f"{type(exc).__name__}: {exc}"[:500]),
-                                      None, services.clock().isoformat())
 
-        with ThreadPoolExecutor(max_workers=min(WORKERS, len(drifted)), thread_name_prefix="dlp-sweep") as pool:
-            for (index, _target), evaluation in zip(drifted, pool.map(one, [t for _, t in drifted]), strict=True):
+def complete(pending: Pending, services: pipeline.Services, *, enforce: bool | None = None) -> Result:
+    """Send the registries that need a write through the pipeline (re-read, plan, apply), in parallel."""
+    settings = services.settings
+    enforce = settings.mode == "enforce" if enforce is None else enforce
+    mode = "enforce" if enforce else "audit"
+    budget, context, slots = pending.budget, pending.context, pending.slots
+
+    def one(target: Target) -> Evaluation:
+        with budget.active():           # the deadline lives in a contextvar: each worker thread sets it
+            try:
+                return pipeline.evaluate_target(target, services, budget, enforce=enforce)
+            except Exception as exc:    # only a failed hand-over to the durable retry raises: record it
+                log.exception("%s could not be evaluated nor handed to the durable retry", target.registry_id)
+                return Evaluation(str(uuid.uuid4()), target.registry_id, context, mode,
+                                  Outcome(A_ERROR, "handover-failed", f"{type(exc).__name__}: {exc}"[:500]),
+                                  None, services.clock().isoformat())
+
+    if pending.drifted:
+        targets = [target for _, target in pending.drifted]
+        with ThreadPoolExecutor(max_workers=min(WORKERS, len(targets)), thread_name_prefix="dlp-sweep") as pool:
+            for (index, _target), evaluation in zip(pending.drifted, pool.map(one, targets), strict=True):
                 slots[index] = evaluation
+    result = pending.result
+    result.re_read = len(pending.drifted)
     result.evaluations = [e for e in slots if e is not None]
     return result
 
 
-def drain_outbox(services: pipeline.Services) -> None:
-    """Deliver records and alerts that earlier invocations could not send, when an outbox exists.
+def assess(listing: Listing, services: pipeline.Services, *, context: Context, budget: Budget,
+           enforce: bool | None = None, on_page: Callable[[Any], None] | None = None) -> Result:
+    """List, evaluate every row, and send only the registries that need a write through the pipeline.
 
-    The outbox module belongs to the Log Analytics / alerting work; the sweep only calls its
-    `drain(services)`. Never raises: a failing outbox must not cost the sweep its own record.
+    Nothing is recorded here: callers decide (one digest for the sweep, a record per re-check,
+    standard output for the CLI).
     """
+    pending = collect(listing, services, context=context, budget=budget, enforce=enforce, on_page=on_page)
+    return complete(pending, services, enforce=enforce)
+
+
+def drain_outbox(services: pipeline.Services) -> int:
+    """Deliver records and alerts that earlier invocations could not send. Returns how many drains ran.
+
+    The outbox belongs to the Log Analytics / alerting work; the sweep only calls what it offers:
+    a module-level `dlp.outbox.drain(services)` when there is one, else a `drain()` method of the
+    recorder and of the notifier. Never raises: a failing outbox must not cost the sweep its record.
+    """
+    drains: list[tuple[str, Callable[[], Any]]] = []
     try:
         outbox = importlib.import_module("dlp.outbox")
     except ModuleNotFoundError as exc:
         if exc.name != "dlp.outbox":
             log.exception("the outbox could not be imported")
-        return
-    drain = getattr(outbox, "drain", None)
-    if not callable(drain):
-        return
-    try:
-        drain(services)
-    except Exception:
-        log.exception("draining the outbox failed; it is tried again at the next sweep")
+        outbox = None
+    module_drain = getattr(outbox, "drain", None)
+    if callable(module_drain):
+        drains.append(("dlp.outbox.drain", lambda: module_drain(services)))
+    else:
+        for name in ("recorder", "notifier"):
+            method = getattr(getattr(services, name, None), "drain", None)
+            if callable(method):
+                drains.append((f"{name}.drain", method))
+    for label, drain in drains:
+        try:
+            drain()
+        except Exception:
+            log.exception("%s failed; the outbox is tried again at the next sweep", label)
+    return len(drains)
 
 
 def sweep(services: pipeline.Services, *, budget: Budget | None = None, scheduled_for: str = "") -> Result:
@@ -205,4 +241,4 @@ def on_timer(timer: Any) -> Result:
     return sweep(runtime.services(), scheduled_for=scheduled_for)
 
 
-__all__ = ["SWEEP_BUDGET_S", "Listing", "Result", "assess", "drain_outbox", "on_timer", "sweep"]
+__all__ = ["SWEEP_BUDGET_S", "Listing", "Pending", "Result", "assess", "collect", "complete", "drain_outbox", "on_timer", "sweep"]
