@@ -15,15 +15,16 @@ from dlp.settings import RETRY_QUEUE
 MAX_ATTEMPTS = 8
 
 
-def backoff_s(attempt: int) -> int:
+def backoff_s(attempt: int, base_s: float = 60) -> int:
     """1, 2, 4, ... minutes, at most an hour: about four hours of retries in all."""
-    return int(min(3600, 60 * 2 ** max(0, attempt - 1)))
+    return int(min(3600, base_s * 2 ** max(0, attempt - 1)))
 
 
 class RetryQueue:
-    def __init__(self, queue_client: Any):
+    def __init__(self, queue_client: Any, *, base_delay_s: float = 60):
         self._queue = queue_client
         self._created = False
+        self.base_delay_s = base_delay_s     # tests and the demo use 0 to replay at once
 
     @classmethod
     def from_settings(cls, settings: Any, credential: Any) -> RetryQueue:
@@ -47,4 +48,5 @@ class RetryQueue:
             except ResourceExistsError:
                 pass
             self._created = True
-        self._queue.send_message(json.dumps(message, separators=(",", ":")), visibility_timeout=backoff_s(attempt))
+        self._queue.send_message(json.dumps(message, separators=(",", ":")),
+                                 visibility_timeout=backoff_s(attempt, self.base_delay_s))
