@@ -1,15 +1,19 @@
 """The findings table, defined once: one row per rule result per evaluation, passes included.
 
 infra/ (table `AcrDlpFindings_CL` and the DCR stream) is checked against `COLUMNS` by tests.
+Delivery is at least once (the Logs Ingestion API has no idempotency key), so every row
+carries `EvaluationId` + `RuleId`, the key the queries in infra/queries/ de-duplicate on.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from dlp import __version__
-from dlp.model import Evaluation
+from dlp.model import Evaluation, parse_registry_id
 
 TABLE = "AcrDlpFindings_CL"
 STREAM = "Custom-AcrDlpFindings"
@@ -54,18 +58,50 @@ COLUMNS: tuple[Column, ...] = (
 
 COLUMN_NAMES = tuple(c.name for c in COLUMNS)
 
+# Custom-table column rules, from Microsoft's "Add or delete tables and columns in Azure Monitor Logs"
+# (learn.microsoft.com/azure/azure-monitor/logs/create-custom-table, section "Add or delete a custom
+# column"): start with an ASCII letter, then letters, digits or underscores, 2 to 45 characters, and
+# none of the system or reserved names listed there: id, BilledSize, IsBillable, InvalidTimeGenerated,
+# TenantId, Title, Type, UniqueId, _ItemId, _ResourceGroup, _ResourceId, _SubscriptionId, _TimeReceived.
+# Also refused here: the other standard columns Log Analytics fills itself ("Standard columns in Azure
+# Monitor Logs", learn.microsoft.com/azure/azure-monitor/logs/log-standard-columns: _IsBillable,
+# _BilledSize), the columns classic (HTTP Data Collector / agent) custom-log tables carry (SourceSystem,
+# MG, ManagementGroupName, Computer, RawData), and `Date`, which the AzLogDcrIngestPS module's
+# ProhibitedColumnNames list refuses. Compared without case: Auxiliary tables refuse names that differ
+# only in case, and such names confuse every query.
+RESERVED_COLUMN_NAMES = frozenset(name.lower() for name in (
+    "id", "BilledSize", "IsBillable", "InvalidTimeGenerated", "TenantId", "Title", "Type", "UniqueId",
+    "_ItemId", "_ResourceGroup", "_ResourceId", "_SubscriptionId", "_TimeReceived",
+    "_IsBillable", "_BilledSize", "SourceSystem", "MG", "ManagementGroupName", "Computer", "RawData", "Date",
+))
+_COLUMN_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{1,44}$")
+COLUMN_TYPES = ("string", "datetime", "dynamic", "boolean", "int", "long", "real", "guid")
+MAX_TEXT = 8000        # characters kept of a free-text value (a message is a sentence, not a document)
+
+
+def column_name_problems(name: str) -> list[str]:
+    """Why `name` cannot be a custom-table column (empty when it can)."""
+    problems = []
+    if not _COLUMN_NAME.match(name):
+        problems.append("must start with an ASCII letter, then 1 to 44 letters, digits or underscores")
+    if name.lower() in RESERVED_COLUMN_NAMES:
+        problems.append("is a reserved Log Analytics column name")
+    return problems
+
 
 def rows(evaluation: Evaluation) -> list[dict[str, Any]]:
-    """The rows of one evaluation; an evaluation without findings (gone, error) still gets one row."""
+    """The rows of one evaluation, in rule order; an evaluation without findings (gone, error) still gets one row.
+
+    Every value is plain JSON (the SDK serialises with `json.dumps`, which refuses datetimes):
+    times are ISO 8601 strings, `Changes` a mapping of property -> {old, new}.
+    """
     context = evaluation.context
     assessment = evaluation.assessment
     registry = assessment.registry if assessment is not None else None
-    from dlp.model import parse_registry_id
-
     parts = parse_registry_id(evaluation.registry_id) or ("", "", evaluation.registry_name)
     outcome = evaluation.outcome
     base = {
-        "TimeGenerated": evaluation.started_at,
+        "TimeGenerated": iso8601(evaluation.started_at),
         "EvaluationId": evaluation.evaluation_id,
         "RegistryId": evaluation.registry_id,
         "RegistryName": evaluation.registry_name,
@@ -82,7 +118,7 @@ def rows(evaluation: Evaluation) -> list[dict[str, Any]]:
         "Mode": evaluation.mode,
         "Action": outcome.action,
         "ActionReason": outcome.reason,
-        "ActionDetail": outcome.detail,
+        "ActionDetail": _text(outcome.detail),
         "Changes": {c.property: {"old": c.old, "new": c.new} for c in outcome.changes},
         "Attempt": context.attempt,
         "DurationMs": evaluation.duration_ms,
@@ -90,6 +126,18 @@ def rows(evaluation: Evaluation) -> list[dict[str, Any]]:
     }
     findings = assessment.findings if assessment is not None else ()
     if not findings:
-        return [{**base, "RuleId": "-", "Severity": "", "Status": "", "Message": outcome.detail}]
-    return [{**base, "RuleId": f.rule_id, "Severity": f.severity, "Status": f.status, "Message": f.message}
+        return [{**base, "RuleId": "-", "Severity": "", "Status": "", "Message": _text(outcome.detail)}]
+    return [{**base, "RuleId": f.rule_id, "Severity": f.severity, "Status": f.status, "Message": _text(f.message)}
             for f in findings]
+
+
+def iso8601(value: str | datetime) -> str:
+    """An ISO 8601 UTC string for TimeGenerated, whether the evaluation holds a string or a datetime."""
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+        return moment.astimezone(timezone.utc).isoformat()
+    return value
+
+
+def _text(value: str) -> str:
+    return value if len(value) <= MAX_TEXT else value[: MAX_TEXT - 1] + "…"
