@@ -142,11 +142,12 @@ def context_of(headers: Mapping[str, str]) -> Context:
 
 
 def check_scope(kind: str, target: str, settings: Settings) -> None:
-    """403 unless the target lies inside DLP_SCOPES (empty: every scope). Before any Azure call."""
+    """403 unless the target lies inside DLP_SCOPES (empty: every scope). Before any Azure call.
+    The target is a validated ID, so the message may quote it whole."""
     if remediation.in_scopes(target, settings.scopes):
         return
     what = "registry" if kind == "registryId" else "scope"
-    raise ApiError(403, "OutOfScope", f"{what} {_quote(target)} is outside DLP_SCOPES; "
+    raise ApiError(403, "OutOfScope", f"{what} {target} is outside DLP_SCOPES; "
                                       "the responder only re-checks what it is configured to act on")
 
 
@@ -184,7 +185,7 @@ def _run(kind: str, target: str, context: Context, services: pipeline.Services, 
 
 def _status(kind: str, evaluations: list[Evaluation]) -> ApiError | None:
     if kind == "registryId" and evaluations and evaluations[0].outcome.action == A_GONE:
-        return ApiError(404, "RegistryNotFound", f"registry {_quote(evaluations[0].registry_id)} does not exist",
+        return ApiError(404, "RegistryNotFound", f"registry {evaluations[0].registry_id} does not exist",
                         evaluations)
     failed = _arm_failures(evaluations)
     if failed:
