@@ -272,3 +272,22 @@ def test_compliant_exactly_when_nothing_fails():
     # unknown alone does not make a registry non-compliant
     assert drifted.finding("DLP.ACR.ExportPipelines").status == UNKNOWN
     assert evaluate(replace(locked, export_policy="enabled"), rules(["DLP.ACR.ExportPipelines"])).compliant
+
+
+# --- the benchmark's input is varied and its report complete ----------------------------------
+
+def test_benchmark_generates_varied_registries_and_reports_every_stage():
+    from bench.bench_rules import generate, run
+    from dlp.sources import registries_from_document
+
+    registries = registries_from_document(generate(400), "bench.json")
+    assert len(registries) == 400
+    seen = {(f.rule_id, f.status) for r in registries for f in evaluate(r).findings}
+    for rule_id in CATALOGUE:
+        assert {status for rid, status in seen if rid == rule_id} & {PASS, FAIL}, rule_id
+    assert {status for _, status in seen} == {PASS, FAIL, NOT_APPLICABLE, UNKNOWN}
+    assert any(evaluate(r).compliant for r in registries)
+    result = run(n=300, repeats=1)
+    assert set(result["median_s"]) == set(result["registries_per_s"]) == {"load", "normalise", "evaluate", "total"}
+    assert result["n"] == 300 and isinstance(result["target_met"], bool)
+    json.dumps(result)
