@@ -4,6 +4,14 @@ Shapes: ARM REST GET / `az resource show` (properties nested), `az acr show` / `
 (properties flattened), Resource Graph (`{"data": [...]}` or bare rows), ARM list responses
 (`{"value": [...]}`) and ARM templates (see dlp.templates). Keys and enum values are matched
 case-insensitively because real payloads mix `Properties`/`properties`, `Disabled`/`disabled`.
+
+From the SDK, normalise the REST JSON, never model attributes: pass the raw response body, or
+`model.as_dict()` for azure-mgmt-containerregistry 15.x (its models are Mappings over the REST
+body, so `as_dict()` is camelCase with nested `properties`; they have no `serialize()`). Attribute
+values are enum members (`PublicNetworkAccess.ENABLED`) or plain strings in whatever casing the
+service sent: a body with `"disabled"` gives an attribute that is not equal to
+`PublicNetworkAccess.DISABLED`. (Older msrest models differ: their `as_dict()` is snake_case;
+use `serialize(keep_readonly=True)` there.) tests/test_sources.py pins this down.
 """
 
 from __future__ import annotations
