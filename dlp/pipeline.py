@@ -72,6 +72,7 @@ class Services:
     notifier: Notifier
     retry: Any = None
     clock: Callable[[], datetime] = field(default=utcnow)
+    graph: Any = None      # Resource Graph adapter (sweep, scope re-check, scan); dlp.azure.graph.graph_for builds it
 
 
 class Defer(Exception):
@@ -150,14 +151,13 @@ def _with_pipelines(registry: Registry, services: Services) -> Registry:
     return replace(registry, export_pipelines=services.arm.list_export_pipelines(registry.id))
 
 
-def _evaluate(target: Target, services: Services, budget: Budget, enforce: bool, done: Callable[..., Evaluation],
-              conflict_retry: bool = True) -> Evaluation:
+def _evaluate(target: Target, services: Services, budget: Budget, enforce: bool,
+              done: Callable[..., Evaluation]) -> Evaluation:
     since = time.time()
     registry = _read(target, services, budget)
     if registry is None:
         return done(Outcome(A_GONE, "deleted" if target.deleted else "not-found",
                             "the registry no longer exists"))
-    registry = replace(registry, id=registry.id if registry.is_arm_id else target.registry_id)
     policy = remediation.Policy.from_settings(services.settings, enforce=enforce)
     today = services.clock().date()
 
@@ -173,31 +173,38 @@ def _evaluate(target: Target, services: Services, budget: Budget, enforce: bool,
         return done(Outcome(plan.action, plan.reason, plan.detail, plan.changes), assessment,
                     tag_exemption=plan.tag_exemption)
 
+    # Writing: one writer per registry across threads and instances (Table-storage lease).
     wait = max(0.0, budget.remaining() - 3.0)
     with services.state.lease(registry.id, since=since, ttl_s=budget.remaining() + 30, wait_s=wait) as lease:
         if not lease.acquired:
             raise Defer(R_LEASE_BUSY, "another invocation is remediating this registry")
-        if lease.stale:              # someone wrote it after our read: start again from a fresh read
-            registry = _read(target, services, budget)
+        if lease.stale:              # someone wrote it after our read: decide again from a fresh read
+            registry = _reread(target, services, budget)
             if registry is None:
                 return done(Outcome(A_GONE, "not-found", "the registry no longer exists"))
-            registry = _with_pipelines(registry, services)
-            assessment = evaluate(registry)
-        recent = services.state.recent_remediations(registry.id, services.clock())
-        plan = remediation.plan(assessment, policy, today=today, recent_remediations=len(recent))
-        callers = tuple(dict.fromkeys(r.caller for r in recent if r.caller))
-        if not plan.writes:
-            return done(Outcome(plan.action, plan.reason, plan.detail, plan.changes), assessment,
-                        tag_exemption=plan.tag_exemption, recent_callers=callers)
-        return _apply(target, services, budget, enforce, done, registry, assessment, plan, callers, conflict_retry)
+        return _decide_and_apply(target, services, budget, done, registry, policy, today, conflict_retry=True)
 
 
-def _apply(target, services, budget, enforce, done, registry, assessment, plan, callers, conflict_retry) -> Evaluation:
+def _reread(target: Target, services: Services, budget: Budget) -> Registry | None:
+    registry = _read(target, services, budget)
+    return None if registry is None else _with_pipelines(registry, services)
+
+
+def _decide_and_apply(target: Target, services: Services, budget: Budget, done: Callable[..., Evaluation],
+                      registry: Registry, policy: remediation.Policy, today: Any, *, conflict_retry: bool) -> Evaluation:
+    """Under the lease: breaker count, final plan, the PATCH, verification, the record."""
     from azure.core.exceptions import HttpResponseError
 
     from dlp.azure.errors import classify
     from dlp.azure.state import Remediation
 
+    assessment = evaluate(registry)
+    recent = services.state.recent_remediations(registry.id, services.clock())
+    plan = remediation.plan(assessment, policy, today=today, recent_remediations=len(recent))
+    callers = tuple(dict.fromkeys(r.caller for r in recent if r.caller))
+    if not plan.writes:
+        return done(Outcome(plan.action, plan.reason, plan.detail, plan.changes), assessment,
+                    tag_exemption=plan.tag_exemption, recent_callers=callers)
     try:
         result = services.arm.update_registry(registry.id, plan.patch_body())
     except HttpResponseError as exc:
@@ -208,14 +215,17 @@ def _apply(target, services, budget, enforce, done, registry, assessment, plan, 
                                 plan.changes, failure.code), assessment, recent_callers=callers)
         if failure.status == 409 and conflict_retry:
             log.info("409 %s on %s: re-reading once", failure.code, registry.id)
-            return _evaluate(target, services, budget, enforce, done, conflict_retry=False)
+            fresh = _reread(target, services, budget)
+            if fresh is None:
+                return done(Outcome(A_GONE, "not-found", "the registry no longer exists"))
+            return _decide_and_apply(target, services, budget, done, fresh, policy, today, conflict_retry=False)
         if failure.transient:
             raise Defer(failure.code, str(failure)) from exc
         return done(Outcome(A_FAILED, failure.code, str(failure), plan.changes, failure.code), assessment,
                     recent_callers=callers)
 
-    record = Remediation(services.clock().isoformat(), target.context.caller, str(uuid.uuid4()))
-    services.state.record_remediation(registry.id, record)
+    services.state.record_remediation(registry.id, Remediation(services.clock().isoformat(), target.context.caller,
+                                                               str(uuid.uuid4())))
     if not result.done:
         raise Defer("lro-pending", "the update was accepted but did not finish within the time budget", plan.changes)
     after = registry_from_resource(result.registry or {}, "arm")

@@ -1,0 +1,405 @@
+"""The event responder end to end: the Functions handler, the real SDK clients over HTTPS to the
+ARM emulator (managed identity included), Azure Table / Queue storage in Azurite.
+
+Outcomes are read from the structured `dlp.evaluation` log line every evaluation writes, and
+from what the emulator received.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import logging
+import time
+
+import azure.functions as func
+import pytest
+from azure.storage.queue import QueueClient
+
+import function_app
+from dlp import runtime
+from dlp.emulator.base import arm_error
+from dlp.settings import RETRY_QUEUE
+
+SUB = "11111111-2222-3333-4444-555555555555"
+SUB2 = "99999999-2222-3333-4444-555555555555"
+RG = "rg-app"
+UPN = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn"
+
+handle_event = function_app.on_registry_event.build().get_user_function()
+handle_retry = function_app.retry_worker.build().get_user_function()
+
+
+def rid(name: str, sub: str = SUB, rg: str = RG) -> str:
+    return f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerRegistry/registries/{name}"
+
+
+class Evaluations(logging.Handler):
+    """Collects the `dlp.evaluation` records the pipeline writes for every evaluation."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.records: list[dict] = []
+
+    def emit(self, record):
+        info = dict(getattr(record, "dlp", {}))
+        message = record.getMessage()
+        info["reason"] = message.split(" reason=", 1)[1].split(" ", 1)[0] if " reason=" in message else ""
+        self.records.append(info)
+
+    def actions(self):
+        return [(r["action"], r["reason"]) for r in self.records]
+
+
+@pytest.fixture
+def responder(azurite_env, monkeypatch):
+    """A fresh app instance (new composition root) on the emulators, enforce mode, 5 s budget."""
+    monkeypatch.setenv("DLP_MODE", "enforce")
+    monkeypatch.setenv("DLP_TIME_BUDGET_S", "5")
+    for name in ("DLP_TEAMS_WEBHOOK_URL", "DLP_EMAIL_ENDPOINT", "DLP_EMAIL_SENDER", "DLP_EMAIL_TO"):
+        monkeypatch.delenv(name, raising=False)     # alerting has its own tests
+    collector = Evaluations()
+    logger = logging.getLogger("dlp.evaluation")
+    logger.addHandler(collector)
+    logger.setLevel(logging.INFO)
+    runtime.reset()
+    yield collector
+    logger.removeHandler(collector)
+    runtime.reset()
+
+
+def fresh_instance():
+    """What a second Function App instance sees: new Services, same storage."""
+    runtime.reset()
+    services = runtime.services()
+    if services.retry is not None:
+        services.retry.base_delay_s = 0
+    return services
+
+
+def event(registry_id: str, *, kind="Microsoft.Resources.ResourceWriteSuccess", subject=None, operation=None,
+          caller="mallory@contoso.com", schema="eventgrid", event_id="ev-1"):
+    subject = subject or registry_id
+    operation = operation or "Microsoft.ContainerRegistry/registries/write"
+    data = {"claims": {UPN: caller, "ipaddr": "203.0.113.9"}, "correlationId": "corr-1",
+            "httpRequest": {"clientIpAddress": "203.0.113.9", "method": "PATCH"},
+            "operationName": operation, "resourceUri": subject, "status": "Succeeded", "subscriptionId": SUB}
+    when = dt.datetime(2026, 11, 21, 10, 0, tzinfo=dt.timezone.utc)
+    if schema == "cloudevents":
+        return func.CloudEvent(id=event_id, source=f"/subscriptions/{SUB}", type=kind, specversion="1.0", time=when,
+                               subject=subject, datacontenttype="application/json", dataschema=None, data=data)
+    return func.EventGridEvent(id=event_id, data=data, topic=f"/subscriptions/{SUB}", subject=subject,
+                               event_type=kind, event_time=when, data_version="2")
+
+
+def arm_requests(azure, method=None):
+    return [r for r in azure.arm.log.filter(method=method) if r.service in ("arm", "arm-op")]
+
+
+def patches(azure):
+    return [json.loads(r.body) for r in azure.arm.log.filter(method="PATCH")]
+
+
+def state(azure, registry_id):
+    props = azure.arm.get(registry_id)["properties"]
+    return props["policies"]["exportPolicy"]["status"], props["publicNetworkAccess"]
+
+
+# --- relevance and intake --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("schema", ["eventgrid", "cloudevents"])
+def test_compliant_registry_costs_exactly_one_get(responder, azurite_env, local_azure, schema):
+    reg = rid("acrclean01")
+    local_azure.arm.create(SUB, RG, "acrclean01", export="disabled", public="Disabled")
+    fresh_instance()
+    handle_event(event(reg, schema=schema))
+    assert [(r.method, r.service) for r in arm_requests(local_azure)] == [("GET", "arm")]
+    assert responder.actions() == [("none", "-")]
+
+
+@pytest.mark.parametrize("schema", ["eventgrid", "cloudevents"])
+def test_drift_is_reverted_with_the_minimal_patch(responder, azurite_env, local_azure, schema):
+    reg = rid("acrdrift01")
+    local_azure.arm.create(SUB, RG, "acrdrift01", export="enabled", public="Disabled")
+    fresh_instance()
+    handle_event(event(reg, schema=schema))
+    assert patches(local_azure) == [{"properties": {"policies": {"exportPolicy": {"status": "disabled"}}}}]
+    assert state(local_azure, reg) == ("disabled", "Disabled")
+    assert responder.actions() == [("remediated", "-")]
+    # GET registry, GET export pipelines, PATCH (answered 200): 3 ARM requests
+    assert [r.method for r in arm_requests(local_azure)] == ["GET", "GET", "PATCH"]
+
+
+def test_both_properties_in_one_patch_public_access_first(responder, azurite_env, local_azure):
+    reg = rid("acrboth01")
+    local_azure.arm.create(SUB, RG, "acrboth01", export="enabled", public="Enabled")
+    fresh_instance()
+    handle_event(event(reg))
+    (body,) = patches(local_azure)
+    assert list(body["properties"]) == ["publicNetworkAccess", "policies"]
+    assert body == {"properties": {"publicNetworkAccess": "Disabled", "policies": {"exportPolicy": {"status": "disabled"}}}}
+    assert state(local_azure, reg) == ("disabled", "Disabled")
+
+
+def test_own_write_event_costs_one_get_and_stays_quiet(responder, azurite_env, local_azure):
+    reg = rid("acrdrift02")
+    local_azure.arm.create(SUB, RG, "acrdrift02", export="enabled", public="Disabled")
+    fresh_instance()
+    handle_event(event(reg))
+    local_azure.arm.log.reset()
+    handle_event(event(reg, caller="dlp-responder-identity", event_id="ev-own"))
+    assert [r.method for r in arm_requests(local_azure)] == ["GET"]
+    assert responder.actions()[-1] == ("none", "-")
+
+
+@pytest.mark.parametrize("child", ["exportPipelines/nightly", "privateEndpointConnections/pe1.conn", "replications/westus"])
+def test_child_resource_events_evaluate_the_parent(responder, azurite_env, local_azure, child):
+    reg = rid("acrchild01")
+    local_azure.arm.create(SUB, RG, "acrchild01", export="disabled", public="Disabled")
+    fresh_instance()
+    kind = "Microsoft.ContainerRegistry/registries/" + child.split("/")[0] + "/write"
+    handle_event(event(reg, subject=f"{reg}/{child}", operation=kind))
+    (get,) = arm_requests(local_azure)
+    assert get.path.lower() == reg.lower()
+
+
+def test_deleted_registry_is_recorded_as_gone(responder, azurite_env, local_azure):
+    reg = rid("acrgone01")
+    fresh_instance()
+    handle_event(event(reg, kind="Microsoft.Resources.ResourceDeleteSuccess",
+                       operation="Microsoft.ContainerRegistry/registries/delete"))
+    assert responder.actions() == [("gone", "deleted")]
+
+
+@pytest.mark.parametrize(("kind", "operation", "subject"), [
+    ("Microsoft.Resources.ResourceActionSuccess", "Microsoft.ContainerRegistry/registries/scheduleRun/action", None),
+    ("Microsoft.Resources.ResourceWriteSuccess", "Microsoft.Storage/storageAccounts/write",
+     f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Storage/storageAccounts/st01"),
+    ("Microsoft.Resources.ResourceWriteFailure", "Microsoft.ContainerRegistry/registries/write", None),
+])
+def test_irrelevant_events_cost_no_arm_call(responder, azurite_env, local_azure, kind, operation, subject):
+    fresh_instance()
+    handle_event(event(rid("acrxxxxx01"), kind=kind, operation=operation, subject=subject))
+    assert arm_requests(local_azure) == [] and responder.records == []
+
+
+@pytest.mark.parametrize("data", [None, "not an object", [1, 2], {"operationName": 7}])
+def test_malformed_events_are_acknowledged(responder, azurite_env, local_azure, data, caplog):
+    fresh_instance()
+    bad = func.EventGridEvent(id="bad-ev", data=data, topic="t", subject=rid("acrxxxxx01"),
+                              event_type="Microsoft.Resources.ResourceWriteSuccess", event_time=None, data_version="1")
+    with caplog.at_level(logging.WARNING, logger="dlp.handlers"):
+        handle_event(bad)                                # no exception: Event Grid must not retry it
+    assert arm_requests(local_azure) == []
+    assert any("bad-ev" in r.getMessage() and "malformed" in r.getMessage() for r in caplog.records)
+
+
+# --- audit vs enforce ------------------------------------------------------------------------------
+
+
+def test_audit_mode_reports_and_never_writes(responder, azurite_env, local_azure, monkeypatch):
+    monkeypatch.setenv("DLP_MODE", "audit")
+    reg = rid("acraudit01")
+    local_azure.arm.create(SUB, RG, "acraudit01", export="enabled", public="Enabled")
+    fresh_instance()
+    handle_event(event(reg))
+    assert patches(local_azure) == []
+    assert responder.actions() == [("would-remediate", "audit-mode")]
+    assert state(local_azure, reg) == ("enabled", "Enabled")
+
+
+# --- guards --------------------------------------------------------------------------------------
+
+
+def test_guard_out_of_scope(responder, azurite_env, local_azure, monkeypatch):
+    monkeypatch.setenv("DLP_SCOPES", f"/subscriptions/{SUB2}")
+    local_azure.arm.create(SUB, RG, "acrscope01", export="enabled")
+    fresh_instance()
+    handle_event(event(rid("acrscope01")))
+    assert patches(local_azure) == [] and responder.actions() == [("blocked", "out-of-scope")]
+
+
+def test_guard_exemption_list(responder, azurite_env, local_azure, monkeypatch):
+    monkeypatch.setenv("DLP_EXEMPTIONS", f"/subscriptions/{SUB}/resourceGroups/{RG}@2999-01-01")
+    local_azure.arm.create(SUB, RG, "acrexempt01", export="enabled")
+    fresh_instance()
+    handle_event(event(rid("acrexempt01")))
+    assert patches(local_azure) == [] and responder.actions() == [("exempt", "exemption")]
+
+
+def test_guard_tag_exemption_only_when_configured(responder, azurite_env, local_azure, monkeypatch):
+    local_azure.arm.create(SUB, RG, "acrtagged01", export="enabled", tags={"dlp-exempt": "true"})
+    fresh_instance()
+    handle_event(event(rid("acrtagged01")))
+    assert responder.actions() == [("remediated", "-")]           # the tag means nothing by default
+
+    local_azure.arm.create(SUB, RG, "acrtagged02", export="enabled", tags={"DLP-Exempt": "true"})
+    monkeypatch.setenv("DLP_EXEMPT_TAG", "dlp-exempt")
+    fresh_instance()
+    handle_event(event(rid("acrtagged02")))
+    assert responder.actions()[-1] == ("exempt", "tag-exemption")
+    assert state(local_azure, rid("acrtagged02"))[0] == "enabled"
+
+
+def test_guard_not_premium(responder, azurite_env, local_azure):
+    local_azure.arm.create(SUB, RG, "acrbasic01", sku="Basic", export=None, public="Enabled", private_endpoints=())
+    fresh_instance()
+    handle_event(event(rid("acrbasic01")))
+    assert patches(local_azure) == [] and responder.actions() == [("blocked", "not-premium")]
+
+
+def test_guard_export_pipelines_are_listed_and_never_deleted(responder, azurite_env, local_azure):
+    reg = rid("acrpipes01")
+    local_azure.arm.create(SUB, RG, "acrpipes01", export="enabled", pipelines=["nightly-export"])
+    fresh_instance()
+    handle_event(event(reg))
+    assert patches(local_azure) == [] and responder.actions() == [("blocked", "export-pipelines")]
+    assert [r.method for r in arm_requests(local_azure)] == ["GET", "GET"]
+    assert local_azure.arm.pipelines(reg)                     # still there
+    assert not local_azure.arm.log.filter(method="DELETE")
+
+
+def test_guard_no_approved_private_endpoint(responder, azurite_env, local_azure):
+    local_azure.arm.create(SUB, RG, "acrnope01", export="disabled", public="Enabled",
+                           private_endpoints=[("pe1", "Pending")])
+    fresh_instance()
+    handle_event(event(rid("acrnope01")))
+    assert patches(local_azure) == [] and responder.actions() == [("blocked", "no-private-endpoint")]
+
+
+def test_allow_lockout_setting_lets_the_write_through(responder, azurite_env, local_azure, monkeypatch):
+    monkeypatch.setenv("DLP_ALLOW_LOCKOUT", "true")
+    local_azure.arm.create(SUB, RG, "acrnope02", export="disabled", public="Enabled", private_endpoints=[])
+    fresh_instance()
+    handle_event(event(rid("acrnope02")))
+    assert patches(local_azure) == [{"properties": {"publicNetworkAccess": "Disabled"}}]
+
+
+def test_breaker_trips_after_n_reverts_and_holds_across_instances(responder, azurite_env, local_azure, monkeypatch):
+    monkeypatch.setenv("DLP_MAX_REMEDIATIONS", "2")
+    reg = rid("acrfight01")
+    local_azure.arm.create(SUB, RG, "acrfight01", export="enabled")
+    for round_ in range(3):
+        fresh_instance()                      # each revert handled by another instance; only storage is shared
+        local_azure.arm.add({**local_azure.arm.get(reg), "properties": {
+            **local_azure.arm.get(reg)["properties"], "policies": {"exportPolicy": {"status": "enabled"}}}})
+        handle_event(event(reg, caller=f"pipeline-{round_}", event_id=f"ev-{round_}"))
+    assert responder.actions() == [("remediated", "-"), ("remediated", "-"), ("blocked", "revert-war")]
+    assert len(patches(local_azure)) == 2
+    assert state(local_azure, reg)[0] == "enabled"
+
+
+# --- LRO, retries, errors ------------------------------------------------------------------------
+
+
+def test_async_lro_is_polled_until_done(responder, azurite_env, local_azure):
+    reg = rid("acrasync01")
+    local_azure.arm.create(SUB, RG, "acrasync01", export="enabled")
+    local_azure.arm.set_lro(reg, mode="async", polls=2, retry_after=None)
+    fresh_instance()
+    handle_event(event(reg))
+    assert responder.actions() == [("remediated", "-")]
+    assert state(local_azure, reg)[0] == "disabled"
+    polls = local_azure.arm.log.filter(service="arm-op")
+    assert len(polls) == 3            # InProgress twice, then Succeeded: only the polls the service asked for
+    final_get = arm_requests(local_azure)[-1]
+    assert final_get.method == "GET" and final_get.service == "arm"   # the LRO's final read is the verification
+
+
+def test_429_with_retry_after_is_retried(responder, azurite_env, local_azure):
+    reg = rid("acrthrot01")
+    local_azure.arm.create(SUB, RG, "acrthrot01", export="enabled")
+    local_azure.arm.faults.add(method="PATCH", status=429, headers={"Retry-After": "1"},
+                               body=arm_error("TooManyRequests", "slow down"))
+    local_azure.arm.faults.add(method="GET", path=r"registries/acrthrot01$", status=429, headers={"Retry-After": "1"},
+                               body=arm_error("TooManyRequests", "slow down"))
+    fresh_instance()
+    started = time.monotonic()
+    handle_event(event(reg))
+    assert responder.actions() == [("remediated", "-")]
+    assert len(local_azure.arm.log.filter(method="PATCH")) == 2
+    assert time.monotonic() - started >= 1.9        # both Retry-After waits were honoured
+
+
+def test_persistent_5xx_is_answered_in_budget_then_fixed_by_the_durable_retry(responder, azurite_env, local_azure,
+                                                                              azurite):
+    reg = rid("acrflaky01")
+    local_azure.arm.create(SUB, RG, "acrflaky01", export="enabled")
+    fault = local_azure.arm.faults.add(method="GET", status=503, times=None,
+                                       body=arm_error("ServiceUnavailable", "try later"))
+    fresh_instance()
+    started = time.monotonic()
+    handle_event(event(reg))                        # must return (acknowledge) within the budget
+    assert time.monotonic() - started < 5 + 1
+    assert fault.hits >= 2
+    (action, reason), = responder.actions()
+    assert action == "deferred" and reason in ("BudgetExhausted", "ServiceUnavailable")
+
+    local_azure.arm.faults.clear()
+    queue = QueueClient.from_connection_string(azurite, RETRY_QUEUE)
+    (message,) = list(queue.receive_messages(max_messages=5))
+    body = base64.b64decode(message.content).decode()
+    assert json.loads(body)["registryId"] == reg and json.loads(body)["attempt"] == 1
+    handle_retry(func.QueueMessage(id=message.id, body=body.encode(), pop_receipt=message.pop_receipt))
+    assert responder.actions()[-1] == ("remediated", "-")
+    assert state(local_azure, reg)[0] == "disabled"
+
+
+@pytest.mark.parametrize("code", ["AuthorizationFailed", "RequestDisallowedByPolicy"])
+def test_403_on_patch_is_recorded_with_its_code_not_retried(responder, azurite_env, local_azure, code):
+    local_azure.arm.create(SUB, RG, "acrdeny01", export="enabled")
+    local_azure.arm.faults.add(method="PATCH", status=403, times=None, body=arm_error(code, "denied"))
+    fresh_instance()
+    handle_event(event(rid("acrdeny01")))
+    assert responder.actions() == [("failed", code)]
+    assert len(local_azure.arm.log.filter(method="PATCH")) == 1
+
+
+def test_403_on_read_is_an_evaluation_error(responder, azurite_env, local_azure):
+    local_azure.arm.create(SUB, RG, "acrdeny02", export="enabled")
+    local_azure.arm.faults.add(method="GET", status=403, times=None, body=arm_error("AuthorizationFailed", "no read"))
+    fresh_instance()
+    handle_event(event(rid("acrdeny02")))
+    assert responder.actions() == [("error", "AuthorizationFailed")]
+
+
+def test_409_scope_locked_is_blocked(responder, azurite_env, local_azure):
+    local_azure.arm.create(SUB, RG, "acrlocked01", export="enabled")
+    local_azure.arm.faults.add(method="PATCH", status=409, times=None,
+                               body=arm_error("ScopeLocked", "The scope cannot perform write operation because it is locked."))
+    fresh_instance()
+    handle_event(event(rid("acrlocked01")))
+    assert responder.actions() == [("blocked", "scope-locked")]
+
+
+def test_409_other_conflict_is_reread_once_and_replanned(responder, azurite_env, local_azure):
+    reg = rid("acrconf01")
+    local_azure.arm.create(SUB, RG, "acrconf01", export="enabled")
+    local_azure.arm.faults.add(method="PATCH", status=409, times=1, body=arm_error("Conflict", "another operation"))
+    fresh_instance()
+    handle_event(event(reg))
+    assert responder.actions() == [("remediated", "-")]
+    assert [r.method for r in arm_requests(local_azure)].count("GET") >= 3     # the re-read happened
+    assert len(local_azure.arm.log.filter(method="PATCH")) == 2
+
+
+def test_updating_registry_is_reread_before_any_write(responder, azurite_env, local_azure):
+    reg = rid("acrupd01")
+    local_azure.arm.create(SUB, RG, "acrupd01", export="enabled", provisioningState="Updating")
+    fresh_instance()
+
+    def finish_update():
+        time.sleep(1.2)
+        current = local_azure.arm.get(reg)
+        local_azure.arm.add({**current, "properties": {**current["properties"], "provisioningState": "Succeeded"}})
+
+    import threading
+    worker = threading.Thread(target=finish_update)
+    worker.start()
+    handle_event(event(reg))
+    worker.join()
+    assert responder.actions() == [("remediated", "-")]
+    gets = [r for r in arm_requests(local_azure, "GET") if r.path.lower() == reg.lower()]
+    assert len(gets) >= 2
