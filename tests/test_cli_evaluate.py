@@ -241,7 +241,11 @@ def test_directory_walk_is_recursive_sorted_and_skips_what_is_not_registries(cap
                                                 "deploymentParameters.json#", "parameters": {}})
     write(tmp_path / "network.json", {"$schema": "https://schema.management.azure.com/schemas/2019-04-01/"
                                                  "deploymentTemplate.json#", "contentVersion": "1.0.0.0",
-                                      "resources": [{"type": "Microsoft.Network/virtualNetworks", "name": "vnet"}]})
+                                      "resources": [{"type": "Microsoft.Network/virtualNetworks", "name": "vnet"},
+                                                    {"type": "Microsoft.Network/privateEndpoints", "name": "pe",
+                                                     "properties": {"privateLinkServiceConnections": [{"properties": {
+                                                         "privateLinkServiceId": "[resourceId('Microsoft."
+                                                         "ContainerRegistry/registries', 'sharedacr')]"}}]}}]})
     code, out, err = run(capsys, str(tmp_path), "--format", "json")
     assert (code, err) == (0, "")
     assert [item["name"] for item in json.loads(out)] == ["firstacr", "secondacr"]

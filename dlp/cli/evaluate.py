@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from dlp.sources import InputError, ci_get, is_registry, load_json, registries_f
 from dlp.templates import is_template, parameters_from_file
 
 NAME = "evaluate"
-REGISTRY_TYPE_TEXT = "microsoft.containerregistry/registries"
+_REGISTRY_TYPE_VALUE = re.compile(r"'type': 'microsoft\.containerregistry/registries'")
 
 
 def register(subparsers: Any) -> None:
@@ -109,9 +110,10 @@ def discover(paths: Sequence[str]) -> list[tuple[Path, bool, str | None]]:
 
 
 def _mentions_registry(document: Any) -> bool:
-    """Whether a registry type appears anywhere (e.g. inside a nested deployment we do not read)."""
+    """Whether any resource anywhere has the registry type (e.g. inside a nested deployment we do not
+    read); a template that only refers to a registry's ID does not count."""
     try:
-        return REGISTRY_TYPE_TEXT in repr(document).lower()
+        return _REGISTRY_TYPE_VALUE.search(repr(document).lower()) is not None
     except RecursionError:
         return True
 
@@ -140,13 +142,13 @@ def evaluate_paths(paths: Sequence[str], *, parameters: Mapping[str, Any] | None
             continue
         try:
             registries = registries_in(path, explicit, parameters)
+            assessments.extend([evaluate(registry, selected) for registry in registries])
         except InputError as exc:
             errors.append(str(exc))
             continue
         except Exception as exc:        # a bug of ours: still one line, and the other files still count
             errors.append(f"{path}: internal error ({type(exc).__name__}: {exc}); please report it with the file")
             continue
-        assessments.extend(evaluate(registry, selected) for registry in registries)
         if keep_text and registries:
             try:
                 texts[str(path)] = path.read_text(encoding="utf-8-sig")
