@@ -38,8 +38,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("Severity", "string", "high, medium or low."),
     Column("Status", "string", "pass, fail, not-applicable or unknown."),
     Column("Message", "string", "What was found and what is required."),
-    Column("Compliant", "boolean", "No finding of this evaluation failed."),
-    Column("Trigger", "string", "event, http, sweep or cli."),
+    Column("Compliant", "boolean", "No finding of this evaluation failed; empty when the registry could not be read."),
+    Column("Trigger", "string", "event, http, sweep, cli or retry (the durable retry)."),
     Column("EventId", "string", "Event Grid event ID, when an event triggered the evaluation."),
     Column("CorrelationId", "string", "ARM correlation ID of the write that raised the event."),
     Column("Caller", "string", "Who made the write (UPN, name, app ID or object ID)."),
@@ -87,6 +87,13 @@ def column_name_problems(name: str) -> list[str]:
     if name.lower() in RESERVED_COLUMN_NAMES:
         problems.append("is a reserved Log Analytics column name")
     return problems
+
+
+def markdown_columns() -> str:
+    """The README's column table, generated from COLUMNS (tests/test_findings.py keeps the README in step)."""
+    lines = ["| Column | Type | Description |", "|---|---|---|"]
+    lines += [f"| `{c.name}` | {c.type} | {c.description.replace('|', '/')} |" for c in COLUMNS]
+    return "\n".join(lines)
 
 
 def rows(evaluation: Evaluation) -> list[dict[str, Any]]:

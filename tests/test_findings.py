@@ -178,3 +178,25 @@ def test_each_query_uses_only_columns_of_the_table(name: str):
     used = set(re.findall(r"\b([A-Z][A-Za-z0-9]+)\b", code))
     unknown = used - set(findings.COLUMN_NAMES) - defined - {findings.TABLE}
     assert not unknown, f"{name}: {sorted(unknown)}"
+
+
+# --- the README documents the table, the settings and the queries -------------------------------------------
+
+
+def readme_section(heading: str) -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    match = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", text, re.MULTILINE | re.DOTALL)
+    assert match, f"README has no '## {heading}' section"
+    return match.group(1)
+
+
+def test_readme_column_table_is_generated_from_columns():
+    assert findings.markdown_columns() in readme_section("Log Analytics")
+
+
+def test_readme_names_the_settings_and_every_query():
+    text = readme_section("Log Analytics")
+    for setting in ("DLP_LOGS_ENDPOINT", "DLP_LOGS_RULE_ID", "DLP_LOGS_STREAM"):
+        assert f"`{setting}`" in text
+    listed = set(re.findall(r"`([\w-]+\.kql)`", text))
+    assert listed == {p.name for p in QUERIES.glob("*.kql")} == set(EXPECTED_QUERIES)
