@@ -6,10 +6,13 @@ Adapters come in through `Services` (built once at the composition root, dlp.run
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -45,6 +48,9 @@ R_SCOPE_LOCKED = "scope-locked"
 R_VERIFICATION = "verification-failed"
 R_RETRIES_EXHAUSTED = "retries-exhausted"
 R_LEASE_BUSY = "lease-busy"
+
+_EXECUTOR: ThreadPoolExecutor | None = None
+_EXECUTOR_LOCK = threading.Lock()
 
 
 class Recorder(Protocol):
@@ -151,9 +157,38 @@ def _with_pipelines(registry: Registry, services: Services) -> Registry:
     return replace(registry, export_pipelines=services.arm.list_export_pipelines(registry.id))
 
 
+def _background(fn: Callable[[], Any]) -> Future:
+    """Run `fn` on a worker thread with this thread's context (the budget's deadline travels along)."""
+    global _EXECUTOR
+    with _EXECUTOR_LOCK:
+        if _EXECUTOR is None:
+            _EXECUTOR = ThreadPoolExecutor(max_workers=32, thread_name_prefix="dlp-bg")
+    return _EXECUTOR.submit(contextvars.copy_context().run, fn)
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """The right to write a registry now, and the breaker's view of its last hour."""
+
+    lease: Any
+    recent: tuple[Any, ...]
+
+
+def _claim(services: Services, registry_id: str, budget: Budget) -> _Claim | None:
+    lease = services.state.acquire(registry_id, ttl_s=budget.remaining() + 30, wait_s=max(0.0, budget.remaining() - 3.0))
+    if lease is None:
+        return None
+    try:
+        recent = tuple(services.state.recent_remediations(registry_id, services.clock()))
+    except BaseException:
+        services.state.release(lease)
+        raise
+    return _Claim(lease, recent)
+
+
 def _evaluate(target: Target, services: Services, budget: Budget, enforce: bool,
               done: Callable[..., Evaluation]) -> Evaluation:
-    since = time.time()
+    read_at = services.clock()
     registry = _read(target, services, budget)
     if registry is None:
         return done(Outcome(A_GONE, "deleted" if target.deleted else "not-found",
@@ -162,27 +197,52 @@ def _evaluate(target: Target, services: Services, budget: Budget, enforce: bool,
     today = services.clock().date()
 
     assessment = evaluate(registry)
+    claim: Future | None = None
     if remediation.needed_changes(assessment):
-        registry = _with_pipelines(registry, services)
+        # Likely to write? Then take the lease and read the breaker while ARM lists the pipelines.
+        hopeful = evaluate(replace(registry, export_pipelines=registry.export_pipelines or ()))
+        if remediation.plan(hopeful, policy, today=today).writes:
+            claim = _background(lambda: _claim(services, registry.id, budget))
+        try:
+            registry = _with_pipelines(registry, services)
+        except BaseException:
+            _drop(services, claim)
+            raise
         assessment = evaluate(registry)
     elif target.pending:
         return done(Outcome(A_REMEDIATED, "verified-later", "the deferred write is now visible", target.pending),
                     assessment)
     plan = remediation.plan(assessment, policy, today=today)
     if not plan.writes:
+        _drop(services, claim)
         return done(Outcome(plan.action, plan.reason, plan.detail, plan.changes), assessment,
                     tag_exemption=plan.tag_exemption)
 
-    # Writing: one writer per registry across threads and instances (Table-storage lease).
-    wait = max(0.0, budget.remaining() - 3.0)
-    with services.state.lease(registry.id, since=since, ttl_s=budget.remaining() + 30, wait_s=wait) as lease:
-        if not lease.acquired:
-            raise Defer(R_LEASE_BUSY, "another invocation is remediating this registry")
-        if lease.stale:              # someone wrote it after our read: decide again from a fresh read
+    granted = claim.result() if claim is not None else _claim(services, registry.id, budget)
+    if granted is None:
+        raise Defer(R_LEASE_BUSY, "another invocation is remediating this registry")
+    try:
+        if any(datetime.fromisoformat(r.when) > read_at for r in granted.recent):
+            # someone remediated it after our read: decide again from a fresh read
             registry = _reread(target, services, budget)
             if registry is None:
                 return done(Outcome(A_GONE, "not-found", "the registry no longer exists"))
-        return _decide_and_apply(target, services, budget, done, registry, policy, today, conflict_retry=True)
+        return _decide_and_apply(target, services, budget, done, registry, policy, today, granted.recent,
+                                 conflict_retry=True)
+    finally:
+        services.state.release(granted.lease)
+
+
+def _drop(services: Services, claim: Future | None) -> None:
+    """Give back a lease taken speculatively (never raises: the lease also expires on its own)."""
+    if claim is None:
+        return
+    try:
+        granted = claim.result()
+        if granted is not None:
+            services.state.release(granted.lease)
+    except Exception:
+        log.warning("could not release a speculative lease; it expires on its own", exc_info=True)
 
 
 def _reread(target: Target, services: Services, budget: Budget) -> Registry | None:
@@ -191,15 +251,15 @@ def _reread(target: Target, services: Services, budget: Budget) -> Registry | No
 
 
 def _decide_and_apply(target: Target, services: Services, budget: Budget, done: Callable[..., Evaluation],
-                      registry: Registry, policy: remediation.Policy, today: Any, *, conflict_retry: bool) -> Evaluation:
-    """Under the lease: breaker count, final plan, the PATCH, verification, the record."""
+                      registry: Registry, policy: remediation.Policy, today: Any, recent: tuple[Any, ...], *,
+                      conflict_retry: bool) -> Evaluation:
+    """Under the lease: final plan with the breaker count, the PATCH, verification, then the record."""
     from azure.core.exceptions import HttpResponseError
 
     from dlp.azure.errors import classify
     from dlp.azure.state import Remediation
 
     assessment = evaluate(registry)
-    recent = services.state.recent_remediations(registry.id, services.clock())
     plan = remediation.plan(assessment, policy, today=today, recent_remediations=len(recent))
     callers = tuple(dict.fromkeys(r.caller for r in recent if r.caller))
     if not plan.writes:
@@ -218,25 +278,29 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
             fresh = _reread(target, services, budget)
             if fresh is None:
                 return done(Outcome(A_GONE, "not-found", "the registry no longer exists"))
-            return _decide_and_apply(target, services, budget, done, fresh, policy, today, conflict_retry=False)
+            return _decide_and_apply(target, services, budget, done, fresh, policy, today, recent,
+                                     conflict_retry=False)
         if failure.transient:
             raise Defer(failure.code, str(failure)) from exc
         return done(Outcome(A_FAILED, failure.code, str(failure), plan.changes, failure.code), assessment,
                     recent_callers=callers)
 
-    services.state.record_remediation(registry.id, Remediation(services.clock().isoformat(), target.context.caller,
-                                                               str(uuid.uuid4())))
+    record = Remediation(services.clock().isoformat(), target.context.caller, str(uuid.uuid4()))
     if not result.done:
+        services.state.record_remediation(registry.id, record)
         raise Defer("lro-pending", "the update was accepted but did not finish within the time budget", plan.changes)
     after = registry_from_resource(result.registry or {}, "arm")
     missing = remediation.still_needed(plan, after)
     if missing:
         detail = "; ".join(f"{c.property} is still {c.old}" for c in missing)
-        return done(Outcome(A_FAILED, R_VERIFICATION, f"ARM accepted the update but {detail}", plan.changes),
-                    assessment, recent_callers=callers)
-    return done(Outcome(A_REMEDIATED, "", "reverted " + ", ".join(f"{c.property} {c.old} -> {c.new}"
-                                                                 for c in plan.changes), plan.changes),
-                assessment, recent_callers=callers)
+        evaluation = done(Outcome(A_FAILED, R_VERIFICATION, f"ARM accepted the update but {detail}", plan.changes),
+                          assessment, recent_callers=callers)
+    else:
+        evaluation = done(Outcome(A_REMEDIATED, "", "reverted " + ", ".join(f"{c.property} {c.old} -> {c.new}"
+                                                                          for c in plan.changes), plan.changes),
+                          assessment, recent_callers=callers)
+    services.state.record_remediation(registry.id, record)     # bookkeeping after the verified state
+    return evaluation
 
 
 def _defer(target: Target, services: Services, deferred: Defer, done: Callable[..., Evaluation]) -> Evaluation:

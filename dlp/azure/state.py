@@ -1,7 +1,7 @@
 """Per-registry state shared by every instance: breaker counts and the remediation lease.
 
 Azure Table storage (the Function App's AzureWebJobsStorage), one partition per registry:
-  RowKey "lease"            who may write the registry now, and when it was last released
+  RowKey "lease"            who may write the registry now (deleted on release)
   RowKey "rem|<utc>|<id>"   one row per remediation, counted by the revert-war breaker
 `MemoryState` is the same contract inside one process (CLI, demo, storage not configured).
 """
@@ -11,8 +11,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
@@ -38,15 +36,19 @@ class Remediation:
 
 
 @dataclass(frozen=True)
-class LeaseInfo:
-    acquired: bool
-    stale: bool             # another holder released it after `since`: re-read before writing
+class Lease:
+    """Permission to write one registry until `expires` (wall clock); released by delete."""
+
+    registry_id: str
+    owner: str
+    etag: str | None = None
 
 
 class StateStore(Protocol):
     def recent_remediations(self, registry_id: str, now: datetime) -> list[Remediation]: ...
     def record_remediation(self, registry_id: str, record: Remediation) -> None: ...
-    def lease(self, registry_id: str, *, since: float, ttl_s: float, wait_s: float) -> Any: ...
+    def acquire(self, registry_id: str, *, ttl_s: float, wait_s: float) -> Lease | None: ...
+    def release(self, lease: Lease) -> None: ...
 
 
 class _LocalLocks:
@@ -79,18 +81,12 @@ class MemoryState:
         with self._guard:
             self._rows.setdefault(partition_of(registry_id), []).append(record)
 
-    @contextmanager
-    def lease(self, registry_id: str, *, since: float, ttl_s: float, wait_s: float) -> Iterator[LeaseInfo]:
-        key = partition_of(registry_id)
-        lock = self._locks.get(key)
-        if not lock.acquire(timeout=max(0.0, wait_s)):
-            yield LeaseInfo(False, False)
-            return
-        try:
-            yield LeaseInfo(True, self._released.get(key, 0.0) > since)
-        finally:
-            self._released[key] = time.time()
-            lock.release()
+    def acquire(self, registry_id: str, *, ttl_s: float, wait_s: float) -> Lease | None:
+        lock = self._locks.get(partition_of(registry_id))
+        return Lease(registry_id, "memory") if lock.acquire(timeout=max(0.0, wait_s)) else None
+
+    def release(self, lease: Lease) -> None:
+        self._locks.get(partition_of(lease.registry_id)).release()
 
 
 class TableState:
@@ -130,67 +126,53 @@ class TableState:
                                       "When": record.when, "Caller": record.caller[:256],
                                       "EvaluationId": record.evaluation_id})
 
-    @contextmanager
-    def lease(self, registry_id: str, *, since: float, ttl_s: float, wait_s: float) -> Iterator[LeaseInfo]:
-        key = partition_of(registry_id)
-        lock = self._locks.get(key)
-        deadline = time.monotonic() + max(0.0, wait_s)
-        if not lock.acquire(timeout=max(0.0, wait_s)):
-            yield LeaseInfo(False, False)
-            return
-        try:
-            info, etag = self._acquire(key, since, ttl_s, deadline)
-            try:
-                yield info
-            finally:
-                if info.acquired:
-                    self._release(key, etag)
-        finally:
-            lock.release()
-
-    def _acquire(self, key: str, since: float, ttl_s: float, deadline: float) -> tuple[LeaseInfo, str | None]:
+    def acquire(self, registry_id: str, *, ttl_s: float, wait_s: float) -> Lease | None:
+        """One create_entity when nobody holds it; an expired holder is taken over with its ETag."""
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
         from azure.data.tables import UpdateMode
 
+        key = partition_of(registry_id)
+        lock = self._locks.get(key)
+        deadline = time.monotonic() + max(0.0, wait_s)
+        if not lock.acquire(timeout=max(0.0, wait_s)):
+            return None
         table = self._client()
-        while True:
-            now = time.time()
-            mine = {"PartitionKey": key, "RowKey": LEASE_ROW, "Owner": self.owner, "Expires": now + ttl_s,
-                    "Released": 0.0}
-            try:
-                current = table.get_entity(key, LEASE_ROW)
-            except ResourceNotFoundError:
+        try:
+            while True:
+                mine = {"PartitionKey": key, "RowKey": LEASE_ROW, "Owner": self.owner, "Expires": time.time() + ttl_s}
                 try:
                     meta = table.create_entity(mine)
-                    return LeaseInfo(True, False), meta.get("etag")
+                    return Lease(registry_id, self.owner, meta.get("etag"))
                 except ResourceExistsError:
-                    current = None
-            if current is not None:
-                released = float(current.get("Released") or 0.0)
-                if float(current.get("Expires") or 0.0) <= now:
-                    mine["Released"] = released
-                    try:
+                    pass
+                try:
+                    current = table.get_entity(key, LEASE_ROW)
+                    if float(current.get("Expires") or 0.0) <= time.time():
                         meta = table.update_entity(mine, mode=UpdateMode.REPLACE, etag=current.metadata["etag"],
                                                    match_condition=MatchConditions.IfNotModified)
-                        return LeaseInfo(True, released > since), meta.get("etag")
-                    except (ResourceModifiedError, ResourceNotFoundError):
-                        pass
-            if time.monotonic() >= deadline:
-                return LeaseInfo(False, False), None
-            time.sleep(0.1)
+                        return Lease(registry_id, self.owner, meta.get("etag"))
+                except (ResourceModifiedError, ResourceNotFoundError):
+                    continue
+                if time.monotonic() >= deadline:
+                    lock.release()
+                    return None
+                time.sleep(0.1)
+        except BaseException:
+            lock.release()
+            raise
 
-    def _release(self, key: str, etag: str | None) -> None:
+    def release(self, lease: Lease) -> None:
         from azure.core import MatchConditions
         from azure.core.exceptions import AzureError
-        from azure.data.tables import UpdateMode
 
-        entity = {"PartitionKey": key, "RowKey": LEASE_ROW, "Owner": "", "Expires": 0.0, "Released": time.time()}
         try:
-            self._client().update_entity(entity, mode=UpdateMode.REPLACE, etag=etag,
+            self._client().delete_entity(partition_of(lease.registry_id), LEASE_ROW, etag=lease.etag,
                                          match_condition=MatchConditions.IfNotModified)
         except AzureError:
-            pass   # lost the lease to expiry: the other holder re-reads anyway
+            pass   # expired and taken over: the new holder re-reads anyway
+        finally:
+            self._locks.get(partition_of(lease.registry_id)).release()
 
 
 def table_service(settings: Any, credential: Any) -> Any:
