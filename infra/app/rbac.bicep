@@ -1,0 +1,61 @@
+// Data-plane roles of the responder's identity inside its own resource group, each on the narrowest resource:
+// storage (host state, deployment package, retry queue, state/outbox tables), Application Insights (local auth
+// is off, so telemetry needs Monitoring Metrics Publisher) and the findings DCR (Logs Ingestion API).
+param principalId string
+param storageAccountName string
+param appInsightsName string
+param dcrName string
+
+var roles = {
+  storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+  storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+  storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
+  monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
+}
+var storageRoles = [
+  roles.storageBlobDataContributor
+  roles.storageQueueDataContributor
+  roles.storageTableDataContributor
+]
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: appInsightsName
+}
+
+resource dcr 'Microsoft.Insights/dataCollectionRules@2023-03-11' existing = {
+  name: dcrName
+}
+
+resource storageAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for roleId in storageRoles: {
+  name: guid(storage.id, principalId, roleId)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleId)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}]
+
+resource telemetryAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(appInsights.id, principalId, roles.monitoringMetricsPublisher)
+  scope: appInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource findingsIngestionAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(dcr.id, principalId, roles.monitoringMetricsPublisher)
+  scope: dcr
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}

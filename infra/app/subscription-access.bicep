@@ -1,0 +1,71 @@
+// Per monitored subscription: the responder's custom role, the optional "exports disabled" policy, and the
+// Event Grid system topic that raises resource write/delete events for the whole subscription.
+targetScope = 'subscription'
+
+param principalId string
+@description('GUID of the responder custom role (defined once, assignable in every monitored subscription).')
+param responderRoleGuid string
+param assignExportPolicy bool
+@allowed([
+  'Audit'
+  'Deny'
+])
+param exportPolicyEffect string
+param policyAssignmentName string
+param location string
+param tags object = {}
+@description('Resource group that holds the system topic (created here when createEventsResourceGroup).')
+param eventsResourceGroupName string
+param createEventsResourceGroup bool
+@description('Resource ID of an existing Microsoft.Resources.Subscriptions system topic for this subscription (only one may exist). Empty: create one.')
+param reusedSystemTopicId string
+param systemTopicName string
+
+// Built-in "Container registries should have exports disabled" (Audit/Deny only: no Modify exists for exports).
+var exportsDisabledPolicy = '524b0254-c285-4903-bee6-bb8126cde579'
+
+resource responderAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(subscription().id, principalId, responderRoleGuid)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', responderRoleGuid)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    description: 'ACR DLP responder: read registries, revert export policy and public network access.'
+  }
+}
+
+resource exportsDisabled 'Microsoft.Authorization/policyAssignments@2024-04-01' = if (assignExportPolicy) {
+  name: policyAssignmentName
+  properties: {
+    displayName: 'Container registries should have exports disabled (ACR DLP responder)'
+    description: 'Refuses registries with exports or public network access enabled up front; the responder catches what exemptions or other paths let through.'
+    policyDefinitionId: tenantResourceId('Microsoft.Authorization/policyDefinitions', exportsDisabledPolicy)
+    enforcementMode: 'Default'
+    parameters: {
+      effect: {
+        value: exportPolicyEffect
+      }
+    }
+  }
+}
+
+resource eventsResourceGroup 'Microsoft.Resources/resourceGroups@2024-03-01' = if (createEventsResourceGroup) {
+  name: eventsResourceGroupName
+  location: location
+  tags: tags
+}
+
+module systemTopic 'system-topic.bicep' = if (empty(reusedSystemTopicId)) {
+  name: 'dlp-system-topic-${uniqueString(subscription().id, systemTopicName)}'
+  scope: resourceGroup(eventsResourceGroupName)
+  params: {
+    name: systemTopicName
+    tags: tags
+  }
+  dependsOn: [
+    eventsResourceGroup
+  ]
+}
+
+output systemTopicId string = empty(reusedSystemTopicId) ? systemTopic.outputs.id : reusedSystemTopicId
+output policyAssignmentId string = assignExportPolicy ? exportsDisabled.id : ''
