@@ -20,3 +20,11 @@ def retry_worker(message: func.QueueMessage) -> None:
     from dlp.handlers import on_retry
 
     on_retry(message)
+
+
+@app.timer_trigger(schedule="0 */5 * * * *", arg_name="timer", run_on_startup=False, use_monitor=False)
+def outbox_drain(timer: func.TimerRequest) -> None:
+    """Every 5 minutes: re-send the findings Log Analytics did not take, kept in the outbox (dlp/recording.py)."""
+    from dlp.recording import drain_outbox
+
+    drain_outbox()
