@@ -1,17 +1,315 @@
-"""Alerting on state changes (issue 5). Until then: no alerts."""
+"""Alerting on registry state changes: the pipeline's Notifier (issue 5).
+
+For each evaluation: reduce it to an alert state (dlp.alerts.states), compare it with the
+registry's stored state, and only on a change commit the new state (ETag-guarded, so two
+instances seeing the same change send one alert), then send. The commit comes first: a send
+that fails after it is kept in the outbox (kind "alerts") and retried by `drain()` (the
+sweep and the outbox timer call it) and by the next `notify` that sends something, so an
+alert is not lost and never blocks or undoes a remediation. Nothing here raises.
+
+Volume: an event changes one registry: one card, one mail. A call with several changes
+(`digest=True` from the sweep, or more than `TEAMS_DIGEST_OVER`) sends one digest card, and
+email sends at most one mail per call (a digest), because Azure-managed sender domains
+allow 5 mails a minute and 10 an hour.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
+from dlp.alerts.alert import Alert, build_alert
+from dlp.alerts.batch import Batch, MemoryOutbox
+from dlp.alerts.channel import Channel, DeliveryError
+from dlp.alerts.states import Observed, Stored, decide, observe
+from dlp.azure.state import partition_of
 from dlp.model import Evaluation
+
+log = logging.getLogger("dlp.alerting")
+
+OUTBOX_KIND = "alerts"
+DEAD_KIND = "alerts-undeliverable"
+BULK_READ_OVER = 3          # more registries than this in one call: one query of all alert rows, not point reads
+COMMIT_TRIES = 4            # re-read and re-decide when another instance committed first
+TEAMS_DIGEST_OVER = 3       # more changes than this in one call: one digest card instead of a card each
+MIN_SEND_S = 1.5            # with less budget left, do not start a send: keep the alert for the next drain
+DRAIN_LIMIT = 20            # outbox items per drain
+NOTIFY_DRAIN_LIMIT = 5      # fewer when draining inside an event invocation
+MAX_ATTEMPTS = 48           # then the item moves to DEAD_KIND for a person to look at (never dropped)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 class NullNotifier:
+    """Neither Teams nor email configured: alerts are off (said once, at start)."""
+
     def notify(self, evaluations: Sequence[Evaluation], *, digest: bool = False) -> None:
         return None
 
+    def drain(self) -> int:
+        return 0
+
+
+class AlertNotifier:
+    """State machine + channels + outbox, all injected (tests point them at emulators and Azurite)."""
+
+    def __init__(self, store: Any, channels: Sequence[Channel], outbox: Any, *,
+                 clock: Callable[[], datetime] = _utcnow):
+        self._store = store
+        self._channels = {channel.name: channel for channel in channels}
+        self._outbox = outbox
+        self._clock = clock
+        self._unsaved: list[Batch] = []     # failed sends the outbox could not take either: retried first
+        self._kept = False                  # this process kept something since its last drain
+        self._lock = threading.Lock()
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return tuple(self._channels)
+
+    # the Notifier interface ---------------------------------------------------------------------
+    def notify(self, evaluations: Sequence[Evaluation], *, digest: bool = False) -> None:
+        """Alert on the state changes among `evaluations`. Never raises."""
+        try:
+            alerts = self.transitions(evaluations)
+            failed = self.deliver(alerts, digest=digest) if alerts else set()
+            with self._lock:
+                backlog = self._kept or bool(self._unsaved)
+            if (alerts or backlog) and not failed:      # a channel that just failed is left to the timer
+                self.drain(NOTIFY_DRAIN_LIMIT)
+        except Exception as exc:                        # alerting must never break what the pipeline did
+            log.error("alerting failed (%s); the evaluations are recorded", _reason(exc))
+
+    def drain(self, limit: int = DRAIN_LIMIT) -> int:
+        """Send what earlier calls could not; returns how many messages went out. Never raises.
+
+        A channel that fails is not tried again within the same drain."""
+        sent = self._retry_unsaved()
+        try:
+            items = self._outbox.pending(OUTBOX_KIND, limit)
+        except Exception as exc:
+            log.warning("alert outbox unavailable (%s); tried again later", _reason(exc))
+            return sent
+        with self._lock:
+            self._kept = False
+        failed: set[str] = set()
+        for item in items:
+            if not _time_to_send():
+                with self._lock:
+                    self._kept = True
+                break
+            sent += self._redeliver(item, failed)
+        return sent
+
+    # state machine ------------------------------------------------------------------------------
+    def transitions(self, evaluations: Sequence[Evaluation]) -> list[Alert]:
+        """Commit every state change; return the alerts whose commit this call won (to be sent)."""
+        observed = [(evaluation, seen) for evaluation in evaluations if (seen := observe(evaluation)) is not None]
+        if not observed:
+            return []
+        known = self._read([evaluation.registry_id for evaluation, _ in observed])
+        alerts = []
+        for evaluation, seen in observed:
+            alert = self._transition(evaluation, seen, known)
+            if alert is not None:
+                alerts.append(alert)
+        return alerts
+
+    def _read(self, registry_ids: list[str]) -> dict[str, Stored | None] | None:
+        """Stored states by partition key (one bulk query when many); None when storage failed."""
+        try:
+            if len(set(registry_ids)) > BULK_READ_OVER:
+                rows = self._store.get_all()
+                return {partition_of(r): rows.get(partition_of(r)) for r in registry_ids}
+            return {partition_of(r): self._store.get(r) for r in registry_ids}
+        except Exception as exc:
+            log.warning("alert state unavailable (%s): alerting without de-duplication", _reason(exc))
+            return None
+
+    def _transition(self, evaluation: Evaluation, seen: Observed, known: dict[str, Stored | None] | None
+                    ) -> Alert | None:
+        now = self._clock().astimezone(timezone.utc).isoformat()
+
+        def alert(previous: Stored | None, alert_id: str) -> Alert:
+            return build_alert(evaluation, previous, seen.state, alert_id=alert_id, at=now)
+
+        if known is None:       # storage is down: better a repeated alert than a lost one
+            return alert(None, str(uuid.uuid4())) if decide(None, seen).alert else None
+        key = partition_of(evaluation.registry_id)
+        previous = known.get(key)
+        for _ in range(COMMIT_TRIES):
+            decision = decide(previous, seen)
+            if not decision.write:
+                return None
+            alert_id = str(uuid.uuid4()) if decision.alert else (previous.alert_id if previous else "")
+            try:
+                committed = self._store.commit(evaluation.registry_id, previous,
+                                               Stored(seen.state, seen.signature, alert_id, now))
+            except Exception as exc:
+                log.warning("alert state of %s not saved (%s): alerting without de-duplication",
+                            evaluation.registry_id, _reason(exc))
+                return alert(previous, alert_id) if decision.alert else None
+            if committed is not None:
+                known[key] = committed
+                return alert(previous, alert_id) if decision.alert else None
+            try:                # another instance committed first: decide again from what it wrote
+                previous = self._store.get(evaluation.registry_id)
+            except Exception as exc:
+                log.warning("alert state of %s not re-read (%s); the instance that committed alerts",
+                            evaluation.registry_id, _reason(exc))
+                return None
+            known[key] = previous
+        log.warning("alert state of %s kept changing; no alert from this evaluation", evaluation.registry_id)
+        return None
+
+    # delivery -----------------------------------------------------------------------------------
+    def batches(self, alerts: Sequence[Alert], *, digest: bool = False) -> list[Batch]:
+        """One message per channel per call, except Teams, which gives a few changes a card each."""
+        batches = []
+        for name in self._channels:
+            if name == "teams" and not digest and len(alerts) <= TEAMS_DIGEST_OVER:
+                batches += [Batch(name, (alert,), False) for alert in alerts]
+            else:
+                batches.append(Batch(name, tuple(alerts), digest or len(alerts) > 1))
+        return batches
+
+    def deliver(self, alerts: Sequence[Alert], *, digest: bool = False) -> set[str]:
+        """Send each batch; whatever fails is kept in the outbox. Returns the channels that failed."""
+        failed: set[str] = set()
+        for batch in self.batches(alerts, digest=digest):
+            if batch.channel in failed or not _time_to_send():
+                self._keep(batch, "not sent: the channel just failed or the invocation's budget is spent")
+                continue
+            try:
+                self._channels[batch.channel].send(batch.alerts, digest=batch.digest)
+            except Exception as exc:
+                error = _reason(exc)
+                log.warning("alert %s not delivered (%s); kept in the outbox", batch.key, error)
+                self._keep(batch, error)
+                failed.add(batch.channel)
+            else:
+                log.info("alert %s sent: %s", batch.key, ", ".join(f"{a.registry_name} {a.state}" for a in batch.alerts))
+        return failed
+
+    def _keep(self, batch: Batch, error: str) -> None:
+        try:
+            self._outbox.put(OUTBOX_KIND, batch.key, batch.to_json(), error=error)
+        except Exception as exc:
+            log.error("alert %s could not be kept in the outbox (%s); held in memory and retried first",
+                      batch.key, _reason(exc))
+            with self._lock:
+                self._unsaved.append(batch)
+            return
+        with self._lock:
+            self._kept = True
+
+    def _retry_unsaved(self) -> int:
+        with self._lock:
+            batches, self._unsaved = self._unsaved, []
+        sent = 0
+        for batch in batches:
+            try:
+                self._channels[batch.channel].send(batch.alerts, digest=batch.digest)
+                sent += 1
+            except Exception as exc:
+                self._keep(batch, _reason(exc))
+        return sent
+
+    def _redeliver(self, item: Any, failed: set[str]) -> int:
+        try:
+            batch = Batch.from_json(item.payload)
+        except (KeyError, TypeError, ValueError) as exc:
+            self._set_aside(item, f"not an alert batch ({type(exc).__name__})")
+            return 0
+        channel = self._channels.get(batch.channel)
+        if channel is None:
+            self._set_aside(item, f"channel {batch.channel} is no longer configured")
+            return 0
+        if batch.channel in failed:
+            return 0
+        try:
+            channel.send(batch.alerts, digest=batch.digest)
+        except Exception as exc:
+            failed.add(batch.channel)
+            error = _reason(exc)
+            log.warning("kept alert %s still not delivered (attempt %d): %s", batch.key, item.attempts + 1, error)
+            try:
+                if item.attempts + 1 >= MAX_ATTEMPTS:
+                    self._outbox.move(item, DEAD_KIND, error)
+                else:
+                    self._outbox.retry_later(item, error)
+            except Exception as store_exc:
+                log.warning("alert outbox not updated (%s)", _reason(store_exc))
+            with self._lock:
+                self._kept = True
+            return 0
+        try:
+            self._outbox.remove(item)
+        except Exception as exc:    # sent but still kept: may go out again (email de-duplicates by operation id)
+            log.warning("delivered alert %s not removed from the outbox (%s)", batch.key, _reason(exc))
+        log.info("kept alert %s delivered", batch.key)
+        return 1
+
+    def _set_aside(self, item: Any, error: str) -> None:
+        log.error("alert outbox item %s set aside as %s: %s", item.key, DEAD_KIND, error)
+        try:
+            self._outbox.move(item, DEAD_KIND, error)
+        except Exception as exc:
+            log.warning("alert outbox not updated (%s)", _reason(exc))
+
+
+def _time_to_send() -> bool:
+    from dlp.budget import remaining
+
+    left = remaining()
+    return left is None or left >= MIN_SEND_S
+
+
+def _reason(exc: BaseException) -> str:
+    """Why, without secrets: a channel's own message, else the classified failure (status, code, first line)."""
+    from dlp.alerts.redact import scrub
+    from dlp.azure.errors import classify
+
+    return scrub(exc if isinstance(exc, DeliveryError) else classify(exc))
+
+
+def build_channels(settings: Any, credential: Any) -> list[Channel]:
+    """The configured channels; a new one is a module in dlp/alerts/ and two lines here."""
+    channels: list[Channel] = []
+    if settings.teams_enabled:
+        from dlp.alerts.teams import TeamsChannel
+
+        channels.append(TeamsChannel(settings.teams_webhook_url, docs_base=settings.rule_docs_url))
+    if settings.email_enabled:
+        from dlp.alerts.acs import EmailChannel
+
+        channels.append(EmailChannel(settings.email_endpoint, credential, settings.email_sender, settings.email_to,
+                                     docs_base=settings.rule_docs_url))
+    return channels
+
 
 def build_notifier(settings: Any, credential: Any, table_service: Any = None) -> Any:
-    return NullNotifier()
+    """Called once per process by dlp.runtime, with the app's TableServiceClient (None without storage)."""
+    channels = build_channels(settings, credential)
+    if not channels:
+        log.warning("alerts are off: neither DLP_TEAMS_WEBHOOK_URL nor DLP_EMAIL_ENDPOINT/SENDER/TO is set")
+        return NullNotifier()
+    if table_service is not None:
+        from dlp.alerts.store import TableAlertStore
+        from dlp.outbox import Outbox
+
+        store: Any = TableAlertStore(table_service)
+        outbox: Any = Outbox(table_service)
+    else:
+        from dlp.alerts.store import MemoryAlertStore
+
+        log.warning("AzureWebJobsStorage is not configured: alert de-duplication and the alert outbox are per process")
+        store, outbox = MemoryAlertStore(), MemoryOutbox()
+    log.info("alerts on: %s", ", ".join(channel.name for channel in channels))
+    return AlertNotifier(store, channels, outbox)

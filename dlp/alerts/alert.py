@@ -1,0 +1,214 @@
+"""The alert value: everything a person needs to act, independent of the channel that carries it.
+
+Built once from an evaluation and the state change, kept as JSON in the outbox when a channel
+fails, and rendered by the card and email modules, so a retried alert says exactly what the
+first attempt would have said.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import quote
+
+from dlp.alerts.states import (
+    LABELS,
+    S_BLOCKED,
+    S_BREAKER,
+    S_COMPLIANT,
+    S_ERROR,
+    S_EXEMPT,
+    S_FAILED,
+    S_GONE,
+    S_NONCOMPLIANT,
+    S_REMEDIATED,
+    S_TAG_EXEMPT,
+    Stored,
+    previous_label,
+)
+from dlp.model import A_NONE, A_WOULD, SEVERITIES, Evaluation, parse_registry_id
+
+PORTAL = "https://portal.azure.com/#@/resource"
+
+HEADLINES = {
+    S_COMPLIANT: "Back to compliant",
+    S_NONCOMPLIANT: "Drift detected",
+    S_REMEDIATED: "Drift remediated",
+    S_BLOCKED: "Remediation blocked",
+    S_BREAKER: "Revert-war breaker tripped",
+    S_FAILED: "Remediation failed",
+    S_ERROR: "Evaluation error",
+    S_EXEMPT: "Drift on an exempt registry",
+    S_TAG_EXEMPT: "Tag exemption used",
+    S_GONE: "Registry deleted",
+}
+
+# How bad it is, for the card's colour and the email's banner: needs a human / fine / informational.
+SEVERITY = {
+    S_COMPLIANT: "good", S_REMEDIATED: "good", S_GONE: "info", S_EXEMPT: "warning", S_TAG_EXEMPT: "warning",
+    S_NONCOMPLIANT: "attention", S_BLOCKED: "attention", S_BREAKER: "attention", S_FAILED: "attention",
+    S_ERROR: "attention",
+}
+
+
+@dataclass(frozen=True)
+class FailingRule:
+    rule_id: str
+    severity: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One state change of one registry, ready to render."""
+
+    alert_id: str
+    registry_id: str
+    registry_name: str
+    resource_group: str
+    subscription_id: str
+    previous: str                 # label of the state before ("compliant" when never seen)
+    state: str                    # one of dlp.alerts.states.STATES
+    at: str                       # ISO 8601 UTC, when the change was committed
+    mode: str = ""
+    action: str = ""              # Outcome.action
+    reason: str = ""              # guard reason / error code
+    detail: str = ""              # Outcome.detail: the guard's sentence of what a human must do
+    error_code: str = ""
+    changes: tuple[tuple[str, str, str], ...] = ()        # (property, old, new)
+    failing: tuple[FailingRule, ...] = ()
+    caller: str = ""
+    caller_ip: str = ""
+    correlation_id: str = ""
+    event_time: str = ""
+    trigger: str = ""
+    evaluation_id: str = ""
+    recent_callers: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return LABELS.get(self.state, self.state)
+
+    @property
+    def headline(self) -> str:
+        return HEADLINES.get(self.state, self.state)
+
+    @property
+    def severity(self) -> str:
+        return SEVERITY.get(self.state, "attention")
+
+    @property
+    def title(self) -> str:
+        """The state change in one line: what happened, to which registry, from what to what."""
+        return f"{self.headline}: {self.registry_name} ({self.previous} → {self.label})"
+
+    @property
+    def failing_heading(self) -> str:
+        when = " before the revert" if self.state == S_REMEDIATED else ""
+        return f"Failing rules{when} ({len(self.failing)})"
+
+    @property
+    def portal_url(self) -> str:
+        return PORTAL + quote(self.registry_id, safe="/")
+
+    @property
+    def who(self) -> str:
+        if self.caller:
+            return self.caller
+        return {"sweep": "unknown (found by the scheduled sweep)", "http": "unknown (manual re-check)",
+                "retry": "unknown (durable retry)"}.get(self.trigger, "unknown")
+
+    @property
+    def done(self) -> str:
+        """What the responder did about it, in one sentence."""
+        changes = ", ".join(f"{p} {old} → {new}" for p, old, new in self.changes)
+        if self.state == S_REMEDIATED:
+            return f"Reverted {changes}." if changes else (self.detail or "Reverted the drift.")
+        if self.state == S_COMPLIANT:
+            return "Nothing: every high-severity rule passes again."
+        if self.state == S_GONE:
+            return "Nothing: the registry no longer exists; its alert state is forgotten."
+        if self.state == S_ERROR:
+            return f"Nothing: the registry could not be evaluated ({self.error_code or self.reason})."
+        if self.state == S_FAILED:
+            return f"Tried to write {changes}; the write failed ({self.error_code or self.reason}): {self.detail}"
+        if self.state in (S_EXEMPT, S_TAG_EXEMPT):
+            return f"Nothing written: {self.detail}." + (f" Withheld: {changes}." if changes else "")
+        if self.state in (S_BLOCKED, S_BREAKER):
+            return f"Nothing written: blocked by the {self.reason} guard." + (f" Withheld: {changes}." if changes else "")
+        if self.action == A_WOULD:
+            return f"Nothing written ({self.mode} mode). Enforce mode would change {changes}."
+        if self.action == A_NONE:
+            return "Nothing: the failing rules have no automatic fix."
+        return self.detail or self.action
+
+    @property
+    def todo(self) -> str:
+        """What a human must do now."""
+        if self.state in (S_COMPLIANT, S_GONE):
+            return "Nothing."
+        if self.state == S_REMEDIATED:
+            return f"Nothing, unless the change by {self.who} was intended: then agree an exemption with the operators."
+        if self.state == S_BREAKER:
+            who = ", ".join(self.recent_callers) or "unknown callers"
+            return f"{self.detail} Callers who changed it back: {who}."
+        if self.state == S_TAG_EXEMPT:
+            return (f"Confirm this exemption is legitimate ({self.detail}): anyone who can change the registry "
+                    "can set the tag. Remove the tag to have the registry enforced again.")
+        if self.state == S_EXEMPT:
+            return f"Nothing while the exemption holds ({self.detail}); fix the registry before it ends."
+        if self.state == S_ERROR:
+            hint = {"authorizationfailed": "grant the responder's identity the role it lacks on the registry's scope",
+                    "requestdisallowedbypolicy": "an Azure Policy denies the write: exempt the responder or fix the policy"}
+            return (hint.get(self.error_code.lower(), "check the error below") + f". {self.detail}").strip()
+        if self.state == S_FAILED:
+            return f"Fix the cause and re-check the registry: {self.detail}"
+        if self.detail:
+            return self.detail
+        return "Fix the failing rules; each rule's page says how."
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Alert:
+        """Inverse of to_json (outbox payloads); unknown keys are ignored so old payloads still load."""
+        known = {k: v for k, v in body.items() if k in cls.__dataclass_fields__}
+        known["changes"] = tuple(tuple(str(x) for x in c) for c in known.get("changes") or ())
+        known["failing"] = tuple(FailingRule(**f) for f in known.get("failing") or ())
+        known["recent_callers"] = tuple(known.get("recent_callers") or ())
+        return cls(**known)
+
+
+def build_alert(evaluation: Evaluation, previous: Stored | None, state: str, *, alert_id: str, at: str) -> Alert:
+    """The alert for one committed state change."""
+    parts = parse_registry_id(evaluation.registry_id) or ("", "", evaluation.registry_name)
+    outcome = evaluation.outcome
+    failing: tuple[FailingRule, ...] = ()
+    if evaluation.assessment is not None and state not in (S_COMPLIANT, S_GONE):
+        ranked = sorted(evaluation.assessment.failures,
+                        key=lambda f: SEVERITIES.index(f.severity) if f.severity in SEVERITIES else len(SEVERITIES))
+        failing = tuple(FailingRule(f.rule_id, f.severity, f.message) for f in ranked)
+    context = evaluation.context
+    return Alert(
+        alert_id=alert_id, registry_id=evaluation.registry_id, registry_name=evaluation.registry_name,
+        resource_group=parts[1], subscription_id=parts[0],
+        previous=previous_label(previous),
+        state=state, at=at, mode=evaluation.mode, action=outcome.action, reason=outcome.reason,
+        detail=outcome.detail, error_code=outcome.error_code,
+        changes=tuple((c.property, c.old, c.new) for c in outcome.changes), failing=failing,
+        caller=context.caller, caller_ip=context.caller_ip, correlation_id=context.correlation_id,
+        event_time=context.event_time, trigger=context.trigger, evaluation_id=evaluation.evaluation_id,
+        recent_callers=evaluation.recent_callers,
+    )
+
+
+def rule_doc_url(rule_id: str, docs_base: str = "") -> str:
+    """The rule's page: DLP_RULE_DOCS_URL + <ID>.md when set, else the rule's first Microsoft Learn link."""
+    if docs_base:
+        return docs_base.rstrip("/") + "/" + quote(rule_id) + ".md"
+    from dlp.rules import CATALOGUE
+
+    rule = CATALOGUE.get(rule_id)
+    return rule.links[0] if rule is not None and rule.links else ""
