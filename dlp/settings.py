@@ -25,7 +25,7 @@ class Setting:
     default: str
     doc: str
     kind: str = "app"
-    example: str = ""
+    example: str = ""     # the value in local.settings.sample.json: optional outputs stay off locally
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -39,7 +39,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DLP_SCOPES", "",
             "Comma-separated subscription or resource-group IDs the responder acts on. "
             "Empty: every scope its identity can see.",
-            example="/subscriptions/00000000-0000-0000-0000-000000000000"),
+            example=""),
     Setting("DLP_EXEMPTIONS", "",
             "Comma-separated registry or resource-group IDs never remediated, each optionally "
             "`@YYYY-MM-DD` (the last day the exemption holds). Controlled by the responder's operators only.",
@@ -64,9 +64,9 @@ SETTINGS: tuple[Setting, ...] = (
             "NCRONTAB schedule of the scheduled sweep (default every 6 hours).", example="0 0 */6 * * *"),
     Setting("DLP_LOGS_ENDPOINT", "",
             "Logs ingestion endpoint (the DCR's `logsIngestion` endpoint or a DCE). Empty: findings go to the "
-            "application log only.", example="https://dcr-xxxx.westeurope-1.ingest.monitor.azure.com"),
+            "application log only.", example=""),
     Setting("DLP_LOGS_RULE_ID", "",
-            "Immutable ID of the data collection rule (`dcr-...`).", example="dcr-00000000000000000000000000000000"),
+            "Immutable ID of the data collection rule (`dcr-...`).", example=""),
     Setting("DLP_LOGS_STREAM", "Custom-AcrDlpFindings",
             "Stream name declared in the DCR.", example="Custom-AcrDlpFindings"),
     Setting("DLP_TEAMS_WEBHOOK_URL", "",
@@ -74,12 +74,12 @@ SETTINGS: tuple[Setting, ...] = (
             kind="secret", example=""),
     Setting("DLP_EMAIL_ENDPOINT", "",
             "Azure Communication Services endpoint for email alerts. Empty: no email alerts.",
-            example="https://acs-dlp.europe.communication.azure.com"),
+            example=""),
     Setting("DLP_EMAIL_SENDER", "",
             "Sender address of a domain connected to the ACS resource.",
-            example="DoNotReply@xxxx.azurecomm.net"),
+            example=""),
     Setting("DLP_EMAIL_TO", "",
-            "Comma-separated recipient addresses.", example="secops@example.com"),
+            "Comma-separated recipient addresses.", example=""),
     Setting("DLP_RULE_DOCS_URL", "",
             "Base URL of the rule pages (docs/rules/) used in alert links, e.g. your fork's "
             "`https://github.com/<org>/<repo>/blob/main/docs/rules/`. Empty: links go to the rule's Microsoft Learn page.",
