@@ -2,7 +2,8 @@
 // - Log Analytics workspace + the custom table AcrDlpFindings_CL (columns: dlp.findings.COLUMNS, via findings-columns.json)
 // - a data collection rule of kind Direct (its own logs-ingestion endpoint) with the Custom-AcrDlpFindings stream
 // - Application Insights with local (key) auth off: telemetry needs Entra ID (Monitoring Metrics Publisher)
-// - alerts: function failures, and a heartbeat that fires when no sweep row arrived in twice the sweep interval
+// - alerts: function failures, a heartbeat that fires when no sweep row arrived in twice the sweep interval, and
+//   an activity-log alert on changes to the responder itself
 param location string
 param tags object = {}
 param workspaceName string
@@ -213,6 +214,48 @@ resource heartbeatAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   dependsOn: [
     findingsTable
   ]
+}
+
+// Changes to the responder itself: who controls its settings, host, storage or identity controls a principal that
+// can write every monitored registry. Expected right after `azd provision` / `azd deploy`; otherwise investigate.
+var watchedOperations = [
+  'Microsoft.Web/sites/config/write'
+  'Microsoft.Web/sites/write'
+  'Microsoft.Web/sites/delete'
+  'Microsoft.Storage/storageAccounts/write'
+  'Microsoft.Authorization/roleAssignments/write'
+  'Microsoft.Authorization/locks/delete'
+  'Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials/write'
+]
+
+resource responderChangedAlert 'Microsoft.Insights/activityLogAlerts@2020-10-01' = {
+  name: '${alertNamePrefix}responder-changed'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: 'The ACR DLP responder was changed: app settings (DLP_MODE, DLP_SCOPES, DLP_EXEMPTIONS), the Function App, its storage, role assignments, identity federation or locks. Expected after azd provision/deploy; otherwise investigate.'
+    enabled: true
+    scopes: [
+      resourceGroup().id
+    ]
+    condition: {
+      allOf: [
+        {
+          field: 'category'
+          equals: 'Administrative'
+        }
+        {
+          field: 'operationName'
+          containsAny: watchedOperations
+        }
+      ]
+    }
+    actions: {
+      actionGroups: [for id in actionGroupIds: {
+        actionGroupId: id
+      }]
+    }
+  }
 }
 
 output workspaceId string = workspace.id
