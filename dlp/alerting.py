@@ -39,6 +39,7 @@ TEAMS_DIGEST_OVER = 3       # more changes than this in one call: one digest car
 MIN_SEND_S = 1.5            # with less budget left, do not start a send: keep the alert for the next drain
 DRAIN_LIMIT = 20            # outbox items per drain
 NOTIFY_DRAIN_LIMIT = 5      # fewer when draining inside an event invocation
+DRAIN_BUDGET_S = 120.0      # the outbox timer's time for alerts
 MAX_ATTEMPTS = 48           # then the item moves to DEAD_KIND for a person to look at (never dropped)
 
 
@@ -313,3 +314,12 @@ def build_notifier(settings: Any, credential: Any, table_service: Any = None) ->
         store, outbox = MemoryAlertStore(), MemoryOutbox()
     log.info("alerts on: %s", ", ".join(channel.name for channel in channels))
     return AlertNotifier(store, channels, outbox)
+
+
+def drain_outbox() -> int:
+    """The outbox timer's work for alerts: re-send what the process's notifier kept (0 when alerts are off)."""
+    from dlp import runtime
+    from dlp.budget import Budget
+
+    with Budget.of(DRAIN_BUDGET_S).active():
+        return runtime.services().notifier.drain()
