@@ -21,6 +21,7 @@ from azure.identity import ManagedIdentityCredential
 
 from dlp import __version__, findings, pipeline, runtime
 from dlp.azure.arm import ArmGateway
+from dlp.azure.logs import scope_for
 from dlp.azure.state import MemoryState, table_service
 from dlp.budget import Budget
 from dlp.emulator import LocalAzure
@@ -397,3 +398,10 @@ def test_without_logs_settings_nothing_is_uploaded_and_one_notice_says_so(azure_
     assert all("registry=/subscriptions/" in r.getMessage() and "action=would-remediate" in r.getMessage()
                for r in lines)
     assert len(azure_env.logs.log) == 0                   # no upload attempted
+
+
+def test_the_token_scope_follows_the_cloud_of_the_ingestion_endpoint():
+    assert scope_for("https://dcr-1.westeurope-1.ingest.monitor.azure.com") == "https://monitor.azure.com/.default"
+    assert scope_for("https://dce-1.usgovvirginia-1.ingest.monitor.azure.us") == "https://monitor.azure.us/.default"
+    assert scope_for("https://dce-1.chinaeast2-1.ingest.monitor.azure.cn") == "https://monitor.azure.cn/.default"
+    assert scope_for("https://127.0.0.1:4443") == "https://monitor.azure.com/.default"

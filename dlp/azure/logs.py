@@ -15,6 +15,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from dlp.azure.errors import AzureFailure, classify
 from dlp.budget import BudgetRetryPolicy
@@ -26,6 +27,15 @@ log = logging.getLogger("dlp.logs")
 # the retry path so they go out once an operator fixes the configuration.
 CONFIGURATION_STATUS = frozenset({401, 403, 404})
 RETRYABLE_STATUS = frozenset({408, 429})
+# Token audience per cloud, told apart by the ingestion endpoint's domain (the SDK defaults to the public cloud).
+SCOPES = ((".azure.us", "https://monitor.azure.us/.default"), (".azure.cn", "https://monitor.azure.cn/.default"))
+PUBLIC_SCOPE = "https://monitor.azure.com/.default"
+
+
+def scope_for(endpoint: str) -> str:
+    """The Logs Ingestion token scope for `endpoint`: sovereign clouds have their own audience."""
+    host = (urlsplit(endpoint).hostname or "").lower()
+    return next((scope for suffix, scope in SCOPES if host.endswith(suffix)), PUBLIC_SCOPE)
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,7 @@ class LogsIngestion:
         self.rule_id = rule_id
         self.stream = stream
         client_options.setdefault("retry_policy", BudgetRetryPolicy())
+        client_options.setdefault("credential_scopes", [scope_for(endpoint)])
         self._client = LogsIngestionClient(endpoint=endpoint, credential=credential, **client_options)
 
     def upload(self, rows: Sequence[Mapping[str, Any]]) -> list[FailedChunk]:
@@ -74,4 +85,4 @@ class LogsIngestion:
         self._client.close()
 
 
-__all__ = ["FailedChunk", "LogsIngestion"]
+__all__ = ["FailedChunk", "LogsIngestion", "scope_for"]
