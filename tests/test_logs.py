@@ -15,10 +15,12 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
+import azure.functions as func
 import pytest
 from azure.functions.timer import TimerRequest
 from azure.identity import ManagedIdentityCredential
 
+import function_app
 from dlp import __version__, findings, pipeline, runtime
 from dlp.azure.arm import ArmGateway
 from dlp.azure.logs import scope_for
@@ -280,8 +282,6 @@ def test_the_timer_function_drains_the_outbox(world: World, azure_env: LocalAzur
         assert world.outbox.count(FINDINGS) == 2
         world.azure.logs.start()
 
-        import function_app
-
         drain = function_app.outbox_drain.build().get_user_function()
         drain(TimerRequest(past_due=False))
 
@@ -405,3 +405,56 @@ def test_the_token_scope_follows_the_cloud_of_the_ingestion_endpoint():
     assert scope_for("https://dce-1.usgovvirginia-1.ingest.monitor.azure.us") == "https://monitor.azure.us/.default"
     assert scope_for("https://dce-1.chinaeast2-1.ingest.monitor.azure.cn") == "https://monitor.azure.cn/.default"
     assert scope_for("https://127.0.0.1:4443") == "https://monitor.azure.com/.default"
+
+
+# --- end to end, through the Functions handlers --------------------------------------------------------------
+
+
+def registry_event(resource_id: str) -> func.EventGridEvent:
+    data = {"claims": {"http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn": "mallory@contoso.com"},
+            "correlationId": "corr-outage", "operationName": "Microsoft.ContainerRegistry/registries/write",
+            "resourceUri": resource_id, "status": "Succeeded", "subscriptionId": SUB}
+    return func.EventGridEvent(id="evt-outage", data=data, topic=f"/subscriptions/{SUB}", subject=resource_id,
+                               event_type="Microsoft.Resources.ResourceWriteSuccess",
+                               event_time=datetime(2026, 11, 21, 10, 0, tzinfo=timezone.utc), data_version="2")
+
+
+@pytest.fixture
+def app_instance(world: World, monkeypatch: pytest.MonkeyPatch):
+    """A fresh Function App instance (new composition root) on the emulators and Azurite, alerts off."""
+    for name in ("DLP_TEAMS_WEBHOOK_URL", "DLP_EMAIL_ENDPOINT", "DLP_EMAIL_SENDER", "DLP_EMAIL_TO"):
+        monkeypatch.delenv(name, raising=False)
+    runtime.reset()
+    yield function_app
+    runtime.reset()
+
+
+def test_a_log_analytics_outage_does_not_erase_the_record_of_a_remediation(world: World, app_instance,
+                                                                          monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("DLP_MODE", "enforce")
+    world.azure.arm.create(SUB, "rg-dlp", "acroutage")
+    reg = registry_id(SUB, "rg-dlp", "acroutage")
+    world.azure.logs.stop()
+
+    app_instance.on_registry_event.build().get_user_function()(registry_event(reg))      # acknowledged, no raise
+
+    assert world.azure.arm.get(reg)["properties"]["publicNetworkAccess"] == "Disabled"   # remediated meanwhile
+    kept = world.kept()
+    assert {r["Action"] for r in kept} == {"remediated"} and {r["Caller"] for r in kept} == {"mallory@contoso.com"}
+
+    world.azure.logs.start()
+    app_instance.outbox_drain.build().get_user_function()(TimerRequest(past_due=False))
+    assert world.received() == kept
+    assert world.outbox.count(FINDINGS) == 0
+
+
+def test_the_event_handler_raises_when_rows_can_be_neither_sent_nor_kept(world: World, app_instance, azurite: str,
+                                                                       monkeypatch: pytest.MonkeyPatch):
+    key = azurite.split("AccountKey=")[1].split(";", maxsplit=1)[0]
+    monkeypatch.setenv("AzureWebJobsStorage", azurite.replace(key, "bm90IHRoZSBrZXk="))   # storage refuses us
+    world.azure.arm.create(SUB, "rg-dlp", "acrnowhere")
+    world.azure.logs.stop()
+
+    with pytest.raises(RecordingError, match="were neither delivered"):    # so Event Grid delivers the event again
+        app_instance.on_registry_event.build().get_user_function()(registry_event(registry_id(SUB, "rg-dlp",
+                                                                                                "acrnowhere")))
