@@ -33,7 +33,7 @@ var tags = {
   workload: 'acr-dlp-responder'
 }
 
-var topics = [for id in filter(split(systemTopicIds, ','), id => !empty(trim(id))): {
+var topics = [for id in filter(split(systemTopicIds, ','), candidate => !empty(trim(candidate))): {
   subscriptionId: split(trim(id), '/')[2]
   resourceGroupName: split(trim(id), '/')[4]
   name: last(split(trim(id), '/'))

@@ -1,6 +1,5 @@
 # azd postdown hook (Windows): remove what `azd down` leaves outside the responder's resource group.
 # Same steps as postdown.sh; best effort: each step reports and continues. Needs the Azure CLI signed in.
-Set-StrictMode -Version Latest
 if (-not $env:AZURE_ENV_NAME -or -not $env:AZURE_SUBSCRIPTION_ID) { throw 'run through azd (azd down)' }
 $eventSubscription = 'acr-dlp-responder'
 $own = $env:AZURE_SUBSCRIPTION_ID.ToLower()
@@ -33,8 +32,8 @@ foreach ($sub in (Split-List $env:RESPONDER_MONITORED_SUBSCRIPTIONS)) {
     }
     $group = $env:EVENTGRID_EVENTS_RESOURCE_GROUP
     if ($sub -ne $own -and $group -and (az group exists --subscription $sub --name $group 2>$null) -eq 'true') {
-        $envTag = az group show --subscription $sub --name $group --query 'tags.\"azd-env-name\"' --output tsv 2>$null
-        if ($envTag -eq $env:AZURE_ENV_NAME) {
+        $groupTags = az group show --subscription $sub --name $group --query tags --output json 2>$null | ConvertFrom-Json
+        if ($groupTags -and $groupTags.'azd-env-name' -eq $env:AZURE_ENV_NAME) {
             Write-Host "Deleting resource group $group (system topic) in subscription $sub"
             az group delete --subscription $sub --name $group --yes --no-wait
             if ($LASTEXITCODE -ne 0) { Warn "resource group $group in $sub" }
