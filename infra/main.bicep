@@ -150,7 +150,7 @@ var stateTableName = 'dlpstate'
 var outboxTableName = 'dlpoutbox'
 
 var requestedSubscriptions = filter(map(split(monitoredSubscriptionIds, ','), s => toLower(trim(s))), s => !empty(s))
-var monitoredSubscriptions = empty(requestedSubscriptions) ? [ownSubscriptionId] : requestedSubscriptions
+var monitoredSubscriptions = empty(requestedSubscriptions) ? [ownSubscriptionId] : union(requestedSubscriptions, []) // union: no duplicates
 var reusedTopicIds = filter(map(split(existingSystemTopicIds, ','), id => trim(id)), id => !empty(id))
 var reusedTopicBySubscription = toObject(reusedTopicIds, id => toLower(split(id, '/')[2]))
 
