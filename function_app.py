@@ -24,7 +24,12 @@ def retry_worker(message: func.QueueMessage) -> None:
 
 @app.timer_trigger(schedule="0 */5 * * * *", arg_name="timer", run_on_startup=False, use_monitor=False)
 def outbox_drain(timer: func.TimerRequest) -> None:
-    """Every 5 minutes: re-send the findings Log Analytics did not take, kept in the outbox (dlp/recording.py)."""
-    from dlp.recording import drain_outbox
+    """Every 5 minutes: re-send what the outbox keeps: findings Log Analytics did not take (dlp/recording.py),
+    then alerts no channel took (dlp/alerting.py); a failure of the first does not hold up the second."""
+    from dlp.alerting import drain_outbox as drain_alerts
+    from dlp.recording import drain_outbox as drain_findings
 
-    drain_outbox()
+    try:
+        drain_findings()
+    finally:
+        drain_alerts()

@@ -133,7 +133,8 @@ class LogsRecorder:
         if self.outbox is None:
             return total
         done = 0
-        with Budget.of(budget_s).active() as budget:
+        left = remaining()                              # inside a sweep: never past its deadline
+        with Budget.of(budget_s if left is None else min(budget_s, left)).active() as budget:
             while done < max_items and budget.remaining() > OUTBOX_RESERVE_S + MIN_UPLOAD_S:
                 units = self._backlog(min(DRAIN_ITEMS, max_items - done), strict=True)
                 if not units:
