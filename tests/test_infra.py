@@ -194,6 +194,12 @@ def test_every_referenced_module_and_file_exists(path):
         assert (path.parent / reference).is_file(), f"{path.name}: {reference} does not exist"
 
 
+def test_every_abbreviation_used_is_defined():
+    abbreviations = json.loads(read(INFRA / "abbreviations.json"))
+    used = set(re.findall(r"\babbrs\.(\w+)", read(MAIN)))
+    assert used <= abbreviations.keys(), sorted(used - abbreviations.keys())
+
+
 def test_secrets_are_secure_params():
     for path in BICEP_FILES:
         text = read(path)
