@@ -145,7 +145,11 @@ class Alert:
 
     @property
     def todo(self) -> str:
-        """What a human must do now."""
+        """What a human must do now, as a sentence."""
+        text = self._todo()
+        return text[:1].upper() + text[1:]
+
+    def _todo(self) -> str:
         if self.state in (S_COMPLIANT, S_GONE):
             return "Nothing."
         if self.state == S_REMEDIATED:

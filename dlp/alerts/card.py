@@ -70,6 +70,11 @@ def _open_url(title: str, url: str) -> dict[str, Any]:
     return {"type": "Action.OpenUrl", "title": title, "url": url}
 
 
+def _rule_button(rule_id: str) -> str:
+    """Short enough for a Teams button: "ExportPolicy rule" (the full ID is in the rule list)."""
+    return rule_id.removeprefix("DLP.ACR.") + " rule"
+
+
 def _facts(alert: Alert) -> dict[str, Any]:
     facts = [("Registry", alert.registry_name), ("Resource group", alert.resource_group or "-"),
              ("Subscription", alert.subscription_id or "-"), ("State", f"{alert.previous} → {alert.label}"),
@@ -101,11 +106,11 @@ def _single(alert: Alert, docs_base: str, shown: int, chars: int) -> dict[str, A
         body.append({"type": "Container", "items": rows})
     body += [_heading("What the responder did"), _text(md(_cut(alert.done, chars * 2)))]
     body += [_heading("What you need to do"), _text(md(_cut(alert.todo, chars * 2)))]
-    actions = [_open_url("Open in Azure portal", alert.portal_url)]
+    actions = [_open_url("Open in portal", alert.portal_url)]
     for rule in alert.failing[:RULE_ACTIONS]:
         url = rule_doc_url(rule.rule_id, docs_base)
         if url:
-            actions.append(_open_url(f"Rule {rule.rule_id}", url))
+            actions.append(_open_url(_rule_button(rule.rule_id), url))
     return envelope(_card(body, actions))
 
 
@@ -134,7 +139,7 @@ def _digest(alerts: Sequence[Alert], docs_base: str, shown: int, chars: int) -> 
         body.append(_text(f"… and {count - shown} more: see the AcrDlpFindings table in Log Analytics.",
                           isSubtle=True))
     rule_ids = list(dict.fromkeys(r.rule_id for a in alerts for r in a.failing))
-    actions = [_open_url(f"Rule {rule_id}", url) for rule_id in rule_ids[:RULE_ACTIONS]
+    actions = [_open_url(_rule_button(rule_id), url) for rule_id in rule_ids[:RULE_ACTIONS]
                if (url := rule_doc_url(rule_id, docs_base))]
     return envelope(_card(body, actions))
 
