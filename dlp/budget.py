@@ -105,3 +105,17 @@ class BudgetRetryPolicy(RetryPolicy):
                 + (f" after HTTP {status}" if status else ""), status)
         if wait:
             transport.sleep(wait)
+
+
+def storage_request_hook(request) -> None:
+    """`raw_request_hook` for the storage SDKs, which ignore a custom retry policy: runs before every
+    attempt, shortens its timeouts to the budget, and stops the attempt when nothing is left."""
+    left = remaining()
+    if left is None:
+        return
+    if left <= MARGIN_S:
+        raise BudgetExhausted("no time left in this invocation for a storage request")
+    usable = left - MARGIN_S
+    options = request.context.options
+    options["read_timeout"] = min(options.get("read_timeout") or PER_REQUEST_CAP_S, usable)
+    options["connection_timeout"] = min(options.get("connection_timeout") or 5.0, usable)

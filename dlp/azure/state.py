@@ -179,11 +179,14 @@ def table_service(settings: Any, credential: Any) -> Any:
     """TableServiceClient for AzureWebJobsStorage: connection string locally, managed identity in Azure.
 
     azure-data-tables always builds its own TablesRetryPolicy (a `retry_policy` kwarg is ignored),
-    so the budget is kept by few retries, a short backoff cap and short transport timeouts."""
+    so the budget is kept by a per-attempt hook (timeouts cut to what is left), few retries and a short
+    backoff cap."""
     from azure.data.tables import TableServiceClient
 
+    from dlp.budget import storage_request_hook
+
     options = {"retry_total": 3, "retry_backoff_factor": 0.2, "retry_backoff_max": 2,
-               "connection_timeout": 5, "read_timeout": 10}
+               "connection_timeout": 5, "read_timeout": 10, "raw_request_hook": storage_request_hook}
     if settings.storage_connection_string:
         return TableServiceClient.from_connection_string(settings.storage_connection_string, **options)
     return TableServiceClient(endpoint=settings.storage_table_uri, credential=credential, **options)
