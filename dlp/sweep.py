@@ -82,6 +82,7 @@ class Result:
     rows: int = 0
     from_rows: int = 0        # evaluated from the Resource Graph row (no ARM call)
     re_read: int = 0          # sent through the pipeline (ARM re-read)
+    timings: dict[str, float] = field(default_factory=dict)   # seconds per phase: listing, pipelines, record
 
     @property
     def by_action(self) -> dict[str, int]:
@@ -128,6 +129,7 @@ def collect(listing: Listing, services: pipeline.Services, *, context: Context, 
     today = services.clock().date()
     pending = Pending(Result(), [], [], context, budget)
     graph = graph_for(services)
+    started = time.monotonic()
 
     with budget.active():
         for page in graph.registries(listing.subscriptions, listing.resource_groups, on_page=on_page):
@@ -144,6 +146,7 @@ def collect(listing: Listing, services: pipeline.Services, *, context: Context, 
                     pending.drifted.append((len(pending.slots), Target(registry.id, context)))
                 pending.slots.append(evaluation)
     pending.result.from_rows = pending.result.rows - len(pending.drifted)
+    pending.result.timings["listing"] = round(time.monotonic() - started, 3)
     return pending
 
 
@@ -164,12 +167,14 @@ def complete(pending: Pending, services: pipeline.Services, *, enforce: bool | N
                                   Outcome(A_ERROR, "handover-failed", f"{type(exc).__name__}: {exc}"[:500]),
                                   None, services.clock().isoformat())
 
+    started = time.monotonic()
     if pending.drifted:
         targets = [target for _, target in pending.drifted]
         with ThreadPoolExecutor(max_workers=min(WORKERS, len(targets)), thread_name_prefix="dlp-sweep") as pool:
             for (index, _target), evaluation in zip(pending.drifted, pool.map(one, targets), strict=True):
                 slots[index] = evaluation
     result = pending.result
+    result.timings["pipelines"] = round(time.monotonic() - started, 3)
     result.re_read = len(pending.drifted)
     result.evaluations = [e for e in slots if e is not None]
     return result
@@ -224,9 +229,12 @@ def sweep(services: pipeline.Services, *, budget: Budget | None = None, schedule
     started = time.monotonic()
     result = assess(Listing.of_scopes(services.settings.scopes), services, context=context, budget=budget)
     drain_outbox(services)
+    recording = time.monotonic()
     pipeline.finish(result.evaluations, services, digest=True)
-    log.info("sweep %s: %d registries in %d page(s), %d from rows, %d re-read; %s; %.1f s", run_id, result.rows,
-             result.pages, result.from_rows, result.re_read, result.by_action, time.monotonic() - started)
+    result.timings["record"] = round(time.monotonic() - recording, 3)
+    log.info("sweep %s: %d registries in %d page(s), %d from rows, %d re-read; %s; %.1f s %s", run_id, result.rows,
+             result.pages, result.from_rows, result.re_read, result.by_action, time.monotonic() - started,
+             result.timings)
     return result
 
 

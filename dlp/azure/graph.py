@@ -12,9 +12,14 @@ same request). `allowPartialScopes` stays false: a tenant too large for one tena
 query gets an error, never a silently partial sweep (set DLP_SCOPES then).
 
 Paging: `$skipToken` from each answer, with the same query and scopes; the query orders by
-`id` so pages are stable. Retries: the query is a read, so POST is retried like a GET, and a
-429 without `Retry-After` waits for ARG's `x-ms-user-quota-resets-after`; every wait stays
-inside the invocation's time budget (dlp.budget).
+`id` so pages are stable. The request body is the SDK's own `QueryRequest` model, sent through
+the SDK client's pipeline (credential, ARM policies, our retry policy) with its raw-request
+hook, because the generated `resources()` deserializes the opaque `data` array into the response
+model before any `cls` hook sees it: 0.14 s per 1,000-row page, more than the rules cost.
+
+Retries: the query is a read, so POST is retried like a GET, and a 429 without `Retry-After`
+waits for ARG's `x-ms-user-quota-resets-after`; every wait stays inside the invocation's time
+budget (dlp.budget).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any
 
 from dlp.budget import BudgetRetryPolicy
 
+API_VERSION = "2021-03-01"        # what azure-mgmt-resourcegraph 8.x sends; tenant-scope queries need >= 2021-03-01
 PAGE_SIZE = 1000                  # ARG's maximum `$top`
 MAX_SUBSCRIPTIONS = 1000          # subscriptions per request (az graph query caps here too); more are chunked
 MAX_PAGES = 10_000                # 10 million registries: a repeating token must not loop forever
@@ -64,10 +70,6 @@ def registry_query(resource_groups: Sequence[str] = ()) -> str:
     lines.append("| project " + ", ".join(COLUMNS))
     lines.append("| order by id asc")
     return "\n".join(lines)
-
-
-def _raw_json(pipeline_response: Any, _deserialized: Any, _headers: Any) -> Any:
-    return pipeline_response.http_response.json()
 
 
 class GraphRetryPolicy(BudgetRetryPolicy):
@@ -136,16 +138,27 @@ class ResourceGraph:
                 yield page
 
     def _pages(self, query: str, subscriptions: list[str] | None, numbered: int) -> Iterator[Page]:
+        from azure.core.exceptions import HttpResponseError
+        from azure.core.rest import HttpRequest
+        from azure.mgmt.core.exceptions import ARMErrorFormat
         from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
 
         client = self._get_client()
+        send = getattr(client, "send_request", None) or client._send_request
+        url = f"{self.endpoint}/providers/Microsoft.ResourceGraph/resources?api-version={API_VERSION}"
         token: str | None = None
         seen: set[str] = set()
         for number in range(numbered + 1, numbered + MAX_PAGES + 1):
             options = QueryRequestOptions(top=PAGE_SIZE, skip_token=token, result_format="objectArray",
                                           allow_partial_scopes=False)
-            body = client.resources(QueryRequest(query=query, subscriptions=subscriptions, options=options),
-                                    cls=_raw_json)
+            request = QueryRequest(query=query, subscriptions=subscriptions, options=options)
+            response = send(HttpRequest("POST", url, json=request.serialize()))
+            if response.status_code != 200:
+                raise HttpResponseError(response=response, error_format=ARMErrorFormat)
+            try:
+                body = response.json()
+            except ValueError as exc:
+                raise GraphError(f"Resource Graph answered something that is not JSON: {exc}") from None
             if not isinstance(body, dict) or not isinstance(body.get("data"), list):
                 raise GraphError("Resource Graph answered without a `data` array")
             token = body.get("$skipToken") or None
