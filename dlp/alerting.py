@@ -199,8 +199,20 @@ class AlertNotifier:
         return failed
 
     def _keep(self, batch: Batch, error: str) -> None:
+        from dlp.outbox import PayloadTooLarge
+
         try:
             self._outbox.put(OUTBOX_KIND, batch.key, batch.to_json(), error=error)
+        except PayloadTooLarge:
+            if len(batch.alerts) > 1:          # a huge sweep digest: keep it as two smaller digests
+                half = len(batch.alerts) // 2
+                self._keep(Batch(batch.channel, batch.alerts[:half], True), error)
+                self._keep(Batch(batch.channel, batch.alerts[half:], True), error)
+                return
+            log.error("alert %s is too large for the outbox; held in memory and retried first", batch.key)
+            with self._lock:
+                self._unsaved.append(batch)
+            return
         except Exception as exc:
             log.error("alert %s could not be kept in the outbox (%s); held in memory and retried first",
                       batch.key, _reason(exc))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import time
 from urllib.parse import parse_qs, urlsplit
 
@@ -386,3 +387,27 @@ def test_the_readme_example_card_is_what_the_builder_makes():
     documented = json.loads((Path(__file__).resolve().parents[1] / "docs" / "alert-card.json").read_text("utf-8"))
     assert documented == card.message([example_alert()])
     assert adaptive_card_problems(documented) == []
+
+
+def test_an_alert_survives_the_outbox_round_trip_unchanged():
+    for kind in ("remediated", "breaker", "error", "tag-exempt"):
+        alert = alert_for(kind)
+        assert Alert.from_json(json.loads(json.dumps(alert.to_json()))) == alert
+
+
+def test_a_sweep_digest_too_large_for_one_outbox_entity_is_kept_in_parts(azurite_env: str, local_azure: LocalAzure):
+    """The outbox holds at most 512 KiB compressed per item: a huge undelivered digest is split, not lost."""
+    base = alert_for("non-compliant")
+    alerts = [Alert(**{**base.__dict__, "alert_id": f"a{i:05}", "registry_name": f"acr{i:05}",
+                       "failing": (FailingRule("DLP.ACR.ExportPolicy", "high", os.urandom(300).hex()),)})
+              for i in range(2500)]
+    local_azure.teams.faults.add(method="POST", status=503, times=None)
+    alerting, outbox = notifier(tables(azurite_env), teams_url=local_azure.teams.webhook_url())
+    with Budget.of(10).active():
+        alerting.deliver(alerts, digest=True)
+    kept = outbox.pending(OUTBOX_KIND, 100)
+    assert len(kept) >= 2 and sum(len(i.payload["alerts"]) for i in kept) == 2500
+    local_azure.teams.faults.clear()
+    with Budget.of(20).active():
+        assert alerting.drain() == len(kept)
+    assert len(local_azure.teams.messages) == len(kept) and outbox.count(OUTBOX_KIND) == 0
