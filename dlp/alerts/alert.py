@@ -128,7 +128,7 @@ class Alert:
         if self.state == S_COMPLIANT:
             return "Nothing: every high-severity rule passes again."
         if self.state == S_GONE:
-            return "Nothing: the registry no longer exists; its alert state is forgotten."
+            return "Nothing: the registry no longer exists."
         if self.state == S_ERROR:
             return f"Nothing: the registry could not be evaluated ({self.error_code or self.reason})."
         if self.state == S_FAILED:
@@ -156,7 +156,7 @@ class Alert:
             return f"Nothing, unless the change by {self.who} was intended: then agree an exemption with the operators."
         if self.state == S_BREAKER:
             who = ", ".join(self.recent_callers) or "unknown callers"
-            return f"{self.detail} Callers who changed it back: {who}."
+            return f"{self.detail.rstrip('.')}. Callers who changed it back: {who}."
         if self.state == S_TAG_EXEMPT:
             return (f"Confirm this exemption is legitimate ({self.detail}): anyone who can change the registry "
                     "can set the tag. Remove the tag to have the registry enforced again.")
@@ -168,9 +168,12 @@ class Alert:
             return (hint.get(self.error_code.lower(), "check the error below") + f". {self.detail}").strip()
         if self.state == S_FAILED:
             return f"Fix the cause and re-check the registry: {self.detail}"
-        if self.detail:
+        if self.state == S_BLOCKED and self.detail:
             return self.detail
-        return "Fix the failing rules; each rule's page says how."
+        if self.action == A_WOULD:
+            return (f"Revert the change by {self.who} (each failing rule's page says how), or agree an exemption with "
+                    "the operators. The responder is in audit mode: with DLP_MODE=enforce it reverts such drift itself.")
+        return "Fix the failing rules by hand (each rule's page says how): they have no automatic fix."
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
