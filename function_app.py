@@ -22,6 +22,22 @@ def retry_worker(message: func.QueueMessage) -> None:
     on_retry(message)
 
 
+@app.route(route="recheck", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def recheck(req: func.HttpRequest) -> func.HttpResponse:
+    """POST /api/recheck {"registryId": ...} or {"scope": ...}[?remediate=true]: re-check now, same pipeline."""
+    from dlp.http_api import recheck as handle
+
+    return handle(req)
+
+
+@app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def health(req: func.HttpRequest) -> func.HttpResponse:
+    """GET /api/health: version, mode, configured outputs (never values), configuration error."""
+    from dlp.http_api import health as handle
+
+    return handle(req)
+
+
 @app.timer_trigger(schedule="0 */5 * * * *", arg_name="timer", run_on_startup=False, use_monitor=False)
 def outbox_drain(timer: func.TimerRequest) -> None:
     """Every 5 minutes: re-send what the outbox keeps: findings Log Analytics did not take (dlp/recording.py),
@@ -33,3 +49,11 @@ def outbox_drain(timer: func.TimerRequest) -> None:
         drain_findings()
     finally:
         drain_alerts()
+
+
+@app.timer_trigger(schedule="%DLP_SWEEP_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
+def sweep(timer: func.TimerRequest) -> None:
+    """The scheduled sweep: every registry in DLP_SCOPES through one Resource Graph query (dlp/sweep.py)."""
+    from dlp.sweep import on_timer
+
+    on_timer(timer)
