@@ -55,8 +55,10 @@ def locked(rid: str) -> Registry:
                     network_default_action="Deny", network_bypass_options="None", data_endpoint_enabled=True)
 
 
-def evaluation(rid: str, state: str, *, context: Context = CALLER, mode: str = "enforce", **outcome_fields) -> Evaluation:
-    """An Evaluation as the pipeline would produce it for each alert state (real rule results)."""
+def evaluation(rid: str, state: str, *, context: Context = CALLER, mode: str = "", **outcome_fields) -> Evaluation:
+    """An Evaluation as the pipeline would produce it for each alert state (real rule results);
+    would-remediate only happens in audit mode, everything else is shown in enforce mode."""
+    mode = mode or ("audit" if state == "non-compliant" else "enforce")
     bad, good = evaluate(drifted(rid)), evaluate(locked(rid))
     outcomes = {
         "compliant": (Outcome(A_NONE), good),

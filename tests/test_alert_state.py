@@ -6,6 +6,7 @@ Pure rules first; then through AlertNotifier with Azurite tables and the Teams W
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -35,7 +36,7 @@ from dlp.alerts.states import (
     decide,
     observe,
 )
-from dlp.alerts.store import ALERT_ROW, MemoryAlertStore, TableAlertStore
+from dlp.alerts.store import MemoryAlertStore, TableAlertStore
 from dlp.alerts.teams import TeamsChannel
 from dlp.azure.state import partition_of
 from dlp.budget import Budget
@@ -284,7 +285,14 @@ def test_a_sweep_reads_every_alert_state_with_one_query(azurite_env: str, local_
     rows = store.get_all()
     assert set(rows) == {partition_of(registry_id(n)) for n in drifted}
     assert all(r.state == S_NONCOMPLIANT for r in rows.values())
-    service.get_table_client(state).get_entity(partition_of(registry_id(names[0])), ALERT_ROW)
+    calls.clear()
+    with Budget.of(20).active():                            # next sweep: the three are fixed
+        alerting.notify([evaluation(registry_id(n), "compliant") for n in names], digest=True)
+    assert calls[("GET", "query")] == 1 and calls[("GET", "point")] == 0
+    assert calls[("PUT", "point")] == 3                     # updates with the ETags the query returned
+    assert len(local_azure.teams.messages) == 2
+    assert "3 registries changed state" in json.dumps(local_azure.teams.messages[1], ensure_ascii=False)
+    assert {r.state for r in store.get_all().values()} == {S_COMPLIANT}
 
 
 def test_an_event_costs_one_point_read_and_nothing_more_when_nothing_changed(azurite_env: str,

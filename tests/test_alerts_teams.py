@@ -151,6 +151,8 @@ def test_the_failing_rules_and_what_was_done_are_specific():
     assert "blocked by the export-pipelines guard" in pipelines
     breaker = texts(card.message([alert_for("breaker")]))
     assert "Revert-war breaker tripped" in breaker and "Callers who changed it back: mallory@contoso.com" in breaker
+    audit = texts(card.message([alert_for("non-compliant")]))
+    assert "Revert the change by mallory@contoso.com" in audit and "Nothing written (audit mode)" in audit
     error = texts(card.message([alert_for("error")]))
     assert "Grant the responder's identity the role it lacks" in error
 
