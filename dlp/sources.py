@@ -202,7 +202,9 @@ def _registries_from_document(document: Any, source: str, parameters: Mapping[st
     if isinstance(data, list):                                     # Resource Graph: REST or az graph query
         return _registries_in(data, source, "the Resource Graph result")
     if isinstance(data, Mapping) and isinstance(ci_get(data, "rows"), list):
-        columns = [ci_get(c, "name") for c in ci_get(data, "columns") or []]
+        declared = ci_get(data, "columns")
+        names = [ci_get(c, "name") for c in declared] if isinstance(declared, list) else []
+        columns = [name if isinstance(name, str) else None for name in names]     # a list name is unhashable
         rows = [dict(zip(columns, row, strict=False)) for row in ci_get(data, "rows") if isinstance(row, list)]
         return _registries_in(rows, source, "the Resource Graph table result")
     value = ci_get(document, "value")
