@@ -16,7 +16,6 @@ apart, and the final notice must go out once.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -95,10 +94,6 @@ class TableAlertStore:
         rows = self._client().query_entities("RowKey eq @row", parameters={"row": ALERT_ROW},
                                              select=["PartitionKey", "State", "Signature", "AlertId", "Since"])
         return {str(entity["PartitionKey"]): self._stored(entity) for entity in rows}
-
-    def get_many(self, registry_ids: Iterable[str]) -> dict[str, Stored]:
-        wanted = {partition_of(r) for r in registry_ids}
-        return {key: stored for key, stored in self.get_all().items() if key in wanted}
 
     def commit(self, registry_id: str, previous: Stored | None, new: Stored) -> Stored | None:
         """Write `new` only if the row is still `previous`; the committed value, or None when another won."""
