@@ -167,11 +167,17 @@ def _arm_failures(evaluations: Sequence[Evaluation]) -> list[Evaluation]:
 
 
 def _run(kind: str, target: str, context: Context, services: pipeline.Services, enforce: bool) -> list[Evaluation]:
-    budget = Budget.of(services.settings.time_budget_s)
-    if kind == "registryId":
-        return pipeline.run([Target(target, context)], services, enforce=enforce, budget=budget, record=False)
     from dlp import sweep
     from dlp.azure.errors import classify
+
+    budget = Budget.of(services.settings.time_budget_s)
+    if kind == "registryId":
+        try:
+            return pipeline.run([Target(target, context)], services, enforce=enforce, budget=budget, record=False)
+        except Exception as exc:        # the pipeline raises only when the durable retry could not take the work
+            log.exception("re-check of %s: the work could not be handed to the durable retry", target)
+            raise ApiError(503, "RetryUnavailable", f"ARM failed and the durable retry could not take the work: "
+                                                    f"{classify(exc)}") from None
 
     try:
         return sweep.assess(sweep.Listing.of_scopes([target]), services, context=context, budget=budget,

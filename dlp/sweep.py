@@ -37,7 +37,8 @@ from typing import Any
 
 from dlp import pipeline, remediation
 from dlp.budget import Budget
-from dlp.model import A_ERROR, A_NONE, Context, Evaluation, Outcome, Target
+from dlp.events import registry_of
+from dlp.model import A_ERROR, A_NONE, Context, Evaluation, Outcome, Target, parse_registry_id
 from dlp.remediation import R_EXEMPTION, R_NOT_PREMIUM, R_OUT_OF_SCOPE, R_TAG_EXEMPTION, Policy
 from dlp.rules import evaluate
 from dlp.sources import is_registry, registry_from_resource
@@ -117,6 +118,13 @@ class Pending:
     budget: Budget
 
 
+def _row_id(row: Any) -> str:
+    """The row's registry ID when it is a well-formed one, else ""."""
+    value = row.get("id") if isinstance(row, dict) else None
+    found = registry_of(value) if isinstance(value, str) else None
+    return found[0] if found and found[1] else ""
+
+
 def collect(listing: Listing, services: pipeline.Services, *, context: Context, budget: Budget,
             enforce: bool | None = None, on_page: Callable[[Any], None] | None = None) -> Pending:
     """List the registries and evaluate every row; no ARM call. Raises whatever Resource Graph raised."""
@@ -137,13 +145,21 @@ def collect(listing: Listing, services: pipeline.Services, *, context: Context, 
             for row in page.rows:
                 if not is_registry(row):
                     continue
-                registry = registry_from_resource(row, SOURCE)
-                if not registry.is_arm_id or not remediation.in_scopes(registry.id, listing.scopes):
+                try:
+                    registry = registry_from_resource(row, SOURCE)
+                    registry_id = registry.id
+                    evaluation = _from_row(registry, context, policy, mode, today, services.clock)
+                except Exception:           # one odd row must not blind the sweep: read that registry from ARM
+                    registry_id = _row_id(row)
+                    log.exception("Resource Graph row %r could not be evaluated; re-reading it from ARM", registry_id)
+                    if not registry_id:
+                        continue
+                    evaluation = None
+                if not parse_registry_id(registry_id) or not remediation.in_scopes(registry_id, listing.scopes):
                     continue
                 pending.result.rows += 1
-                evaluation = _from_row(registry, context, policy, mode, today, services.clock)
                 if evaluation is None:
-                    pending.drifted.append((len(pending.slots), Target(registry.id, context)))
+                    pending.drifted.append((len(pending.slots), Target(registry_id, context)))
                 pending.slots.append(evaluation)
     pending.result.from_rows = pending.result.rows - len(pending.drifted)
     pending.result.timings["listing"] = round(time.monotonic() - started, 3)

@@ -257,6 +257,24 @@ def test_a_persistent_arm_outage_is_502_within_the_budget_and_handed_to_the_dura
     assert any(m["registryId"] == REG and m["context"]["trigger"] == "http" for m in messages)
 
 
+def test_arm_down_and_the_durable_retry_down_is_503(app, arm, monkeypatch):
+    from azure.storage.queue import QueueClient
+
+    from dlp.azure.retryqueue import RetryQueue
+
+    monkeypatch.setenv("DLP_TIME_BUDGET_S", "3")
+    services = runtime.services()
+    dead = "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;" \
+           "QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;"
+    services.retry = RetryQueue(QueueClient.from_connection_string(dead, "dlp-retry", retry_total=0,
+                                                                   connection_timeout=1))
+    arm.create(SUB, "rg-app", "acrprod01", **COMPLIANT)
+    arm.faults.add(method="GET", path="registries/acrprod01$", status=503, times=None, service="arm")
+    status, answer, text = post({"registryId": REG})
+    assert status == 503 and answer["error"]["code"] == "RetryUnavailable"
+    assert "durable retry could not take the work" in answer["error"]["message"] and "Traceback" not in text
+
+
 def test_resource_graph_failing_a_scope_recheck_is_502(app, arm):
     arm.faults.add(method="POST", path="resourcegraph", status=403, service="graph",
                    body={"error": {"code": "AuthorizationFailed", "message": "no read on the subscription"}})

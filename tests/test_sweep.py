@@ -155,6 +155,24 @@ def test_standing_refusals_are_recorded_from_the_row_without_a_re_read(app, arm,
     assert arm.get(exempt)["properties"]["publicNetworkAccess"] == "Enabled"
 
 
+def test_a_row_that_cannot_be_normalised_is_re_read_from_arm_instead_of_failing_the_sweep(app, arm, monkeypatch,
+                                                                                          local_azure):
+    populate(arm, 20, 0)
+    odd = registry_id(SUB, "rg1", "acr00001")
+    real = sweep.registry_from_resource
+
+    def normalise(row, source, **kwargs):
+        if row.get("id", "").lower() == odd.lower():
+            raise TypeError("a shape nobody expected")
+        return real(row, source, **kwargs)
+
+    monkeypatch.setattr(sweep, "registry_from_resource", normalise)
+    tick()
+    rows = swept(local_azure)
+    assert len(rows) == 20 and rows[odd]["Action"] == "none"
+    assert [r.path for r in registry_gets(arm)] == [odd]           # that one registry, read from ARM
+
+
 # --- scopes --------------------------------------------------------------------------------------------
 
 def test_empty_scopes_query_at_tenant_scope_and_cover_every_subscription(app, arm, monkeypatch, local_azure):
