@@ -68,10 +68,14 @@ class Listing:
         Resource-group names only narrow the query when every scope is a resource group; the
         exact pairing (this group in that subscription) is checked on each row.
         """
-        ids = tuple(dict.fromkeys(s.rstrip("/").lower() for s in scopes))
-        subscriptions = tuple(dict.fromkeys(s.split("/")[2] for s in ids))
-        groups = tuple(s.split("/")[4] for s in ids if s.count("/") >= 4)
-        return cls(subscriptions, groups if ids and len(groups) == len(ids) else (), ids)
+        given = [s.rstrip("/") for s in scopes]
+        ids = tuple(dict.fromkeys(s.lower() for s in given))
+        subscriptions = tuple(dict.fromkeys(s.split("/")[2].lower() for s in given))
+        groups = tuple(dict.fromkeys(s.split("/")[4] for s in given if s.count("/") >= 4))
+        # Narrow the query only by plain ASCII names: lower-casing (DLP_SCOPES is stored lower-case) can change
+        # other characters ("İ" -> "i" + U+0307), and whether `in~` still matches them is ARG's business.
+        narrow = bool(given) and len(groups) == len(given) and all(g.isascii() for g in groups)
+        return cls(subscriptions, groups if narrow else (), ids)
 
 
 @dataclass

@@ -219,6 +219,16 @@ def test_scopes_become_subscriptions_groups_and_an_exact_filter():
     groups = sweep.Listing.of_scopes([f"/subscriptions/{SUB}/resourceGroups/a", f"/subscriptions/{SUB}/resourceGroups/b"])
     assert groups.subscriptions == (SUB,) and groups.resource_groups == ("a", "b")
     assert sweep.Listing.of_scopes([]) == sweep.Listing()
+    unicode = sweep.Listing.of_scopes([f"/subscriptions/{SUB}/resourceGroups/İ".lower()])   # as DLP_SCOPES stores it
+    assert unicode.resource_groups == () and unicode.scopes == (f"/subscriptions/{SUB}/resourcegroups/i\u0307",)
+
+
+def test_a_unicode_resource_group_scope_is_swept(app, arm, monkeypatch, local_azure):
+    monkeypatch.setenv("DLP_SCOPES", f"/subscriptions/{SUB}/resourceGroups/İzmir")
+    arm.create(SUB, "İzmir", "acrizmir01", **COMPLIANT)
+    arm.create(SUB, "rg-other", "acrother01", **COMPLIANT)
+    tick()
+    assert [rid.rsplit("/", 1)[-1] for rid in swept(local_azure)] == ["acrizmir01"]
 
 
 # --- faults, budget, configuration ---------------------------------------------------------------------

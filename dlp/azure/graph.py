@@ -39,7 +39,7 @@ MAX_PAGES = 10_000                # 10 million registries: a repeating token mus
 REGISTRY_TYPE = "microsoft.containerregistry/registries"
 COLUMNS = ("id", "name", "type", "location", "resourceGroup", "subscriptionId", "sku", "tags", "properties")
 
-_SAFE_VALUE = re.compile(r"^[-\w\.\(\)]{1,90}$")     # resource-group names (see dlp.settings.SCOPE_RE)
+_SAFE_VALUE = re.compile(r"[^'\"\\\x00-\x1f\x7f]{1,180}")  # safe inside a KQL '...' literal (names are validated upstream)
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _CLOCK = re.compile(r"^(\d{1,2}):(\d{2}):(\d{2})$")
 
@@ -61,9 +61,10 @@ class Page:
 def registry_query(resource_groups: Sequence[str] = ()) -> str:
     """The KQL of the sweep. Resource-group names are validated, never spliced in raw."""
     lines = ["resources", f"| where type =~ '{REGISTRY_TYPE}'"]
-    groups = list(dict.fromkeys(g.lower() for g in resource_groups))
+    # As given (`in~` ignores case): lower-casing can change a name's characters ("İ" -> "i" + U+0307).
+    groups = list({g.casefold(): g for g in reversed(list(resource_groups))}.values())[::-1]
     for group in groups:
-        if not _SAFE_VALUE.match(group):
+        if not _SAFE_VALUE.fullmatch(group):
             raise ValueError(f"not a resource-group name: {group[:100]!r}")
     if groups:
         lines.append("| where resourceGroup in~ (" + ", ".join(f"'{g}'" for g in groups) + ")")
