@@ -23,10 +23,12 @@ UPN = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn"
 OID = "http://schemas.microsoft.com/identity/claims/objectidentifier"
 
 _GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+# Case-insensitive, but ASCII-only outside the resource-group name (which may hold Unicode letters): under
+# re.IGNORECASE alone, "\u212a" (Kelvin sign), "\u017f" (long s) and "\u0131" (dotless i) match k, s and i.
 _RESOURCE = re.compile(
-    rf"^(?P<registry>/subscriptions/{_GUID}/resourceGroups/[-\w\.\(\)]{{1,90}}/providers/"
-    r"Microsoft\.ContainerRegistry/registries/[a-zA-Z0-9]{5,50})"
-    r"(?P<child>/[A-Za-z]+/[^/]{1,260}(?:/[A-Za-z]+/[^/]{1,260})*)?/?$",
+    rf"^(?P<registry>(?a:/subscriptions/{_GUID}/resourceGroups/)[-\w\.\(\)]{{1,90}}(?a:/providers/"
+    r"Microsoft\.ContainerRegistry/registries/[a-zA-Z0-9]{5,50}))"
+    r"(?P<child>(?a:/[A-Za-z]+)/[^/]{1,260}(?:(?a:/[A-Za-z]+)/[^/]{1,260})*)?/?$",
     re.IGNORECASE,
 )
 
