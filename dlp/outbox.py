@@ -27,13 +27,13 @@ import gzip
 import json
 import logging
 import re
-import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from dlp.azure.state import LazyTable
 from dlp.settings import OUTBOX_TABLE
 
 log = logging.getLogger("dlp.outbox")
@@ -79,18 +79,12 @@ class Outbox:
     """
 
     def __init__(self, service: Any, table: str = OUTBOX_TABLE, *, clock: Callable[[], datetime] = _utcnow):
-        self._service = service
-        self._table_name = table
-        self._table: Any = None
-        self._guard = threading.Lock()
+        self._client = LazyTable(service, table)
         self._clock = clock
 
-    def _client(self) -> Any:
-        with self._guard:
-            if self._table is None:
-                self._service.create_table_if_not_exists(self._table_name)
-                self._table = self._service.get_table_client(self._table_name)
-            return self._table
+    @property
+    def table_name(self) -> str:
+        return self._client.name
 
     # writing ------------------------------------------------------------------------------------
     def put(self, kind: str, key: str, payload: Any, *, error: str = "", attempts: int = 0) -> Item:
@@ -176,7 +170,7 @@ class Outbox:
         try:
             return action(self._client())
         except (AzureError, BudgetExhausted, OSError) as exc:
-            raise OutboxError(f"could not {what} in table {self._table_name}: {classify(exc)}") from exc
+            raise OutboxError(f"could not {what} in table {self._client.name}: {classify(exc)}") from exc
 
 
 def _check_kind(kind: str) -> None:

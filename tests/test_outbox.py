@@ -85,7 +85,7 @@ def test_keys_with_characters_tables_refuse_are_kept_readable(outbox: Outbox):
 def test_a_payload_larger_than_one_property_is_cut_into_parts_and_joined_again(outbox: Outbox, tables):
     rows = [{"EvaluationId": f"e{i}", "Message": base64.b64encode(os.urandom(600)).decode()} for i in range(400)]
     outbox.put("findings", "big", rows)                # ~330 KB of poorly compressible JSON
-    raw = next(iter(tables.get_table_client(outbox._table_name).list_entities()))
+    raw = next(iter(tables.get_table_client(outbox.table_name).list_entities()))
     assert raw["Parts"] > 1
     assert all(len(raw[f"P{i}"]) <= 64 * 1024 for i in range(raw["Parts"]))
     (item,) = outbox.pending("findings")
@@ -120,7 +120,7 @@ def test_move_sets_an_item_aside_under_another_kind(outbox: Outbox):
 
 def test_an_entity_that_cannot_be_decoded_is_reported_and_left_in_place(outbox: Outbox, tables, caplog):
     outbox.put("findings", "good", [{"n": 1}])
-    table = tables.get_table_client(outbox._table_name)
+    table = tables.get_table_client(outbox.table_name)
     table.create_entity({"PartitionKey": "findings", "RowKey": "00000000T000000000000Z|bad|x", "Key": "bad",
                          "Parts": 1, "P0": b"not gzip"})
     assert [i.key for i in outbox.pending("findings")] == ["good"]

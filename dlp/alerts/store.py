@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from dlp.alerts.states import Stored
-from dlp.azure.state import partition_of
+from dlp.azure.state import LazyTable, partition_of
 from dlp.settings import STATE_TABLE
 
 ALERT_ROW = "alert"
@@ -64,17 +64,7 @@ class TableAlertStore:
     """Alert rows in Azure Table storage; `service` is the composition root's TableServiceClient."""
 
     def __init__(self, service: Any, table: str = STATE_TABLE):
-        self._service = service
-        self._table_name = table
-        self._table: Any = None
-        self._lock = threading.Lock()
-
-    def _client(self) -> Any:
-        with self._lock:
-            if self._table is None:
-                self._service.create_table_if_not_exists(self._table_name)
-                self._table = self._service.get_table_client(self._table_name)
-            return self._table
+        self._client = LazyTable(service, table)
 
     @staticmethod
     def _stored(entity: Any) -> Stored:

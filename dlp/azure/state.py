@@ -89,27 +89,36 @@ class MemoryState:
         self._locks.get(partition_of(lease.registry_id)).release()
 
 
+class LazyTable:
+    """A table client made on first use (creating the table then), shared by every thread.
+
+    State, outbox and alert store all call `LazyTable(...)()` so import and start-up stay cheap."""
+
+    def __init__(self, service: Any, name: str):
+        self._service = service
+        self.name = name
+        self._table: Any = None
+        self._guard = threading.Lock()
+
+    def __call__(self) -> Any:
+        with self._guard:
+            if self._table is None:
+                self._service.create_table_if_not_exists(self.name)
+                self._table = self._service.get_table_client(self.name)
+            return self._table
+
+
 class TableState:
     """Azure Table storage implementation; the lease uses ETags so two instances never both write."""
 
     def __init__(self, service: Any, table: str = STATE_TABLE):
-        self._service = service
-        self._table_name = table
-        self._table: Any = None
-        self._guard = threading.Lock()
+        self._client = LazyTable(service, table)
         self._locks = _LocalLocks()
         self.owner = uuid.uuid4().hex
 
     @classmethod
     def from_settings(cls, settings: Any, credential: Any) -> TableState:
         return cls(table_service(settings, credential))
-
-    def _client(self) -> Any:
-        with self._guard:
-            if self._table is None:
-                self._service.create_table_if_not_exists(self._table_name)
-                self._table = self._service.get_table_client(self._table_name)
-            return self._table
 
     def recent_remediations(self, registry_id: str, now: datetime) -> list[Remediation]:
         low = REMEDIATION_PREFIX + (now - BREAKER_WINDOW).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
