@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
@@ -37,6 +39,7 @@ BULK_READ_OVER = 3          # more registries than this in one call: one query o
 COMMIT_TRIES = 4            # re-read and re-decide when another instance committed first
 TEAMS_DIGEST_OVER = 3       # more changes than this in one call: one digest card instead of a card each
 MIN_SEND_S = 1.5            # with less budget left, do not start a send: keep the alert for the next drain
+KEEP_RESERVE_S = 1.0        # kept back from a send's deadline, to keep the alert in the outbox if the send fails
 DRAIN_LIMIT = 20            # outbox items per drain
 NOTIFY_DRAIN_LIMIT = 5      # fewer when draining inside an event invocation
 DRAIN_BUDGET_S = 120.0      # the outbox timer's time for alerts
@@ -188,7 +191,8 @@ class AlertNotifier:
                 self._keep(batch, "not sent: the channel just failed or the invocation's budget is spent")
                 continue
             try:
-                self._channels[batch.channel].send(batch.alerts, digest=batch.digest)
+                with _keeping_time_to_keep():
+                    self._channels[batch.channel].send(batch.alerts, digest=batch.digest)
             except Exception as exc:
                 error = _reason(exc)
                 log.warning("alert %s not delivered (%s); kept in the outbox", batch.key, error)
@@ -275,6 +279,21 @@ class AlertNotifier:
             self._outbox.move(item, DEAD_KIND, error)
         except Exception as exc:
             log.warning("alert outbox not updated (%s)", _reason(exc))
+
+
+@contextmanager
+def _keeping_time_to_keep() -> Iterator[None]:
+    """Run a send on a deadline KEEP_RESERVE_S short of the invocation's: a channel that accepts the
+    connection and never answers must still leave time to write the alert to the outbox (else it would
+    only be held in this process's memory)."""
+    from dlp.budget import Budget, remaining
+
+    left = remaining()
+    if left is None:
+        yield
+        return
+    with Budget(time.monotonic() + left - KEEP_RESERVE_S).active():
+        yield
 
 
 def _time_to_send() -> bool:

@@ -107,6 +107,22 @@ class BudgetRetryPolicy(RetryPolicy):
             transport.sleep(wait)
 
 
+def storage_response_hook(response) -> None:
+    """`raw_response_hook` for the storage SDKs: runs after every attempt, before their retry policy (which
+    ignores a custom one) waits for `Retry-After`, uncapped; a wait that would overrun the budget stops here."""
+    left = remaining()
+    if left is None or response.http_response.status_code < 400:
+        return
+    try:
+        wait = RetryPolicy().get_retry_after(response)
+    except (ValueError, TypeError, OverflowError):
+        return
+    if wait is not None and wait > left - MARGIN_S:
+        status = response.http_response.status_code
+        raise BudgetExhausted(f"storage retry in {wait:.1f}s does not fit the time budget "
+                              f"({max(left - MARGIN_S, 0):.1f}s left) after HTTP {status}", status)
+
+
 def storage_request_hook(request) -> None:
     """`raw_request_hook` for the storage SDKs, which ignore a custom retry policy: runs before every
     attempt, shortens its timeouts to the budget, and stops the attempt when nothing is left."""

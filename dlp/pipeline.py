@@ -48,6 +48,7 @@ R_SCOPE_LOCKED = "scope-locked"
 R_VERIFICATION = "verification-failed"
 R_RETRIES_EXHAUSTED = "retries-exhausted"
 R_LEASE_BUSY = "lease-busy"
+HANDOVER_RESERVE_S = 1.0       # kept back from an evaluation's Azure calls to hand it to the durable retry
 
 _EXECUTOR: ThreadPoolExecutor | None = None
 _EXECUTOR_LOCK = threading.Lock()
@@ -120,8 +121,12 @@ def evaluate_target(target: Target, services: Services, budget: Budget, *, enfor
         return Evaluation(evaluation_id, target.registry_id, target.context, "enforce" if enforce else "audit",
                           outcome, assessment, started.isoformat(), round((time.monotonic() - t0) * 1000, 1), **extra)
 
+    # The evaluation's Azure calls run on a shorter deadline, so that a dependency that hangs until the deadline
+    # still leaves time to hand the work over (below, back on the caller's deadline) and to record it. (Its own
+    # waits, for an Updating registry or a busy lease, keep larger reserves of the whole budget.)
     try:
-        return _evaluate(target, services, budget, enforce, done)
+        with Budget(budget.deadline - HANDOVER_RESERVE_S).active():
+            return _evaluate(target, services, budget, enforce, done)
     except Defer as deferred:
         return _defer(target, services, deferred, done)
     except Exception as exc:

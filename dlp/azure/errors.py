@@ -22,12 +22,22 @@ class AzureFailure:
 
 
 def classify(exc: BaseException) -> AzureFailure:
-    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError, ServiceResponseError
+    from azure.core.exceptions import (
+        ClientAuthenticationError,
+        DecodeError,
+        HttpResponseError,
+        ServiceRequestError,
+        ServiceResponseError,
+    )
 
     from dlp.budget import BudgetExhausted
 
     if isinstance(exc, BudgetExhausted):
         return AzureFailure(exc.status_code, "BudgetExhausted", str(exc), True)
+    if isinstance(exc, DecodeError) or (isinstance(exc, HttpResponseError) and 200 <= (exc.status_code or 0) < 300):
+        # a 2xx whose body is cut off or not JSON (a proxy, a dropped connection): garbled, not a refusal
+        return AzureFailure(exc.status_code, "InvalidResponseBody",
+                            "the service's answer could not be read: " + _short(str(exc), 200), True)
     if isinstance(exc, HttpResponseError) and exc.status_code is not None:
         error = getattr(exc, "error", None)
         code = getattr(error, "code", None) or (exc.reason or "HttpError")

@@ -30,10 +30,11 @@ class RetryQueue:
     def from_settings(cls, settings: Any, credential: Any) -> RetryQueue:
         from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
-        from dlp.budget import storage_request_hook
+        from dlp.budget import storage_request_hook, storage_response_hook
 
         options = {"message_encode_policy": TextBase64EncodePolicy(), "retry_total": 2,
-                   "connection_timeout": 5, "read_timeout": 10, "raw_request_hook": storage_request_hook}
+                   "connection_timeout": 5, "read_timeout": 10, "raw_request_hook": storage_request_hook,
+                   "raw_response_hook": storage_response_hook}
         if settings.storage_connection_string:
             client = QueueClient.from_connection_string(settings.storage_connection_string, RETRY_QUEUE, **options)
         else:

@@ -146,8 +146,8 @@ class TableState:
         deadline = time.monotonic() + max(0.0, wait_s)
         if not lock.acquire(timeout=max(0.0, wait_s)):
             return None
-        table = self._client()
         try:
+            table = self._client()      # inside the try: a failure here must not keep the lock for ever
             while True:
                 mine = {"PartitionKey": key, "RowKey": LEASE_ROW, "Owner": self.owner, "Expires": time.time() + ttl_s}
                 try:
@@ -192,10 +192,11 @@ def table_service(settings: Any, credential: Any) -> Any:
     backoff cap."""
     from azure.data.tables import TableServiceClient
 
-    from dlp.budget import storage_request_hook
+    from dlp.budget import storage_request_hook, storage_response_hook
 
     options = {"retry_total": 3, "retry_backoff_factor": 0.2, "retry_backoff_max": 2,
-               "connection_timeout": 5, "read_timeout": 10, "raw_request_hook": storage_request_hook}
+               "connection_timeout": 5, "read_timeout": 10, "raw_request_hook": storage_request_hook,
+               "raw_response_hook": storage_response_hook}
     if settings.storage_connection_string:
         return TableServiceClient.from_connection_string(settings.storage_connection_string, **options)
     return TableServiceClient(endpoint=settings.storage_table_uri, credential=credential, **options)
