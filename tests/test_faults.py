@@ -8,28 +8,29 @@ is not JSON (`200` with a cut-off body; for Logs and Teams, whose success carrie
 
 Each case drives one drifted registry in enforce mode with a short budget (DLP_TIME_BUDGET_S=4.5):
 
-1. the invocation returns (or, only when even the durable retry is unreachable, raises so Event Grid
-   redelivers) within the budget plus a wide margin: a correctness check that timeouts work, not a speed test;
-2. its outcome is the documented one: retried within the budget, handed to the durable retry (`deferred`,
-   a message on `dlp-retry`), recorded (`error` with the service's code, `gone` for a registry ARM says is
-   not there), or kept in the outbox (findings Log Analytics did not take, alerts no channel took);
-3. the faults clear and the replay runs as Azure would run it: Event Grid redelivers what raised, the
-   queue trigger (`retry_worker`) takes the durable-retry messages, the outbox timer (`outbox_drain`)
-   re-sends what was kept; then a later event for the same registry (a person's next write);
+1. the invocation returns (or, where documented, raises so that Event Grid delivers it again) within the
+   budget plus the recorder's outbox reserve and a little slack: a correctness check that timeouts work with
+   each dependency hanging, not a speed test;
+2. its outcome is the documented one (`EXPECTED`): retried within the budget, handed to the durable retry
+   (`deferred`, a message on `dlp-retry`), recorded (`error` with the service's code, `gone` for a registry
+   ARM says is not there), kept in the outbox (findings Log Analytics did not take, alerts no channel took),
+   or, for the Resource Graph row, the re-check's 502;
+3. the faults clear and the replay runs as Azure would run it, on another instance (so only what was made
+   durable counts): Event Grid redelivers what raised, the queue trigger (`retry_worker`) takes the
+   durable-retry messages, the outbox timer (`outbox_drain`) re-sends what was kept, the next sweep runs;
+   then the first instance handles a later event for the same registry (it must not be wedged);
 4. nothing was lost: every evaluation's rows are in Log Analytics, each row exactly once (the faults here
    never let a service keep what it then failed: at-least-once never had to repeat anything); every
    state change produced exactly one Teams card and one email; the registry ends compliant.
 
 Resource Graph is used by the scope re-check and the sweep only, so its row goes through the HTTP
-re-check (`POST /api/recheck {"scope": ...}`: 502 with the error code within the budget), and the
-replay is the scheduled sweep (`sweep` timer), which then remediates the drifted registry.
+re-check (`POST /api/recheck {"scope": ...}`) and its replay is the scheduled sweep (`sweep` timer).
 
-Table storage: Azurite runs once per session, so its faults come from a small forwarding proxy in
-front of Azurite's Table endpoint (below), which reuses the emulators' fault queue: the app's
-AzureWebJobsStorage points its TableEndpoint at the proxy, the Queue endpoint (the durable retry) stays
-direct, so "Table storage fails" and "the durable retry fails" are separate cases. Connection refused is
-the proxy stopped; a separate case refuses both Table and Queue (the invocation then raises, Event Grid
-redelivers, and the redelivery finishes the work).
+Table storage: Azurite runs once per session, so its faults come from a small forwarding proxy in front
+of Azurite's Table endpoint (below), which reuses the emulators' fault queue; the app's AzureWebJobsStorage
+points its TableEndpoint at the proxy, and the Queue endpoint (the durable retry) stays direct, so "Table
+storage fails" and "the durable retry fails too" are separate cases: the latter puts a second proxy in
+front of the Queue endpoint (refused: both proxies stopped; hang: both hold every request).
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         proxy.requests += 1
-        fault = proxy.faults.take(self.command, unquote(urlsplit(self.path).path), "table")
+        fault = proxy.faults.take(self.command, unquote(urlsplit(self.path).path), proxy.service)
         if fault is not None and fault.mode != "respond":
             if fault.mode == "hang":
                 while not proxy.release.is_set() and not self.server.stopping.wait(0.05):
@@ -146,10 +147,12 @@ class _ProxyServer(ThreadingHTTPServer):
 
 
 class TableProxy:
-    """Azurite's Table endpoint, forwarded, with the emulators' FaultQueue (respond / hang / close)."""
+    """An Azurite endpoint (Table; Queue for the durable retry), forwarded, with the emulators' FaultQueue
+    (respond / hang / close)."""
 
-    def __init__(self, upstream_port: int):
+    def __init__(self, upstream_port: int, service: str = "table"):
         self.upstream_port = upstream_port
+        self.service = service
         self.faults = FaultQueue()
         self.release = threading.Event()
         self.requests = 0
@@ -196,6 +199,14 @@ def _closed_port() -> int:
 @pytest.fixture(scope="module")
 def table_proxy(azurite):
     proxy = TableProxy(_port_of(azurite, "Table")).start()
+    yield proxy
+    proxy.release.set()
+    proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def queue_proxy(azurite):
+    proxy = TableProxy(_port_of(azurite, "Queue"), "queue").start()
     yield proxy
     proxy.release.set()
     proxy.stop()
@@ -525,3 +536,68 @@ def test_fault_matrix(world, dependency, fault):
 
 def test_every_cell_of_the_matrix_has_a_documented_outcome():
     assert set(EXPECTED) == set(MATRIX)
+
+
+@pytest.mark.parametrize("fault", ["refused", "hang"])
+def test_storage_down_altogether_fails_the_invocation_so_event_grid_delivers_it_again(world, queue_proxy, fault):
+    """Table and Queue both unreachable: no lease, so no write, and not even the durable retry can take the
+    work. The one documented case where the invocation raises: Event Grid delivers the event again, and that
+    delivery (storage back) does the work. Still within the budget."""
+    queue_proxy.reset()
+    world.monkeypatch.setenv("AzureWebJobsStorage", world.storage.replace(
+        f"QueueEndpoint=http://127.0.0.1:{_port_of(world.azurite, 'Queue')}/",
+        f"QueueEndpoint=http://127.0.0.1:{queue_proxy.port}/"))
+    azure = world.azure
+    name = f"acrf{uuid.uuid4().hex[:10]}"
+    registry_id = azure.arm.create(SUB, RG, name, export="enabled", public="Disabled")["id"]
+    world.services()
+    for proxy in (world.proxy, queue_proxy):
+        if fault == "refused":
+            proxy.stop()
+        else:
+            proxy.faults.add(times=None, service=proxy.service, mode="hang")
+    delivery = event(registry_id, f"ev-{name}")
+    started = time.monotonic()
+    with pytest.raises(Exception) as raised:        # whatever the storage SDK raised
+        handle_event(delivery)
+    assert time.monotonic() - started < LIMIT_S
+    assert world.evaluations.take(registry_id) == []          # nothing claimed to be done or recorded
+    assert azure.arm.log.count(method="PATCH") == 0
+    # the hand-over's own error: refused, or (hang) the budget spent waiting for storage to answer
+    assert type(raised.value).__name__ == {"refused": "ServiceRequestError", "hang": "BudgetExhausted"}[fault]
+
+    for proxy in (world.proxy, queue_proxy):
+        proxy.reset()
+    world.services()
+    handle_event(delivery)                                     # Event Grid's redelivery
+    (record,) = world.evaluations.take(registry_id)
+    assert (record["action"], record["reason"]) == ("remediated", "-")
+    rows = Counter(row["RuleId"] for row in azure.logs.rows() if row["RegistryName"] == name)
+    assert rows and set(rows.values()) == {1}
+    assert {row["EvaluationId"] for row in azure.logs.rows() if row["RegistryName"] == name} == {record["evaluationId"]}
+    assert alerts_for(world, registry_id) == (1, 1)
+    assert azure.arm.get(registry_id)["properties"]["policies"]["exportPolicy"]["status"] == "disabled"
+    queue_proxy.reset()
+
+
+def test_the_http_recheck_answers_within_its_budget_when_arm_hangs(world):
+    """The re-check of one registry (the HTTP handler) under a hanging ARM: 502 in time, and the work is with the
+    durable retry, which finishes it once ARM answers again."""
+    azure = world.azure
+    name = f"acrf{uuid.uuid4().hex[:10]}"
+    registry_id = azure.arm.create(SUB, RG, name, export="enabled", public="Disabled")["id"]
+    world.services()
+    azure.arm.faults.add(times=None, service="arm", mode="hang")
+    request = func.HttpRequest(method="POST", url="/api/recheck", params={"remediate": "true"}, headers={},
+                               body=json.dumps({"registryId": registry_id}).encode())
+    started = time.monotonic()
+    response = handle_recheck(request)
+    assert time.monotonic() - started < LIMIT_S
+    assert response.status_code == 502
+    assert json.loads(response.get_body())["error"]["code"] == "ServiceResponseTimeoutError"
+    clear(world)
+    world.services()
+    (message, body), = world.retry_messages(registry_id)
+    handle_retry(func.QueueMessage(id=message.id, body=body.encode(), pop_receipt=message.pop_receipt))
+    world.queue.delete_message(message)
+    assert azure.arm.get(registry_id)["properties"]["policies"]["exportPolicy"]["status"] == "disabled"
