@@ -164,8 +164,9 @@ def targets(figures: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> l
         label = {"compliant": "compliant registry (1 GET, record)",
                  "remediated, no email": "drift remediated, Log Analytics + Teams alert",
                  "remediated": "drift remediated, Log Analytics + Teams + email alert"}[case]
+        worst = max(r["first_event"][case]["max_first_event_ms"] for r in runs["cold_start"])
         out.append(Target("cold start", f"first event of a fresh process: {label}", "< 1 s",
-                          f"{row['first_event_ms']:.0f} ms (median; max {row['max_first_event_ms']:.0f})",
+                          f"{row['first_event_ms']:.0f} ms (median; slowest {worst:.0f})",
                           row["first_event_ms"] < 1000, note))
 
     concurrency = figures["concurrency"]
