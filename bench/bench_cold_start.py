@@ -91,7 +91,17 @@ def child(registry_id: str, case: str) -> None:
     and the same first event again in the now warm process (for a drift, the child drifts the registry
     again through ARM first)."""
     import datetime as dt
+    import logging
 
+    actions: list[str] = []
+
+    class Outcomes(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            info = getattr(record, "dlp", {})
+            actions.append(f"{info.get('action')}:{record.getMessage().split(' reason=', 1)[-1].split(' ', 1)[0]}")
+
+    logging.getLogger("dlp.evaluation").addHandler(Outcomes())
+    logging.getLogger("dlp.evaluation").setLevel(logging.INFO)
     started = time.perf_counter()
     import azure.functions as func
 
@@ -121,7 +131,7 @@ def child(registry_id: str, case: str) -> None:
         windows.append((wall0, time.time()))
     print(json.dumps({"import_ms": round(imported_ms, 1), "first_event_ms": round(timings[0], 1),
                       "second_event_ms": round(timings[1], 1), "warm_event_ms": round(timings[2], 1),
-                      "first_window": windows[0]}))
+                      "first_window": windows[0], "actions": actions}))
 
 
 def _spawn(registry_id: str, case: str, env: dict[str, str]) -> dict[str, Any]:
@@ -170,8 +180,9 @@ def first_event(runs: int) -> dict[str, Any]:
                 requests = {emulator.name: sum(1 for r in emulator.log if start <= r.time <= end)
                             for emulator in azure.emulators}
                 state = azure.arm.get(registry_id)["properties"]["policies"]["exportPolicy"]["status"]
-                if state != "disabled":
-                    raise RuntimeError(f"{case}: the registry was not left compliant ({state})")
+                expected = ["none:-"] * 3 if not drift else ["remediated:-", "none:-", "remediated:-"]
+                if state != "disabled" or sample["actions"] != expected:
+                    raise RuntimeError(f"{case}: outcomes {sample['actions']} (expected {expected}), exports {state}")
             row = {key: round(statistics.median(s[key] for s in samples), 1)
                    for key in ("import_ms", "first_event_ms", "second_event_ms", "warm_event_ms")}
             row["max_first_event_ms"] = max(s["first_event_ms"] for s in samples)
