@@ -21,6 +21,7 @@ _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("dlp_de
 
 PER_REQUEST_CAP_S = 10.0      # no single HTTP exchange may take more than this
 UNBUDGETED_CAP_S = 60.0       # CLI and background poller threads: still never hang forever
+MIN_ATTEMPT_S = 0.1           # an attempt with less time than this is not started
 MARGIN_S = 0.25               # kept free to record the outcome after the last call
 
 
@@ -89,6 +90,20 @@ class BudgetRetryPolicy(RetryPolicy):
         options["read_timeout"] = min(options.get("read_timeout") or cap, usable)
         options["connection_timeout"] = min(options.get("connection_timeout") or 5.0, usable)
         return settings
+
+    def _configure_timeout(self, request, absolute_timeout, is_response_error):
+        """Runs before every attempt (configure_retries runs once per send): each retry of a hanging
+        call gets only what is left of the budget, and none is started once nothing is left."""
+        super()._configure_timeout(request, absolute_timeout, is_response_error)
+        left = remaining()
+        if left is None:
+            return
+        usable = left - MARGIN_S
+        if usable <= MIN_ATTEMPT_S:
+            raise BudgetExhausted("no time left in this invocation for another attempt")
+        options = request.context.options
+        options["read_timeout"] = min(options.get("read_timeout") or PER_REQUEST_CAP_S, usable)
+        options["connection_timeout"] = min(options.get("connection_timeout") or 5.0, usable)
 
     def sleep(self, settings, transport, response=None):
         wait = None

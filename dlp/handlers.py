@@ -36,4 +36,5 @@ def on_retry(message: Any) -> list[Evaluation]:
     if target is None:
         log.error("durable-retry message %s is not a registry target; dropped", getattr(message, "id", "?"))
         return []
-    return pipeline.run([target], runtime.services())
+    enforce = body.get("enforce") if isinstance(body.get("enforce"), bool) else None   # None: DLP_MODE decides
+    return pipeline.run([target], runtime.services(), enforce=enforce)

@@ -48,6 +48,8 @@ R_SCOPE_LOCKED = "scope-locked"
 R_VERIFICATION = "verification-failed"
 R_RETRIES_EXHAUSTED = "retries-exhausted"
 R_LEASE_BUSY = "lease-busy"
+LRO_RESERVE_S = 1.0            # stop waiting for a slow PATCH this long before the deadline, then defer
+RELEASE_BUDGET_S = 2.0         # giving a lease back may run past a spent budget by this much
 HANDOVER_RESERVE_S = 1.0       # kept back from an evaluation's Azure calls to hand it to the durable retry
 
 _EXECUTOR: ThreadPoolExecutor | None = None
@@ -124,17 +126,21 @@ def evaluate_target(target: Target, services: Services, budget: Budget, *, enfor
     # The evaluation's Azure calls run on a shorter deadline, so that a dependency that hangs until the deadline
     # still leaves time to hand the work over (below, back on the caller's deadline) and to record it. (Its own
     # waits, for an Updating registry or a busy lease, keep larger reserves of the whole budget.)
+    if not remediation.in_scopes(target.registry_id, settings.scopes):
+        # never read, never written: the identity may not even be allowed to read it
+        return done(Outcome(A_BLOCKED, remediation.R_OUT_OF_SCOPE,
+                            "the registry is outside DLP_SCOPES; the responder does not read or write it"))
     try:
         with Budget(budget.deadline - HANDOVER_RESERVE_S).active():
             return _evaluate(target, services, budget, enforce, done)
     except Defer as deferred:
-        return _defer(target, services, deferred, done)
+        return _defer(target, services, deferred, done, enforce)
     except Exception as exc:
         from dlp.azure.errors import classify
 
         failure = classify(exc)
         if failure.transient:
-            return _defer(target, services, Defer(failure.code, str(failure)), done)
+            return _defer(target, services, Defer(failure.code, str(failure), target.pending), done, enforce)
         log.warning("evaluation of %s failed: %s", target.registry_id, failure)
         return done(Outcome(A_ERROR, failure.code, str(failure), error_code=failure.code))
 
@@ -156,10 +162,24 @@ def _read(target: Target, services: Services, budget: Budget) -> Registry | None
 
 
 def _with_pipelines(registry: Registry, services: Services) -> Registry:
-    """Look up export pipelines only when exports must be disabled on a Premium registry."""
+    """Look up export pipelines only when exports must be disabled on a Premium registry.
+
+    A listing ARM refuses (403, an api-version it does not serve) leaves them unknown: the export write
+    is then blocked by its guard, while a public-access fix can still go ahead. Transient failures defer."""
+    from azure.core.exceptions import HttpResponseError
+
+    from dlp.azure.errors import classify
+
     if registry.exports_disabled or not registry.premium or registry.export_pipelines is not None:
         return registry
-    return replace(registry, export_pipelines=services.arm.list_export_pipelines(registry.id))
+    try:
+        return replace(registry, export_pipelines=services.arm.list_export_pipelines(registry.id))
+    except HttpResponseError as exc:
+        failure = classify(exc)
+        if failure.transient:
+            raise
+        log.warning("export pipelines of %s could not be listed: %s", registry.id, failure)
+        return registry
 
 
 def _background(fn: Callable[[], Any]) -> Future:
@@ -186,7 +206,7 @@ def _claim(services: Services, registry_id: str, budget: Budget) -> _Claim | Non
     try:
         recent = tuple(services.state.recent_remediations(registry_id, services.clock()))
     except BaseException:
-        services.state.release(lease)
+        _release(services, lease)
         raise
     return _Claim(lease, recent)
 
@@ -227,15 +247,26 @@ def _evaluate(target: Target, services: Services, budget: Budget, enforce: bool,
     if granted is None:
         raise Defer(R_LEASE_BUSY, "another invocation is remediating this registry")
     try:
-        if any(datetime.fromisoformat(r.when) > read_at for r in granted.recent):
-            # someone remediated it after our read: decide again from a fresh read
+        if getattr(granted.lease, "waited", False) or any(datetime.fromisoformat(r.when) > read_at
+                                                          for r in granted.recent):
+            # we waited for another writer, or someone remediated it after our read: decide from a fresh read
             registry = _reread(target, services, budget)
             if registry is None:
                 return done(Outcome(A_GONE, "not-found", "the registry no longer exists"))
         return _decide_and_apply(target, services, budget, done, registry, policy, today, granted.recent,
                                  conflict_retry=True)
     finally:
-        services.state.release(granted.lease)
+        _release(services, granted.lease)
+
+
+def _release(services: Services, lease: Any) -> None:
+    """Give a lease back even when the invocation's budget is spent (its own short budget); never raises:
+    a lease that cannot be deleted expires on its own."""
+    try:
+        with Budget.of(RELEASE_BUDGET_S).active():
+            services.state.release(lease)
+    except Exception:
+        log.warning("could not release the lease on %s; it expires on its own", lease.registry_id, exc_info=True)
 
 
 def _drop(services: Services, claim: Future | None) -> None:
@@ -245,7 +276,7 @@ def _drop(services: Services, claim: Future | None) -> None:
     try:
         granted = claim.result()
         if granted is not None:
-            services.state.release(granted.lease)
+            _release(services, granted.lease)
     except Exception:
         log.warning("could not release a speculative lease; it expires on its own", exc_info=True)
 
@@ -258,7 +289,12 @@ def _reread(target: Target, services: Services, budget: Budget) -> Registry | No
 def _decide_and_apply(target: Target, services: Services, budget: Budget, done: Callable[..., Evaluation],
                       registry: Registry, policy: remediation.Policy, today: Any, recent: tuple[Any, ...], *,
                       conflict_retry: bool) -> Evaluation:
-    """Under the lease: final plan with the breaker count, the PATCH, verification, then the record."""
+    """Under the lease: final plan with the breaker count, the breaker row, the PATCH, verification.
+
+    The breaker row is written before the PATCH (it counts write attempts), so a write whose answer is
+    lost still counts; anything that goes wrong once the PATCH may have reached ARM is deferred with the
+    planned changes pending, so the durable retry verifies (and reports) what actually happened.
+    """
     from azure.core.exceptions import HttpResponseError
 
     from dlp.azure.errors import classify
@@ -270,8 +306,10 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
     if not plan.writes:
         return done(Outcome(plan.action, plan.reason, plan.detail, plan.changes), assessment,
                     tag_exemption=plan.tag_exemption, recent_callers=callers)
+    services.state.record_remediation(registry.id, Remediation(services.clock().isoformat(), target.context.caller,
+                                                               str(uuid.uuid4())))
     try:
-        result = services.arm.update_registry(registry.id, plan.patch_body())
+        result = services.arm.update_registry(registry.id, plan.patch_body(), reserve_s=LRO_RESERVE_S)
     except HttpResponseError as exc:
         failure = classify(exc)
         if failure.status == 409 and failure.code.lower() == "scopelocked":
@@ -285,30 +323,35 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
                 return done(Outcome(A_GONE, "not-found", "the registry no longer exists"))
             return _decide_and_apply(target, services, budget, done, fresh, policy, today, recent,
                                      conflict_retry=False)
+        if failure.status == 404:
+            return done(Outcome(A_GONE, "not-found", "the registry was deleted before the write"), assessment)
         if failure.transient:
-            raise Defer(failure.code, str(failure)) from exc
-        return done(Outcome(A_FAILED, failure.code, str(failure), plan.changes, failure.code), assessment,
+            raise Defer(failure.code, str(failure), plan.changes) from exc
+        # 403: missing permission, an Azure Policy deny or a deny assignment: an error, never retried
+        action = A_ERROR if failure.status in (401, 403) else A_FAILED
+        return done(Outcome(action, failure.code, str(failure), plan.changes, failure.code), assessment,
                     recent_callers=callers)
+    except Defer:
+        raise
+    except Exception as exc:          # timeout, dropped connection, budget: the PATCH may have landed
+        failure = classify(exc)
+        raise Defer(failure.code, str(failure), plan.changes) from exc
 
-    record = Remediation(services.clock().isoformat(), target.context.caller, str(uuid.uuid4()))
     if not result.done:
-        services.state.record_remediation(registry.id, record)
         raise Defer("lro-pending", "the update was accepted but did not finish within the time budget", plan.changes)
     after = registry_from_resource(result.registry or {}, "arm")
     missing = remediation.still_needed(plan, after)
     if missing:
         detail = "; ".join(f"{c.property} is still {c.old}" for c in missing)
-        evaluation = done(Outcome(A_FAILED, R_VERIFICATION, f"ARM accepted the update but {detail}", plan.changes),
-                          assessment, recent_callers=callers)
-    else:
-        evaluation = done(Outcome(A_REMEDIATED, "", "reverted " + ", ".join(f"{c.property} {c.old} -> {c.new}"
-                                                                          for c in plan.changes), plan.changes),
-                          assessment, recent_callers=callers)
-    services.state.record_remediation(registry.id, record)     # bookkeeping after the verified state
-    return evaluation
+        return done(Outcome(A_FAILED, R_VERIFICATION, f"ARM accepted the update but {detail}", plan.changes),
+                    assessment, recent_callers=callers)
+    return done(Outcome(A_REMEDIATED, "", "reverted " + ", ".join(f"{c.property} {c.old} -> {c.new}"
+                                                                 for c in plan.changes), plan.changes),
+                assessment, recent_callers=callers)
 
 
-def _defer(target: Target, services: Services, deferred: Defer, done: Callable[..., Evaluation]) -> Evaluation:
+def _defer(target: Target, services: Services, deferred: Defer, done: Callable[..., Evaluation],
+           enforce: bool) -> Evaluation:
     from dlp.azure.retryqueue import MAX_ATTEMPTS
 
     attempt = target.context.attempt + 1
@@ -319,7 +362,8 @@ def _defer(target: Target, services: Services, deferred: Defer, done: Callable[.
     if attempt > MAX_ATTEMPTS:
         return done(Outcome(A_FAILED, R_RETRIES_EXHAUSTED, f"gave up after {MAX_ATTEMPTS} retries: {deferred}",
                             pending, deferred.code))
-    message = {"registryId": target.registry_id, "deleted": target.deleted, "attempt": attempt,
+    # `enforce` travels with the work: a plan-only re-check must not become a write on retry
+    message = {"registryId": target.registry_id, "deleted": target.deleted, "attempt": attempt, "enforce": enforce,
                "context": target.context.to_json(), "pending": [c.to_json() for c in pending],
                "reason": str(deferred)[:500]}
     services.retry.hand_over(message, attempt)       # raises if the queue is down: the trigger must retry

@@ -254,7 +254,7 @@ def load(environ: Mapping[str, str]) -> Settings:
         return value
 
     max_remediations = number("DLP_MAX_REMEDIATIONS", 1, 100)
-    budget = number("DLP_TIME_BUDGET_S", 2, 600, float)
+    budget = number("DLP_TIME_BUDGET_S", 2, 25, float)     # Event Grid gives up (and redelivers) at 30 s
 
     arm = _https_url("DLP_ARM_ENDPOINT", get("DLP_ARM_ENDPOINT"), problems) or BY_NAME["DLP_ARM_ENDPOINT"].default
     schedule = get("DLP_SWEEP_SCHEDULE")

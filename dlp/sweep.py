@@ -17,15 +17,14 @@ tenant full of Basic registries it would cost one GET per registry per sweep.
 All evaluations are recorded in one `pipeline.finish(..., digest=True)` call, so the alerts of
 a sweep go out as one digest. The sweep also drains the outbox of undelivered records.
 
-Time budget: the timer function gets SWEEP_BUDGET_S (4.5 minutes), because host.json's
-`functionTimeout` is 5 minutes for every function of the app; tests/test_sweep.py checks the
-two agree. Work the budget cannot hold (a failing dependency, thousands of drifted registries)
+Time budget: evaluating gets SWEEP_BUDGET_S, then recording, alerting and draining the outbox get
+RECORD_RESERVE_S, because host.json's `functionTimeout` is 5 minutes for every function of the app;
+tests/test_sweep.py checks they fit. Work the budget cannot hold (a failing dependency, thousands of drifted registries)
 is handed to the durable retry by the pipeline, as for events.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 import uuid
@@ -45,7 +44,8 @@ from dlp.sources import is_registry, registry_from_resource
 
 log = logging.getLogger("dlp.sweep")
 
-SWEEP_BUDGET_S = 270.0       # host.json functionTimeout (5 min) minus 30 s to record, alert and drain
+SWEEP_BUDGET_S = 230.0       # evaluating; host.json functionTimeout (5 min) minus RECORD_RESERVE_S and a margin
+RECORD_RESERVE_S = 60.0      # recording and alerting the sweep, then draining the outbox
 WORKERS = 4                  # drifted registries re-read and remediated in parallel (ARM allows far more)
 SOURCE = "resourcegraph"     # Registry.source / the `source` field of rows evaluated without an ARM read
 
@@ -212,33 +212,20 @@ def assess(listing: Listing, services: pipeline.Services, *, context: Context, b
 
 
 def drain_outbox(services: pipeline.Services) -> int:
-    """Deliver records and alerts that earlier invocations could not send. Returns how many drains ran.
-
-    The outbox belongs to the Log Analytics / alerting work; the sweep only calls what it offers:
-    a module-level `dlp.outbox.drain(services)` when there is one, else a `drain()` method of the
-    recorder and of the notifier. Never raises: a failing outbox must not cost the sweep its record.
-    """
-    drains: list[tuple[str, Callable[[], Any]]] = []
-    try:
-        outbox = importlib.import_module("dlp.outbox")
-    except ModuleNotFoundError as exc:
-        if exc.name != "dlp.outbox":
-            log.exception("the outbox could not be imported")
-        outbox = None
-    module_drain = getattr(outbox, "drain", None)
-    if callable(module_drain):
-        drains.append(("dlp.outbox.drain", lambda: module_drain(services)))
-    else:
-        for name in ("recorder", "notifier"):
-            method = getattr(getattr(services, name, None), "drain", None)
-            if callable(method):
-                drains.append((f"{name}.drain", method))
+    """Deliver records and alerts that earlier invocations could not send (the recorder's and the
+    notifier's `drain`), within the current budget. Never raises: a failing outbox must not cost the
+    sweep its record. Returns how many drains ran."""
+    drains = [(name, getattr(getattr(services, name, None), "drain", None)) for name in ("recorder", "notifier")]
+    ran = 0
     for label, drain in drains:
+        if not callable(drain):
+            continue
+        ran += 1
         try:
             drain()
         except Exception:
-            log.exception("%s failed; the outbox is tried again at the next sweep", label)
-    return len(drains)
+            log.exception("%s.drain failed; the outbox is tried again at the next sweep", label)
+    return ran
 
 
 def sweep(services: pipeline.Services, *, budget: Budget | None = None, scheduled_for: str = "") -> Result:
@@ -248,10 +235,11 @@ def sweep(services: pipeline.Services, *, budget: Budget | None = None, schedule
     context = Context(trigger="sweep", event_id=run_id, correlation_id=run_id, event_time=scheduled_for[:64])
     started = time.monotonic()
     result = assess(Listing.of_scopes(services.settings.scopes), services, context=context, budget=budget)
-    drain_outbox(services)
     recording = time.monotonic()
-    pipeline.finish(result.evaluations, services, digest=True)
-    result.timings["record"] = round(time.monotonic() - recording, 3)
+    with Budget.of(RECORD_RESERVE_S).active():     # this sweep's record first, then the backlog, both bounded
+        pipeline.finish(result.evaluations, services, digest=True)
+        result.timings["record"] = round(time.monotonic() - recording, 3)
+        drain_outbox(services)
     log.info("sweep %s: %d registries in %d page(s), %d from rows, %d re-read; %s; %.1f s %s", run_id, result.rows,
              result.pages, result.from_rows, result.re_read, result.by_action, time.monotonic() - started,
              result.timings)

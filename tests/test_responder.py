@@ -218,7 +218,8 @@ def test_guard_out_of_scope(responder, azurite_env, local_azure, monkeypatch):
     local_azure.arm.create(SUB, RG, "acrscope01", export="enabled")
     fresh_instance()
     handle_event(event(rid("acrscope01")))
-    assert patches(local_azure) == [] and responder.actions() == [("blocked", "out-of-scope")]
+    assert responder.actions() == [("blocked", "out-of-scope")]
+    assert arm_requests(local_azure) == []                    # not even read
 
 
 def test_guard_exemption_list(responder, azurite_env, local_azure, monkeypatch):
@@ -353,7 +354,7 @@ def test_403_on_patch_is_recorded_with_its_code_not_retried(responder, azurite_e
     local_azure.arm.faults.add(method="PATCH", status=403, times=None, body=arm_error(code, "denied"))
     fresh_instance()
     handle_event(event(rid("acrdeny01")))
-    assert responder.actions() == [("failed", code)]
+    assert responder.actions() == [("error", code)]          # issue 3: 403 is an error outcome with its code
     assert len(local_azure.arm.log.filter(method="PATCH")) == 1
 
 
@@ -403,3 +404,151 @@ def test_updating_registry_is_reread_before_any_write(responder, azurite_env, lo
     assert responder.actions() == [("remediated", "-")]
     gets = [r for r in arm_requests(local_azure, "GET") if r.path.lower() == reg.lower()]
     assert len(gets) >= 2
+
+
+# --- regressions from the safety review ------------------------------------------------------------
+
+
+def _retry_messages(azurite):
+    queue = QueueClient.from_connection_string(azurite, RETRY_QUEUE)
+    return [(m, json.loads(base64.b64decode(m.content).decode())) for m in queue.receive_messages(max_messages=32)]
+
+
+def _replay(messages):
+    for message, body in messages:
+        handle_retry(func.QueueMessage(id=message.id, body=json.dumps(body).encode(), pop_receipt=message.pop_receipt))
+
+
+def test_hanging_arm_is_handed_over_within_the_budget(responder, azurite_env, local_azure, azurite, monkeypatch):
+    """Each retry of a hanging call gets only what is left (a per-send timeout allowed two full ones)."""
+    monkeypatch.setenv("DLP_TIME_BUDGET_S", "6")
+    reg = rid("acrhang01")
+    local_azure.arm.create(SUB, RG, "acrhang01", export="enabled")
+    local_azure.arm.faults.add(method="GET", mode="hang", times=None)
+    fresh_instance()
+    started = time.monotonic()
+    handle_event(event(reg))                                   # returns: no exception for Event Grid
+    assert time.monotonic() - started < 6 + 1
+    assert responder.actions()[0][0] == "deferred"
+    ((_, body),) = _retry_messages(azurite)
+    assert body["registryId"] == reg
+
+
+def test_a_patch_answered_too_late_is_counted_and_verified_later(responder, azurite_env, local_azure, azurite,
+                                                                 monkeypatch):
+    monkeypatch.setenv("DLP_TIME_BUDGET_S", "4")
+    reg = rid("acrslow01")
+    local_azure.arm.create(SUB, RG, "acrslow01", export="enabled", public="Disabled")
+    local_azure.arm.faults.add(method="PATCH", status=200, delay=4.0, mode="respond", times=1,
+                               body=local_azure.arm.get(reg))
+    services = fresh_instance()
+    handle_event(event(reg))
+    assert responder.actions()[0][0] == "deferred"
+    from datetime import datetime, timezone
+    assert len(services.state.recent_remediations(reg, datetime.now(timezone.utc))) == 1   # counted before the PATCH
+    messages = _retry_messages(azurite)
+    assert messages[0][1]["pending"] == [{"property": "policies.exportPolicy.status", "old": "enabled",
+                                          "new": "disabled"}]
+    # the write may or may not have landed; here it did not: the retry plans again and writes
+    _replay(messages)
+    assert responder.actions()[-1] == ("remediated", "-")
+    assert state(local_azure, reg)[0] == "disabled"
+
+
+def test_a_write_that_landed_is_reported_remediated_by_the_retry(responder, azurite_env, local_azure, azurite,
+                                                                 monkeypatch):
+    monkeypatch.setenv("DLP_TIME_BUDGET_S", "4")
+    reg = rid("acrslow02")
+    local_azure.arm.create(SUB, RG, "acrslow02", export="enabled")
+    local_azure.arm.set_lro(reg, mode="async", polls=30, retry_after=None)      # ~30 s: longer than the budget
+    fresh_instance()
+    started = time.monotonic()
+    handle_event(event(reg))
+    assert time.monotonic() - started < 4 + 1
+    assert responder.actions() == [("deferred", "lro-pending")]
+    local_azure.arm.complete_operations()
+    _replay(_retry_messages(azurite))
+    assert responder.actions()[-1] == ("remediated", "verified-later")
+    assert len(patches(local_azure)) == 1
+
+
+def test_a_failed_long_running_operation_is_failed_not_retried(responder, azurite_env, local_azure, azurite):
+    reg = rid("acrlrofail1")
+    local_azure.arm.create(SUB, RG, "acrlrofail1", export="enabled")
+    local_azure.arm.set_lro(reg, mode="async", polls=1, retry_after=None, outcome="Failed")
+    fresh_instance()
+    handle_event(event(reg))
+    ((action, _reason),) = responder.actions()
+    assert action == "failed"
+    assert _retry_messages(azurite) == []
+
+
+def test_a_plan_only_recheck_stays_plan_only_on_the_durable_retry(responder, azurite_env, local_azure, azurite):
+    from dlp import pipeline
+    from dlp.model import Context, Target
+
+    reg = rid("acrplan01")
+    local_azure.arm.create(SUB, RG, "acrplan01", export="enabled")
+    local_azure.arm.faults.add(method="GET", status=503, times=None, body=arm_error("ServiceUnavailable", "later"))
+    services = fresh_instance()                                 # DLP_MODE=enforce
+    (evaluation,) = pipeline.run([Target(reg, Context(trigger="http"))], services, enforce=False)
+    assert evaluation.outcome.action == "deferred"
+    local_azure.arm.faults.clear()
+    messages = _retry_messages(azurite)
+    assert messages[0][1]["enforce"] is False
+    _replay(messages)
+    assert responder.actions()[-1] == ("would-remediate", "audit-mode")
+    assert patches(local_azure) == []
+
+
+def test_refused_pipeline_listing_blocks_only_the_export_write(responder, azurite_env, local_azure):
+    reg = rid("acrnolist1")
+    local_azure.arm.create(SUB, RG, "acrnolist1", export="enabled", public="Enabled")
+    local_azure.arm.faults.add(method="GET", path=r"exportPipelines", status=403, times=None,
+                               body=arm_error("AuthorizationFailed", "no exportPipelines/read"))
+    fresh_instance()
+    handle_event(event(reg))
+    assert responder.actions() == [("blocked", "export-pipelines-unknown")]
+    assert patches(local_azure) == []
+
+
+def test_lease_is_released_even_when_the_budget_is_spent(responder, azurite_env, local_azure, azurite, monkeypatch):
+    from azure.data.tables import TableServiceClient
+
+    from dlp.azure.state import LEASE_ROW, partition_of
+
+    monkeypatch.setenv("DLP_TIME_BUDGET_S", "4")
+    reg = rid("acrslow03")
+    local_azure.arm.create(SUB, RG, "acrslow03", export="enabled")
+    local_azure.arm.faults.add(method="PATCH", mode="hang", times=1)
+    fresh_instance()
+    handle_event(event(reg))
+    table = TableServiceClient.from_connection_string(azurite).get_table_client("dlpstate")
+    leases = [e for e in table.query_entities("PartitionKey eq @pk", parameters={"pk": partition_of(reg)})
+              if e["RowKey"] == LEASE_ROW]
+    assert leases == []
+
+
+def test_a_hanging_identity_endpoint_is_bounded_by_the_budget(responder, azurite_env, local_azure, azurite,
+                                                              monkeypatch):
+    """Cold start (no cached token) while the managed-identity endpoint hangs: still handed over in budget."""
+    from dlp.azure import credential
+
+    monkeypatch.setenv("DLP_TIME_BUDGET_S", "6")
+    reg = rid("acrnotoken1")
+    local_azure.arm.create(SUB, RG, "acrnotoken1", export="enabled")
+    credential.reset()
+    local_azure.identity.faults.add(mode="hang", times=None)
+    try:
+        fresh_instance()
+        started = time.monotonic()
+        handle_event(event(reg))
+        assert time.monotonic() - started < 6 + 1.5
+        assert responder.actions()[0][0] == "deferred"
+        assert arm_requests(local_azure) == []                 # nothing reached ARM without a token
+        local_azure.identity.faults.clear()
+        _replay(_retry_messages(azurite))
+        assert responder.actions()[-1] == ("remediated", "-")
+    finally:
+        local_azure.identity.faults.clear()
+        credential.reset()

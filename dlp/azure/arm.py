@@ -99,9 +99,7 @@ class ArmGateway:
         pages = 0
         while url and pages < 20:
             response = client.send_request(HttpRequest("GET", url))
-            if response.status_code == 404:
-                return ()
-            if response.status_code != 200:
+            if response.status_code != 200:     # a 404 too: a list of an existing registry never 404s
                 raise HttpResponseError(response=response, error_format=ARMErrorFormat)
             body = response.json()
             names.extend(str(p.get("name", "?")) for p in body.get("value") or [] if isinstance(p, dict))
@@ -109,13 +107,13 @@ class ArmGateway:
             pages += 1
         return tuple(names)
 
-    def update_registry(self, registry_id: str, body: dict[str, Any]) -> UpdateResult:
-        """PATCH exactly `body`; wait for the LRO within the budget."""
+    def update_registry(self, registry_id: str, body: dict[str, Any], *, reserve_s: float = 0.0) -> UpdateResult:
+        """PATCH exactly `body`; wait for the LRO within the budget, less `reserve_s` kept for the caller."""
         sub, group, name = self._parts(registry_id)
         poller = self._client(sub).registries.begin_update(group, name, body, cls=_raw_json,
                                                            polling_interval=POLLING_INTERVAL_S)
         left = remaining()
-        poller.wait(timeout=None if left is None else max(0.0, left - MARGIN_S))
+        poller.wait(timeout=None if left is None else max(0.0, left - MARGIN_S - reserve_s))
         if not poller.done():
             return UpdateResult(False, None)
         return UpdateResult(True, poller.result())

@@ -17,5 +17,18 @@ def get_credential() -> Any:
         if _credential is None:
             from azure.identity import DefaultAzureCredential
 
-            _credential = DefaultAzureCredential(exclude_interactive_browser_credential=True)
+            from dlp.budget import BudgetRetryPolicy
+
+            # The token request (managed identity at cold start and at refresh) is bounded by the
+            # invocation's budget like every other call: azure-identity builds its pipeline from these.
+            _credential = DefaultAzureCredential(exclude_interactive_browser_credential=True,
+                                                 retry_policy_class=BudgetRetryPolicy,
+                                                 connection_timeout=5, read_timeout=10)
         return _credential
+
+
+def reset() -> None:
+    """Forget the process's credential (and its token cache): a fresh instance, for tests and the demo."""
+    global _credential
+    with _lock:
+        _credential = None

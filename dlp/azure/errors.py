@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -34,9 +36,14 @@ def classify(exc: BaseException) -> AzureFailure:
 
     if isinstance(exc, BudgetExhausted):
         return AzureFailure(exc.status_code, "BudgetExhausted", str(exc), True)
-    if isinstance(exc, DecodeError) or (isinstance(exc, HttpResponseError) and 200 <= (exc.status_code or 0) < 300):
+    if isinstance(exc, HttpResponseError) and 200 <= (exc.status_code or 0) < 300 and _operation_failed(exc):
+        # a long-running operation that ended Failed/Canceled: azure-core raises it with the poll's 2xx status
+        code, message = _operation_error(exc)
+        return AzureFailure(exc.status_code, code, message, False)
+    if isinstance(exc, (DecodeError, json.JSONDecodeError)) or (
+            isinstance(exc, HttpResponseError) and 200 <= (exc.status_code or 0) < 300):
         # a 2xx whose body is cut off or not JSON (a proxy, a dropped connection): garbled, not a refusal
-        return AzureFailure(exc.status_code, "InvalidResponseBody",
+        return AzureFailure(getattr(exc, "status_code", None), "InvalidResponseBody",
                             "the service's answer could not be read: " + _short(str(exc), 200), True)
     if isinstance(exc, HttpResponseError) and exc.status_code is not None:
         error = getattr(exc, "error", None)
@@ -59,3 +66,19 @@ def _short(text: str, limit: int = 500) -> str:
     """First line only: SDK messages append the whole response, which can be long."""
     first = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
     return first[:limit]
+
+
+def _operation_failed(exc: BaseException) -> bool:
+    from azure.core.polling.base_polling import OperationFailed
+
+    return isinstance(exc.__cause__, OperationFailed)
+
+
+def _operation_error(exc: Any) -> tuple[str, str]:
+    """The `error` of the operation-status body ARM returned with the Failed status, if readable."""
+    try:
+        body = exc.response.json()
+        error = body.get("error") or body.get("properties", {}).get("error") or {}
+        return str(error.get("code") or "OperationFailed"), _short(str(error.get("message") or "operation failed"))
+    except Exception:
+        return "OperationFailed", "the long-running operation failed"

@@ -19,6 +19,7 @@ from dlp.model import registry_key
 from dlp.settings import STATE_TABLE
 
 LEASE_ROW = "lease"
+LEASE_POLL_S = 0.25          # while another instance writes: each poll costs one create + one read
 REMEDIATION_PREFIX = "rem|"
 BREAKER_WINDOW = timedelta(hours=1)
 
@@ -42,6 +43,7 @@ class Lease:
     registry_id: str
     owner: str
     etag: str | None = None
+    waited: bool = False     # another writer held it first: what was read before may be stale
 
 
 class StateStore(Protocol):
@@ -83,7 +85,9 @@ class MemoryState:
 
     def acquire(self, registry_id: str, *, ttl_s: float, wait_s: float) -> Lease | None:
         lock = self._locks.get(partition_of(registry_id))
-        return Lease(registry_id, "memory") if lock.acquire(timeout=max(0.0, wait_s)) else None
+        if lock.acquire(blocking=False):
+            return Lease(registry_id, "memory")
+        return Lease(registry_id, "memory", waited=True) if lock.acquire(timeout=max(0.0, wait_s)) else None
 
     def release(self, lease: Lease) -> None:
         self._locks.get(partition_of(lease.registry_id)).release()
@@ -144,7 +148,8 @@ class TableState:
         key = partition_of(registry_id)
         lock = self._locks.get(key)
         deadline = time.monotonic() + max(0.0, wait_s)
-        if not lock.acquire(timeout=max(0.0, wait_s)):
+        waited = not lock.acquire(blocking=False)
+        if waited and not lock.acquire(timeout=max(0.0, wait_s)):
             return None
         try:
             table = self._client()      # inside the try: a failure here must not keep the lock for ever
@@ -152,7 +157,7 @@ class TableState:
                 mine = {"PartitionKey": key, "RowKey": LEASE_ROW, "Owner": self.owner, "Expires": time.time() + ttl_s}
                 try:
                     meta = table.create_entity(mine)
-                    return Lease(registry_id, self.owner, meta.get("etag"))
+                    return Lease(registry_id, self.owner, meta.get("etag"), waited)
                 except ResourceExistsError:
                     pass
                 try:
@@ -160,13 +165,14 @@ class TableState:
                     if float(current.get("Expires") or 0.0) <= time.time():
                         meta = table.update_entity(mine, mode=UpdateMode.REPLACE, etag=current.metadata["etag"],
                                                    match_condition=MatchConditions.IfNotModified)
-                        return Lease(registry_id, self.owner, meta.get("etag"))
+                        return Lease(registry_id, self.owner, meta.get("etag"), True)
                 except (ResourceModifiedError, ResourceNotFoundError):
                     continue
                 if time.monotonic() >= deadline:
                     lock.release()
                     return None
-                time.sleep(0.1)
+                waited = True
+                time.sleep(LEASE_POLL_S)
         except BaseException:
             lock.release()
             raise
