@@ -20,7 +20,7 @@ from dlp.alerts import bodies
 from dlp.alerts.alert import Alert
 from dlp.alerts.channel import DeliveryError
 
-POLL_INTERVAL_S = 1.0
+POLL_INTERVAL_S = 0.25         # only when ACS sends no Retry-After (its Retry-After wins); a few polls at most
 UNBUDGETED_WAIT_S = 60.0          # outbox drains outside an invocation budget still stop waiting
 _NAMESPACE = uuid.UUID("5b0e4c1e-6a43-4f7e-9d3c-0d1a7c2e9b11")     # fixed: operation ids must be stable forever
 
