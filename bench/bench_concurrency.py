@@ -2,8 +2,8 @@
 
 As the Python worker runs a sync function: a thread pool of 64, all released together, each calling the
 real handler (`function_app.on_registry_event`) with the process's shared clients, against the HTTPS
-emulators (ARM, identity, Logs, Teams) and Azurite. Email is off: its send waits for ACS's LRO poll
-(1 s), which would measure that interval rather than the responder (bench_cold_start shows it).
+emulators (ARM, identity, Logs, Teams) and Azurite. Email is off: each send waits for ACS to confirm the
+mail (an LRO poll), which would measure that interval rather than the responder (bench_cold_start shows it).
 
 Printed per round, at 0 ms and 50 ms injected latency: wall time of the round, handler latency (median,
 95th percentile, max), ARM requests in all and PATCHes (must equal the drifted registries: one per drift),

@@ -156,7 +156,7 @@ def targets(figures: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> l
         note = ""
         if case == "remediated" and row["first_event_ms"] >= 1000:
             note = (f"The handler returns after ACS confirms the mail: the email channel polls the send operation "
-                    f"every second (dlp/alerts/acs.py, POLL_INTERVAL_S) and waits for it, within the budget. A warm "
+                    f"(dlp/alerts/acs.py, POLL_INTERVAL_S) and waits for it, within the budget. A warm "
                     f"process pays the same ({row['warm_event_ms']:.0f} ms for the same event); the cold start itself "
                     f"adds {row['cold_overhead_ms']:.0f} ms. The registry is compliant long before (see events: drift "
                     f"window); without the email channel the first event takes "
@@ -283,7 +283,8 @@ def sections(figures: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> 
     concurrency = figures["concurrency"]
     out.append("### Concurrency (`bench_concurrency`)\n\n" + f"{concurrency['invocations']} invocations released "
                f"together on a thread pool over {concurrency['registries']} registries, half drifted, enforce mode, "
-               "through the Event Grid handler (email off: its 1 s poll would dominate); median of the rounds.\n\n"
+               "through the Event Grid handler (email off: waiting for ACS to confirm each mail would dominate); median of "
+               "the rounds.\n\n"
                + table(["ARM latency", "round wall time", "invocations/s", "handler median", "p95", "max",
                         "ARM requests/round", "PATCH per round", "Teams cards per round"],
                        [[f"{r['latency_ms']:.0f} ms", _ms(r["wall_ms"]), f"{r['invocations_per_s']:.0f}",

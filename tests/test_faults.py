@@ -241,7 +241,7 @@ def world(azurite_env, azurite, table_proxy, local_azure, monkeypatch):
     monkeypatch.setenv("DLP_MODE", "enforce")
     monkeypatch.setenv("DLP_TIME_BUDGET_S", str(BUDGET_S))
     monkeypatch.setenv("DLP_SCOPES", f"/subscriptions/{SUB}/resourceGroups/{RG}")
-    local_azure.email.polls = 0            # no 1 s poll per mail: the email LRO has its own tests
+    local_azure.email.polls = 0            # no LRO poll wait per mail: the email LRO has its own tests
     collector = Evaluations()
     logger = logging.getLogger("dlp.evaluation")
     logger.addHandler(collector)
