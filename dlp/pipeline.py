@@ -213,7 +213,6 @@ def _claim(services: Services, registry_id: str, budget: Budget) -> _Claim | Non
 
 def _evaluate(target: Target, services: Services, budget: Budget, enforce: bool,
               done: Callable[..., Evaluation]) -> Evaluation:
-    read_at = services.clock()
     registry = _read(target, services, budget)
     if registry is None:
         return done(Outcome(A_GONE, "deleted" if target.deleted else "not-found",
@@ -247,10 +246,11 @@ def _evaluate(target: Target, services: Services, budget: Budget, enforce: bool,
     if granted is None:
         raise Defer(R_LEASE_BUSY, "another invocation is remediating this registry")
     try:
-        if getattr(granted.lease, "waited", False) or any(datetime.fromisoformat(r.when) > read_at
-                                                          for r in granted.recent):
-            # we waited for another writer, or someone remediated it after our read: decide from a fresh read
-            registry = _reread(target, services, budget)
+        if granted.lease.waited or granted.recent:
+            # Another writer may have changed it since our read: we waited for the lease, or the registry was
+            # written in the breaker window (its row is written before its PATCH, so a read taken after the row
+            # can still predate the write). Decide from a fresh read; clocks of other instances are not compared.
+            registry = _reread(target, services, budget, registry.export_pipelines)
             if registry is None:
                 return done(Outcome(A_GONE, "not-found", "the registry no longer exists"))
         return _decide_and_apply(target, services, budget, done, registry, policy, today, granted.recent,
@@ -281,9 +281,14 @@ def _drop(services: Services, claim: Future | None) -> None:
         log.warning("could not release a speculative lease; it expires on its own", exc_info=True)
 
 
-def _reread(target: Target, services: Services, budget: Budget) -> Registry | None:
+def _reread(target: Target, services: Services, budget: Budget, pipelines: tuple[str, ...] | None = None) -> Registry | None:
+    """A fresh GET under the lease. The export pipelines listed moments ago in this invocation are reused:
+    one created in between would make ARM refuse the export write (a recorded failure, never harm)."""
     registry = _read(target, services, budget)
-    return None if registry is None else _with_pipelines(registry, services)
+    if registry is None:
+        return None
+    return _with_pipelines(replace(registry, export_pipelines=pipelines) if pipelines is not None else registry,
+                           services)
 
 
 def _decide_and_apply(target: Target, services: Services, budget: Budget, done: Callable[..., Evaluation],

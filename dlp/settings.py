@@ -216,10 +216,11 @@ def load(environ: Mapping[str, str]) -> Settings:
         problems.append(("DLP_MODE", f"must be one of {', '.join(MODES)}, not {mode!r}"))
 
     scopes = []
-    for scope in _csv(get("DLP_SCOPES")):
+    for entry in _csv(get("DLP_SCOPES")):
+        scope = entry.rstrip("/")
         if not SCOPE_RE.match(scope):
             problems.append(("DLP_SCOPES", f"{scope!r} is not a subscription or resource-group ID"))
-        scopes.append(scope.rstrip("/").lower())
+        scopes.append(scope.lower())
 
     exemptions = []
     for entry in _csv(get("DLP_EXEMPTIONS")):
@@ -254,7 +255,9 @@ def load(environ: Mapping[str, str]) -> Settings:
         return value
 
     max_remediations = number("DLP_MAX_REMEDIATIONS", 1, 100)
-    budget = number("DLP_TIME_BUDGET_S", 2, 25, float)     # Event Grid gives up (and redelivers) at 30 s
+    # Event Grid gives up (and redelivers) at 30 s; after a spent budget, handing over and keeping the record
+    # in the outbox may take a few seconds more
+    budget = number("DLP_TIME_BUDGET_S", 2, 22, float)
 
     arm = _https_url("DLP_ARM_ENDPOINT", get("DLP_ARM_ENDPOINT"), problems) or BY_NAME["DLP_ARM_ENDPOINT"].default
     schedule = get("DLP_SWEEP_SCHEDULE")

@@ -1,0 +1,77 @@
+"""Settings are parsed once; every bad value fails with a message that names its setting (never its secret)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from dlp.settings import DEVELOPMENT_STORAGE, SETTINGS, ConfigError, load
+
+SUB = "/subscriptions/00000000-0000-0000-0000-000000000001"
+
+
+def test_defaults_are_audit_mode_and_every_output_off():
+    settings = load({})
+    assert settings.mode == "audit" and settings.scopes == () and settings.exempt_tag == ""
+    assert settings.max_remediations == 3 and settings.time_budget_s == 20.0 and not settings.allow_lockout
+    assert settings.outputs() == {"logAnalytics": False, "teams": False, "email": False, "storage": False}
+
+
+def test_every_documented_default_loads():
+    assert load({s.name: s.default for s in SETTINGS}).mode == "audit"
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("DLP_MODE", "fix-it"), ("DLP_SCOPES", "/subscriptions/not-a-guid"), ("DLP_EXEMPTIONS", f"{SUB}/resourceGroups/rg@tomorrow"),
+    ("DLP_EXEMPTIONS", "acrprod01"), ("DLP_ALLOW_LOCKOUT", "yes"), ("DLP_MAX_REMEDIATIONS", "0"),
+    ("DLP_TIME_BUDGET_S", "29"), ("DLP_TIME_BUDGET_S", "soon"), ("DLP_ARM_ENDPOINT", "http://management.azure.com"),
+    ("DLP_SWEEP_SCHEDULE", "every 6 hours"), ("DLP_LOGS_STREAM", "AcrDlpFindings"), ("DLP_EMAIL_TO", "not-an-address"),
+])
+def test_a_bad_value_names_its_setting(name, value):
+    with pytest.raises(ConfigError) as raised:
+        load({name: value})
+    assert name in [problem[0] for problem in raised.value.problems]
+    assert f"{name}: " in str(raised.value)
+
+
+def test_all_problems_are_reported_at_once():
+    with pytest.raises(ConfigError) as raised:
+        load({"DLP_MODE": "x", "DLP_MAX_REMEDIATIONS": "many"})
+    assert {p[0] for p in raised.value.problems} == {"DLP_MODE", "DLP_MAX_REMEDIATIONS"}
+
+
+def test_a_bad_webhook_url_is_named_but_never_echoed():
+    secret = "http://prod.westeurope.logic.azure.com/workflows/x?sig=TOPSECRET"
+    with pytest.raises(ConfigError) as raised:
+        load({"DLP_TEAMS_WEBHOOK_URL": secret})
+    assert "DLP_TEAMS_WEBHOOK_URL" in str(raised.value) and "TOPSECRET" not in str(raised.value)
+    assert "TOPSECRET" not in repr(load({"DLP_TEAMS_WEBHOOK_URL": secret.replace("http:", "https:")}))
+
+
+def test_outputs_must_be_configured_whole():
+    with pytest.raises(ConfigError) as raised:
+        load({"DLP_LOGS_ENDPOINT": "https://dcr.example.ingest.monitor.azure.com"})
+    assert raised.value.problems[0][0] == "DLP_LOGS_RULE_ID"
+    with pytest.raises(ConfigError) as raised:
+        load({"DLP_EMAIL_ENDPOINT": "https://acs.communication.azure.com"})
+    assert {p[0] for p in raised.value.problems} == {"DLP_EMAIL_SENDER", "DLP_EMAIL_TO"}
+
+
+def test_scopes_and_exemptions_are_parsed_case_insensitively_with_dates():
+    settings = load({"DLP_SCOPES": f" {SUB.upper()}/resourceGroups/RG-App/ , {SUB}",
+                     "DLP_EXEMPTIONS": f"{SUB}/resourceGroups/rg-lab@2026-12-31,{SUB}/resourceGroups/rg-app/providers/"
+                                       "Microsoft.ContainerRegistry/registries/acrlegacy01"})
+    assert settings.scopes == (f"{SUB}/resourcegroups/rg-app".lower(), SUB)
+    assert [(e.scope.rsplit("/", 1)[-1], e.until) for e in settings.exemptions] == [
+        ("rg-lab", date(2026, 12, 31)), ("acrlegacy01", None)]
+
+
+def test_development_storage_is_expanded_for_the_storage_sdks():
+    settings = load({"AzureWebJobsStorage": "UseDevelopmentStorage=true"})
+    assert settings.storage_connection_string == DEVELOPMENT_STORAGE and settings.storage_configured
+
+
+def test_sovereign_cloud_token_scope_follows_the_endpoint():
+    assert load({"DLP_ARM_ENDPOINT": "https://management.usgovcloudapi.net/"}).arm_scope == \
+        "https://management.usgovcloudapi.net/.default"
