@@ -2,7 +2,8 @@
 
 Azure Table storage (the Function App's AzureWebJobsStorage), one partition per registry:
   RowKey "lease"            who may write the registry now (deleted on release)
-  RowKey "rem|<utc>|<id>"   one row per remediation, counted by the revert-war breaker
+  RowKey "rem|<utc>|<id>"   one row per write attempt (written before the PATCH), counted by the breaker
+  RowKey "alert"            the registry's alert state (dlp/alerts/store.py)
 `MemoryState` is the same contract inside one process (CLI, demo, storage not configured).
 """
 
