@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import function_app
 from dlp import runtime
 from dlp.azure.state import LEASE_ROW, REMEDIATION_PREFIX, partition_of
 from dlp.settings import STATE_TABLE
+from tests.evaluation_log import Evaluations
 
 ROOT = Path(__file__).resolve().parent.parent
 SUB = "11111111-2222-3333-4444-555555555555"
@@ -40,39 +40,14 @@ EVENTS = 64
 handle_event = function_app.on_registry_event.build().get_user_function()
 
 
-class Evaluations(logging.Handler):
-    """The `dlp.evaluation` line every evaluation writes: (registry, action, reason, evaluation id)."""
-
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.records: list[dict] = []
-        self._lock = threading.Lock()
-
-    def emit(self, record):
-        info = dict(getattr(record, "dlp", {}))
-        message = record.getMessage()
-        info["reason"] = message.split(" reason=", 1)[1].split(" ", 1)[0] if " reason=" in message else ""
-        with self._lock:
-            self.records.append(info)
-
-    def take(self) -> list[dict]:
-        with self._lock:
-            records, self.records = self.records, []
-        return records
-
-
 @pytest.fixture
 def responder(azurite_env, monkeypatch):
     monkeypatch.setenv("DLP_MODE", "enforce")
     monkeypatch.setenv("DLP_TIME_BUDGET_S", "15")
     monkeypatch.setenv("DLP_MAX_REMEDIATIONS", "2")
-    collector = Evaluations()
-    logger = logging.getLogger("dlp.evaluation")
-    logger.addHandler(collector)
-    logger.setLevel(logging.INFO)
     runtime.reset()
-    yield collector
-    logger.removeHandler(collector)
+    with Evaluations() as collector:
+        yield collector
     runtime.reset()
 
 
@@ -224,17 +199,15 @@ def test_64_concurrent_invocations_over_16_registries(responder, azurite, local_
 
 
 CHILD = """
-import json, logging, sys, threading
+import json, sys
 from concurrent.futures import ThreadPoolExecutor
 sys.path.insert(0, ".")
-from tests.test_concurrency import Evaluations, all_at_once, event
+from tests.evaluation_log import Evaluations
+from tests.test_concurrency import all_at_once, event
 import function_app
 
 handler = function_app.on_registry_event.build().get_user_function()
-collector = Evaluations()
-logger = logging.getLogger("dlp.evaluation")
-logger.addHandler(collector)
-logger.setLevel(logging.INFO)
+collector = Evaluations().__enter__()
 ids = json.loads(sys.argv[1])
 events = [event(ids[i % len(ids)], 1000 + i) for i in range(int(sys.argv[2]))]
 print("ready", flush=True)

@@ -39,7 +39,6 @@ import base64
 import datetime as dt
 import http.client
 import json
-import logging
 import re
 import socket
 import threading
@@ -64,6 +63,7 @@ from dlp.emulator.base import FaultQueue
 from dlp.outbox import Outbox
 from dlp.recording import OUTBOX_RESERVE_S
 from dlp.settings import RETRY_QUEUE
+from tests.evaluation_log import Evaluations
 
 SUB = "11111111-2222-3333-4444-555555555555"
 RG = "rg-faults"
@@ -214,23 +214,6 @@ def queue_proxy(azurite):
 
 # --- one case -------------------------------------------------------------------------------------------
 
-class Evaluations(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.records: list[dict] = []
-
-    def emit(self, record):
-        info = dict(getattr(record, "dlp", {}))
-        message = record.getMessage()
-        info["reason"] = message.split(" reason=", 1)[1].split(" ", 1)[0] if " reason=" in message else ""
-        self.records.append(info)
-
-    def take(self, registry_id: str) -> list[dict]:
-        mine = [r for r in self.records if r.get("registryId", "").lower() == registry_id.lower()]
-        self.records = []
-        return mine
-
-
 @pytest.fixture
 def world(azurite_env, azurite, table_proxy, local_azure, monkeypatch):
     """Enforce mode, a short budget, Table storage through the proxy, the durable retry without delay."""
@@ -242,13 +225,9 @@ def world(azurite_env, azurite, table_proxy, local_azure, monkeypatch):
     monkeypatch.setenv("DLP_TIME_BUDGET_S", str(BUDGET_S))
     monkeypatch.setenv("DLP_SCOPES", f"/subscriptions/{SUB}/resourceGroups/{RG}")
     local_azure.email.polls = 0            # no LRO poll wait per mail: the email LRO has its own tests
-    collector = Evaluations()
-    logger = logging.getLogger("dlp.evaluation")
-    logger.addHandler(collector)
-    logger.setLevel(logging.INFO)
     runtime.reset()
-    yield World(local_azure, table_proxy, azurite, proxied, collector, monkeypatch)
-    logger.removeHandler(collector)
+    with Evaluations() as collector:
+        yield World(local_azure, table_proxy, azurite, proxied, collector, monkeypatch)
     table_proxy.reset()
     runtime.reset()
 

@@ -21,6 +21,7 @@ import function_app
 from dlp import runtime
 from dlp.emulator.base import arm_error
 from dlp.settings import RETRY_QUEUE
+from tests.evaluation_log import Evaluations
 
 SUB = "11111111-2222-3333-4444-555555555555"
 SUB2 = "99999999-2222-3333-4444-555555555555"
@@ -35,23 +36,6 @@ def rid(name: str, sub: str = SUB, rg: str = RG) -> str:
     return f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ContainerRegistry/registries/{name}"
 
 
-class Evaluations(logging.Handler):
-    """Collects the `dlp.evaluation` records the pipeline writes for every evaluation."""
-
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.records: list[dict] = []
-
-    def emit(self, record):
-        info = dict(getattr(record, "dlp", {}))
-        message = record.getMessage()
-        info["reason"] = message.split(" reason=", 1)[1].split(" ", 1)[0] if " reason=" in message else ""
-        self.records.append(info)
-
-    def actions(self):
-        return [(r["action"], r["reason"]) for r in self.records]
-
-
 @pytest.fixture
 def responder(azurite_env, monkeypatch):
     """A fresh app instance (new composition root) on the emulators, enforce mode, 5 s budget."""
@@ -59,13 +43,9 @@ def responder(azurite_env, monkeypatch):
     monkeypatch.setenv("DLP_TIME_BUDGET_S", "5")
     for name in ("DLP_TEAMS_WEBHOOK_URL", "DLP_EMAIL_ENDPOINT", "DLP_EMAIL_SENDER", "DLP_EMAIL_TO"):
         monkeypatch.delenv(name, raising=False)     # alerting has its own tests
-    collector = Evaluations()
-    logger = logging.getLogger("dlp.evaluation")
-    logger.addHandler(collector)
-    logger.setLevel(logging.INFO)
     runtime.reset()
-    yield collector
-    logger.removeHandler(collector)
+    with Evaluations() as collector:
+        yield collector
     runtime.reset()
 
 
