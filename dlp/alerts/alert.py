@@ -113,6 +113,20 @@ class Alert:
         return PORTAL + quote(self.registry_id, safe="/")
 
     @property
+    def facts(self) -> list[tuple[str, str]]:
+        """The (label, value) facts every channel shows, in order: one list, so card and mail agree."""
+        facts = [("Registry", self.registry_name), ("Resource group", self.resource_group or "-"),
+                 ("Subscription", self.subscription_id or "-"), ("State", f"{self.previous} → {self.label}"),
+                 ("Changed by", self.who)]
+        if self.caller_ip:
+            facts.append(("Caller IP", self.caller_ip))
+        facts.append(("Mode", self.mode or "-"))
+        if self.correlation_id:
+            facts.append(("Correlation ID", self.correlation_id))
+        facts.append(("When", self.event_time or self.at))
+        return facts
+
+    @property
     def who(self) -> str:
         if self.caller:
             return self.caller

@@ -34,15 +34,7 @@ _Line = str | tuple[str, str] | tuple[_Link, str]
 
 
 def _sections(alert: Alert, docs_base: str) -> list[tuple[str, list[_Line]]]:
-    facts: list[_Line] = [("Registry", alert.registry_name), ("Resource group", alert.resource_group or "-"),
-                          ("Subscription", alert.subscription_id or "-"),
-                          ("State", f"{alert.previous} → {alert.label}"), ("Changed by", alert.who)]
-    if alert.caller_ip:
-        facts.append(("Caller IP", alert.caller_ip))
-    facts.append(("Mode", alert.mode or "-"))
-    if alert.correlation_id:
-        facts.append(("Correlation ID", alert.correlation_id))
-    facts.append(("When", alert.event_time or alert.at))
+    facts: list[_Line] = list(alert.facts)
     sections: list[tuple[str, list[_Line]]] = [("", facts)]
     if alert.failing:
         rules: list[_Line] = [(_Link(r.rule_id, rule_doc_url(r.rule_id, docs_base)), f"({r.severity}): {r.message}")

@@ -76,16 +76,7 @@ def _rule_button(rule_id: str) -> str:
 
 
 def _facts(alert: Alert) -> dict[str, Any]:
-    facts = [("Registry", alert.registry_name), ("Resource group", alert.resource_group or "-"),
-             ("Subscription", alert.subscription_id or "-"), ("State", f"{alert.previous} → {alert.label}"),
-             ("Changed by", alert.who)]
-    if alert.caller_ip:
-        facts.append(("Caller IP", alert.caller_ip))
-    facts.append(("Mode", alert.mode or "-"))
-    if alert.correlation_id:
-        facts.append(("Correlation ID", alert.correlation_id))
-    facts.append(("When", alert.event_time or alert.at))
-    return {"type": "FactSet", "facts": [{"title": t, "value": md(_cut(v, 200))} for t, v in facts]}
+    return {"type": "FactSet", "facts": [{"title": t, "value": md(_cut(v, 200))} for t, v in alert.facts]}
 
 
 def _single(alert: Alert, docs_base: str, shown: int, chars: int) -> dict[str, Any]:
