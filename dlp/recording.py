@@ -20,10 +20,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from dlp import findings
 from dlp.budget import Budget, remaining
@@ -45,6 +45,7 @@ DRAIN_ITEMS = 50                    # outbox items per round of a drain
 DRAIN_MAX_ITEMS = 2000              # items per drain at most (then the next tick goes on)
 
 Row = dict[str, Any]
+T = TypeVar("T")
 
 
 class RecordingError(RuntimeError):
@@ -268,36 +269,30 @@ class LogsRecorder:
                                  f"({reason}) nor kept: {exc}") from exc
 
 
+def _packed(items: Sequence[T], size_of: Callable[[T], int], limit: int) -> Iterator[list[T]]:
+    """Consecutive items in groups whose summed size stays within `limit` (an item larger than the limit
+    goes alone)."""
+    group: list[T] = []
+    size = 0
+    for item in items:
+        item_size = size_of(item)
+        if group and size + item_size > limit:
+            yield group
+            group, size = [], 0
+        group.append(item)
+        size += item_size
+    if group:
+        yield group
+
+
 def _batches(units: list[_Unit]) -> Iterator[list[_Unit]]:
     """Whole evaluations per batch, each batch within one SDK chunk (a single oversized evaluation goes alone
     and the SDK cuts it)."""
-    batch: list[_Unit] = []
-    size = 0
-    for unit in units:
-        if not unit.rows:
-            continue
-        unit_size = unit.size
-        if batch and size + unit_size > MAX_BATCH_BYTES:
-            yield batch
-            batch, size = [], 0
-        batch.append(unit)
-        size += unit_size
-    if batch:
-        yield batch
+    return _packed([u for u in units if u.rows], lambda unit: unit.size, MAX_BATCH_BYTES)
 
 
 def _pieces(rows: list[Row]) -> Iterator[list[Row]]:
-    piece: list[Row] = []
-    size = 0
-    for row in rows:
-        row_bytes = row_size(row)
-        if piece and size + row_bytes > MAX_PIECE_BYTES:
-            yield piece
-            piece, size = [], 0
-        piece.append(row)
-        size += row_bytes
-    if piece:
-        yield piece
+    return _packed(rows, row_size, MAX_PIECE_BYTES)
 
 
 @contextmanager

@@ -59,7 +59,7 @@ from azure.storage.queue import QueueClient
 
 import function_app
 from dlp import runtime
-from dlp.emulator.base import FaultQueue
+from dlp.emulator.base import FaultQueue, drop_connection
 from dlp.outbox import Outbox
 from dlp.recording import OUTBOX_RESERVE_S
 from dlp.settings import RETRY_QUEUE
@@ -95,14 +95,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         proxy.requests += 1
         fault = proxy.faults.take(self.command, unquote(urlsplit(self.path).path), proxy.service)
         if fault is not None and fault.mode != "respond":
-            if fault.mode == "hang":
-                while not proxy.release.is_set() and not self.server.stopping.wait(0.05):
-                    pass
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            drop_connection(self, fault.mode, proxy.release, self.server.stopping)
             return
         if fault is not None:
             response = fault.response()

@@ -52,6 +52,20 @@ def arm_error(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, **extra}}
 
 
+
+def drop_connection(handler: BaseHTTPRequestHandler, mode: str, release: threading.Event,
+                    stopping: threading.Event) -> None:
+    """A fault that never answers: "hang" holds the connection until released or stopped, then (as for
+    "close") drops it without a response."""
+    if mode == "hang":
+        while not release.is_set() and not stopping.wait(0.05):
+            pass
+    handler.close_connection = True
+    try:
+        handler.connection.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
 @dataclass
 class Request:
     """One parsed HTTP request as an emulator's `handle` sees it."""
@@ -310,15 +324,7 @@ class _Handler(BaseHTTPRequestHandler):
                 stopping.wait(fault.delay)
             if fault.mode != "respond":
                 record.status = 0
-                if fault.mode == "hang":
-                    release = emulator.hang_release
-                    while not release.is_set() and not stopping.wait(0.05):
-                        pass
-                self.close_connection = True
-                try:
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                drop_connection(self, fault.mode, emulator.hang_release, stopping)
                 return
             response = fault.response()
         else:
