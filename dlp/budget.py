@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from azure.core.pipeline.policies import RetryPolicy
 
@@ -150,3 +151,25 @@ def storage_request_hook(request) -> None:
     options = request.context.options
     options["read_timeout"] = min(options.get("read_timeout") or PER_REQUEST_CAP_S, usable)
     options["connection_timeout"] = min(options.get("connection_timeout") or 5.0, usable)
+
+
+def budget_transport() -> Any:
+    """A requests transport whose waits between attempts (the storage SDKs' own backoff, which ignores a custom
+    retry policy, and LRO polling delays) never run past the invocation's deadline: a wait that does not fit
+    raises BudgetExhausted instead of sleeping."""
+    from azure.core.pipeline.transport import RequestsTransport
+
+    class BudgetTransport(RequestsTransport):
+        def sleep(self, duration: float) -> None:
+            bounded_sleep(duration)
+
+    return BudgetTransport()
+
+
+def bounded_sleep(duration: float) -> None:
+    """time.sleep, unless the current budget ends first: then BudgetExhausted, without sleeping."""
+    left = remaining()
+    if left is not None and duration > left - MARGIN_S:
+        raise BudgetExhausted(f"a wait of {duration:.1f}s does not fit the time budget ({max(left - MARGIN_S, 0):.1f}s left)")
+    if duration > 0:
+        time.sleep(duration)

@@ -30,14 +30,14 @@ class RetryQueue:
     def from_settings(cls, settings: Any, credential: Any) -> RetryQueue:
         from azure.storage.queue import LinearRetry, QueueClient, TextBase64EncodePolicy
 
-        from dlp.budget import storage_request_hook, storage_response_hook
+        from dlp.budget import budget_transport, storage_request_hook, storage_response_hook
 
         # The queue SDK's default retry (ExponentialRetry) waits 15 s, then 18 s, between attempts, whatever the
         # budget: a short linear backoff instead; the hooks cut each attempt to the budget.
         options = {"message_encode_policy": TextBase64EncodePolicy(),
                    "retry_policy": LinearRetry(backoff=0.5, random_jitter_range=0.2, retry_total=2),
                    "connection_timeout": 5, "read_timeout": 10, "raw_request_hook": storage_request_hook,
-                   "raw_response_hook": storage_response_hook}
+                   "raw_response_hook": storage_response_hook, "transport": budget_transport()}
         if settings.storage_connection_string:
             client = QueueClient.from_connection_string(settings.storage_connection_string, RETRY_QUEUE, **options)
         else:

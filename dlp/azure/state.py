@@ -195,15 +195,15 @@ def table_service(settings: Any, credential: Any) -> Any:
     """TableServiceClient for AzureWebJobsStorage: connection string locally, managed identity in Azure.
 
     azure-data-tables always builds its own TablesRetryPolicy (a `retry_policy` kwarg is ignored),
-    so the budget is kept by a per-attempt hook (timeouts cut to what is left), few retries and a short
-    backoff cap."""
+    so the budget is kept by a per-attempt hook (timeouts cut to what is left), few retries, a short
+    backoff cap, and a transport whose backoff sleeps stop at the deadline (`dlp.budget.budget_transport`)."""
     from azure.data.tables import TableServiceClient
 
-    from dlp.budget import storage_request_hook, storage_response_hook
+    from dlp.budget import budget_transport, storage_request_hook, storage_response_hook
 
     options = {"retry_total": 3, "retry_backoff_factor": 0.2, "retry_backoff_max": 2,
                "connection_timeout": 5, "read_timeout": 10, "raw_request_hook": storage_request_hook,
-               "raw_response_hook": storage_response_hook}
+               "raw_response_hook": storage_response_hook, "transport": budget_transport()}
     if settings.storage_connection_string:
         return TableServiceClient.from_connection_string(settings.storage_connection_string, **options)
     return TableServiceClient(endpoint=settings.storage_table_uri, credential=credential, **options)
