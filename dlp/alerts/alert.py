@@ -24,6 +24,7 @@ from dlp.alerts.states import (
     S_NONCOMPLIANT,
     S_REMEDIATED,
     S_TAG_EXEMPT,
+    S_UNDELIVERABLE,
     Stored,
     previous_label,
 )
@@ -42,13 +43,14 @@ HEADLINES = {
     S_EXEMPT: "Drift on an exempt registry",
     S_TAG_EXEMPT: "Tag exemption used",
     S_GONE: "Registry deleted",
+    S_UNDELIVERABLE: "Alert or record not delivered",
 }
 
 # How bad it is, for the card's colour and the email's banner: needs a human / fine / informational.
 SEVERITY = {
     S_COMPLIANT: "good", S_REMEDIATED: "good", S_GONE: "info", S_EXEMPT: "warning", S_TAG_EXEMPT: "warning",
     S_NONCOMPLIANT: "attention", S_BLOCKED: "attention", S_BREAKER: "attention", S_FAILED: "attention",
-    S_ERROR: "attention",
+    S_ERROR: "attention", S_UNDELIVERABLE: "attention",
 }
 
 
@@ -85,6 +87,7 @@ class Alert:
     trigger: str = ""
     evaluation_id: str = ""
     recent_callers: tuple[str, ...] = ()
+    record_pending: bool = False  # the evaluation could not be recorded yet (Log Analytics and the outbox failed)
 
     @property
     def label(self) -> str:
@@ -124,6 +127,8 @@ class Alert:
         if self.correlation_id:
             facts.append(("Correlation ID", self.correlation_id))
         facts.append(("When", self.event_time or self.at))
+        if self.record_pending:
+            facts.append(("Record", "pending: Log Analytics and the outbox did not take it; it is written on the retry"))
         return facts
 
     @property
@@ -139,6 +144,8 @@ class Alert:
         changes = ", ".join(f"{p} {old} → {new}" for p, old, new in self.changes)
         if self.state == S_REMEDIATED:
             return f"Reverted {changes}." if changes else (self.detail or "Reverted the drift.")
+        if self.state == S_UNDELIVERABLE:
+            return "Gave up sending it after its last attempt; it is kept for inspection."
         if self.state == S_COMPLIANT:
             return "Nothing: every high-severity rule passes again."
         if self.state == S_GONE:
@@ -164,6 +171,8 @@ class Alert:
         return text[:1].upper() + text[1:]
 
     def _todo(self) -> str:
+        if self.state == S_UNDELIVERABLE:
+            return self.detail
         if self.state in (S_COMPLIANT, S_GONE):
             return "Nothing."
         if self.state == S_REMEDIATED:
@@ -223,6 +232,31 @@ def build_alert(evaluation: Evaluation, previous: Stored | None, state: str, *, 
         event_time=context.event_time, trigger=context.trigger, evaluation_id=evaluation.evaluation_id,
         recent_callers=evaluation.recent_callers,
     )
+
+
+def undeliverable_alert(kept: Any, error: str) -> Alert:
+    """The notice that a kept alert was given up on (sent on the other channels). Its id is derived from the
+    alert's, so every instance builds the same one."""
+    from dlp.alerts.store import notice_id
+
+    try:
+        lost = Alert.from_json(kept.payload["alerts"][0])
+        registry_id, name, what = lost.registry_id, lost.registry_name, f"the alert \"{lost.title}\""
+    except (KeyError, TypeError, ValueError, IndexError):
+        registry_id, name, what = "", kept.partition.rsplit("|", 1)[-1], "an alert that cannot be read"
+    parts = parse_registry_id(registry_id) or ("", "", name)
+    return Alert(alert_id=notice_id(kept), registry_id=registry_id, registry_name=name, resource_group=parts[1],
+                 subscription_id=parts[0], previous="kept", state=S_UNDELIVERABLE, at="",
+                 reason="undeliverable", error_code="", trigger="drain",
+                 detail=(f"{what} could not be sent on {kept.channel} after {kept.attempts + 1} attempt(s) "
+                         f"(last error: {error[:300]}). Check that channel's settings; the alert is kept in the state "
+                         "table (Dead = true) for inspection."))
+
+
+def system_alert(alert_id: str, name: str, detail: str) -> Alert:
+    """A notice about the responder itself (a poison message), not about a registry's state."""
+    return Alert(alert_id=alert_id, registry_id="", registry_name=name, resource_group="", subscription_id="",
+                 previous="kept", state=S_UNDELIVERABLE, at="", reason="poison", trigger="drain", detail=detail)
 
 
 def rule_doc_url(rule_id: str, docs_base: str = "") -> str:

@@ -26,7 +26,7 @@ state: a final notice when the registry was deleted while not compliant, silence
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dlp.model import (
     A_BLOCKED,
@@ -56,6 +56,7 @@ S_ERROR = "error"
 S_EXEMPT = "exempt"
 S_TAG_EXEMPT = "tag-exempt"
 S_GONE = "gone"
+S_UNDELIVERABLE = "undeliverable"   # not a registry state: the notice that an alert or a message was given up on
 STATES = (S_COMPLIANT, S_NONCOMPLIANT, S_REMEDIATED, S_BLOCKED, S_BREAKER, S_FAILED, S_ERROR, S_EXEMPT,
           S_TAG_EXEMPT, S_GONE)
 
@@ -71,6 +72,7 @@ LABELS = {
     S_EXEMPT: "exempt",
     S_TAG_EXEMPT: "tag exemption used",
     S_GONE: "deleted",
+    S_UNDELIVERABLE: "not delivered",
 }
 
 # States after which compliant (or deleted) is not news: the registry was fine already.
@@ -94,6 +96,8 @@ class Stored:
     alert_id: str = ""
     since: str = ""
     etag: str | None = None
+    unsent: str = ""         # alert id whose kept copies (transactional outbox) may not all be delivered yet
+    kept_etags: tuple[str | None, ...] = field(default=(), compare=False)   # of the copies this commit created
 
 
 @dataclass(frozen=True)
