@@ -56,7 +56,7 @@ def _utcnow() -> datetime:
 class NullNotifier:
     """Neither Teams nor email configured: alerts are off (said once, at start)."""
 
-    def notify(self, evaluations: Sequence[Evaluation], *, digest: bool = False) -> None:
+    def notify(self, evaluations: Sequence[Evaluation], *, digest: bool = False, record_pending: bool = False) -> None:
         return None
 
     def drain(self) -> int:

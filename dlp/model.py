@@ -295,6 +295,7 @@ class Evaluation:
     duration_ms: float = 0.0
     tag_exemption: bool = False
     recent_callers: tuple[str, ...] = ()      # who changed it back, for revert-war alerts
+    intent: str = ""                          # the remediation intent this evaluation resolves (its state row key)
 
     @property
     def compliant(self) -> bool | None:

@@ -33,6 +33,7 @@ from dlp.model import (
     Context,
     Evaluation,
     Outcome,
+    Plan,
     Registry,
     Target,
 )
@@ -50,6 +51,7 @@ R_RETRIES_EXHAUSTED = "retries-exhausted"
 R_LEASE_BUSY = "lease-busy"
 LRO_RESERVE_S = 1.0            # stop waiting for a slow PATCH this long before the deadline, then defer
 RELEASE_BUDGET_S = 2.0         # giving a lease back may run past a spent budget by this much
+INTENT_SLACK_S = 10.0          # an intent is orphaned this long after its invocation's budget ended
 HANDOVER_RESERVE_S = 1.0       # kept back from an evaluation's Azure calls to hand it to the durable retry
 
 _EXECUTOR: ThreadPoolExecutor | None = None
@@ -62,8 +64,9 @@ class Recorder(Protocol):
 
 
 class Notifier(Protocol):
-    def notify(self, evaluations: Sequence[Evaluation], *, digest: bool = False) -> None:
-        """Alert on state changes; never raises, never blocks remediation."""
+    def notify(self, evaluations: Sequence[Evaluation], *, digest: bool = False, record_pending: bool = False) -> None:
+        """Alert on state changes; never raises, never blocks remediation. `record_pending`: the evaluations
+        could not be recorded (yet): the alerts say so."""
 
 
 def utcnow() -> datetime:
@@ -90,6 +93,7 @@ class Defer(Exception):
     def __init__(self, code: str, message: str, pending: tuple[Change, ...] = ()):
         self.code = code
         self.pending = pending
+        self.intent = ""        # set when a remediation intent was written: the PATCH may have landed
         super().__init__(message)
 
 
@@ -105,9 +109,29 @@ def run(targets: Sequence[Target], services: Services, *, enforce: bool | None =
 
 
 def finish(evaluations: Sequence[Evaluation], services: Services, *, digest: bool = False) -> None:
-    services.recorder.record(evaluations)          # raises only when nothing could keep the rows
+    """Record, alert, then resolve the remediation intents the evaluations carry.
+
+    Recording raises only when the rows could be neither sent nor kept: the alerts still go out (saying the
+    record is pending), the intents stay pending, and the exception makes the trigger deliver the work again;
+    that delivery finds the intent and records the remediation under the same evaluation id (one alert)."""
     try:
-        services.notifier.notify(evaluations, digest=digest)
+        services.recorder.record(evaluations)
+    except Exception:
+        _notify(services, evaluations, digest=digest, record_pending=True)
+        raise
+    _notify(services, evaluations, digest=digest)
+    for evaluation in evaluations:
+        if evaluation.intent:
+            _resolve(services, evaluation.registry_id, evaluation.intent,
+                     "recorded" if evaluation.outcome.action == A_REMEDIATED else evaluation.outcome.action)
+
+
+def _notify(services: Services, evaluations: Sequence[Evaluation], *, digest: bool, record_pending: bool = False) -> None:
+    try:
+        if record_pending:
+            services.notifier.notify(evaluations, digest=digest, record_pending=True)
+        else:
+            services.notifier.notify(evaluations, digest=digest)
     except Exception:                               # alerts never undo or block what was done
         log.exception("alerting failed; the evaluations are recorded")
 
@@ -115,13 +139,8 @@ def finish(evaluations: Sequence[Evaluation], services: Services, *, digest: boo
 def evaluate_target(target: Target, services: Services, budget: Budget, *, enforce: bool | None = None) -> Evaluation:
     settings = services.settings
     enforce = settings.mode == "enforce" if enforce is None else enforce
-    started = services.clock()
-    t0 = time.monotonic()
-    evaluation_id = str(uuid.uuid4())
-
-    def done(outcome: Outcome, assessment: Any = None, **extra: Any) -> Evaluation:
-        return Evaluation(evaluation_id, target.registry_id, target.context, "enforce" if enforce else "audit",
-                          outcome, assessment, started.isoformat(), round((time.monotonic() - t0) * 1000, 1), **extra)
+    done = _Done(str(uuid.uuid4()), target, "enforce" if enforce else "audit", services.clock().isoformat(),
+                 time.monotonic())
 
     # The evaluation's Azure calls run on a shorter deadline, so that a dependency that hangs until the deadline
     # still leaves time to hand the work over (below, back on the caller's deadline) and to record it. (Its own
@@ -143,6 +162,23 @@ def evaluate_target(target: Target, services: Services, budget: Budget, *, enfor
             return _defer(target, services, Defer(failure.code, str(failure), target.pending), done, enforce)
         log.warning("evaluation of %s failed: %s", target.registry_id, failure)
         return done(Outcome(A_ERROR, failure.code, str(failure), error_code=failure.code))
+
+
+@dataclass(frozen=True)
+class _Done:
+    """Makes the pass's Evaluation: `done(outcome, assessment, **fields)`. The evaluation id is known before the
+    end, because the remediation intent written before the PATCH carries it (the `remediated` record of that
+    write has this id, whoever records it)."""
+
+    evaluation_id: str
+    target: Target
+    mode: str
+    started: str
+    t0: float
+
+    def __call__(self, outcome: Outcome, assessment: Any = None, *, evaluation_id: str = "", **extra: Any) -> Evaluation:
+        return Evaluation(evaluation_id or self.evaluation_id, self.target.registry_id, self.target.context, self.mode,
+                          outcome, assessment, self.started, round((time.monotonic() - self.t0) * 1000, 1), **extra)
 
 
 def _read(target: Target, services: Services, budget: Budget) -> Registry | None:
@@ -233,9 +269,10 @@ def _evaluate(target: Target, services: Services, budget: Budget, enforce: bool,
             _drop(services, claim)
             raise
         assessment = evaluate(registry)
-    elif target.pending:
-        return done(Outcome(A_REMEDIATED, "verified-later", "the deferred write is now visible", target.pending),
-                    assessment)
+    else:
+        found = _verified_later(target, services, registry, assessment, done)
+        if found is not None:
+            return found
     plan = remediation.plan(assessment, policy, today=today)
     if not plan.writes:
         _drop(services, claim)
@@ -257,6 +294,52 @@ def _evaluate(target: Target, services: Services, budget: Budget, enforce: bool,
                                  conflict_retry=True)
     finally:
         _release(services, granted.lease)
+
+
+INTENT_TRIGGERS = ("event", "retry", "http", "drain")   # not the sweep: its drain finds orphaned intents instead
+
+
+def _verified_later(target: Target, services: Services, registry: Registry, assessment: Any,
+                    done: Callable[..., Evaluation]) -> Evaluation | None:
+    """The registry shows no drift. A remediation whose outcome was never recorded (its invocation died after
+    the PATCH, or recording failed, or it was deferred once the PATCH may have landed) is recorded now, as
+    `remediated` (`verified-later`) with the intent's evaluation id, so it is one record and one alert whoever
+    finds it. None: nothing pending, an ordinary evaluation follows."""
+    intents: list[Any] = []
+    if target.pending or target.context.trigger in INTENT_TRIGGERS:
+        intents = services.state.pending_intents(registry.id)
+    applied = [i for i in intents if i.changes and not _not_in_effect(i.changes, registry)]
+    if not applied:
+        if target.pending and not intents and not _intents_kept(services):
+            return done(Outcome(A_REMEDIATED, "verified-later", "the deferred write is now visible", target.pending),
+                        assessment)
+        return None
+    intent = max(applied, key=lambda i: i.when)
+    for other in intents:
+        if other is not intent:
+            _resolve(services, registry.id, other.row_key, "superseded")
+    return done(Outcome(A_REMEDIATED, "verified-later",
+                        "the write is in effect; its invocation did not record it (it died or recording failed)",
+                        intent.changes), assessment, evaluation_id=intent.evaluation_id, intent=intent.row_key)
+
+
+def _not_in_effect(changes: Sequence[Change], registry: Registry) -> tuple[Change, ...]:
+    return remediation.still_needed(Plan("remediate", changes=tuple(changes)), registry)
+
+
+def _intents_kept(services: Services) -> bool:
+    """Whether the state store keeps intents (then a retry's `pending` is answered by them alone)."""
+    return hasattr(services.state, "pending_intents")
+
+
+def _resolve(services: Services, registry_id: str, row_key: str, status: str) -> None:
+    """Mark an intent resolved; never raises (a pending intent left behind is found again, and its outcome
+    carries the same evaluation id, so at worst it is recorded twice under one id)."""
+    try:
+        with Budget.of(RELEASE_BUDGET_S).active():
+            services.state.resolve_intent(registry_id, row_key, status)
+    except Exception:
+        log.warning("remediation intent %s of %s not marked %s", row_key, registry_id, status, exc_info=True)
 
 
 def _release(services: Services, lease: Any) -> None:
@@ -300,10 +383,7 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
     lost still counts; anything that goes wrong once the PATCH may have reached ARM is deferred with the
     planned changes pending, so the durable retry verifies (and reports) what actually happened.
     """
-    from azure.core.exceptions import HttpResponseError
-
-    from dlp.azure.errors import classify
-    from dlp.azure.state import Remediation
+    from dlp.azure.state import INTENT_PENDING, Remediation
 
     assessment = evaluate(registry)
     plan = remediation.plan(assessment, policy, today=today, recent_remediations=len(recent))
@@ -311,8 +391,30 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
     if not plan.writes:
         return done(Outcome(plan.action, plan.reason, plan.detail, plan.changes), assessment,
                     tag_exemption=plan.tag_exemption, recent_callers=callers)
-    services.state.record_remediation(registry.id, Remediation(services.clock().isoformat(), target.context.caller,
-                                                               str(uuid.uuid4())))
+    for lapsed in (r for r in recent if r.status == INTENT_PENDING):
+        # Under the lease and still drifted: that earlier write is not in effect (it never landed, or was undone)
+        _resolve(services, registry.id, lapsed.row_key, "lapsed")
+    intent = services.state.record_remediation(registry.id, Remediation(
+        services.clock().isoformat(), target.context.caller, done.evaluation_id, plan.changes, target.context.trigger,
+        target.context.event_id, target.context.correlation_id, done.mode, INTENT_PENDING,
+        time.time() + budget.remaining() + INTENT_SLACK_S))
+    try:
+        return _apply(target, services, budget, done, registry, plan, assessment, callers, intent, policy, today,
+                      recent, conflict_retry=conflict_retry)
+    except Defer as deferred:
+        deferred.intent = intent        # the PATCH may have landed: the intent stays pending for whoever finds it
+        raise
+
+
+def _apply(target: Target, services: Services, budget: Budget, done: Callable[..., Evaluation], registry: Registry,
+           plan: Plan, assessment: Any, callers: tuple[str, ...], intent: str, policy: remediation.Policy, today: Any,
+           recent: tuple[Any, ...], *, conflict_retry: bool) -> Evaluation:
+    """The PATCH and its verification, once the intent is kept. Every outcome carries the intent, so recording
+    it resolves the intent; a Defer leaves it pending."""
+    from azure.core.exceptions import HttpResponseError
+
+    from dlp.azure.errors import classify
+
     try:
         result = services.arm.update_registry(registry.id, plan.patch_body(), reserve_s=LRO_RESERVE_S)
     except HttpResponseError as exc:
@@ -320,24 +422,24 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
         if failure.status == 409 and failure.code.lower() == "scopelocked":
             return done(Outcome(A_BLOCKED, R_SCOPE_LOCKED,
                                 f"a ReadOnly lock prevents the write ({failure.message}); remove it or exempt the registry",
-                                plan.changes, failure.code), assessment, recent_callers=callers)
+                                plan.changes, failure.code), assessment, recent_callers=callers, intent=intent)
         if failure.status == 409 and conflict_retry:
             log.info("409 %s on %s: re-reading once", failure.code, registry.id)
+            _resolve(services, registry.id, intent, "refused")
             fresh = _reread(target, services, budget)
             if fresh is None:
                 return done(Outcome(A_GONE, "not-found", "the registry no longer exists"))
             return _decide_and_apply(target, services, budget, done, fresh, policy, today, recent,
                                      conflict_retry=False)
         if failure.status == 404:
-            return done(Outcome(A_GONE, "not-found", "the registry was deleted before the write"), assessment)
+            return done(Outcome(A_GONE, "not-found", "the registry was deleted before the write"), assessment,
+                        intent=intent)
         if failure.transient:
             raise Defer(failure.code, str(failure), plan.changes) from exc
         # 403: missing permission, an Azure Policy deny or a deny assignment: an error, never retried
         action = A_ERROR if failure.status in (401, 403) else A_FAILED
         return done(Outcome(action, failure.code, str(failure), plan.changes, failure.code), assessment,
-                    recent_callers=callers)
-    except Defer:
-        raise
+                    recent_callers=callers, intent=intent)
     except Exception as exc:          # timeout, dropped connection, budget: the PATCH may have landed
         failure = classify(exc)
         raise Defer(failure.code, str(failure), plan.changes) from exc
@@ -349,10 +451,10 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
     if missing:
         detail = "; ".join(f"{c.property} is still {c.old}" for c in missing)
         return done(Outcome(A_FAILED, R_VERIFICATION, f"ARM accepted the update but {detail}", plan.changes),
-                    assessment, recent_callers=callers)
+                    assessment, recent_callers=callers, intent=intent)
     return done(Outcome(A_REMEDIATED, "", "reverted " + ", ".join(f"{c.property} {c.old} -> {c.new}"
                                                                  for c in plan.changes), plan.changes),
-                assessment, recent_callers=callers)
+                assessment, recent_callers=callers, intent=intent)
 
 
 def _defer(target: Target, services: Services, deferred: Defer, done: Callable[..., Evaluation],
@@ -361,19 +463,21 @@ def _defer(target: Target, services: Services, deferred: Defer, done: Callable[.
 
     attempt = target.context.attempt + 1
     pending = deferred.pending or target.pending
+    # After a PATCH, the evaluation id belongs to the intent: its `remediated` record comes later, under that id
+    own_id = str(uuid.uuid4()) if deferred.intent else ""
     if services.retry is None:
         return done(Outcome(A_ERROR, deferred.code, f"{deferred} (no durable retry in this mode)", pending,
-                            deferred.code))
+                            deferred.code), evaluation_id=own_id)
     if attempt > MAX_ATTEMPTS:
         return done(Outcome(A_FAILED, R_RETRIES_EXHAUSTED, f"gave up after {MAX_ATTEMPTS} retries: {deferred}",
-                            pending, deferred.code))
+                            pending, deferred.code), evaluation_id=own_id)
     # `enforce` travels with the work: a plan-only re-check must not become a write on retry
     message = {"registryId": target.registry_id, "deleted": target.deleted, "attempt": attempt, "enforce": enforce,
                "context": target.context.to_json(), "pending": [c.to_json() for c in pending],
                "reason": str(deferred)[:500]}
     services.retry.hand_over(message, attempt)       # raises if the queue is down: the trigger must retry
     log.warning("deferred %s to the durable retry (attempt %d): %s", target.registry_id, attempt, deferred)
-    return done(Outcome(A_DEFERRED, deferred.code, str(deferred), pending))
+    return done(Outcome(A_DEFERRED, deferred.code, str(deferred), pending), evaluation_id=own_id)
 
 
 def target_from_retry(body: Any) -> Target | None:
