@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from dlp.alerts.alert import Alert, build_alert, undeliverable_alert
+from dlp.alerts.alert import Alert, build_alert, system_alert, undeliverable_alert
 from dlp.alerts.batch import Batch, MemoryOutbox
 from dlp.alerts.channel import Channel, DeliveryError
 from dlp.alerts.states import Observed, Stored, decide, observe
@@ -141,6 +141,17 @@ class AlertNotifier:
         given, and the outbox's items): for tests and inspection."""
         rows = self._kept_of(registry_ids) if registry_ids else self._store.backlog(10_000, FAR_FUTURE)
         return [*rows, *self._outbox.pending(OUTBOX_KIND, 10_000)]
+
+    def announce(self, marker: str, name: str, detail: str) -> bool:
+        """Keep a notice about the responder itself for every channel, once per `marker` across instances (a
+        marker row and the kept notices in one transaction); the drain sends it. False: already announced."""
+        notice = system_alert(marker.replace("|", "-"), name, detail)
+        notices = [(channel, Batch(channel, (notice,), False).to_json()) for channel in self._channels]
+        announced = self._store.announce(marker, notices)
+        if announced:
+            with self._lock:
+                self._kept = True
+        return announced
 
     # state machine ------------------------------------------------------------------------------
     def transitions(self, evaluations: Sequence[Evaluation]) -> list[Alert]:

@@ -252,8 +252,10 @@ def recheck(req: func.HttpRequest) -> func.HttpResponse:
 
 # --- health --------------------------------------------------------------------------------------------
 
-def health_report(environ: Mapping[str, str] | None = None) -> tuple[int, dict[str, Any]]:
-    """Version, mode, which outputs are configured (never their values), and any configuration error.
+def health_report(environ: Mapping[str, str] | None = None, services: Any = None) -> tuple[int, dict[str, Any]]:
+    """Version, mode, which outputs are configured (never their values), and any configuration error; with the
+    process's `services`, also the delivery backlog (dlp.delivery): poison messages, alerts given up on,
+    findings set aside, remediations whose record is still pending.
 
     A configuration error is reported (503) instead of crashing the host at import, so the
     function app keeps serving this endpoint while someone fixes the settings.
@@ -267,14 +269,23 @@ def health_report(environ: Mapping[str, str] | None = None) -> tuple[int, dict[s
                      "mode": raw_mode if raw_mode in MODES else None, "outputs": None,
                      "configurationError": {"message": str(exc),
                                             "problems": [{"setting": name, "problem": why} for name, why in exc.problems]}}
-    return 200, {"status": "ok", "version": __version__, "mode": settings.mode, "outputs": settings.outputs(),
-                 "scopes": len(settings.scopes), "configurationError": None}
+    body: dict[str, Any] = {"status": "ok", "version": __version__, "mode": settings.mode,
+                            "outputs": settings.outputs(), "scopes": len(settings.scopes), "configurationError": None}
+    if services is not None:
+        from dlp.delivery import backlog
+
+        body["backlog"] = backlog(services).to_json()
+    return 200, body
 
 
 def health(req: func.HttpRequest) -> func.HttpResponse:
     """HTTP trigger glue for GET /api/health."""
     try:
         status, body = health_report()
+        if status == 200:
+            from dlp import runtime
+
+            status, body = health_report(services=runtime.services())
     except Exception:
         log.exception("health failed unexpectedly")
         status, body = 500, {"status": "error", "version": __version__,

@@ -51,6 +51,7 @@ R_RETRIES_EXHAUSTED = "retries-exhausted"
 R_LEASE_BUSY = "lease-busy"
 LRO_RESERVE_S = 1.0            # stop waiting for a slow PATCH this long before the deadline, then defer
 RELEASE_BUDGET_S = 2.0         # giving a lease back may run past a spent budget by this much
+LEASE_SLACK_S = 10.0           # a lease outlives its budget by this much (no poller or thread runs past the budget)
 INTENT_SLACK_S = 10.0          # an intent is orphaned this long after its invocation's budget ended
 HANDOVER_RESERVE_S = 1.0       # kept back from an evaluation's Azure calls to hand it to the durable retry
 
@@ -236,7 +237,8 @@ class _Claim:
 
 
 def _claim(services: Services, registry_id: str, budget: Budget) -> _Claim | None:
-    lease = services.state.acquire(registry_id, ttl_s=budget.remaining() + 30, wait_s=max(0.0, budget.remaining() - 3.0))
+    lease = services.state.acquire(registry_id, ttl_s=budget.remaining() + LEASE_SLACK_S,
+                                   wait_s=max(0.0, budget.remaining() - 3.0))
     if lease is None:
         return None
     try:
@@ -308,6 +310,10 @@ def _verified_later(target: Target, services: Services, registry: Registry, asse
     intents: list[Any] = []
     if target.pending or target.context.trigger in INTENT_TRIGGERS:
         intents = services.state.pending_intents(registry.id)
+    # A live writer records its own intent: only a retry of a deferred write (its writer has ended) or an intent
+    # whose writer's budget is over (orphaned) is taken; a concurrent event sees an ordinary compliant registry.
+    now = time.time()
+    intents = [i for i in intents if target.pending or i.until < now]
     applied = [i for i in intents if i.changes and not _not_in_effect(i.changes, registry)]
     if not applied:
         if target.pending and not intents and not _intents_kept(services):

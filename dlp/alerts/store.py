@@ -38,6 +38,7 @@ from dlp.azure.state import LazyTable, partition_of
 from dlp.settings import STATE_TABLE
 
 ALERT_ROW = "alert"
+OPS_PARTITION = "ops"            # notices about the responder itself (poison messages), and their markers
 KEPT_PREFIX = "out|"
 KEPT_END = "out}"                 # just past every "out|..." key
 MAX_KEPT_BYTES = 60 * 1024        # one binary property (64 KiB), with room to spare
@@ -95,6 +96,7 @@ class MemoryAlertStore:
     def __init__(self) -> None:
         self._rows: dict[str, Stored] = {}
         self._kept: dict[tuple[str, str], Kept] = {}
+        self._markers: set[str] = set()
         self._version = 0
         self._lock = threading.Lock()
 
@@ -164,6 +166,16 @@ class MemoryAlertStore:
             current = self._rows.get(key)
             if current is not None and current.etag == stored.etag and current.unsent:
                 self._rows[key] = replace(current, unsent="", etag=self._tag())
+
+    def announce(self, marker: str, notices: Sequence[tuple[str, Any]]) -> bool:
+        with self._lock:
+            if (OPS_PARTITION, marker) in self._kept or marker in self._markers:
+                return False
+            self._markers.add(marker)
+            for channel, payload in notices:
+                row = kept_row_key(marker.replace("|", "-"), channel)
+                self._kept[(OPS_PARTITION, row)] = Kept(OPS_PARTITION, row, channel, payload, etag=self._tag())
+            return True
 
     def _swap(self, kept: Kept, change: Any) -> Kept | None:
         with self._lock:
@@ -339,6 +351,25 @@ class TableAlertStore:
         except Exception as exc:
             if getattr(exc, "status_code", None) not in (404, 412):
                 raise
+
+    def announce(self, marker: str, notices: Sequence[tuple[str, Any]]) -> bool:
+        """Keep notices about the responder itself (partition OPS_PARTITION) once per marker: the marker row and
+        the kept notices in one transaction, so two instances announce it once. False: already announced."""
+        from azure.data.tables import TableTransactionError
+
+        now = datetime.now(timezone.utc).isoformat()
+        rows = [{"PartitionKey": OPS_PARTITION, "RowKey": kept_row_key(marker.replace("|", "-"), channel),
+                 "Channel": channel, "Payload": _pack(payload), "Attempts": 0, "LastError": "", "ClaimUntil": 0.0,
+                 "Owner": "", "Dead": False, "Created": now} for channel, payload in notices]
+        try:
+            self._client().submit_transaction([("create", {"PartitionKey": OPS_PARTITION, "RowKey": marker,
+                                                           "Created": now}),
+                                               *(("create", row) for row in rows)])
+        except TableTransactionError as exc:
+            if exc.status_code == 409:
+                return False
+            raise
+        return True
 
     def _merge(self, kept: Kept, changes: dict[str, Any]) -> Kept | None:
         from azure.core import MatchConditions

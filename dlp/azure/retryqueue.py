@@ -20,9 +20,13 @@ def backoff_s(attempt: int, base_s: float = 60) -> int:
     return int(min(3600, base_s * 2 ** max(0, attempt - 1)))
 
 
+POISON_QUEUE = RETRY_QUEUE + "-poison"     # where the Functions host moves a message after maxDequeueCount
+
+
 class RetryQueue:
-    def __init__(self, queue_client: Any, *, base_delay_s: float = 60):
+    def __init__(self, queue_client: Any, *, base_delay_s: float = 60, poison_client: Any = None):
         self._queue = queue_client
+        self.poison = poison_client             # read by the outbox timer (dlp.delivery): nothing rots unseen
         self._created = False
         self.base_delay_s = base_delay_s     # tests and the demo use 0 to replay at once
 
@@ -38,11 +42,12 @@ class RetryQueue:
                    "retry_policy": LinearRetry(backoff=0.5, random_jitter_range=0.2, retry_total=2),
                    "connection_timeout": 5, "read_timeout": 10, "raw_request_hook": storage_request_hook,
                    "raw_response_hook": storage_response_hook, "transport": budget_transport()}
-        if settings.storage_connection_string:
-            client = QueueClient.from_connection_string(settings.storage_connection_string, RETRY_QUEUE, **options)
-        else:
-            client = QueueClient(settings.storage_queue_uri, RETRY_QUEUE, credential=credential, **options)
-        return cls(client)
+        def client(name: str) -> Any:
+            if settings.storage_connection_string:
+                return QueueClient.from_connection_string(settings.storage_connection_string, name, **options)
+            return QueueClient(settings.storage_queue_uri, name, credential=credential, **options)
+
+        return cls(client(RETRY_QUEUE), poison_client=client(POISON_QUEUE))
 
     def hand_over(self, message: dict[str, Any], attempt: int) -> None:
         """Raises when the queue cannot take it: then the invocation must fail so Event Grid redelivers."""

@@ -173,6 +173,26 @@ class LazyTable:
             return self._table
 
 
+def _refusals_defer(method: Any) -> Any:
+    """A 403/404 from Table storage escaping a state call becomes StorageRefused (transient: deferred)."""
+    import functools
+
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        from azure.core.exceptions import HttpResponseError
+
+        from dlp.azure.errors import StorageRefused, classify
+
+        try:
+            return method(*args, **kwargs)
+        except HttpResponseError as exc:
+            if exc.status_code in (403, 404):
+                raise StorageRefused(classify(exc)) from exc
+            raise
+
+    return call
+
+
 class TableState:
     """Azure Table storage implementation; the lease uses ETags so two instances never both write."""
 
@@ -185,6 +205,7 @@ class TableState:
     def from_settings(cls, settings: Any, credential: Any) -> TableState:
         return cls(table_service(settings, credential))
 
+    @_refusals_defer
     def recent_remediations(self, registry_id: str, now: datetime) -> list[Remediation]:
         low = REMEDIATION_PREFIX + (now - BREAKER_WINDOW).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         rows = self._client().query_entities(
@@ -192,6 +213,7 @@ class TableState:
             parameters={"pk": partition_of(registry_id), "low": low, "high": REMEDIATION_PREFIX + "~"})
         return [Remediation.from_entity(r) for r in rows]
 
+    @_refusals_defer
     def record_remediation(self, registry_id: str, record: Remediation) -> str:
         """The breaker's count and the remediation's intent, in one row written before the PATCH."""
         row = remediation_row(record)
@@ -199,6 +221,7 @@ class TableState:
                                       "RegistryId": registry_id[:1024], **record.to_entity()})
         return row
 
+    @_refusals_defer
     def pending_intents(self, registry_id: str) -> list[Remediation]:
         """Intents of this registry whose outcome was never recorded (one query of its partition)."""
         rows = self._client().query_entities(
@@ -207,12 +230,14 @@ class TableState:
                         "pending": INTENT_PENDING})
         return [Remediation.from_entity(r) for r in rows]
 
+    @_refusals_defer
     def resolve_intent(self, registry_id: str, row_key: str, status: str) -> None:
         from azure.data.tables import UpdateMode
 
         self._client().update_entity({"PartitionKey": partition_of(registry_id), "RowKey": row_key, "Status": status},
                                      mode=UpdateMode.MERGE)
 
+    @_refusals_defer
     def orphaned_intents(self, now: float, limit: int) -> list[tuple[str, Remediation]]:
         """(registry ID, intent) of every registry whose writing invocation's budget ended unrecorded (a scan)."""
         rows = self._client().query_entities(
@@ -226,6 +251,7 @@ class TableState:
                 break
         return [(registry_id, intent) for registry_id, intent in found if registry_id]
 
+    @_refusals_defer
     def acquire(self, registry_id: str, *, ttl_s: float, wait_s: float) -> Lease | None:
         """One create_entity when nobody holds it; an expired holder is taken over with its ETag."""
         from azure.core import MatchConditions
