@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from dlp.budget import MARGIN_S, BudgetRetryPolicy, remaining
+from dlp.budget import MARGIN_S, BudgetExhausted, BudgetRetryPolicy, remaining
 from dlp.model import parse_registry_id
 
 # azure-mgmt-containerregistry 15.x dropped the pipeline operations; this preview version has them.
@@ -143,7 +143,10 @@ class ArmGateway:
         poller = self._client(sub).registries.begin_update(group, name, body, cls=_raw_json,
                                                            polling=budget_polling(left, self.endpoint))
         left = remaining()
-        poller.wait(timeout=None if left is None else max(0.0, left - MARGIN_S - reserve_s))
+        try:
+            poller.wait(timeout=None if left is None else max(0.0, left - MARGIN_S - reserve_s))
+        except BudgetExhausted:         # the polling thread stopped at the budget: not finished in time
+            return UpdateResult(False, None)
         if not poller.done():
             return UpdateResult(False, None)
         return UpdateResult(True, poller.result())
