@@ -119,6 +119,9 @@ def finish(evaluations: Sequence[Evaluation], services: Services, *, digest: boo
         services.recorder.record(evaluations)
     except Exception:
         _notify(services, evaluations, digest=digest, record_pending=True)
+        for evaluation in evaluations:      # this invocation fails: its redelivery may take the intents at once
+            if evaluation.intent:
+                _orphan(services, evaluation.registry_id, evaluation.intent)
         raise
     _notify(services, evaluations, digest=digest)
     for evaluation in evaluations:
@@ -346,6 +349,14 @@ def _resolve(services: Services, registry_id: str, row_key: str, status: str) ->
             services.state.resolve_intent(registry_id, row_key, status)
     except Exception:
         log.warning("remediation intent %s of %s not marked %s", row_key, registry_id, status, exc_info=True)
+
+
+def _orphan(services: Services, registry_id: str, row_key: str) -> None:
+    try:
+        with Budget.of(RELEASE_BUDGET_S).active():
+            services.state.orphan_intent(registry_id, row_key)
+    except Exception:       # then it is taken once its writer's budget is over
+        log.warning("remediation intent %s of %s not handed over", row_key, registry_id, exc_info=True)
 
 
 def _release(services: Services, lease: Any) -> None:

@@ -45,6 +45,7 @@ from dlp.alerts.store import TableAlertStore
 from dlp.azure.retryqueue import POISON_QUEUE
 from dlp.settings import RETRY_QUEUE
 from tests.evaluation_log import Evaluations
+from tests.test_faults import table_proxy, world  # noqa: F401 (fixtures: Table storage behind a fault proxy)
 
 ROOT = Path(__file__).resolve().parent.parent
 SUB = "11111111-2222-3333-4444-555555555555"
@@ -321,3 +322,37 @@ def test_an_alert_out_of_attempts_is_set_aside_announced_elsewhere_and_counted(i
     dead = [e for e in service.get_table_client("dlpstate").query_entities("Dead eq true")
             if e["RowKey"].startswith("out|") and name in e.get("RegistryId", "")]
     assert len(dead) == 1 and dead[0]["Channel"] == "teams" and "400" in dead[0]["LastError"]
+
+
+def test_when_recording_fails_the_alert_says_so_and_the_redelivery_records_it_once(world):  # noqa: F811
+    """Log Analytics down and the outbox refused (connections to it answered 503): the rows can be neither sent
+    nor kept. The alerts still go out, saying the record is pending; the invocation fails so that Event Grid
+    delivers the event again; that delivery finds the intent, confirms the write with its read, and records
+    the remediation under the first evaluation's id; no second alert."""
+    azure = world.azure
+    name = f"acrr{uuid.uuid4().hex[:8]}"
+    rid = azure.arm.create(SUB, "rg-faults", name, export="enabled", public="Disabled")["id"]
+    world.services()
+    azure.logs.faults.add(times=None, status=503)
+    world.proxy.faults.add(times=None, service="table", path="dlpoutbox", status=503)
+    delivery = event(rid, f"ev-{name}")
+    with pytest.raises(Exception, match="neither delivered"):
+        handle_event(delivery)
+    (first,) = world.evaluations.take(rid)
+    assert first["action"] == "remediated"
+    cards = [m for m in azure.teams.messages if name in json.dumps(m)]
+    mails = [m for m in azure.email.sent if name in json.dumps(m)]
+    assert len(cards) == 1 and len(mails) == 1
+    assert "Record" in json.dumps(cards[0]) and "pending" in json.dumps(cards[0])
+    assert "pending" in mails[0]["content"]["plainText"]
+
+    azure.logs.faults.clear()
+    world.proxy.faults.clear()
+    world.services()                                   # another instance takes the redelivery
+    handle_event(delivery)
+    (again,) = world.evaluations.take(rid)
+    assert (again["action"], again["reason"], again["evaluationId"]) == ("remediated", "verified-later",
+                                                                          first["evaluationId"])
+    assert remediation_records(azure, name) == {first["evaluationId"]}
+    assert named(azure.teams.messages, name) == 1 and named(azure.email.sent, name) == 1
+    assert azure.arm.log.count(method="PATCH", path_contains=rid) == 1

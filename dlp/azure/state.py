@@ -91,6 +91,7 @@ class StateStore(Protocol):
     def record_remediation(self, registry_id: str, record: Remediation) -> str: ...
     def pending_intents(self, registry_id: str) -> list[Remediation]: ...
     def resolve_intent(self, registry_id: str, row_key: str, status: str) -> None: ...
+    def orphan_intent(self, registry_id: str, row_key: str) -> None: ...
     def orphaned_intents(self, now: float, limit: int) -> list[tuple[str, Remediation]]: ...
     def acquire(self, registry_id: str, *, ttl_s: float, wait_s: float) -> Lease | None: ...
     def release(self, lease: Lease) -> None: ...
@@ -138,6 +139,11 @@ class MemoryState:
         key = partition_of(registry_id)
         with self._guard:
             self._rows[key] = [replace(r, status=status) if r.row_key == row_key else r for r in self._rows.get(key, [])]
+
+    def orphan_intent(self, registry_id: str, row_key: str) -> None:
+        key = partition_of(registry_id)
+        with self._guard:
+            self._rows[key] = [replace(r, until=0.0) if r.row_key == row_key else r for r in self._rows.get(key, [])]
 
     def orphaned_intents(self, now: float, limit: int) -> list[tuple[str, Remediation]]:
         with self._guard:
@@ -235,6 +241,14 @@ class TableState:
         from azure.data.tables import UpdateMode
 
         self._client().update_entity({"PartitionKey": partition_of(registry_id), "RowKey": row_key, "Status": status},
+                                     mode=UpdateMode.MERGE)
+
+    @_refusals_defer
+    def orphan_intent(self, registry_id: str, row_key: str) -> None:
+        """The writer gives up on recording (its invocation fails): whoever comes next may take the intent."""
+        from azure.data.tables import UpdateMode
+
+        self._client().update_entity({"PartitionKey": partition_of(registry_id), "RowKey": row_key, "Until": 0.0},
                                      mode=UpdateMode.MERGE)
 
     @_refusals_defer
