@@ -6,6 +6,8 @@ param tags object = {}
 param principalId string
 @secure()
 param teamsWebhookUrl string
+@description('vnetEnabled: no public network access; the app resolves the reference through the private endpoint.')
+param privateOnly bool
 
 var keyVaultSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
 
@@ -23,10 +25,11 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enableSoftDelete: true
     softDeleteRetentionInDays: 7
     // Purge protection stays off so that `azd down --purge` can remove the vault; the secret is a rotatable URL.
-    publicNetworkAccess: 'Enabled'
+    // The secret is written through ARM (the control plane), which the firewall does not apply to.
+    publicNetworkAccess: privateOnly ? 'Disabled' : 'Enabled'
     networkAcls: {
-      defaultAction: 'Allow'
-      bypass: 'AzureServices'
+      defaultAction: privateOnly ? 'Deny' : 'Allow'
+      bypass: privateOnly ? 'None' : 'AzureServices'
     }
   }
 }
@@ -51,6 +54,7 @@ resource secretReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
+output id string = vault.id
 output name string = vault.name
 @description('Versionless secret URI: a rotated secret is picked up without redeploying.')
 output teamsWebhookSecretUri string = teamsWebhookSecret.properties.secretUri
