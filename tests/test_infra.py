@@ -9,10 +9,12 @@ A small reader below understands just enough Bicep for that: comments, strings (
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -203,7 +205,7 @@ def test_every_abbreviation_used_is_defined():
 def test_secrets_are_secure_params():
     for path in BICEP_FILES:
         text = read(path)
-        for match in re.finditer(r"^param (\w*(?:[Ww]ebhook|[Ss]ecret|[Pp]assword|[Kk]ey)\w*) string", text, re.MULTILINE):
+        for match in re.finditer(r"^param (\w*(?:[Ww]ebhook|[Ss]ecret|[Pp]assword|[Kk]ey(?!Vault))\w*) string", text, re.MULTILINE):
             before = text[:match.start()].rstrip().splitlines()
             decorators = [line for line in reversed(before) if line.startswith("@")][:3]
             assert any(d.startswith("@secure()") for d in decorators), f"{path.name}: {match.group(1)} must be @secure()"
@@ -365,7 +367,6 @@ RESPONDER_ACTIONS = {
     "Microsoft.ContainerRegistry/registries/read",
     "Microsoft.ContainerRegistry/registries/write",
     "Microsoft.ContainerRegistry/registries/exportPipelines/read",
-    "Microsoft.ContainerRegistry/registries/privateEndpointConnections/read",
     "Microsoft.ContainerRegistry/registries/operationStatuses/read",
     "Microsoft.ResourceGraph/resources/read",
 }
@@ -481,3 +482,249 @@ def test_hook_outputs_exist():
     for hook in sorted((INFRA / "hooks").iterdir()):
         used = set(re.findall(r"\b(?:EVENTGRID|RESPONDER|ALERT)_[A-Z_]+\b", read(hook)))
         assert used <= outputs, f"{hook.name} reads values main.bicep does not output: {sorted(used - outputs)}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Resource types, API versions and property names against Azure's published schemas
+# (tests/azure_types/types.json: a subset of Azure/bicep-types-az, see its "source" and tests/azure_types/vendor.py)
+# ---------------------------------------------------------------------------------------------------------------
+AZURE_TYPES = json.loads((ROOT / "tests" / "azure_types" / "types.json").read_text(encoding="utf-8"))
+RESOURCE_DECLARATION = re.compile(r"^resource (\w+) '([^'@]+)@([^']+)'( existing)? = ", re.MULTILINE)
+BICEP_ONLY_KEYS = {"parent", "scope", "dependsOn"}   # resource keywords of Bicep, not properties of the body
+FLAG_READ_ONLY, FLAG_REQUIRED = 2, 1
+
+
+@dataclass
+class Expr:
+    """A Bicep expression that is not an object or array literal (kept as text)."""
+    text: str
+
+
+def _skip_blank(masked: str, i: int) -> int:
+    while i < len(masked) and masked[i] in " \t\r\n,":
+        i += 1
+    return i
+
+
+def _expression_end(masked: str, i: int, stop: str) -> int:
+    depth = 0
+    while i < len(masked):
+        c = masked[i]
+        if c in PAIRS:
+            depth += 1
+        elif c in PAIRS.values():
+            if depth == 0:
+                return i
+            depth -= 1
+        elif depth == 0 and (c == "\n" or c in stop):
+            return i
+        i += 1
+    return i
+
+
+def parse_value(text: str, masked: str, i: int, stop: str = "") -> tuple[object, int]:
+    """The Bicep value starting at text[i]: dict (object literal), list (array literal) or Expr; and its end."""
+    i = _skip_blank(masked, i) if masked[i] in " \t" else i
+    if masked[i] == "{":
+        return parse_object(text, masked, i)
+    if masked[i] == "[":
+        return parse_array(text, masked, i)
+    end = _expression_end(masked, i, stop)
+    return Expr(text[i:end].strip()), end
+
+
+def parse_object(text: str, masked: str, i: int) -> tuple[dict, int]:
+    assert masked[i] == "{"
+    i += 1
+    entries: dict[str, object] = {}
+    while True:
+        i = _skip_blank(masked, i)
+        if masked[i] == "}":
+            return entries, i + 1
+        match = re.compile(r"'((?:[^'\\]|\\.)*)'|([A-Za-z_$][\w$]*)").match(text, i)
+        assert match, f"object key expected at {text[i:i + 40]!r}"
+        key = match.group(1) if match.group(1) is not None else match.group(2)
+        i = match.end()
+        while masked[i] in " \t":
+            i += 1
+        assert masked[i] == ":", f"':' expected after key {key!r}: {text[i:i + 40]!r}"
+        value, i = parse_value(text, masked, i + 1)
+        entries[key] = value
+
+
+def parse_array(text: str, masked: str, i: int) -> tuple[list, int]:
+    assert masked[i] == "["
+    i += 1
+    head = re.compile(r"\s*for\s").match(masked, i)
+    if head:   # [for x in y: <item>]: the item stands for every element
+        colon = i
+        depth = 0
+        while not (masked[colon] == ":" and depth == 0):
+            depth += masked[colon] in PAIRS
+            depth -= masked[colon] in PAIRS.values()
+            colon += 1
+        item, i = parse_value(text, masked, _skip_blank(masked, colon + 1), stop="]")
+        i = _skip_blank(masked, i)
+        assert masked[i] == "]", f"']' expected: {text[i:i + 40]!r}"
+        return [item], i + 1
+    items: list[object] = []
+    while True:
+        i = _skip_blank(masked, i)
+        if masked[i] == "]":
+            return items, i + 1
+        item, i = parse_value(text, masked, i, stop=",")
+        items.append(item)
+
+
+def literals_in(expr: Expr) -> list[object]:
+    """Object and array literals inside an expression (the branches of `c ? {...} : []`, `union(x, {...})`)."""
+    masked = mask(expr.text)
+    found = []
+    i = 0
+    while i < len(masked):
+        if masked[i] in "{[" and not re.search(r"\w$", masked[:i]):   # not an index like x[0]
+            value, i = parse_value(expr.text, masked, i)
+            found.append(value)
+        else:
+            i += 1
+    return found
+
+
+def declared_resources() -> list[tuple[str, str, str, str, bool, dict]]:
+    """(file, symbol, type, api version, existing, body) of every resource declaration in infra/."""
+    out = []
+    for path in BICEP_FILES:
+        text = read(path)
+        masked = mask(text)
+        code = mask(text, strings=False)
+        for match in RESOURCE_DECLARATION.finditer(code):
+            i = match.end()
+            if masked.startswith("if", i):   # skip the condition: if (...) {
+                depth, i = 0, masked.index("(", i)
+                while True:
+                    depth += masked[i] == "("
+                    depth -= masked[i] == ")"
+                    i += 1
+                    if depth == 0:
+                        break
+            i = _skip_blank(masked, i)
+            value, _ = parse_value(text, masked, i)
+            body = value[0] if isinstance(value, list) else value
+            assert isinstance(body, dict), f"{path.name}: resource {match.group(1)} has no object body"
+            out.append((str(path.relative_to(INFRA)), match.group(1), match.group(2), match.group(3),
+                        bool(match.group(4)), body))
+    return out
+
+
+def _plain_string(expr: Expr) -> str | None:
+    match = re.fullmatch(r"'((?:[^'\\$]|\\.|\$(?!\{))*)'", expr.text)
+    return match.group(1) if match else None
+
+
+def schema_problems(node_index: int, value: object, path: str) -> list[str]:
+    node = AZURE_TYPES["types"][node_index]
+    if node in ("any", None):
+        return []
+    if isinstance(value, Expr):
+        literal = _plain_string(value)
+        if isinstance(node, dict) and "enum" in node and literal is not None and literal not in node["enum"]:
+            # a closed enum takes nothing else; an open (extensible) one anything, but a near miss is a typo
+            near = difflib.get_close_matches(literal, node["enum"], n=1, cutoff=0.8)
+            if not node["open"] or near:
+                return [f"{path}: {literal!r} is not one of {node['enum']}" + (f" (did you mean {near[0]!r}?)" if near else "")]
+            return []
+        if node == "scalar" or "enum" in node:
+            return []
+        problems = []
+        for candidate in literals_in(value):
+            problems += schema_problems(node_index, candidate, path)
+        return problems
+    if isinstance(value, list):
+        if node == "scalar" or "items" not in node:
+            return [f"{path}: an array where the schema expects {node if node == 'scalar' else sorted(node)}"]
+        return [p for item in value for p in schema_problems(node["items"], item, f"{path}[]")]
+    assert isinstance(value, dict)
+    if node == "scalar" or not ({"props", "disc"} & node.keys()):
+        return [f"{path}: an object where the schema expects a scalar"]
+    if "disc" in node:
+        chosen = value.get(node["disc"])
+        literal = _plain_string(chosen) if isinstance(chosen, Expr) else None
+        if literal is None:
+            return [f"{path}: discriminator {node['disc']!r} must be a literal, one of {sorted(node['cases'])}"]
+        if literal not in node["cases"]:
+            return [f"{path}: {node['disc']} {literal!r} is not one of {sorted(node['cases'])}"]
+        case = AZURE_TYPES["types"][node["cases"][literal]]
+        props, extra = {**node["base"], **case["props"]}, case["extra"]
+    else:
+        props, extra = node["props"], node["extra"]
+    problems = []
+    for key, item in value.items():
+        where = f"{path}.{key}"
+        if key in props:
+            child, flags = props[key]
+            if flags & FLAG_READ_ONLY and not flags & FLAG_REQUIRED:
+                problems.append(f"{where}: read-only property")
+            problems += schema_problems(child, item, where)
+        elif extra is not None:
+            problems += schema_problems(extra, item, where)
+        else:
+            near = difflib.get_close_matches(key, list(props), n=1)
+            problems.append(f"{where}: no such property" + (f" (did you mean {near[0]}?)" if near else
+                                                            f"; known: {sorted(props)}"))
+    return problems
+
+
+RESOURCES = declared_resources()
+
+
+def test_every_resource_declaration_was_read():
+    declared = sum(len(RESOURCE_DECLARATION.findall(mask(read(p), strings=False))) for p in BICEP_FILES)
+    assert declared == len(RESOURCES) > 30
+
+
+@pytest.mark.parametrize("resource", RESOURCES, ids=lambda r: f"{r[0]}:{r[1]}")
+def test_resource_type_api_version_and_properties_exist_in_azure_schemas(resource):
+    file, symbol, type_name, version, existing, body = resource
+    key = f"{type_name}@{version}"
+    assert key in AZURE_TYPES["resources"], (
+        f"{file}: {symbol} uses {key}, which Azure/bicep-types-az does not publish (a misspelt type or an API "
+        f"version that does not exist); if it is real, re-vendor: {AZURE_TYPES['source']['regenerate']}")
+    if existing:
+        assert set(body) <= {"name", "parent", "scope"}, f"{file}: existing {symbol} sets {sorted(body)}"
+        return
+    own = {k: v for k, v in body.items() if k not in BICEP_ONLY_KEYS}
+    problems = schema_problems(AZURE_TYPES["resources"][key], own, f"{file}:{symbol}")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_schema_check_catches_a_misspelt_property_a_bad_enum_and_a_bad_api_version():
+    text = """{
+  name: 'x'
+  properties: {
+    publicNetworkAcess: 'Disabled'
+    minimumTlsVersion: 'TLS1_4'
+    networkAcls: {
+      defaultAction: 'Deny'
+    }
+  }
+}"""
+    body, _ = parse_object(text, mask(text), 0)
+    problems = schema_problems(AZURE_TYPES["resources"]["Microsoft.Storage/storageAccounts@2023-05-01"], body, "t")
+    assert any("publicNetworkAcess: no such property (did you mean publicNetworkAccess?)" in p for p in problems)
+    assert any("'TLS1_4' is not one of" in p for p in problems)
+    assert len(problems) == 2
+    assert "Microsoft.Storage/storageAccounts@2023-05-02" not in AZURE_TYPES["resources"]
+    # and a discriminated type: the config resource named 'authsettingsV2' has its own property set
+    auth = "{\n  name: 'authsettingsV2'\n  properties: {\n    platform: {\n      enabeld: true\n    }\n  }\n}"
+    body, _ = parse_object(auth, mask(auth), 0)
+    problems = schema_problems(AZURE_TYPES["resources"]["Microsoft.Web/sites/config@2024-04-01"], body, "t")
+    assert problems == ["t.properties.platform.enabeld: no such property (did you mean enabled?)"] or \
+        problems[0].startswith("t.properties.platform.enabeld: no such property")
+
+
+def test_vendored_schemas_say_where_they_come_from():
+    source = AZURE_TYPES["source"]
+    assert source["repository"] == "https://github.com/Azure/bicep-types-az"
+    assert re.fullmatch(r"[0-9a-f]{40}", source["commit"])
+    used = {f"{t}@{v}" for _f, _s, t, v, _e, _b in RESOURCES}
+    assert used == set(AZURE_TYPES["resources"]), "re-vendor: " + source["regenerate"]
