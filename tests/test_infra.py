@@ -205,7 +205,8 @@ def test_every_abbreviation_used_is_defined():
 def test_secrets_are_secure_params():
     for path in BICEP_FILES:
         text = read(path)
-        for match in re.finditer(r"^param (\w*(?:[Ww]ebhook|[Ss]ecret|[Pp]assword|[Kk]ey(?!Vault))\w*) string", text, re.MULTILINE):
+        secretish = r"^param (\w*(?:[Ww]ebhook|[Ss]ecret|[Pp]assword|[Kk]ey(?!Vault))\w*) string"
+        for match in re.finditer(secretish, text, re.MULTILINE):
             before = text[:match.start()].rstrip().splitlines()
             decorators = [line for line in reversed(before) if line.startswith("@")][:3]
             assert any(d.startswith("@secure()") for d in decorators), f"{path.name}: {match.group(1)} must be @secure()"
@@ -728,3 +729,246 @@ def test_vendored_schemas_say_where_they_come_from():
     assert re.fullmatch(r"[0-9a-f]{40}", source["commit"])
     used = {f"{t}@{v}" for _f, _s, t, v, _e, _b in RESOURCES}
     assert used == set(AZURE_TYPES["resources"]), "re-vendor: " + source["regenerate"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Parameters the app would refuse must not deploy: Bicep limits == dlp.settings limits
+# ---------------------------------------------------------------------------------------------------------------
+def param_decorators(text: str, name: str) -> dict[str, list[str]]:
+    """Decorators of `param name` -> their argument text (@allowed: the listed literals)."""
+    code = mask(text, strings=False)
+    match = re.search(rf"^param {name} ", code, re.MULTILINE)
+    assert match, f"param {name} not found"
+    lines = text[:match.start()].rstrip("\n").splitlines()
+    decorators: dict[str, list[str]] = {}
+    i = len(lines) - 1
+    collected: list[str] = []
+    while i >= 0 and (lines[i].startswith(("@", " ", "]", "}", ")")) or not lines[i].strip()) and lines[i].strip():
+        collected.insert(0, lines[i])
+        i -= 1
+    joined = "\n".join(collected)
+    for found in re.finditer(r"^@(\w+)\(", joined, re.MULTILINE):
+        args = block(joined[found.start():] + "\n", r"@\w+") if joined[found.end()] in "[{" else \
+            joined[found.end():joined.index(")", found.end())]
+        decorators[found.group(1)] = [a.strip().strip("'") for a in re.split(r"[\n,]", args.strip("[]{}")) if a.strip()]
+    return decorators
+
+
+def feeding_param(setting: str) -> str:
+    """The main.bicep parameter an app setting is built from."""
+    value = app_settings()[setting]
+    params = set(re.findall(r"^param (\w+)", read(MAIN), re.MULTILINE))
+    used = [name for name in re.findall(r"\b(\w+)\b", mask(value)) if name in params]
+    assert used, f"{setting} = {value} is not built from a parameter"
+    return used[0]
+
+
+@pytest.mark.parametrize("setting", sorted(settings.BOUNDS))
+def test_numeric_settings_have_the_apps_bounds_in_bicep(setting):
+    decorators = param_decorators(read(MAIN), feeding_param(setting))
+    low, high = settings.BOUNDS[setting]
+    assert decorators.get("minValue") == [str(low)], f"{setting}: @minValue must be {low}"
+    assert decorators.get("maxValue") == [str(high)], f"{setting}: @maxValue must be {high} (the app refuses more)"
+
+
+def test_choice_settings_have_the_apps_choices_in_bicep():
+    assert set(param_decorators(read(MAIN), feeding_param("DLP_MODE"))["allowed"]) == set(settings.CHOICES["DLP_MODE"])
+    lockout = app_settings()["DLP_ALLOW_LOCKOUT"]
+    assert re.search(r"^param dlpAllowLockout bool ", read(MAIN), re.MULTILINE)
+    assert lockout == "dlpAllowLockout ? 'true' : 'false'" and set(settings.CHOICES["DLP_ALLOW_LOCKOUT"]) == {"true", "false"}
+    assert param_decorators(read(MAIN), feeding_param("DLP_EXEMPT_TAG"))["maxLength"] == [str(settings.EXEMPT_TAG_MAX)]
+
+
+def test_every_bicep_parameter_behind_an_app_setting_is_bounded_or_checked_by_the_app():
+    """A new numeric/choice parameter feeding a DLP_ setting must come with limits (or be free text the app parses)."""
+    free_text = {"DLP_SCOPES", "DLP_EXEMPTIONS", "DLP_RULE_DOCS_URL", "DLP_EMAIL_TO", "DLP_SWEEP_SCHEDULE"}
+    for setting, value in app_settings().items():
+        if not setting.startswith("DLP_") or setting in free_text or "outputs." in value or "environment()" in value:
+            continue
+        if setting == "DLP_TEAMS_WEBHOOK_URL":
+            continue   # a Key Vault reference
+        name = feeding_param(setting)
+        kind = re.search(rf"^param {name} (\w+)", read(MAIN), re.MULTILINE).group(1)
+        decorators = param_decorators(read(MAIN), name)
+        assert kind == "bool" or {"allowed", "minValue", "maxLength"} & decorators.keys(), f"{setting} ({name}) unbounded"
+        assert setting in settings.BOUNDS or setting in settings.CHOICES or setting == "DLP_EXEMPT_TAG", setting
+
+
+def test_sweep_schedule_default_and_intervals_are_valid_ncrontab():
+    main = read(MAIN)
+    for hours in param_decorators(main, "sweepIntervalHours")["allowed"]:
+        assert settings.ncrontab_problem(f"0 0 */{hours} * * *") is None
+    assert "var sweepSchedule = empty(dlpSweepSchedule) ? '0 0 */${sweepIntervalHours} * * *'" in main
+    assert settings.ncrontab_problem(settings.BY_NAME["DLP_SWEEP_SCHEDULE"].default) is None
+
+
+def bicep_sweep_check(schedule: str) -> bool:
+    """What main.bicep's sweepScheduleLooksValid computes, in Python (the test below pins the Bicep to it)."""
+    fields = [f for f in schedule.strip().split(" ") if f]
+    words = []
+    for field in fields:
+        blanked = field.upper()
+        for ch in "*,-/0123456789":
+            blanked = blanked.replace(ch, " ")
+        words += [w for w in blanked.split(" ") if w]
+    names = {"JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+             "SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"}
+    return len(fields) == 6 and all(w in names for w in words)
+
+
+def test_bicep_refuses_a_schedule_that_is_not_six_ncrontab_fields():
+    main = read(MAIN)
+    words = re.search(r"^var sweepFieldWords = (.*)$", main, re.MULTILINE).group(1)
+    for ch in "*,-/0123456789":
+        assert f"'{ch}', ' ')" in words, f"sweepFieldWords must blank {ch!r}"
+    names = set(strings_in(block(main, r"^var sweepNames = ")))
+    assert len(names) == 19
+    assert "length(sweepFields) == 6 && empty(filter(sweepFieldWords, word => !contains(sweepNames, word)))" in main
+    assert "DLP_SWEEP_SCHEDULE: sweepScheduleLooksValid ? sweepSchedule : string(int(" in main
+    # what gets through Bicep, the app then checks completely; what Bicep refuses, the app refuses too
+    for schedule in ("0 0 */6 * * *", "0 30 9 * Jan Mon", "0 0 * * *", "0 0 * * * * *", "0 0 L * * *",
+                     "0 0 9 ? * *", "00:05:00", "0 0 */6 * * FOO", "60 0 * * * *"):
+        if not bicep_sweep_check(schedule):
+            assert settings.ncrontab_problem(schedule), schedule
+
+
+def test_location_is_limited_to_flex_consumption_regions():
+    allowed = param_decorators(read(MAIN), "location")["allowed"]
+    assert {"eastus", "westeurope", "swedencentral", "australiaeast"} <= set(allowed)
+    assert not {"westindia", "chinanorth", "germanynorth"} & set(allowed)   # no Flex Consumption there
+    assert len(allowed) == len(set(allowed)) >= 20
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Existing system topics, private network, least privilege, guardrail alerts, Easy Auth
+# ---------------------------------------------------------------------------------------------------------------
+def test_system_topic_ids_do_not_loop_over_module_outputs():
+    main = mask(read(MAIN), strings=False)
+    for match in re.finditer(r"^var (\w+) = \[for ", main, re.MULTILINE):
+        body = block(main[match.start():], r"= ")
+        assert ".outputs." not in body and "reference(" not in body, f"var {match.group(1)} loops over runtime values (BCP182)"
+    topic_ids = block(main, r"^var systemTopicIds = ")
+    assert "reusedTopicBySubscription[s]" in topic_ids
+    assert "/providers/Microsoft.EventGrid/systemTopics/${systemTopicName}" in topic_ids
+    access = block(main, r"^module subscriptionAccess ")
+    assert "systemTopicName: systemTopicName" in access and "reusedSystemTopicId: reusedTopicIds[i]" in access
+    # the name the topic module creates is the name the ID is built from
+    topic_module = block(read(APP / "subscription-access.bicep"), r"^module systemTopic ")
+    assert "name: systemTopicName" in topic_module and "scope: resourceGroup(eventsResourceGroupName)" in topic_module
+
+
+def test_no_variable_feeding_a_loop_condition_or_name_reads_runtime_values():
+    """BCP178/BCP182 in every file: loops, conditions and names only see parameters and other such variables."""
+    for path in BICEP_FILES:
+        code = mask(read(path), strings=False)
+        runtime = set()
+        for match in re.finditer(r"^var (\w+) = (.*)$", code, re.MULTILINE):
+            rest = code[match.start():]
+            body = block(rest, r"= ") if match.group(2).strip()[:1] in "[{" else match.group(2)
+            if re.search(r"\.outputs\.|\.properties\.|reference\(|list\w*\(", body):
+                runtime.add(match.group(1))
+        for match in re.finditer(r"\[for [^:]+ in (\w+)|if \((.+?)\) \{|^\s+name: (.+)$", code, re.MULTILINE):
+            used = " ".join(g for g in match.groups() if g)
+            assert not set(re.findall(r"\w+", used)) & runtime, f"{path.name}: {match.group(0).strip()} reads {runtime}"
+            assert ".outputs." not in used and ".properties." not in used, f"{path.name}: {match.group(0).strip()}"
+
+
+@pytest.mark.parametrize("hook", ["preprovision.sh", "preprovision.ps1"])
+def test_preprovision_discovers_existing_system_topics_with_resource_graph(hook):
+    text = read(INFRA / "hooks" / hook)
+    assert "/providers/Microsoft.ResourceGraph/resources?api-version=" in text
+    assert "microsoft.eventgrid/systemtopics" in text and "Microsoft.Resources.Subscriptions" in text
+    assert "MONITORED_SUBSCRIPTION_IDS" in text and "azd env set DISCOVERED_SYSTEM_TOPIC_IDS" in text
+    assert "tags['azd-env-name']" in text   # its own topics are not "existing"
+    yaml = read(ROOT / "azure.yaml")
+    assert f"run: ./infra/hooks/{hook}" in yaml and re.search(r"^  preprovision:$", yaml, re.MULTILINE)
+    parameters = json.loads(read(INFRA / "main.parameters.json"))["parameters"]
+    assert parameters["discoveredSystemTopicIds"]["value"] == "${DISCOVERED_SYSTEM_TOPIC_IDS=}"
+
+
+def test_explicit_topic_ids_override_discovered_ones():
+    reused = block(read(MAIN), r"^var reusedTopicBySubscription = ") if "= union(\n" in read(MAIN) else \
+        re.search(r"^var reusedTopicBySubscription = (.*)$", read(MAIN), re.MULTILINE).group(1)
+    # union(): the later object wins per key (subscription)
+    assert reused.index("discoveredTopicIds") < reused.index("explicitTopicIds")
+
+
+def test_vnet_enabled_makes_storage_and_key_vault_private():
+    main = read(MAIN)
+    assert re.search(r"^param vnetEnabled bool = true$", main, re.MULTILINE)
+    assert "privateOnly: vnetEnabled" in block(main, r"^module storage ")
+    assert "privateOnly: vnetEnabled" in block(main, r"^module keyVault ")
+    assert "subnetId: vnetEnabled ? network.outputs.appSubnetId : ''" in block(main, r"^module api ")
+    for file in ("storage.bicep", "keyvault.bicep"):
+        text = read(APP / file)
+        assert "publicNetworkAccess: privateOnly ? 'Disabled' : 'Enabled'" in text
+        assert "defaultAction: privateOnly ? 'Deny' : 'Allow'" in text
+    assert "virtualNetworkSubnetId: empty(subnetId) ? null : subnetId" in read(APP / "api.bicep")
+    network = read(APP / "network.bicep")
+    assert "serviceName: 'Microsoft.App/environments'" in network
+    groups = {m for m in re.findall(r"^\s+(\w+): 'privatelink\.", network, re.MULTILINE)}
+    endpoints = read(APP / "private-endpoints.bicep")
+    assert groups == set(re.findall(r"group: '(\w+)'", endpoints)) == {"blob", "queue", "table", "vault"}
+    assert "privateDnsZoneId: dnsZoneIds[endpoint.group]" in endpoints
+
+
+def test_dead_letters_live_in_their_own_firewalled_account():
+    text = read(APP / "dead-letter-storage.bicep")
+    assert "defaultAction: 'Deny'" in text and "bypass: 'AzureServices'" in text and "allowSharedKeyAccess: false" in text
+    assert "EVENTGRID_DEADLETTER_STORAGE_ACCOUNT string = deadLetterStorage.outputs.name" in read(MAIN)
+    assert "deadLetterContainerName" not in read(APP / "storage.bicep")
+
+
+def test_app_blob_access_is_scoped_to_its_containers():
+    rbac = read(APP / "rbac.bicep")
+    blob = block(rbac, r"^resource containerAccess ")
+    assert "scope: containers[i]" in blob and "roles.storageBlobDataContributor" in blob
+    account = block(rbac, r"^resource storageAccess ")
+    assert "scope: storage" in account and "storageBlobDataContributor" not in block(rbac, r"^var accountRoles = ")
+    storage = read(APP / "storage.bicep")
+    assert set(strings_in(block(storage, r"^var hostContainerNames = "))) == {"azure-webjobs-hosts", "azure-webjobs-secrets"}
+    assert "output appContainerNames array = concat([deploymentContainerName], hostContainerNames)" in storage
+    assert "blobContainerNames: storage.outputs.appContainerNames" in block(read(MAIN), r"^module rbac ")
+
+
+def test_app_reaches_the_dead_letter_container_only_when_asked():
+    main = read(MAIN)
+    assert re.search(r"^param appDeadLetterAccess bool = false$", main, re.MULTILINE)
+    grant = block(main, r"^module appDeadLetterAccessGrant 'app/dead-letter-access\.bicep' = if \(appDeadLetterAccess\) ")
+    assert "principalId: identity.outputs.principalId" in grant and "containerName: deadLetterContainerName" in grant
+
+
+GUARDRAIL_OPERATIONS = {
+    "Microsoft.Authorization/roleAssignments/delete", "Microsoft.Authorization/roleDefinitions/write",
+    "Microsoft.Authorization/roleDefinitions/delete", "Microsoft.EventGrid/systemTopics/write",
+    "Microsoft.EventGrid/systemTopics/delete", "Microsoft.EventGrid/systemTopics/eventSubscriptions/write",
+    "Microsoft.EventGrid/systemTopics/eventSubscriptions/delete", "Microsoft.Authorization/policyExemptions/write",
+    "Microsoft.Authorization/policyAssignments/write", "Microsoft.Authorization/denyAssignments/write",
+    "Microsoft.Authorization/locks/write", "Microsoft.Resources/deploymentStacks/write",
+}
+
+
+def test_guardrail_alerts_in_every_monitored_subscription():
+    access = read(APP / "subscription-access.bicep")
+    module = block(access, r"^module guardrailAlerts ")
+    assert "roleAssignmentId: responderAccess.id" in module and "systemTopicId: systemTopicId" in module
+    assert "eventSubscriptionId: '${systemTopicId}/eventSubscriptions/${eventSubscriptionName}'" in module
+    assert "actionGroupId: monitoring.outputs.actionGroupId" in block(read(MAIN), r"^module subscriptionAccess ")
+    alerts = read(APP / "guardrail-alerts.bicep")
+    operations = set(strings_in(block(alerts, r"^var guardrails = "))) | set(strings_in(block(alerts, r"^var blockers = ")))
+    assert GUARDRAIL_OPERATIONS <= operations
+    for resource in ("guardrailAlert", "blockerAlert"):
+        alert = block(alerts, rf"^resource {resource} ")
+        assert "subscriptionScope" in alert and "actionGroups: actionGroups" in alert
+    # the event subscription name the alert watches is the one the second stage creates
+    assert bicep_var(read(MAIN), "eventSubscriptionName") == bicep_var(read(INFRA / "eventgrid.bicep"), "eventSubscriptionName")
+
+
+def test_easy_auth_is_an_option_that_leaves_the_event_grid_webhook_open():
+    api = read(APP / "api.bicep")
+    auth = block(api, r"^resource authSettings ")
+    assert "= if (!empty(authClientId))" in api and "name: 'authsettingsV2'" in auth
+    assert "requireAuthentication: true" in auth and "unauthenticatedClientAction: 'Return401'" in auth
+    paths = strings_in(block(api, r"^var unauthenticatedPaths = "))
+    assert "/runtime/webhooks/eventgrid" in paths and not any(p.startswith("/api/recheck") for p in paths)
+    assert "clientSecret" not in auth
