@@ -972,3 +972,10 @@ def test_easy_auth_is_an_option_that_leaves_the_event_grid_webhook_open():
     paths = strings_in(block(api, r"^var unauthenticatedPaths = "))
     assert "/runtime/webhooks/eventgrid" in paths and not any(p.startswith("/api/recheck") for p in paths)
     assert "clientSecret" not in auth
+
+
+@pytest.mark.parametrize("hook", ["postdeploy.sh", "postdeploy.ps1"])
+def test_postdeploy_refuses_an_easy_auth_that_does_not_block_anonymous_callers(hook):
+    text = read(INFRA / "hooks" / hook)
+    assert "AZURE_FUNCTION_APP_AUTH" in text and "/api/recheck" in text and "401" in text
+    assert "output AZURE_FUNCTION_APP_AUTH string = authEnabled ? 'entra-id' : 'function-keys'" in read(MAIN)

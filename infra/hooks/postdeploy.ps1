@@ -55,3 +55,19 @@ az deployment sub create `
     --output none
 if ($LASTEXITCODE -ne 0) { throw 'deployment of infra/eventgrid.bicep failed' }
 Write-Host "Event subscriptions ready: registry writes in every monitored subscription now reach $functionName."
+
+# App Service authentication on Flex Consumption: Microsoft's Flex Consumption page has said "EasyAuth isn't
+# currently supported. Unauthenticated callers currently aren't blocked when EasyAuth is enabled". Trust it only
+# once it is seen to refuse a caller without a token.
+if ($env:AZURE_FUNCTION_APP_AUTH -eq 'entra-id' -and $env:AZURE_FUNCTION_APP_URL) {
+    $status = 0
+    try {
+        $response = Invoke-WebRequest -Method Post -Uri "$($env:AZURE_FUNCTION_APP_URL)/api/recheck" -Body '{}' `
+            -ContentType 'application/json' -TimeoutSec 30 -SkipHttpErrorCheck
+        $status = [int]$response.StatusCode
+    } catch { $status = 0 }
+    if ($status -ne 401) {
+        throw "App Service authentication is configured but an unauthenticated POST /api/recheck got HTTP $status, not 401: Easy Auth is not enforced on this app; do not rely on X-MS-CLIENT-PRINCIPAL-* headers. Unset AUTH_CLIENT_ID (azd env set AUTH_CLIENT_ID '') and put Entra ID in front with API Management instead (docs/deploy.md)."
+    }
+    Write-Host 'App Service authentication refuses callers without a token (HTTP 401).'
+}

@@ -59,3 +59,18 @@ az deployment sub create \
     environmentName="$AZURE_ENV_NAME" \
   --output none
 echo "Event subscriptions ready: registry writes in every monitored subscription now reach ${FUNCTION_NAME}."
+
+# App Service authentication on Flex Consumption: Microsoft's Flex Consumption page has said "EasyAuth isn't
+# currently supported. Unauthenticated callers currently aren't blocked when EasyAuth is enabled". Trust it only
+# once it is seen to refuse a caller without a token.
+if [ "${AZURE_FUNCTION_APP_AUTH:-}" = "entra-id" ] && [ -n "${AZURE_FUNCTION_APP_URL:-}" ]; then
+  status=$(curl --silent --output /dev/null --write-out '%{http_code}' --max-time 30 --request POST \
+    --header 'Content-Type: application/json' --data '{}' "${AZURE_FUNCTION_APP_URL}/api/recheck" || echo 000)
+  if [ "$status" != "401" ]; then
+    echo "error: App Service authentication is configured but an unauthenticated POST /api/recheck got HTTP ${status}, not 401:" >&2
+    echo "  Easy Auth is not enforced on this app; do not rely on X-MS-CLIENT-PRINCIPAL-* headers. Unset AUTH_CLIENT_ID" >&2
+    echo "  (azd env set AUTH_CLIENT_ID '') and put Entra ID in front with API Management instead (docs/deploy.md)." >&2
+    exit 1
+  fi
+  echo "App Service authentication refuses callers without a token (HTTP 401)."
+fi
