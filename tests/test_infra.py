@@ -978,4 +978,6 @@ def test_easy_auth_is_an_option_that_leaves_the_event_grid_webhook_open():
 def test_postdeploy_refuses_an_easy_auth_that_does_not_block_anonymous_callers(hook):
     text = read(INFRA / "hooks" / hook)
     assert "AZURE_FUNCTION_APP_AUTH" in text and "/api/recheck" in text and "401" in text
+    # with the function key: otherwise the Functions host's own 401 (no key) would pass for Easy Auth's
+    assert "x-functions-key" in text and "functionKeys.default" in text
     assert "output AZURE_FUNCTION_APP_AUTH string = authEnabled ? 'entra-id' : 'function-keys'" in read(MAIN)

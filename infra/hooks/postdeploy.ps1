@@ -56,14 +56,17 @@ az deployment sub create `
 if ($LASTEXITCODE -ne 0) { throw 'deployment of infra/eventgrid.bicep failed' }
 Write-Host "Event subscriptions ready: registry writes in every monitored subscription now reach $functionName."
 
-# App Service authentication on Flex Consumption: Microsoft's Flex Consumption page has said "EasyAuth isn't
+# App Service authentication on Flex Consumption: the preview-era Flex Consumption page said "EasyAuth isn't
 # currently supported. Unauthenticated callers currently aren't blocked when EasyAuth is enabled". Trust it only
-# once it is seen to refuse a caller without a token.
+# once it is seen to refuse a caller without a token. The probe carries the function key, so that a 401 can only
+# come from App Service authentication (the Functions host answers 401 to a missing key as well).
 if ($env:AZURE_FUNCTION_APP_AUTH -eq 'entra-id' -and $env:AZURE_FUNCTION_APP_URL) {
+    $key = az functionapp keys list --subscription $env:AZURE_SUBSCRIPTION_ID --resource-group $env:AZURE_RESOURCE_GROUP `
+        --name $env:AZURE_FUNCTION_APP_NAME --query functionKeys.default --output tsv
     $status = 0
     try {
         $response = Invoke-WebRequest -Method Post -Uri "$($env:AZURE_FUNCTION_APP_URL)/api/recheck" -Body '{}' `
-            -ContentType 'application/json' -TimeoutSec 30 -SkipHttpErrorCheck
+            -Headers @{ 'x-functions-key' = $key } -ContentType 'application/json' -TimeoutSec 30 -SkipHttpErrorCheck
         $status = [int]$response.StatusCode
     } catch { $status = 0 }
     if ($status -ne 401) {

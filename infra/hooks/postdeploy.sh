@@ -60,11 +60,15 @@ az deployment sub create \
   --output none
 echo "Event subscriptions ready: registry writes in every monitored subscription now reach ${FUNCTION_NAME}."
 
-# App Service authentication on Flex Consumption: Microsoft's Flex Consumption page has said "EasyAuth isn't
+# App Service authentication on Flex Consumption: the preview-era Flex Consumption page said "EasyAuth isn't
 # currently supported. Unauthenticated callers currently aren't blocked when EasyAuth is enabled". Trust it only
-# once it is seen to refuse a caller without a token.
+# once it is seen to refuse a caller without a token. The probe carries the function key, so that a 401 can only
+# come from App Service authentication (the Functions host answers 401 to a missing key as well).
 if [ "${AZURE_FUNCTION_APP_AUTH:-}" = "entra-id" ] && [ -n "${AZURE_FUNCTION_APP_URL:-}" ]; then
-  status=$(curl --silent --output /dev/null --write-out '%{http_code}' --max-time 30 --request POST \
+  key=$(az functionapp keys list --subscription "$AZURE_SUBSCRIPTION_ID" --resource-group "$AZURE_RESOURCE_GROUP" \
+    --name "$AZURE_FUNCTION_APP_NAME" --query functionKeys.default --output tsv)
+  status=$(printf 'header = "x-functions-key: %s"\n' "$key" | curl --silent --output /dev/null --write-out '%{http_code}' \
+    --max-time 30 --request POST --config - \
     --header 'Content-Type: application/json' --data '{}' "${AZURE_FUNCTION_APP_URL}/api/recheck" || echo 000)
   if [ "$status" != "401" ]; then
     echo "error: App Service authentication is configured but an unauthenticated POST /api/recheck got HTTP ${status}, not 401:" >&2
