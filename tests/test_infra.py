@@ -925,6 +925,15 @@ def test_app_blob_access_is_scoped_to_its_containers():
     assert "scope: containers[i]" in blob and "roles.storageBlobDataContributor" in blob
     account = block(rbac, r"^resource storageAccess ")
     assert "scope: storage" in account and "storageBlobDataContributor" not in block(rbac, r"^var accountRoles = ")
+    # the host's account-level calls (list containers, blob service properties): actions only, no blob data
+    lister = block(rbac, r"^resource hostStorageLister ")
+    assert set(strings_in(block(lister, r"actions: "))) == {
+        "Microsoft.Storage/storageAccounts/blobServices/read",
+        "Microsoft.Storage/storageAccounts/blobServices/containers/read"}
+    assert re.search(r"dataActions: \[\]", lister)
+    assert "scope: storage" in block(rbac, r"^resource containerListing ")
+    for hook in ("postdown.sh", "postdown.ps1"):
+        assert "ACR DLP host storage lister" in read(INFRA / "hooks" / hook)
     storage = read(APP / "storage.bicep")
     assert set(strings_in(block(storage, r"^var hostContainerNames = "))) == {"azure-webjobs-hosts", "azure-webjobs-secrets"}
     assert "output appContainerNames array = concat([deploymentContainerName], hostContainerNames)" in storage

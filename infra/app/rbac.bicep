@@ -1,6 +1,9 @@
 // Data-plane roles of the responder's identity inside its own resource group, each on the narrowest resource:
 // - Storage Blob Data Contributor on the named containers only (deployment package, host leases, host keys), not
 //   the account: the dead-letter account and any other container stay out of reach;
+// - on the account, a custom role that lists containers and reads the blob service's properties, and nothing of
+//   their content: the Functions host makes those account-level calls at start-up (ListContainers,
+//   GetBlobServiceProperties: azure-functions-host issue 11938 lists them), which container-scoped roles refuse;
 // - Storage Queue Data Contributor and Storage Table Data Contributor on the account (the retry queue and its
 //   poison queue; the state and outbox tables: all of the account's queues and tables are the app's);
 // - Monitoring Metrics Publisher on Application Insights (local auth is off) and on the findings DCR (Logs
@@ -22,6 +25,30 @@ var accountRoles = [
   roles.storageQueueDataContributor
   roles.storageTableDataContributor
 ]
+
+// Actions, not data actions: no blob can be read or written with it.
+resource hostStorageLister 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
+  name: guid(resourceGroup().id, 'acr-dlp-host-storage-lister')
+  properties: {
+    roleName: 'ACR DLP host storage lister (${resourceGroup().name})'
+    description: 'List the containers and read the blob service properties of the responder\'s storage account; no blob data.'
+    type: 'CustomRole'
+    permissions: [
+      {
+        actions: [
+          'Microsoft.Storage/storageAccounts/blobServices/read'
+          'Microsoft.Storage/storageAccounts/blobServices/containers/read'
+        ]
+        notActions: []
+        dataActions: []
+        notDataActions: []
+      }
+    ]
+    assignableScopes: [
+      resourceGroup().id
+    ]
+  }
+}
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -54,6 +81,16 @@ resource containerAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
     principalType: 'ServicePrincipal'
   }
 }]
+
+resource containerListing 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, principalId, hostStorageLister.id)
+  scope: storage
+  properties: {
+    roleDefinitionId: hostStorageLister.id
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}
 
 resource storageAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for roleId in accountRoles: {
   name: guid(storage.id, principalId, roleId)
