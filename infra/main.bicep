@@ -146,7 +146,7 @@ param authTenantId string = ''
 // ---------------------------------------------------------------------------------------------------------------
 // Network
 // ---------------------------------------------------------------------------------------------------------------
-@description('Private layout: the Function App integrated into a new VNet, its storage and the Key Vault reachable only through private endpoints with public network access disabled, private DNS zones created. false: public endpoints restricted by Entra ID only.')
+@description('Private layout: the Function App integrated into a new VNet, its storage reachable only through private endpoints with public network access disabled, private DNS zones created. (The Key Vault stays public: Flex Consumption cannot resolve Key Vault references against a network-restricted vault.) false: public endpoints restricted by Entra ID only.')
 param vnetEnabled bool = true
 
 @description('Address space of that VNet (a /24 or larger: two /26 subnets are carved from it).')
@@ -317,7 +317,6 @@ module network 'app/network.bicep' = if (vnetEnabled) {
     location: location
     tags: tags
     addressPrefix: vnetAddressPrefix
-    keyVaultZone: teamsEnabled
   }
 }
 
@@ -361,7 +360,6 @@ module privateEndpoints 'app/private-endpoints.bicep' = if (vnetEnabled) {
     subnetId: vnetEnabled ? network.outputs.privateEndpointSubnetId : ''
     storageAccountId: storage.outputs.id
     deadLetterStorageAccountId: deadLetterStorage.outputs.id
-    keyVaultId: teamsEnabled ? keyVault.outputs.id : ''
     dnsZoneIds: vnetEnabled ? network.outputs.dnsZoneIds : {}
   }
 }
@@ -426,7 +424,6 @@ module keyVault 'app/keyvault.bicep' = if (teamsEnabled) {
     tags: tags
     principalId: identity.outputs.principalId
     teamsWebhookUrl: teamsWebhookUrl
-    privateOnly: vnetEnabled
   }
 }
 
@@ -523,7 +520,7 @@ module api 'app/api.bicep' = {
     authTenantId: !empty(authTenantId) ? authTenantId : tenant().tenantId
   }
   dependsOn: [
-    // The host starts with these: storage, telemetry and Key Vault access (and their private endpoints) first.
+    // The host starts with these: storage, telemetry and Key Vault access (and the storage private endpoints) first.
     rbac
     keyVault
     privateEndpoints

@@ -6,8 +6,6 @@ param tags object = {}
 param principalId string
 @secure()
 param teamsWebhookUrl string
-@description('vnetEnabled: no public network access; the app resolves the reference through the private endpoint.')
-param privateOnly bool
 
 var keyVaultSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
 
@@ -25,11 +23,13 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enableSoftDelete: true
     softDeleteRetentionInDays: 7
     // Purge protection stays off so that `azd down --purge` can remove the vault; the secret is a rotatable URL.
-    // The secret is written through ARM (the control plane), which the firewall does not apply to.
-    publicNetworkAccess: privateOnly ? 'Disabled' : 'Enabled'
+    // Public even with vnetEnabled: Flex Consumption cannot resolve Key Vault references against a network-restricted
+    // vault, "even when the function app has Virtual Network integration enabled" (Flex Consumption plan page,
+    // Considerations). Access is Entra ID + RBAC: only the responder's identity may read, and only this one secret.
+    publicNetworkAccess: 'Enabled'
     networkAcls: {
-      defaultAction: privateOnly ? 'Deny' : 'Allow'
-      bypass: privateOnly ? 'None' : 'AzureServices'
+      defaultAction: 'Allow'
+      bypass: 'AzureServices'
     }
   }
 }

@@ -1,27 +1,23 @@
 // vnetEnabled: the VNet the Function App is integrated into, the subnet of the private endpoints, and the private
-// DNS zones that make the storage (and Key Vault) names resolve to those endpoints inside it.
+// DNS zones that make the storage names resolve to those endpoints inside it.
 param name string
 param location string
 param tags object = {}
 @description('Address space; two /26 subnets are carved from its first /24.')
 param addressPrefix string
-@description('Create the Key Vault zone too (a vault exists only when Teams alerts are on).')
-param keyVaultZone bool
 
 // Flex Consumption integrates through a subnet delegated to Microsoft.App/environments (Azure-Samples Flex
 // templates do the same); the private endpoints get their own subnet.
 var appSubnetPrefix = cidrSubnet(addressPrefix, 26, 0)
 var privateEndpointSubnetPrefix = cidrSubnet(addressPrefix, 26, 1)
 var storageSuffix = environment().suffixes.storage
-var storageZones = {
+// No Key Vault zone: Flex Consumption cannot resolve Key Vault references against a network-restricted vault
+// (see keyvault.bicep), so the vault keeps its public endpoint.
+var zones = {
   blob: 'privatelink.blob.${storageSuffix}'
   queue: 'privatelink.queue.${storageSuffix}'
   table: 'privatelink.table.${storageSuffix}'
 }
-var vaultZone = {
-  vault: 'privatelink.vaultcore.azure.net'
-}
-var zones = keyVaultZone ? union(storageZones, vaultZone) : storageZones
 var zoneList = items(zones)
 
 resource vnet 'Microsoft.Network/virtualNetworks@2024-05-01' = {
@@ -85,5 +81,5 @@ resource dnsZoneLinks 'Microsoft.Network/privateDnsZones/virtualNetworkLinks@202
 output id string = vnet.id
 output appSubnetId string = resourceId('Microsoft.Network/virtualNetworks/subnets', vnet.name, 'app')
 output privateEndpointSubnetId string = resourceId('Microsoft.Network/virtualNetworks/subnets', vnet.name, 'private-endpoints')
-@description('Private DNS zone ID per private-link group (blob, queue, table, vault).')
+@description('Private DNS zone ID per private-link group (blob, queue, table).')
 output dnsZoneIds object = toObject(zoneList, zone => zone.key, zone => resourceId('Microsoft.Network/privateDnsZones', zone.value))

@@ -1,17 +1,16 @@
-// vnetEnabled: private endpoints of the app's storage (blob, queue, table), the dead-letter account (blob, for a
-// dead-letter replay from inside the VNet) and the Key Vault, each registered in its private DNS zone.
+// vnetEnabled: private endpoints of the app's storage (blob, queue, table) and the dead-letter account (blob, for a
+// dead-letter replay from inside the VNet), each registered in its private DNS zone. None for the Key Vault: see
+// keyvault.bicep.
 param location string
 param tags object = {}
 param namePrefix string
 param subnetId string
 param storageAccountId string
 param deadLetterStorageAccountId string
-@description('Empty: no Key Vault (Teams alerts off).')
-param keyVaultId string
-@description('Private DNS zone ID per group: blob, queue, table and (with a vault) vault.')
+@description('Private DNS zone ID per group: blob, queue, table.')
 param dnsZoneIds object
 
-var storageEndpoints = [
+var endpoints = [
   {
     name: '${namePrefix}-st-blob'
     target: storageAccountId
@@ -33,14 +32,6 @@ var storageEndpoints = [
     group: 'blob'
   }
 ]
-var vaultEndpoints = empty(keyVaultId) ? [] : [
-  {
-    name: '${namePrefix}-kv'
-    target: keyVaultId
-    group: 'vault'
-  }
-]
-var endpoints = concat(storageEndpoints, vaultEndpoints)
 
 resource privateEndpoint 'Microsoft.Network/privateEndpoints@2024-05-01' = [for endpoint in endpoints: {
   name: endpoint.name
