@@ -149,8 +149,8 @@ param authTenantId string = ''
 @description('Private layout: the Function App integrated into a new VNet, its storage reachable only through private endpoints with public network access disabled, private DNS zones created. (The Key Vault stays public: Flex Consumption cannot resolve Key Vault references against a network-restricted vault.) false: public endpoints restricted by Entra ID only.')
 param vnetEnabled bool = true
 
-@description('Address space of that VNet (a /24 or larger: two /26 subnets are carved from it).')
-param vnetAddressPrefix string = '10.42.0.0/24'
+@description('Address space of that VNet (a /23 or larger: two /24 subnets are carved from it).')
+param vnetAddressPrefix string = '10.42.0.0/23'
 
 // ---------------------------------------------------------------------------------------------------------------
 // Dead letters

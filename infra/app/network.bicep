@@ -3,13 +3,13 @@
 param name string
 param location string
 param tags object = {}
-@description('Address space; two /26 subnets are carved from its first /24.')
+@description('Address space, a /23 or larger: a /24 for the app (the size of Microsoft\'s Flex Consumption samples) and a /24 for the private endpoints.')
 param addressPrefix string
 
 // Flex Consumption integrates through a subnet delegated to Microsoft.App/environments (Azure-Samples Flex
 // templates do the same); the private endpoints get their own subnet.
-var appSubnetPrefix = cidrSubnet(addressPrefix, 26, 0)
-var privateEndpointSubnetPrefix = cidrSubnet(addressPrefix, 26, 1)
+var appSubnetPrefix = cidrSubnet(addressPrefix, 24, 0)
+var privateEndpointSubnetPrefix = cidrSubnet(addressPrefix, 24, 1)
 var storageSuffix = environment().suffixes.storage
 // No Key Vault zone: Flex Consumption cannot resolve Key Vault references against a network-restricted vault
 // (see keyvault.bicep), so the vault keeps its public endpoint.
