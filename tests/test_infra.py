@@ -992,3 +992,14 @@ def test_postdeploy_refuses_an_easy_auth_that_does_not_block_anonymous_callers(h
     # with the function key: otherwise the Functions host's own 401 (no key) would pass for Easy Auth's
     assert "x-functions-key" in text and "functionKeys.default" in text
     assert "output AZURE_FUNCTION_APP_AUTH string = authEnabled ? 'entra-id' : 'function-keys'" in read(MAIN)
+
+
+def test_no_existing_resource_loops_across_subscriptions():
+    """A topic's identity in another subscription is read by a module at its scope, not an `existing` loop."""
+    for path in BICEP_FILES:
+        code = mask(read(path), strings=False)
+        for match in re.finditer(r"^resource (\w+) '[^']+' existing = \[for ", code, re.MULTILINE):
+            assert "scope:" not in block(code[match.start():], r"= "), f"{path.name}: existing loop {match.group(1)} with a scope"
+    stage_two = read(INFRA / "eventgrid.bicep")
+    assert "principalId: topicIdentities[i].outputs.principalId" in stage_two
+    assert "scope: resourceGroup(topic.subscriptionId, topic.resourceGroupName)" in block(stage_two, r"^module topicIdentities ")
