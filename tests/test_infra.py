@@ -1003,3 +1003,79 @@ def test_no_existing_resource_loops_across_subscriptions():
     stage_two = read(INFRA / "eventgrid.bicep")
     assert "principalId: topicIdentities[i].outputs.principalId" in stage_two
     assert "scope: resourceGroup(topic.subscriptionId, topic.resourceGroupName)" in block(stage_two, r"^module topicIdentities ")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The preprovision hook, run for real against stand-in `az` and `azd` commands that record what they are asked
+# ---------------------------------------------------------------------------------------------------------------
+FAKE_AZ = """#!/bin/sh
+printf '%s\\n' "$*" >> "$FAKE_DIR/calls"
+case "$1" in
+  cloud) echo "https://management.azure.com/" ;;
+  functionapp) printf 'eastus\\nswedencentral\\nwesteurope\\n' ;;
+  rest)
+    while [ $# -gt 0 ]; do
+      [ "$1" = --body ] && printf '%s' "$2" > "$FAKE_DIR/body"
+      [ "$1" = --url ] && printf '%s' "$2" > "$FAKE_DIR/url"
+      shift
+    done
+    cat "$FAKE_DIR/topics" ;;
+  *) exit 1 ;;
+esac
+"""
+FAKE_AZD = """#!/bin/sh
+printf '%s\\n' "$@" > "$FAKE_DIR/azd"
+"""
+SUB_A = "0000000A-0000-0000-0000-000000000001"
+SUB_B = "0000000b-0000-0000-0000-000000000002"
+
+
+def run_preprovision(tmp_path: Path, topics: list[str], **env: str) -> subprocess.CompletedProcess:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, text in (("az", FAKE_AZ), ("azd", FAKE_AZD)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    (tmp_path / "topics").write_text("".join(t + "\n" for t in topics))
+    import os
+    environ = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_DIR": str(tmp_path), "AZURE_ENV_NAME": "acr-dlp",
+               "AZURE_SUBSCRIPTION_ID": SUB_A, "AZURE_LOCATION": "swedencentral", **env}
+    return subprocess.run(["sh", str(INFRA / "hooks" / "preprovision.sh")], check=False, env=environ, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="no POSIX shell")
+def test_preprovision_queries_every_monitored_subscription_and_stores_the_topics(tmp_path):
+    topic_a = f"/subscriptions/{SUB_A.lower()}/resourceGroups/defender/providers/Microsoft.EventGrid/systemTopics/t1"
+    topic_b = f"/subscriptions/{SUB_B}/resourceGroups/ops/providers/Microsoft.EventGrid/systemTopics/t2"
+    done = run_preprovision(tmp_path, [topic_a, topic_b], MONITORED_SUBSCRIPTION_IDS=f"{SUB_A}, {SUB_B}")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "url").read_text() == (
+        "https://management.azure.com/providers/Microsoft.ResourceGraph/resources?api-version=2022-10-01")
+    body = json.loads((tmp_path / "body").read_text())
+    assert body["subscriptions"] == [SUB_A.lower(), SUB_B]
+    assert "tostring(tags['azd-env-name']) != 'acr-dlp'" in body["query"]
+    assert "=~ 'Microsoft.Resources.Subscriptions'" in body["query"]
+    assert (tmp_path / "azd").read_text().splitlines() == ["env", "set", "DISCOVERED_SYSTEM_TOPIC_IDS",
+                                                            f"{topic_a},{topic_b}"]
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="no POSIX shell")
+def test_preprovision_with_no_existing_topic_stores_an_empty_list(tmp_path):
+    done = run_preprovision(tmp_path, [])
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "body").read_text())["subscriptions"] == [SUB_A.lower()]
+    assert (tmp_path / "azd").read_text().splitlines() == ["env", "set", "DISCOVERED_SYSTEM_TOPIC_IDS", ""]
+    assert "a new system topic is created" in done.stdout
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="no POSIX shell")
+@pytest.mark.parametrize(("env", "message"), [
+    ({"AZURE_ENV_NAME": "x' or 1==1 or 'y"}, "AZURE_ENV_NAME"),                # would break out of the KQL string
+    ({"MONITORED_SUBSCRIPTION_IDS": f'{SUB_A},x"]}}'}, "is not a subscription ID"),  # would break the JSON body
+    ({"AZURE_LOCATION": "westindia"}, "does not offer Flex Consumption"),
+])
+def test_preprovision_refuses_hostile_or_impossible_input_before_querying(tmp_path, env, message):
+    done = run_preprovision(tmp_path, [], **env)
+    assert done.returncode != 0 and message in done.stderr
+    assert not (tmp_path / "body").exists() and not (tmp_path / "azd").exists()

@@ -15,6 +15,12 @@ foreach ($sub in $subscriptions) {
     if ($sub -notmatch '^[0-9a-f-]+$') { throw "MONITORED_SUBSCRIPTION_IDS: '$sub' is not a subscription ID" }
 }
 
+# Flex Consumption regions change: main.bicep's @allowed list is a snapshot, the CLI asks the platform.
+$flex = @(az functionapp list-flexconsumption-locations --query '[].name' --output tsv 2>$null)
+if ($LASTEXITCODE -eq 0 -and $flex -and $env:AZURE_LOCATION -and ($flex -notcontains $env:AZURE_LOCATION.ToLowerInvariant())) {
+    throw "AZURE_LOCATION '$($env:AZURE_LOCATION)' does not offer Flex Consumption; pick one of: $($flex -join ' ')"
+}
+
 $arm = (az cloud show --query endpoints.resourceManager --output tsv).TrimEnd('/')
 # Topics this environment created itself (tag azd-env-name) are not "existing": main.bicep owns them.
 $query = "resources | where type =~ 'microsoft.eventgrid/systemtopics' | where tostring(properties.topicType) =~ 'Microsoft.Resources.Subscriptions' | where tostring(tags['azd-env-name']) != '$($env:AZURE_ENV_NAME)' | project id, subscriptionId"

@@ -22,6 +22,14 @@ for sub in $subscriptions; do
 done
 [ -n "$json_list" ] || json_list="\"$(printf '%s' "$AZURE_SUBSCRIPTION_ID" | tr 'A-Z' 'a-z')\""
 
+# Flex Consumption regions change: main.bicep's @allowed list is a snapshot, the CLI asks the platform.
+if flex=$(az functionapp list-flexconsumption-locations --query "[].name" --output tsv 2>/dev/null); then
+  if [ -n "${AZURE_LOCATION:-}" ] && ! printf '%s\n' "$flex" | tr 'A-Z' 'a-z' | grep -qx "$(printf '%s' "$AZURE_LOCATION" | tr 'A-Z' 'a-z')"; then
+    echo "error: AZURE_LOCATION '${AZURE_LOCATION}' does not offer Flex Consumption; pick one of: $(printf '%s' "$flex" | tr '\n' ' ')" >&2
+    exit 1
+  fi
+fi
+
 arm=$(az cloud show --query endpoints.resourceManager --output tsv)
 # Topics this environment created itself (tag azd-env-name) are not "existing": main.bicep owns them.
 query="resources | where type =~ 'microsoft.eventgrid/systemtopics' | where tostring(properties.topicType) =~ 'Microsoft.Resources.Subscriptions' | where tostring(tags['azd-env-name']) != '${AZURE_ENV_NAME}' | project id, subscriptionId"
