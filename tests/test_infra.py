@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -1037,7 +1038,6 @@ def run_preprovision(tmp_path: Path, topics: list[str], **env: str) -> subproces
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     (tmp_path / "topics").write_text("".join(t + "\n" for t in topics))
-    import os
     environ = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_DIR": str(tmp_path), "AZURE_ENV_NAME": "acr-dlp",
                "AZURE_SUBSCRIPTION_ID": SUB_A, "AZURE_LOCATION": "swedencentral", **env}
     return subprocess.run(["sh", str(INFRA / "hooks" / "preprovision.sh")], check=False, env=environ, cwd=ROOT,
