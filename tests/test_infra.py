@@ -1079,3 +1079,44 @@ def test_preprovision_refuses_hostile_or_impossible_input_before_querying(tmp_pa
     done = run_preprovision(tmp_path, [], **env)
     assert done.returncode != 0 and message in done.stderr
     assert not (tmp_path / "body").exists() and not (tmp_path / "azd").exists()
+
+
+FAKE_CURL = """#!/bin/sh
+cat > "$FAKE_DIR/curl-config"
+printf '%s\\n' "$*" > "$FAKE_DIR/curl-args"
+cat "$FAKE_DIR/status"
+"""
+FAKE_AZ_DEPLOY = """#!/bin/sh
+printf '%s\\n' "$*" >> "$FAKE_DIR/calls"
+case "$1 $2" in
+  "functionapp function") echo on_registry_event ;;
+  "functionapp keys") echo s3cr3t-key ;;
+esac
+"""
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="no POSIX shell")
+@pytest.mark.parametrize(("status", "ok"), [("401", True), ("400", False), ("200", False), ("000", False)])
+def test_postdeploy_trusts_easy_auth_only_when_a_keyed_tokenless_call_gets_401(tmp_path, status, ok):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("az", FAKE_AZ_DEPLOY), ("curl", FAKE_CURL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    (tmp_path / "status").write_text(status)
+    environ = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_DIR": str(tmp_path), "AZURE_ENV_NAME": "acr-dlp",
+               "AZURE_SUBSCRIPTION_ID": SUB_A, "AZURE_LOCATION": "swedencentral", "AZURE_RESOURCE_GROUP": "rg-acr-dlp",
+               "AZURE_FUNCTION_APP_NAME": "func-dlp-x", "EVENTGRID_SYSTEM_TOPIC_IDS": "/subscriptions/x/t",
+               "EVENTGRID_DEADLETTER_STORAGE_ACCOUNT": "stdlqx", "EVENTGRID_DEADLETTER_CONTAINER": "eventgrid-deadletters",
+               "ALERT_NAME_PREFIX": "acr-dlp-x-", "AZURE_FUNCTION_APP_AUTH": "entra-id",
+               "AZURE_FUNCTION_APP_URL": "https://func-dlp-x.azurewebsites.net"}
+    done = subprocess.run(["sh", str(INFRA / "hooks" / "postdeploy.sh")], check=False, env=environ, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode == 0) is ok, done.stderr
+    # the key travels on stdin (not on the command line) and the call carries no bearer token
+    assert (tmp_path / "curl-config").read_text() == 'header = "x-functions-key: s3cr3t-key"\n'
+    args = (tmp_path / "curl-args").read_text()
+    assert "s3cr3t-key" not in args and "Authorization" not in args
+    assert args.rstrip().endswith("https://func-dlp-x.azurewebsites.net/api/recheck")
+    if not ok:
+        assert f"got HTTP {status}, not 401" in done.stderr
