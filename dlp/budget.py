@@ -166,6 +166,30 @@ def budget_transport() -> Any:
     return BudgetTransport()
 
 
+def budget_polling(base: type, interval: float, **kwargs: Any) -> Any:
+    """An azure-core polling method (`base`: ARMPolling, LROBasePolling) whose thread stops with the budget.
+
+    azure-core polls a long-running operation on a thread of its own, which does not inherit the invocation's
+    budget (a contextvar): after `wait(timeout)` gave up, it would go on polling for as long as the operation
+    runs. This one runs its thread inside the deadline current when it is made, so its requests (through
+    BudgetRetryPolicy) and the waits between them end with the budget: BudgetExhausted ends the thread, and
+    `wait`/`result` re-raise it to the caller, who treats it as "not finished in time"."""
+    deadline = _DEADLINE.get()
+
+    class BudgetPolling(base):  # type: ignore[misc, valid-type]
+        def run(self) -> None:
+            token = _DEADLINE.set(deadline)
+            try:
+                super().run()
+            finally:
+                _DEADLINE.reset(token)
+
+        def _sleep(self, delay: float) -> None:
+            bounded_sleep(delay)
+
+    return BudgetPolling(interval, **kwargs)
+
+
 def bounded_sleep(duration: float) -> None:
     """time.sleep, unless the current budget ends first: then BudgetExhausted, without sleeping."""
     left = remaining()

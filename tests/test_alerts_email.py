@@ -114,6 +114,10 @@ def test_a_send_that_outlives_the_budget_is_kept_and_retried_with_the_same_opera
     assert time.monotonic() - started < 3.5                   # bounded by the budget, no exception
     [kept] = alerting.kept()
     assert "same operation id" in kept.last_error
+    time.sleep(0.5)                                           # a poll in flight at the deadline may finish
+    polls = azure_env.email.log.count(method="GET")
+    time.sleep(1.0)                                           # five polling intervals: the poller stopped
+    assert azure_env.email.log.count(method="GET") == polls
     [operation] = azure_env.email.operations.values()
     operation.polls_needed = 0                                 # the service gets round to it
     with Budget.of(10).active():

@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from dlp.budget import MARGIN_S, BudgetExhausted, BudgetRetryPolicy, remaining
+from dlp.budget import MARGIN_S, BudgetExhausted, BudgetRetryPolicy, budget_polling, remaining
 from dlp.model import parse_registry_id
 
 # azure-mgmt-containerregistry 15.x dropped the pipeline operations; this preview version has them.
@@ -41,35 +41,6 @@ def shared_transport() -> Any:
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return RequestsTransport(session=session, session_owner=False)
-
-
-def budget_polling(left: float | None, endpoint: str) -> Any:
-    """ARM polling whose thread stops when the invocation's budget ends.
-
-    azure-core polls an LRO on its own thread, which does not inherit the invocation's budget (a contextvar):
-    after `wait(timeout)` gave up, it would go on polling for as long as the operation runs. This polling runs
-    its thread inside the same deadline, so its requests, and the waits between them, end with the budget
-    (BudgetExhausted ends the thread; the caller has already handed the work to the durable retry)."""
-    import time
-
-    from azure.mgmt.core.polling.arm_polling import ARMPolling
-
-    from dlp.budget import Budget, bounded_sleep
-
-    deadline = None if left is None else time.monotonic() + left
-
-    class BudgetPolling(ARMPolling):
-        def run(self) -> None:
-            if deadline is None:
-                super().run()
-                return
-            with Budget(deadline).active():
-                super().run()
-
-        def _sleep(self, delay: float) -> None:
-            bounded_sleep(delay)
-
-    return BudgetPolling(POLLING_INTERVAL_S, path_format_arguments={"endpoint": endpoint})
 
 
 class ArmGateway:
@@ -139,9 +110,10 @@ class ArmGateway:
     def update_registry(self, registry_id: str, body: dict[str, Any], *, reserve_s: float = 0.0) -> UpdateResult:
         """PATCH exactly `body`; wait for the LRO within the budget, less `reserve_s` kept for the caller."""
         sub, group, name = self._parts(registry_id)
-        left = remaining()
-        poller = self._client(sub).registries.begin_update(group, name, body, cls=_raw_json,
-                                                           polling=budget_polling(left, self.endpoint))
+        from azure.mgmt.core.polling.arm_polling import ARMPolling
+
+        polling = budget_polling(ARMPolling, POLLING_INTERVAL_S, path_format_arguments={"endpoint": self.endpoint})
+        poller = self._client(sub).registries.begin_update(group, name, body, cls=_raw_json, polling=polling)
         left = remaining()
         try:
             poller.wait(timeout=None if left is None else max(0.0, left - MARGIN_S - reserve_s))
