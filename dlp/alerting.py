@@ -100,7 +100,7 @@ class AlertNotifier:
             dues, unsent = self._transitions(evaluations, record_pending)
             failed = self._send_dues(dues, digest=digest) if dues else set()
             if unsent and not failed:                   # a redelivery finds what a crashed invocation kept
-                self._send_kept(self._kept_of(unsent), failed)
+                self._resend(unsent, failed)
             with self._lock:
                 backlog = self._kept or bool(self._unsaved)
             if (dues or backlog) and not failed:      # a channel that just failed is left to the timer
@@ -139,7 +139,7 @@ class AlertNotifier:
     def kept(self, registry_ids: Sequence[str] = ()) -> list[Any]:
         """What is kept for a later send (transactional copies of these registries, or of all when none are
         given, and the outbox's items): for tests and inspection."""
-        rows = self._kept_of(registry_ids) if registry_ids else self._store.backlog(10_000, FAR_FUTURE)
+        rows = self._kept_of(registry_ids, claimable=False) if registry_ids else self._store.backlog(10_000, FAR_FUTURE)
         return [*rows, *self._outbox.pending(OUTBOX_KIND, 10_000)]
 
     def announce(self, marker: str, name: str, detail: str) -> bool:
@@ -158,19 +158,20 @@ class AlertNotifier:
         """Commit every state change; return the alerts whose commit this call won (to be sent)."""
         return [due.alert for due in self._transitions(evaluations, False)[0]]
 
-    def _transitions(self, evaluations: Sequence[Evaluation], record_pending: bool) -> tuple[list[_Due], list[str]]:
+    def _transitions(self, evaluations: Sequence[Evaluation], record_pending: bool
+                     ) -> tuple[list[_Due], list[tuple[str, Stored]]]:
         observed = [(evaluation, seen) for evaluation in evaluations if (seen := observe(evaluation)) is not None]
         if not observed:
             return [], []
         known = self._read([evaluation.registry_id for evaluation, _ in observed])
         dues: list[_Due] = []
-        unsent: list[str] = []
+        unsent: list[tuple[str, Stored]] = []
         for evaluation, seen in observed:
             due = self._transition(evaluation, seen, known, record_pending)
             if due is not None:
                 dues.append(due)
             elif known is not None and (stored := known.get(partition_of(evaluation.registry_id))) and stored.unsent:
-                unsent.append(evaluation.registry_id)
+                unsent.append((evaluation.registry_id, stored))
         return dues, unsent
 
     def _read(self, registry_ids: list[str]) -> dict[str, Stored | None] | None:
@@ -296,16 +297,31 @@ class AlertNotifier:
         except Exception as exc:    # sent but still kept: may go out again (email de-duplicates by operation id)
             log.warning("delivered alert %s not removed (%s); it may be sent again", kept.key, _reason(exc))
 
-    def _kept_of(self, registry_ids: Sequence[str]) -> list[Any]:
+    def _resend(self, unsent: Sequence[tuple[str, Stored]], failed: set[str]) -> None:
+        """Send the copies an earlier invocation kept for these registries; once none is left, clear the alert
+        row's `Unsent` (with its ETag) so later events of the registry do not look again."""
+        for registry_id, stored in unsent:
+            rows = self._kept_of([registry_id], claimable=False)
+            if any(row.claimed_until > time.time() for row in rows):
+                continue                                # another instance is sending them now
+            delivered: list[Any] = []
+            self._send_kept(rows, failed, delivered)
+            if len(delivered) == len(rows):
+                try:
+                    self._store.settle(registry_id, stored)
+                except Exception as exc:
+                    log.debug("alert row of %s not settled (%s)", registry_id, _reason(exc))
+
+    def _kept_of(self, registry_ids: Sequence[str], *, claimable: bool = True) -> list[Any]:
         rows: list[Any] = []
         for registry_id in dict.fromkeys(registry_ids):
             try:
-                rows += [k for k in self._store.kept(registry_id) if k.claimed_until <= time.time()]
+                rows += [k for k in self._store.kept(registry_id) if not claimable or k.claimed_until <= time.time()]
             except Exception as exc:
                 log.warning("kept alerts of %s unavailable (%s)", registry_id, _reason(exc))
         return rows
 
-    def _send_kept(self, rows: Sequence[Any], failed: set[str]) -> int:
+    def _send_kept(self, rows: Sequence[Any], failed: set[str], delivered: list[Any] | None = None) -> int:
         """Claim kept copies (ETag-guarded: another instance draining at the same time gets None), send them by
         channel, forget what went out, count the failures; a copy out of attempts is given up on, with a notice
         on every other channel."""
@@ -351,6 +367,8 @@ class AlertNotifier:
                     continue
                 for row in rows_of:
                     self._forget(row)
+                if delivered is not None:
+                    delivered += rows_of
                 log.info("kept alert %s delivered", batch.key)
                 sent += 1
         return sent

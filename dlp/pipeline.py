@@ -301,7 +301,9 @@ def _evaluate(target: Target, services: Services, budget: Budget, enforce: bool,
         _release(services, granted.lease)
 
 
-INTENT_TRIGGERS = ("event", "retry", "http", "drain")   # not the sweep: its drain finds orphaned intents instead
+# Who looks for a pending intent when the registry is compliant (one partition query): the event and retry
+# paths and the timer. Not the sweep nor a scope re-check (a query per registry); the timer finds those intents.
+INTENT_TRIGGERS = ("event", "retry", "drain")
 
 
 def _verified_later(target: Target, services: Services, registry: Registry, assessment: Any,
