@@ -21,7 +21,6 @@ runs on TWO instances at the same moment (this process and another child). After
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
 import os
 import subprocess
@@ -45,7 +44,8 @@ from dlp.alerts.store import TableAlertStore
 from dlp.azure.retryqueue import POISON_QUEUE
 from dlp.settings import RETRY_QUEUE
 from tests.evaluation_log import Evaluations
-from tests.test_faults import table_proxy, world  # noqa: F401 (fixtures: Table storage behind a fault proxy)
+from tests.test_faults import event, table_proxy, world  # noqa: F401 (fixtures: Table storage behind a fault proxy)
+from tests.test_responder import fresh_instance
 
 ROOT = Path(__file__).resolve().parent.parent
 SUB = "11111111-2222-3333-4444-555555555555"
@@ -89,14 +89,6 @@ def crash_at(services, point: str) -> None:
     setattr(adapter, name, crashing)
 
 
-def event(registry_id: str, event_id: str) -> func.EventGridEvent:
-    data = {"claims": {"name": "mallory@contoso.com"}, "correlationId": str(uuid.uuid4()), "resourceUri": registry_id,
-            "operationName": "Microsoft.ContainerRegistry/registries/write", "status": "Succeeded"}
-    return func.EventGridEvent(id=event_id, data=data, topic=f"/subscriptions/{SUB}", subject=registry_id,
-                               event_type="Microsoft.Resources.ResourceWriteSuccess",
-                               event_time=dt.datetime.now(dt.timezone.utc), data_version="2")
-
-
 WORKER = """
 import sys
 sys.path.insert(0, ".")
@@ -131,14 +123,6 @@ def instance(azurite_env, local_azure, monkeypatch):
     with Evaluations() as collector:
         yield collector
     runtime.reset()
-
-
-def fresh_instance():
-    """Another app instance: new clients, new claim owner, nothing in memory."""
-    runtime.reset()
-    services = runtime.services()
-    services.retry.base_delay_s = 0
-    return services
 
 
 def child(script: str, *args: str) -> subprocess.Popen:
