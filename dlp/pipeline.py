@@ -320,10 +320,7 @@ def _verified_later(target: Target, services: Services, registry: Registry, asse
     now = time.time()
     intents = [i for i in intents if target.pending or i.until < now]
     applied = [i for i in intents if i.changes and not _not_in_effect(i.changes, registry)]
-    if not applied:
-        if target.pending and not intents and not _intents_kept(services):
-            return done(Outcome(A_REMEDIATED, "verified-later", "the deferred write is now visible", target.pending),
-                        assessment)
+    if not applied:         # a retry's pending write already recorded by another, or never made: ordinary
         return None
     intent = max(applied, key=lambda i: i.when)
     for other in intents:
@@ -336,11 +333,6 @@ def _verified_later(target: Target, services: Services, registry: Registry, asse
 
 def _not_in_effect(changes: Sequence[Change], registry: Registry) -> tuple[Change, ...]:
     return remediation.still_needed(Plan("remediate", changes=tuple(changes)), registry)
-
-
-def _intents_kept(services: Services) -> bool:
-    """Whether the state store keeps intents (then a retry's `pending` is answered by them alone)."""
-    return hasattr(services.state, "pending_intents")
 
 
 def _resolve(services: Services, registry_id: str, row_key: str, status: str) -> None:
@@ -410,8 +402,9 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
     if not plan.writes:
         return done(Outcome(plan.action, plan.reason, plan.detail, plan.changes), assessment,
                     tag_exemption=plan.tag_exemption, recent_callers=callers)
-    for lapsed in (r for r in recent if r.status == INTENT_PENDING):
-        # Under the lease and still drifted: that earlier write is not in effect (it never landed, or was undone)
+    for lapsed in (r for r in recent if r.status == INTENT_PENDING and r.until < time.time()):
+        # Orphaned, and under the lease the registry is still drifted: that write is not in effect (it never
+        # landed, or was undone before anyone confirmed it). A live writer's intent is left to it.
         _resolve(services, registry.id, lapsed.row_key, "lapsed")
     intent = services.state.record_remediation(registry.id, Remediation(
         services.clock().isoformat(), target.context.caller, done.evaluation_id, plan.changes, target.context.trigger,
