@@ -125,7 +125,7 @@ def rows(evaluation: Evaluation) -> list[dict[str, Any]]:
         "Mode": evaluation.mode,
         "Action": outcome.action,
         "ActionReason": outcome.reason,
-        "ActionDetail": _text(outcome.detail),
+        "ActionDetail": _text(" ".join([outcome.detail, *(f"Warning: {w}." for w in evaluation.warnings)]).strip()),
         "Changes": {c.property: {"old": c.old, "new": c.new} for c in outcome.changes},
         "Attempt": context.attempt,
         "DurationMs": evaluation.duration_ms,

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 
+from dlp.ids import fold
+
 # Where a setting comes from when deployed:
 #   "app"      set by infra/ as an app setting of the Function App
 #   "secret"   set by infra/ as a Key Vault reference (never a literal value)
@@ -109,10 +111,12 @@ RETRY_QUEUE = "dlp-retry"        # queue read by the durable-retry function (nam
 STATE_TABLE = "dlpstate"         # breaker counts, alert state, per-registry leases
 OUTBOX_TABLE = "dlpoutbox"       # findings and alerts not yet delivered
 
-_SUB = r"/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-_RG = _SUB + r"/resourceGroups/[-\w\._\(\)]{1,90}"
-_REG = _RG + r"/providers/Microsoft\.ContainerRegistry/registries/[a-zA-Z0-9]{5,50}"
-SCOPE_RE = re.compile(rf"^{_SUB}(?:/resourceGroups/[-\w\._\(\)]{{1,90}})?$", re.IGNORECASE)
+# Case-insensitive, but ASCII-only outside the resource-group name (`(?a:...)`): under re.IGNORECASE alone
+# "/\u017fubscriptions/" (long s) or a registry name with a Kelvin sign would pass.
+_SUB = r"(?a:/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
+_RG = _SUB + r"(?a:/resourceGroups/)[-\w\._\(\)]{1,90}"
+_REG = _RG + r"(?a:/providers/Microsoft\.ContainerRegistry/registries/[a-zA-Z0-9]{5,50})"
+SCOPE_RE = re.compile(rf"^{_SUB}(?:(?a:/resourceGroups/)[-\w\._\(\)]{{1,90}})?$", re.IGNORECASE)
 EXEMPTION_RE = re.compile(rf"^(?:{_REG}|{_RG})$", re.IGNORECASE)
 
 
@@ -126,7 +130,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Exemption:
-    scope: str            # lower-cased registry or resource-group ID
+    scope: str            # registry or resource-group ID, A-Z lower-cased (dlp.ids.fold)
     until: date | None    # last day the exemption holds; None: no end
 
 
@@ -220,7 +224,7 @@ def load(environ: Mapping[str, str]) -> Settings:
         scope = entry.rstrip("/")
         if not SCOPE_RE.match(scope):
             problems.append(("DLP_SCOPES", f"{scope!r} is not a subscription or resource-group ID"))
-        scopes.append(scope.lower())
+        scopes.append(fold(scope))
 
     exemptions = []
     for entry in _csv(get("DLP_EXEMPTIONS")):
@@ -233,7 +237,7 @@ def load(environ: Mapping[str, str]) -> Settings:
                 problems.append(("DLP_EXEMPTIONS", f"{entry!r}: date must be YYYY-MM-DD"))
         if not EXEMPTION_RE.match(scope.strip()):
             problems.append(("DLP_EXEMPTIONS", f"{scope!r} is not a registry or resource-group ID"))
-        exemptions.append(Exemption(scope.strip().rstrip("/").lower(), until))
+        exemptions.append(Exemption(fold(scope.strip().rstrip("/")), until))
 
     exempt_tag = get("DLP_EXEMPT_TAG")
     if exempt_tag and not re.match(r"^[^<>%&\\?/]{1,512}$", exempt_tag):

@@ -37,6 +37,7 @@ from typing import Any
 from dlp import pipeline, remediation
 from dlp.budget import Budget
 from dlp.events import registry_of
+from dlp.ids import fold
 from dlp.model import A_ERROR, A_NONE, Context, Evaluation, Outcome, Target, parse_registry_id
 from dlp.remediation import R_EXEMPTION, R_NOT_PREMIUM, R_OUT_OF_SCOPE, R_TAG_EXEMPTION, Policy
 from dlp.rules import evaluate
@@ -69,11 +70,11 @@ class Listing:
         exact pairing (this group in that subscription) is checked on each row.
         """
         given = [s.rstrip("/") for s in scopes]
-        ids = tuple(dict.fromkeys(s.lower() for s in given))
+        ids = tuple(dict.fromkeys(fold(s) for s in given))
         subscriptions = tuple(dict.fromkeys(s.split("/")[2].lower() for s in given))
         groups = tuple(dict.fromkeys(s.split("/")[4] for s in given if s.count("/") >= 4))
-        # Narrow the query only by plain ASCII names: lower-casing (DLP_SCOPES is stored lower-case) can change
-        # other characters ("İ" -> "i" + U+0307), and whether `in~` still matches them is ARG's business.
+        # Narrow the query only by plain ASCII names: whether `in~` folds other letters as ARM does (A-Z only) is
+        # ARG's business. Rows the query returns too generously are dropped by the exact filter (dlp.ids.within).
         narrow = bool(given) and len(groups) == len(given) and all(g.isascii() for g in groups)
         return cls(subscriptions, groups if narrow else (), ids)
 
@@ -108,7 +109,8 @@ def _from_row(registry: Any, context: Context, policy: Policy, mode: str, today:
         return None
     return Evaluation(str(uuid.uuid4()), registry.id, context, mode,
                       Outcome(plan.action, plan.reason, plan.detail, plan.changes), assessment, started.isoformat(),
-                      round((time.monotonic() - t0) * 1000, 1), tag_exemption=plan.tag_exemption)
+                      round((time.monotonic() - t0) * 1000, 1), tag_exemption=plan.tag_exemption,
+                      warnings=remediation.exemption_lookalikes(registry.id, policy.exemptions))
 
 
 @dataclass

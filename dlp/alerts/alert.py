@@ -85,6 +85,7 @@ class Alert:
     trigger: str = ""
     evaluation_id: str = ""
     recent_callers: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()            # e.g. an ID that only looks like an exempt one
 
     @property
     def label(self) -> str:
@@ -124,6 +125,7 @@ class Alert:
         if self.correlation_id:
             facts.append(("Correlation ID", self.correlation_id))
         facts.append(("When", self.event_time or self.at))
+        facts += [("Warning", warning) for warning in self.warnings]
         return facts
 
     @property
@@ -199,6 +201,7 @@ class Alert:
         known["changes"] = tuple(tuple(str(x) for x in c) for c in known.get("changes") or ())
         known["failing"] = tuple(FailingRule(**f) for f in known.get("failing") or ())
         known["recent_callers"] = tuple(known.get("recent_callers") or ())
+        known["warnings"] = tuple(known.get("warnings") or ())
         return cls(**known)
 
 
@@ -221,7 +224,7 @@ def build_alert(evaluation: Evaluation, previous: Stored | None, state: str, *, 
         changes=tuple((c.property, c.old, c.new) for c in outcome.changes), failing=failing,
         caller=context.caller, caller_ip=context.caller_ip, correlation_id=context.correlation_id,
         event_time=context.event_time, trigger=context.trigger, evaluation_id=evaluation.evaluation_id,
-        recent_callers=evaluation.recent_callers,
+        recent_callers=evaluation.recent_callers, warnings=evaluation.warnings,
     )
 
 

@@ -112,9 +112,16 @@ def _digest(*parts: str) -> str:
 
 def observe(evaluation: Evaluation) -> Observed | None:
     """The alert state an evaluation shows; None when it shows none (deferred, or nothing known)."""
+    seen = _observe(evaluation)
+    if seen is None or not evaluation.warnings or seen.state == S_COMPLIANT:
+        return seen
+    return Observed(seen.state, _digest(seen.signature, *evaluation.warnings))     # a new warning is news
+
+
+def _observe(evaluation: Evaluation) -> Observed | None:
     outcome = evaluation.outcome
     action = outcome.action
-    if action == A_DEFERRED:
+    if action == A_DEFERRED or evaluation.out_of_scope:     # out of scope: silent, no state at all
         return None
     if action == A_GONE:
         return Observed(S_GONE)
