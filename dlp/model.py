@@ -249,10 +249,15 @@ class Context:
     event_type: str = ""
     operation_name: str = ""
     correlation_id: str = ""
-    caller: str = ""
+    caller: str = ""                  # UPN / unique_name / app:<appid> / object:<oid>; for http: the requester
     caller_ip: str = ""
     event_time: str = ""
     attempt: int = 0
+    caller_name: str = ""             # the free-text display name: shown second, never as the identity
+    caller_object_id: str = ""
+    caller_app_id: str = ""
+    caller_tenant_id: str = ""
+    caller_verified: bool = False     # claims from ARM, or a header App Service Authentication vouches for
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in ("", 0)}
