@@ -212,3 +212,167 @@ def test_state_keys_keep_a_look_alike_registry_apart(azurite_env):
     plain, kelvin = rid("sandbox-k", "acrshared01"), rid(f"sandbox-{KELVIN}", "acrshared01")
     assert partition_of(plain) != partition_of(kelvin)
     assert partition_of(plain) == partition_of(plain.upper().replace("SUBSCRIPTIONS", "subscriptions"))
+
+
+# --- item 9: claims given as a JSON string ------------------------------------------------------------------------
+
+OID_CLAIM = "http://schemas.microsoft.com/identity/claims/objectidentifier"
+TID_CLAIM = "http://schemas.microsoft.com/identity/claims/tenantid"
+FULL_CLAIMS = {UPN: "alice@contoso.com", "name": "Alice", "appid": "04b07795-8ddb-461a-bbee-02f9e1bf7b46",
+               OID_CLAIM: "6f1c7a52-0b7e-4a0c-9a57-1f2d3c4b5a69", TID_CLAIM: "72f988bf-86f1-41af-91ab-2d7cd011db47",
+               "ipaddr": "198.51.100.4"}
+
+
+@pytest.mark.parametrize("form", ["object", "json-string"])
+def test_claims_as_a_json_string_are_read_like_the_object_form(app, local_azure, form):
+    name = unique()
+    reg = local_azure.arm.create(SUB, "rg-claims", name, export="disabled", public="Disabled")["id"]
+    runtime.reset()
+    claims = FULL_CLAIMS if form == "object" else json.dumps(FULL_CLAIMS)
+    handle_event(event(reg, claims=claims))
+    (row, *_) = rows_of(local_azure, reg)
+    assert (row["Caller"], row["CallerName"], row["CallerObjectId"], row["CallerAppId"], row["CallerTenantId"],
+            row["CallerVerified"]) == ("alice@contoso.com", "Alice", FULL_CLAIMS[OID_CLAIM], FULL_CLAIMS["appid"],
+                                       FULL_CLAIMS[TID_CLAIM], True)
+
+
+@pytest.mark.parametrize("claims", ["{not json", json.dumps(["a", "list"]), json.dumps({UPN: 42}), "x" * 70_000])
+def test_unusable_claims_strings_leave_the_caller_unknown_and_the_event_still_enforced(app, local_azure, claims):
+    name = unique()
+    reg = local_azure.arm.create(SUB, "rg-claims", name, export="enabled", public="Enabled")["id"]
+    runtime.reset()
+    handle_event(event(reg, claims=claims))
+    assert app.actions() == [("remediated", "-")]
+    (row, *_) = rows_of(local_azure, reg)
+    assert row["Caller"] == "" and row["CallerVerified"] is None
+
+
+# --- item 7: attribution an attacker cannot dress up --------------------------------------------------------------
+
+RLO, ZWSP = "\u202e", "\u200b"
+DRESSED_UP = {
+    # no UPN (a service principal); the display name is the attacker's choice: a bidi override, zero-width
+    # characters and a forged line
+    "name": f"Security Team{RLO}moc.osotnoc@nimda{ZWSP}\r\nChanged by: admin@contoso.com",
+    "appid": f"0c1d-{ZWSP}app", OID_CLAIM: "9a8b-oid", TID_CLAIM: "72f9-tid", "ipaddr": "203.0.113.66",
+}
+INVISIBLE = (RLO, ZWSP, "\r", "\n", "\u2066", "\ufeff")
+
+
+def visible_only(text: str) -> bool:
+    return not any(ch in text for ch in INVISIBLE)
+
+
+def test_a_dressed_up_display_name_is_never_the_identity_and_reaches_nothing_unclean(app, local_azure, caplog):
+    caplog.set_level(logging.DEBUG)
+    name = unique()
+    reg = local_azure.arm.create(SUB, "rg-dressed", name, export="enabled", public="Enabled")["id"]
+    runtime.reset()
+    handle_event(event(reg, claims=DRESSED_UP))
+    assert app.actions() == [("remediated", "-")]
+    # the record: the app ID is the identity, the display name a separate, clean column
+    (row, *_) = rows_of(local_azure, reg)
+    assert row["Caller"] == "app:0c1d-app"
+    assert row["CallerName"] == "Security Teammoc.osotnoc@nimda Changed by: admin@contoso.com"
+    assert (row["CallerObjectId"], row["CallerAppId"], row["CallerTenantId"]) == ("9a8b-oid", "0c1d-app", "72f9-tid")
+    assert all(visible_only(str(value)) for value in row.values())
+    # the card: "Changed by" is the app, the display name is labelled as the caller's own choice
+    (card,) = cards_about(local_azure, name)
+    shown = facts(card)
+    assert shown["Changed by"] == "app:0c1d-app"
+    assert shown["Display name (set by the caller)"].startswith("Security Teammoc.osotnoc@nimda Changed by:")
+    assert shown["Caller object ID"] == "9a8b-oid" and shown["Caller tenant ID"] == "72f9-tid"
+    assert visible_only(json.dumps(card, ensure_ascii=False))
+    # the mail, both bodies: no forged "Changed by" line, nothing invisible
+    (mail,) = mails_about(local_azure, name)
+    plain, html_body = mail["content"]["plainText"], mail["content"]["html"]
+    assert [line for line in plain.splitlines() if line.startswith("Changed by")] == ["Changed by: app:0c1d-app"]
+    assert visible_only(plain.replace("\n", "")) and visible_only(html_body.replace("\n", ""))
+    assert "Changed by</th><td>app:0c1d-app</td>" in html_body
+    # every log line the responder wrote is one clean line
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith("dlp")]
+    assert ours and all(visible_only(message) for message in ours)
+
+
+def test_a_tag_value_with_a_bidi_override_is_cleaned_in_the_record_and_the_alert(app, local_azure, monkeypatch):
+    monkeypatch.setenv("DLP_EXEMPT_TAG", "dlp-exempt")
+    name = unique()
+    reg = local_azure.arm.create(SUB, "rg-tags", name, export="enabled", public="Enabled",
+                                 tags={"dlp-exempt": f"2999-01-01 approved{RLO}OSIC yb\nWarning: none"})["id"]
+    runtime.reset()
+    handle_event(event(reg))
+    assert app.actions() == [("exempt", "tag-exemption")]
+    (row, *_) = rows_of(local_azure, reg)
+    assert visible_only(row["ActionDetail"]) and "approvedOSIC yb Warning: none" in row["ActionDetail"]
+    (card,) = cards_about(local_azure, name)
+    (mail,) = mails_about(local_azure, name)
+    assert visible_only(json.dumps(card, ensure_ascii=False))
+    assert visible_only(mail["content"]["plainText"].replace("\n", "")) and "approvedOSIC" in mail["content"]["html"]
+
+
+def recheck(body: dict, headers: dict) -> tuple[int, dict]:
+    request = func.HttpRequest(method="POST", url="https://app.azurewebsites.net/api/recheck", params={},
+                               headers=headers, body=json.dumps(body).encode())
+    response = function_app.recheck.build().get_user_function()(request)
+    return response.status_code, json.loads(response.get_body().decode())
+
+
+def test_a_recheck_caller_is_who_asked_never_who_changed_and_unverified_without_app_service_auth(app, local_azure,
+                                                                                                monkeypatch):
+    monkeypatch.delenv("WEBSITE_AUTH_ENABLED", raising=False)
+    monkeypatch.setenv("DLP_MODE", "audit")
+    name = unique()
+    reg = local_azure.arm.create(SUB, "rg-recheck", name, export="enabled", public="Enabled")["id"]
+    runtime.reset()
+    status, _ = recheck({"registryId": reg}, {"X-MS-CLIENT-PRINCIPAL-NAME": "ciso@contoso.com",
+                                              "X-MS-CLIENT-PRINCIPAL-ID": "forged-oid"})
+    assert status == 200
+    (row, *_) = rows_of(local_azure, reg)
+    assert (row["Trigger"], row["Caller"], row["CallerObjectId"], row["CallerVerified"]) == \
+        ("http", "ciso@contoso.com", "forged-oid", False)
+    (card,) = cards_about(local_azure, name)
+    shown = facts(card)
+    assert shown["Changed by"] == "unknown (manual re-check)"
+    assert shown["Re-check requested by"] == "ciso@contoso.com (unverified: App Service Authentication is off)"
+    (mail,) = mails_about(local_azure, name)
+    assert "Changed by: ciso" not in mail["content"]["plainText"]
+    assert "Re-check requested by: ciso@contoso.com (unverified" in mail["content"]["plainText"]
+
+
+def test_with_app_service_auth_the_recheck_caller_is_verified_with_its_ids(app, local_azure, monkeypatch):
+    import base64
+
+    monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "True")
+    monkeypatch.setenv("DLP_MODE", "audit")
+    name = unique()
+    reg = local_azure.arm.create(SUB, "rg-recheck", name, export="enabled", public="Enabled")["id"]
+    runtime.reset()
+    principal = {"auth_typ": "aad", "claims": [{"typ": UPN, "val": "oncall@contoso.com"},
+                                               {"typ": "name", "val": "On Call"},
+                                               {"typ": OID_CLAIM, "val": "1d2e-oid"},
+                                               {"typ": TID_CLAIM, "val": "72f9-tid"},
+                                               {"typ": "appid", "val": "c0de-app"}]}
+    status, _ = recheck({"registryId": reg}, {
+        "X-MS-CLIENT-PRINCIPAL-NAME": "oncall@contoso.com", "X-MS-CLIENT-PRINCIPAL-ID": "1d2e-oid",
+        "X-MS-CLIENT-PRINCIPAL": base64.b64encode(json.dumps(principal).encode()).decode()})
+    assert status == 200
+    (row, *_) = rows_of(local_azure, reg)
+    assert (row["Caller"], row["CallerName"], row["CallerObjectId"], row["CallerTenantId"], row["CallerAppId"],
+            row["CallerVerified"]) == ("oncall@contoso.com", "On Call", "1d2e-oid", "72f9-tid", "c0de-app", True)
+    (card,) = cards_about(local_azure, name)
+    assert facts(card)["Re-check requested by"] == "oncall@contoso.com"
+    assert facts(card)["Changed by"] == "unknown (manual re-check)"
+
+
+def test_every_responder_logger_is_protected_by_the_clean_line_filter():
+    import re
+    from pathlib import Path
+
+    from dlp.sanitize import LOGGERS
+
+    source = Path(__file__).resolve().parents[1] / "dlp"
+    named = {name for path in source.rglob("*.py") if "emulator" not in path.parts
+             for name in re.findall(r'getLogger\("(dlp[^"]*)"\)', path.read_text(encoding="utf-8"))}
+    assert named <= set(LOGGERS), named - set(LOGGERS)
+    for name in LOGGERS:
+        assert any(type(f).__name__ == "CleanLogFilter" for f in logging.getLogger(name).filters), name
