@@ -38,7 +38,7 @@ from dlp.claims import MAX_ID, Caller, caller_from_claims
 from dlp.events import registry_of
 from dlp.model import A_DEFERRED, A_ERROR, A_GONE, Context, Evaluation, Target
 from dlp.sanitize import clean
-from dlp.settings import MODES, SCOPE_RE, ConfigError, Settings, load
+from dlp.settings import MODES, OUTPUT_OF, SCOPE_RE, ConfigError, Settings, load
 
 log = logging.getLogger("dlp.http")
 
@@ -291,6 +291,9 @@ def recheck(req: func.HttpRequest) -> func.HttpResponse:
 def health_report(environ: Mapping[str, str] | None = None) -> tuple[int, dict[str, Any]]:
     """Version, mode, which outputs are configured (never their values), and any configuration error.
 
+    200 "ok"; 200 "degraded" with `problems` when an optional-output setting is unusable (that output is off,
+    enforcement runs); 503 "misconfigured" when a setting that decides what is enforced is bad.
+
     A configuration error is reported (503) instead of crashing the host at import, so the
     function app keeps serving this endpoint while someone fixes the settings.
     """
@@ -301,10 +304,18 @@ def health_report(environ: Mapping[str, str] | None = None) -> tuple[int, dict[s
         raw_mode = str(environ.get("DLP_MODE", "audit") or "audit").strip().lower()
         return 503, {"status": "misconfigured", "version": __version__,
                      "mode": raw_mode if raw_mode in MODES else None, "outputs": None,
+                     "problems": _degraded(exc.degraded),
                      "configurationError": {"message": str(exc),
                                             "problems": [{"setting": name, "problem": why} for name, why in exc.problems]}}
-    return 200, {"status": "ok", "version": __version__, "mode": settings.mode, "outputs": settings.outputs(),
-                 "scopes": len(settings.scopes), "configurationError": None}
+    # A bad optional-output setting turned that output off: enforcement runs, so 200, but say what is off
+    problems = _degraded(settings.degraded)
+    return 200, {"status": "degraded" if problems else "ok", "version": __version__, "mode": settings.mode,
+                 "outputs": settings.outputs(), "scopes": len(settings.scopes), "problems": problems,
+                 "configurationError": None}
+
+
+def _degraded(degraded: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+    return [{"setting": name, "problem": why, "turnedOff": OUTPUT_OF.get(name, name)} for name, why in degraded]
 
 
 def health(req: func.HttpRequest) -> func.HttpResponse:

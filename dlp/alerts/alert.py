@@ -21,6 +21,7 @@ from dlp.alerts.states import (
     S_EXEMPT,
     S_FAILED,
     S_GONE,
+    S_MISCONFIGURED,
     S_NONCOMPLIANT,
     S_REMEDIATED,
     S_TAG_EXEMPT,
@@ -43,13 +44,14 @@ HEADLINES = {
     S_EXEMPT: "Drift on an exempt registry",
     S_TAG_EXEMPT: "Tag exemption used",
     S_GONE: "Registry deleted",
+    S_MISCONFIGURED: "Output misconfigured",
 }
 
 # How bad it is, for the card's colour and the email's banner: needs a human / fine / informational.
 SEVERITY = {
     S_COMPLIANT: "good", S_REMEDIATED: "good", S_GONE: "info", S_EXEMPT: "warning", S_TAG_EXEMPT: "warning",
     S_NONCOMPLIANT: "attention", S_BLOCKED: "attention", S_BREAKER: "attention", S_FAILED: "attention",
-    S_ERROR: "attention",
+    S_ERROR: "attention", S_MISCONFIGURED: "warning",
 }
 
 
@@ -122,6 +124,8 @@ class Alert:
     @property
     def title(self) -> str:
         """The state change in one line: what happened, to which registry, from what to what."""
+        if self.state == S_MISCONFIGURED:
+            return f"{self.headline}: {self.registry_name}"
         return f"{self.headline}: {self.registry_name} ({self.previous} → {self.label})"
 
     @property
@@ -131,11 +135,15 @@ class Alert:
 
     @property
     def portal_url(self) -> str:
+        if not self.registry_id:          # an alert about the responder itself
+            return "https://portal.azure.com/"
         return PORTAL + quote(self.registry_id, safe="/")
 
     @property
     def facts(self) -> list[tuple[str, str]]:
         """The (label, value) facts every channel shows, in order: one list, so card and mail agree."""
+        if self.state == S_MISCONFIGURED:
+            return [("Settings", self.reason), ("Mode", self.mode or "-"), ("When", self.at)]
         facts = [("Registry", self.registry_name), ("Resource group", self.resource_group or "-"),
                  ("Subscription", self.subscription_id or "-"), ("State", f"{self.previous} → {self.label}"),
                  ("Changed by", self.who)]
@@ -173,6 +181,8 @@ class Alert:
     def done(self) -> str:
         """What the responder did about it, in one sentence."""
         changes = ", ".join(f"{p} {old} → {new}" for p, old, new in self.changes)
+        if self.state == S_MISCONFIGURED:
+            return f"Turned off {self.registry_name}. Enforcement and the other outputs go on."
         if self.state == S_REMEDIATED:
             return f"Reverted {changes}." if changes else (self.detail or "Reverted the drift.")
         if self.state == S_COMPLIANT:
@@ -200,6 +210,8 @@ class Alert:
         return text[:1].upper() + text[1:]
 
     def _todo(self) -> str:
+        if self.state == S_MISCONFIGURED:
+            return f"Fix the app settings ({self.detail}). GET /api/health lists what is still wrong."
         if self.state in (S_COMPLIANT, S_GONE):
             return "Nothing."
         if self.state == S_REMEDIATED:

@@ -59,6 +59,9 @@ S_GONE = "gone"
 STATES = (S_COMPLIANT, S_NONCOMPLIANT, S_REMEDIATED, S_BLOCKED, S_BREAKER, S_FAILED, S_ERROR, S_EXEMPT,
           S_TAG_EXEMPT, S_GONE)
 
+# Not a registry's state: an optional output turned off at start (dlp/alerts/config.py); never in STATES
+S_MISCONFIGURED = "output-misconfigured"
+
 # Human labels, used in titles ("compliant -> drift remediated") and in the digest list.
 LABELS = {
     S_COMPLIANT: "compliant",
@@ -71,6 +74,7 @@ LABELS = {
     S_EXEMPT: "exempt",
     S_TAG_EXEMPT: "tag exemption used",
     S_GONE: "deleted",
+    S_MISCONFIGURED: "output misconfigured",
 }
 
 # States after which compliant (or deleted) is not news: the registry was fine already.
