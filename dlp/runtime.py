@@ -77,7 +77,7 @@ def announce_degraded(services_: Services) -> None:
 
     settings = services_.settings
     for name, problem in settings.degraded:
-        log.error("setting %s %s: %s is off; enforcement and the other outputs go on", name, problem,
+        log.error("setting %s %s; turned off: %s (enforcement and the other outputs go on)", name, problem,
                   OUTPUT_OF.get(name, name))
     announce = getattr(services_.notifier, "announce", None)
     if announce is None:

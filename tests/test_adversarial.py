@@ -376,3 +376,125 @@ def test_every_responder_logger_is_protected_by_the_clean_line_filter():
     assert named <= set(LOGGERS), named - set(LOGGERS)
     for name in LOGGERS:
         assert any(type(f).__name__ == "CleanLogFilter" for f in logging.getLogger(name).filters), name
+
+
+# --- item 5: a bad optional-output setting degrades that output only -----------------------------------------------
+
+KV_REFERENCE = "@Microsoft.KeyVault(SecretUri=https://kv-dlp.vault.azure.net/secrets/teams-webhook/)"
+
+
+@pytest.fixture
+def fresh_config_alert(azurite_env):
+    """The misconfiguration alert is de-duplicated in the shared state table: start each test without its row."""
+    from dlp.alerts.config import KEY
+    from dlp.azure.state import partition_of
+
+    client = tables(azurite_env).get_table_client("dlpstate")
+    try:
+        client.delete_entity(partition_of(KEY), "alert")
+    except Exception:
+        pass        # not there (or the table does not exist yet): nothing to forget
+    return partition_of(KEY)
+
+
+def health() -> tuple[int, dict]:
+    request = func.HttpRequest(method="GET", url="https://app.azurewebsites.net/api/health", body=b"")
+    response = function_app.health.build().get_user_function()(request)
+    return response.status_code, json.loads(response.get_body().decode())
+
+
+def misconfiguration_mails(azure) -> list[dict]:
+    return [m for m in azure.email.sent if "Output misconfigured" in m["content"]["subject"]]
+
+
+def misconfiguration_cards(azure) -> list[dict]:
+    return [m for m in azure.teams.messages if "Output misconfigured" in json.dumps(m)]
+
+
+def test_an_unresolved_key_vault_reference_turns_off_teams_only(app, azurite_env, local_azure, monkeypatch, caplog,
+                                                                  fresh_config_alert):
+    monkeypatch.setenv("DLP_TEAMS_WEBHOOK_URL", KV_REFERENCE)
+    name = unique()
+    reg = local_azure.arm.create(SUB, "rg-degraded", name, export="enabled", public="Enabled")["id"]
+    runtime.reset()
+    caplog.set_level(logging.INFO)
+    handle_event(event(reg))
+    # enforcement goes on, and so do Log Analytics and email
+    assert app.actions() == [("remediated", "-")]
+    assert local_azure.arm.get(reg)["properties"]["publicNetworkAccess"] == "Disabled"
+    assert rows_of(local_azure, reg)
+    assert len(mails_about(local_azure, name)) == 1 and local_azure.teams.messages == []
+    # a start-up error names the setting (never its value)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and r.name == "dlp.runtime"]
+    assert any("DLP_TEAMS_WEBHOOK_URL" in e and "Key Vault" in e for e in errors)
+    assert not any("kv-dlp" in r.getMessage() for r in caplog.records)
+    # the working channel carries one alert that Teams is off
+    (mail,) = misconfiguration_mails(local_azure)
+    assert "Teams alerts" in mail["content"]["subject"] and "DLP_TEAMS_WEBHOOK_URL" in mail["content"]["plainText"]
+    assert "Enforcement and the other outputs go on" in mail["content"]["plainText"]
+    # health: 200, degraded, the problem listed
+    status, body = health()
+    assert status == 200 and body["status"] == "degraded"
+    assert [(p["setting"], p["turnedOff"]) for p in body["problems"]] == [("DLP_TEAMS_WEBHOOK_URL", "Teams alerts")]
+    assert body["outputs"]["teams"] is False and body["outputs"]["email"] is True
+    assert "kv-dlp" not in json.dumps(body)
+    # another instance (or a restart) does not announce it again
+    runtime.reset()
+    handle_event(event(reg))
+    assert len(misconfiguration_mails(local_azure)) == 1
+
+
+@pytest.mark.parametrize("setting, value, turned_off", [
+    ("DLP_EMAIL_TO", "secops-at-contoso", "email"),
+    ("DLP_EMAIL_SENDER", "@Microsoft.KeyVault(VaultName=kv-dlp;SecretName=sender)", "email"),
+    ("DLP_LOGS_RULE_ID", "dcr-not-an-immutable-id", "logs"),
+    ("DLP_LOGS_ENDPOINT", "http://dce.westeurope-1.ingest.monitor.azure.com", "logs"),
+    ("DLP_RULE_DOCS_URL", "javascript:alert(1)", "docs"),
+])
+def test_any_bad_output_setting_turns_off_its_output_and_the_rest_goes_on(app, azurite_env, local_azure, monkeypatch,
+                                                                         fresh_config_alert, setting, value,
+                                                                         turned_off):
+    monkeypatch.setenv(setting, value)
+    name = unique()
+    reg = local_azure.arm.create(SUB, "rg-degraded", name, export="enabled", public="Enabled")["id"]
+    runtime.reset()
+    handle_event(event(reg))
+    assert app.actions() == [("remediated", "-")]
+    assert local_azure.arm.get(reg)["properties"]["publicNetworkAccess"] == "Disabled"
+    assert bool(rows_of(local_azure, reg)) == (turned_off != "logs")
+    assert bool(mails_about(local_azure, name)) == (turned_off != "email")
+    (card,) = cards_about(local_azure, name)
+    (announced,) = misconfiguration_cards(local_azure)
+    shown = json.dumps(announced, ensure_ascii=False).replace("\\\\_", "_")      # the card escapes Markdown
+    assert setting in shown and value not in shown
+    if turned_off == "docs":        # links fall back to Microsoft Learn, never to the bad value
+        urls = [a["url"] for a in card["attachments"][0]["content"].get("actions", [])]
+        assert urls and not any("javascript" in u for u in urls)
+        assert any(u.startswith("https://learn.microsoft.com/") for u in urls)
+    status, body = health()
+    assert status == 200 and body["status"] == "degraded" and setting in {p["setting"] for p in body["problems"]}
+
+
+def test_settings_that_decide_enforcement_still_fail_loudly(app, local_azure, monkeypatch):
+    from dlp.settings import ConfigError
+
+    monkeypatch.setenv("DLP_SCOPES", " , ")                  # set but empty: an error, never "everywhere"
+    name = unique()
+    reg = local_azure.arm.create(SUB, "rg-loud", name, export="enabled", public="Enabled")["id"]
+    runtime.reset()
+    with pytest.raises(ConfigError, match="DLP_SCOPES"):
+        handle_event(event(reg))                             # Event Grid retries it once the setting is fixed
+    assert arm_calls(local_azure) == []
+    status, body = health()
+    assert status == 503 and body["status"] == "misconfigured"
+    assert [p["setting"] for p in body["configurationError"]["problems"]] == ["DLP_SCOPES"]
+
+
+def test_a_healthy_configuration_is_ok_and_announces_nothing(app, local_azure, fresh_config_alert):
+    runtime.reset()
+    name = unique()
+    reg = local_azure.arm.create(SUB, "rg-healthy", name, export="disabled", public="Disabled")["id"]
+    handle_event(event(reg))
+    status, body = health()
+    assert status == 200 and body["status"] == "ok" and body["problems"] == []
+    assert misconfiguration_cards(local_azure) == [] and misconfiguration_mails(local_azure) == []
