@@ -240,29 +240,16 @@ def _https_url(name: str, value: str, problems: list[tuple[str, str]]) -> str:
     return value
 
 
-@dataclass(frozen=True)
-class _Outputs:
-    """The optional outputs as parsed: each group is off (empty) when any of its settings is unusable."""
-
-    logs_endpoint: str = ""
-    logs_rule_id: str = ""
-    logs_stream: str = "Custom-AcrDlpFindings"
-    teams_webhook_url: str = ""
-    email_endpoint: str = ""
-    email_sender: str = ""
-    email_to: tuple[str, ...] = ()
-    rule_docs_url: str = ""
-
-
 def _group(problems: list[tuple[str, str]], found: list[tuple[str, str]]) -> bool:
     """Record a group's problems; True when the group is usable."""
     problems.extend(found)
     return not found
 
 
-def _outputs(get: Any, degraded: list[tuple[str, str]]) -> _Outputs:
-    """Parse the settings that only feed an output. A bad one turns off its own output (and says why in
-    `degraded`); it never stops enforcement, and never takes another output with it."""
+def _outputs(get: Any, degraded: list[tuple[str, str]]) -> dict[str, Any]:
+    """Parse the settings that only feed an output (-> Settings fields). A bad one turns off its own output
+    (each group is empty when any of its settings is unusable) and says why in `degraded`; it never stops
+    enforcement, and never takes another output with it."""
     found: list[tuple[str, str]] = []
     logs_endpoint = _https_url("DLP_LOGS_ENDPOINT", get("DLP_LOGS_ENDPOINT"), found)
     logs_rule_id = get("DLP_LOGS_RULE_ID")
@@ -306,7 +293,7 @@ def _outputs(get: Any, degraded: list[tuple[str, str]]) -> _Outputs:
     docs = _https_url("DLP_RULE_DOCS_URL", get("DLP_RULE_DOCS_URL"), found)
     _group(degraded, found)
 
-    return _Outputs(
+    return dict(
         logs_endpoint=logs_endpoint if logs_on else "", logs_rule_id=logs_rule_id if logs_on else "",
         logs_stream=logs_stream if logs_on else BY_NAME["DLP_LOGS_STREAM"].default, teams_webhook_url=teams,
         email_endpoint=email_endpoint if email_on else "", email_sender=email_sender if email_on else "",
@@ -394,10 +381,7 @@ def load(environ: Mapping[str, str]) -> Settings:
         mode=mode, scopes=tuple(scopes), exemptions=tuple(exemptions), exempt_tag=exempt_tag,
         allow_lockout=lockout_text == "true", max_remediations=int(max_remediations),
         time_budget_s=float(budget), arm_endpoint=arm.rstrip("/"), sweep_schedule=schedule,
-        logs_endpoint=outputs.logs_endpoint, logs_rule_id=outputs.logs_rule_id, logs_stream=outputs.logs_stream,
-        teams_webhook_url=outputs.teams_webhook_url, email_endpoint=outputs.email_endpoint,
-        email_sender=outputs.email_sender, email_to=outputs.email_to, rule_docs_url=outputs.rule_docs_url,
-        degraded=tuple(degraded),
+        **outputs, degraded=tuple(degraded),
         storage_connection_string=_storage(str(environ.get("AzureWebJobsStorage", "") or "")),
         storage_table_uri=str(environ.get("AzureWebJobsStorage__tableServiceUri", "") or ""),
         storage_queue_uri=str(environ.get("AzureWebJobsStorage__queueServiceUri", "") or ""),

@@ -173,6 +173,14 @@ def test_each_query_reads_the_table_and_deduplicates_on_evaluation_and_rule(name
 
 
 @pytest.mark.parametrize("name", EXPECTED_QUERIES)
+def test_no_query_folds_registry_ids_beyond_a_to_z(name: str):
+    """tolower()/toupper() fold "\u212a" (Kelvin sign) to k: a look-alike resource group's registry would merge
+    into another's line (and could hide it). IDs are compared A-Z folded only, as ARM and dlp/ids.py do."""
+    code = "\n".join(line.split("//", 1)[0] for line in (QUERIES / name).read_text().splitlines())
+    assert not re.search(r"\bto(lower|upper)\s*\(\s*RegistryId", code), name
+
+
+@pytest.mark.parametrize("name", EXPECTED_QUERIES)
 def test_each_query_uses_only_columns_of_the_table(name: str):
     """Identifiers that look like columns (CamelCase words used as `Name ==`, `by Name`, `project Name`) must be
     columns of COLUMNS or names the query itself defines (let, extend, summarize aliases)."""
