@@ -41,7 +41,7 @@ SETTINGS: tuple[Setting, ...] = (
             example="audit"),
     Setting("DLP_SCOPES", "",
             "Comma-separated subscription or resource-group IDs the responder acts on. "
-            "Empty: every scope its identity can see.",
+            "Empty: every scope its identity can see. Set but listing nothing (` , `) is an error.",
             example=""),
     Setting("DLP_EXEMPTIONS", "",
             "Comma-separated registry or resource-group IDs never remediated, each optionally "
@@ -73,7 +73,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DLP_LOGS_STREAM", "Custom-AcrDlpFindings",
             "Stream name declared in the DCR.", example="Custom-AcrDlpFindings"),
     Setting("DLP_TEAMS_WEBHOOK_URL", "",
-            "Teams Workflows webhook URL (carries a `sig` secret: a Key Vault reference in Azure). Empty: no Teams alerts.",
+            "Teams Workflows webhook URL (carries a `sig` secret: a Key Vault reference in Azure). Empty: no Teams alerts. "
+            "Unusable (or an unresolved Key Vault reference): Teams is off, the rest goes on (see `GET /api/health`).",
             kind="secret", example=""),
     Setting("DLP_EMAIL_ENDPOINT", "",
             "Azure Communication Services endpoint for email alerts. Empty: no email alerts.",
