@@ -85,6 +85,8 @@ RESERVED_COLUMN_NAMES = frozenset(name.lower() for name in (
 ))
 _COLUMN_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{1,44}$")
 COLUMN_TYPES = ("string", "datetime", "dynamic", "boolean", "int", "long", "real", "guid")
+_OUTSIDE_TEXT = ("EventId", "CorrelationId", "Caller", "CallerIpAddress", "CallerName", "CallerObjectId", "CallerAppId",
+                 "CallerTenantId", "OperationName", "ActionReason")
 MAX_TEXT = 8000        # characters kept of a free-text value (a message is a sentence, not a document)
 
 
@@ -145,8 +147,10 @@ def rows(evaluation: Evaluation) -> list[dict[str, Any]]:
         "DurationMs": evaluation.duration_ms,
         "ResponderVersion": __version__,
     }
-    # every text may carry outside input (claims, tag values, ARM messages): one clean line each (dlp/sanitize.py)
-    base = {key: clean(value) if isinstance(value, str) else value for key, value in base.items()}
+    # texts that carry outside input (claims, headers, tag values, ARM messages): one clean line each
+    # (dlp/sanitize.py); IDs and names were validated by pattern on the way in
+    for key in _OUTSIDE_TEXT:
+        base[key] = clean(base[key])
     findings = assessment.findings if assessment is not None else ()
     if not findings:
         return [{**base, "RuleId": "-", "Severity": "", "Status": "", "Message": _text(outcome.detail)}]

@@ -183,8 +183,12 @@ def check_scope(kind: str, target: str, settings: Settings) -> None:
     if remediation.in_scopes(target, settings.scopes):
         return
     what = "registry" if kind == "registryId" else "scope"
+    lookalike = remediation.scope_lookalike(target, settings.scopes)
+    if lookalike:
+        log.warning("re-check of a look-alike of a scope refused: %s", lookalike)
     raise ApiError(403, "OutOfScope", f"{what} {target} is outside DLP_SCOPES; "
-                                      "the responder only re-checks what it is configured to act on")
+                                      "the responder only re-checks what it is configured to act on"
+                                      + (f" ({lookalike})" if lookalike else ""))
 
 
 # --- the re-check ------------------------------------------------------------------------------------

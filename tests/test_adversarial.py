@@ -498,3 +498,13 @@ def test_a_healthy_configuration_is_ok_and_announces_nothing(app, local_azure, f
     status, body = health()
     assert status == 200 and body["status"] == "ok" and body["problems"] == []
     assert misconfiguration_cards(local_azure) == [] and misconfiguration_mails(local_azure) == []
+
+
+def test_a_recheck_of_a_look_alike_of_a_scope_is_refused_and_says_why(app, local_azure, monkeypatch):
+    monkeypatch.setenv("DLP_SCOPES", f"/subscriptions/{SUB}/resourceGroups/prod-k")
+    reg = rid(f"prod-{KELVIN}", "acrlookalike01")
+    runtime.reset()
+    status, body = recheck({"registryId": reg}, {})
+    assert status == 403 and body["error"]["code"] == "OutOfScope"
+    assert "KELVIN SIGN" in body["error"]["message"] and "only under Unicode case folding" in body["error"]["message"]
+    assert arm_calls(local_azure) == []
