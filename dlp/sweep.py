@@ -38,7 +38,7 @@ from dlp import pipeline, remediation
 from dlp.budget import Budget
 from dlp.events import registry_of
 from dlp.ids import fold
-from dlp.model import A_ERROR, A_NONE, Context, Evaluation, Outcome, Target, parse_registry_id
+from dlp.model import A_BLOCKED, A_ERROR, A_NONE, Context, Evaluation, Outcome, Target, parse_registry_id
 from dlp.remediation import R_EXEMPTION, R_NOT_PREMIUM, R_OUT_OF_SCOPE, R_TAG_EXEMPTION, Policy
 from dlp.rules import evaluate
 from dlp.sources import is_registry, registry_from_resource
@@ -113,6 +113,18 @@ def _from_row(registry: Any, context: Context, policy: Policy, mode: str, today:
                       warnings=remediation.exemption_lookalikes(registry.id, policy.exemptions))
 
 
+def _lookalike(registry_id: str, listing: Listing, context: Context, mode: str,
+               clock: Callable[[], datetime]) -> Evaluation | None:
+    """A row outside the scopes whose ID only looks inside one (Unicode look-alike letters): recorded and alerted,
+    never written. None for any other row outside the scopes."""
+    why = remediation.scope_lookalike(registry_id, listing.scopes)
+    if not why:
+        return None
+    log.warning("look-alike of a scope: %s", why)
+    return Evaluation(str(uuid.uuid4()), registry_id, context, mode,
+                      Outcome(A_BLOCKED, remediation.R_SCOPE_LOOKALIKE, why), None, clock().isoformat())
+
+
 @dataclass
 class Pending:
     """A listing pass: row evaluations in listing order, and the targets that need the pipeline."""
@@ -161,8 +173,12 @@ def collect(listing: Listing, services: pipeline.Services, *, context: Context, 
                     if not registry_id:
                         continue
                     evaluation = None
-                if not parse_registry_id(registry_id) or not remediation.in_scopes(registry_id, listing.scopes):
+                if not parse_registry_id(registry_id):
                     continue
+                if not remediation.in_scopes(registry_id, listing.scopes):
+                    evaluation = _lookalike(registry_id, listing, context, mode, services.clock)
+                    if evaluation is None:      # simply elsewhere: not ours, silent
+                        continue
                 pending.result.rows += 1
                 if evaluation is None:
                     pending.drifted.append((len(pending.slots), Target(registry_id, context)))

@@ -202,6 +202,8 @@ def test_the_sweep_keeps_a_look_alike_resource_group_out_of_a_scope(azurite_env,
     assert local_azure.arm.get(inside)["properties"]["publicNetworkAccess"] == "Disabled"
     assert local_azure.arm.get(outside)["properties"]["publicNetworkAccess"] == "Enabled"
     assert all("acroutside01" not in path for path in patched(local_azure))
+    # the look-alike is not silently dropped: the sweep records it (and would alert) as such
+    assert {r["Action"] + "/" + r["ActionReason"] for r in rows_of(local_azure, outside)} == {"blocked/scope-lookalike"}
 
 
 def test_state_keys_keep_a_look_alike_registry_apart(azurite_env):
