@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from dlp.claims import MAX_IP, OID, UPN, Caller, caller_from_claims, claims_of
+from dlp.ids import fold
 from dlp.model import Context, Target
 from dlp.sanitize import clean
 
@@ -74,7 +75,7 @@ def intake(event_id: Any, event_type: Any, subject: Any, data: Any, event_time: 
     eid = _text(event_id, 128) or "<no id>"
     if not isinstance(event_type, str) or not event_type:
         return Intake(eid, malformed="event has no event type")
-    kind = event_type.lower()
+    kind = fold(event_type)
     if kind not in RELEVANT_TYPES:
         return Intake(eid, ignored=f"event type {_text(event_type, 128)} is not a resource write or delete success")
     if not isinstance(data, Mapping):
@@ -83,16 +84,16 @@ def intake(event_id: Any, event_type: Any, subject: Any, data: Any, event_time: 
     if operation is not None and not isinstance(operation, str):
         return Intake(eid, malformed="data.operationName is not a string")
     operation = operation or ""
-    if operation and not operation.lower().startswith(OPERATION_PREFIX.lower()):
+    if operation and not fold(operation).startswith(fold(OPERATION_PREFIX)):
         return Intake(eid, ignored=f"operation {_text(operation, 128)} is not on a container registry")
-    if operation.lower().endswith("/action"):
+    if fold(operation).endswith("/action"):
         return Intake(eid, ignored=f"operation {_text(operation, 128)} is an action, not a write")
     resource = subject if isinstance(subject, str) and subject else data.get("resourceUri")
     if not isinstance(resource, str) or not resource:
         return Intake(eid, malformed="event has no subject or data.resourceUri")
     found = registry_of(resource)
     if found is None:
-        if "/providers/microsoft.containerregistry/registries/" in resource.lower():
+        if "/providers/microsoft.containerregistry/registries/" in fold(resource):
             return Intake(eid, malformed=f"subject is not a valid registry ID: {resource[:200]!r}")
         return Intake(eid, ignored="subject is not a container registry")
     registry_id, is_registry = found
