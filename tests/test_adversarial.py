@@ -510,3 +510,34 @@ def test_a_recheck_of_a_look_alike_of_a_scope_is_refused_and_says_why(app, local
     assert status == 403 and body["error"]["code"] == "OutOfScope"
     assert "KELVIN SIGN" in body["error"]["message"] and "only under Unicode case folding" in body["error"]["message"]
     assert arm_calls(local_azure) == []
+
+
+def test_the_misconfiguration_alert_is_sent_once_then_again_only_after_a_day(azure_env):
+    """Many instances and restarts announce the same problems once; a reminder after REMIND_AFTER."""
+    from datetime import datetime, timedelta, timezone
+
+    from dlp.alerting import AlertNotifier
+    from dlp.alerts.batch import MemoryOutbox
+    from dlp.alerts.config import KEY, REMIND_AFTER, misconfiguration_alert, signature
+    from dlp.alerts.store import MemoryAlertStore
+    from dlp.alerts.teams import TeamsChannel
+    from dlp.settings import load
+
+    now = [datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)]
+    store = MemoryAlertStore()
+    settings = load({"DLP_TEAMS_WEBHOOK_URL": azure_env.teams.webhook_url(), "DLP_RULE_DOCS_URL": "ftp://x"})
+
+    def instance() -> AlertNotifier:
+        return AlertNotifier(store, [TeamsChannel(settings.teams_webhook_url)], MemoryOutbox(), clock=lambda: now[0])
+
+    def announce() -> bool:
+        alert = misconfiguration_alert(settings, at=now[0].isoformat())
+        return instance().announce(KEY, signature(settings), alert, remind_after=REMIND_AFTER)
+
+    assert [announce(), announce(), announce()] == [True, False, False]
+    now[0] += REMIND_AFTER + timedelta(minutes=1)
+    assert [announce(), announce()] == [True, False]
+    assert len(misconfiguration_cards(azure_env)) == 2
+    other = load({"DLP_TEAMS_WEBHOOK_URL": azure_env.teams.webhook_url(), "DLP_RULE_DOCS_URL": "ftp://y",
+                  "DLP_EMAIL_TO": "nobody"})
+    assert signature(other) != signature(settings)              # other problems: news at once
