@@ -189,7 +189,8 @@ def test_emulator_pages_change_rows_by_1000(azure_env):
     assert len(found) == 501 and not found[-1].closed
 
 
-def test_responder_patch_is_recorded_with_its_client_id(local_azure):
+def test_responder_patch_is_recorded_with_its_client_id(azure_env):
+    local_azure = azure_env
     from dlp.azure.arm import ArmGateway
 
     arm = local_azure.arm
