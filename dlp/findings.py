@@ -54,6 +54,12 @@ COLUMNS: tuple[Column, ...] = (
     Column("Attempt", "int", "Durable-retry attempt (0 for the first)."),
     Column("DurationMs", "real", "Time the evaluation took."),
     Column("ResponderVersion", "string", "Version of the responder that wrote the row."),
+    Column("ExposureOpenedAt", "datetime", "When the registry became open (change history, else the event time); "
+                                           "empty when unknown or not an exposure."),
+    Column("ExposureClosedAt", "datetime", "When it was closed again (empty while still open)."),
+    Column("ExposureSeconds", "real", "Seconds it was open (empty when a bound is unknown)."),
+    Column("ExposureOpenedBy", "string", "Who opened it (change history's changedBy, or the event's caller)."),
+    Column("ExposureClosedBy", "string", "Who closed it: 'responder', or the change history's changedBy."),
 )
 
 COLUMN_NAMES = tuple(c.name for c in COLUMNS)
@@ -130,12 +136,24 @@ def rows(evaluation: Evaluation) -> list[dict[str, Any]]:
         "Attempt": context.attempt,
         "DurationMs": evaluation.duration_ms,
         "ResponderVersion": __version__,
+        **exposure_columns(evaluation),
     }
     findings = assessment.findings if assessment is not None else ()
     if not findings:
         return [{**base, "RuleId": "-", "Severity": "", "Status": "", "Message": _text(outcome.detail)}]
     return [{**base, "RuleId": f.rule_id, "Severity": f.severity, "Status": f.status, "Message": _text(f.message)}
             for f in findings]
+
+
+def exposure_columns(evaluation: Evaluation) -> dict[str, Any]:
+    """The Exposure* columns: null datetimes and seconds when there is no window (Log Analytics takes null)."""
+    window = evaluation.exposure
+    if window is None:
+        return {"ExposureOpenedAt": None, "ExposureClosedAt": None, "ExposureSeconds": None,
+                "ExposureOpenedBy": "", "ExposureClosedBy": ""}
+    return {"ExposureOpenedAt": window.opened_at or None, "ExposureClosedAt": window.closed_at or None,
+            "ExposureSeconds": window.seconds, "ExposureOpenedBy": window.opened_by,
+            "ExposureClosedBy": window.closed_by}
 
 
 def iso8601(value: str | datetime) -> str:
