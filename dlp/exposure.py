@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from dlp.model import registry_key
+from dlp.model import Exposure, registry_key
 
 
 @dataclass(frozen=True)
@@ -298,6 +298,33 @@ def _registry_windows(records: list[ChangeRecord], responder: tuple[str, ...]) -
     return tuple(ordered)
 
 
+def as_exposure(window: Window, until: datetime | None = None) -> Exposure:
+    """The window as recorded and alerted (display-safe text throughout)."""
+    closed_by = CLOSED_BY_RESPONDER if window.closer == CLOSED_BY_RESPONDER else display_text(window.closed_by)
+    return Exposure(property=window.property, opened_at=iso(window.opened_at), closed_at=iso(window.closed_at),
+                    seconds=window.seconds(until), opened_by=display_text(window.opened_by), closed_by=closed_by,
+                    source="change-history", sentence=window.sentence(until), key=window.key,
+                    rule_id=window.watched.rule_id)
+
+
+def remediation_exposure(event_time: str, caller: str, properties: Iterable[str], verified_at: datetime) -> Exposure:
+    """How long a registry the responder just closed was exposed, without asking anyone: from the event's time
+    (the write that opened it) until the responder's verified write. Unknown start when there is no event time
+    (a sweep or a re-check: the sweep fills it from change history when it has it)."""
+    opened = parse_time(event_time)
+    if opened is not None and opened > verified_at:      # another clock ahead of ours: never a negative window
+        opened = verified_at
+    seconds = None if opened is None else round((verified_at - opened).total_seconds(), 3)
+    paths = ", ".join(properties)
+    who = display_text(caller) or "unknown"
+    span = f"for {seconds:g} s" if seconds is not None else "for an unknown time"
+    since = f"since {iso(opened)} (write by {who})" if opened else "since an unknown time"
+    sentence = f"Registry was open {span}: {paths} exposed {since}, closed by the responder at {iso(verified_at)}"
+    return Exposure(property=paths, opened_at=iso(opened), closed_at=iso(verified_at), seconds=seconds,
+                    opened_by=who if opened else "", closed_by=CLOSED_BY_RESPONDER, source="event-time",
+                    sentence=sentence)
+
+
 def parse_since(text: str) -> float:
     """"7d", "36h", "90m", "600s" (or plain seconds) -> seconds; ValueError otherwise."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([dhms]?)\s*", text or "")
@@ -307,5 +334,21 @@ def parse_since(text: str) -> float:
     return float(match.group(1)) * unit
 
 
-__all__ = ["CLOSED_BY_DELETION", "CLOSED_BY_PERSON", "CLOSED_BY_RESPONDER", "STILL_OPEN", "WATCHED", "ChangeRecord",
-           "Window", "display_text", "is_responder", "iso", "parse_row", "parse_since", "parse_time", "windows"]
+__all__ = [
+    "CLOSED_BY_DELETION",
+    "CLOSED_BY_PERSON",
+    "CLOSED_BY_RESPONDER",
+    "STILL_OPEN",
+    "WATCHED",
+    "ChangeRecord",
+    "Window",
+    "as_exposure",
+    "display_text",
+    "is_responder",
+    "iso",
+    "parse_row",
+    "parse_since",
+    "parse_time",
+    "remediation_exposure",
+    "windows",
+]

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from dlp import __version__
-from dlp.model import Evaluation, parse_registry_id
+from dlp.model import FAIL, Evaluation, parse_registry_id
 
 TABLE = "AcrDlpFindings_CL"
 STREAM = "Custom-AcrDlpFindings"
@@ -139,6 +139,10 @@ def rows(evaluation: Evaluation) -> list[dict[str, Any]]:
         **exposure_columns(evaluation),
     }
     findings = assessment.findings if assessment is not None else ()
+    if not findings and evaluation.exposure is not None and evaluation.exposure.rule_id:
+        # an exposure evaluation: one row for the window, under the rule of the property that was open
+        return [{**base, "RuleId": evaluation.exposure.rule_id, "Severity": "high", "Status": FAIL,
+                 "Message": _text(evaluation.exposure.sentence)}]
     if not findings:
         return [{**base, "RuleId": "-", "Severity": "", "Status": "", "Message": _text(outcome.detail)}]
     return [{**base, "RuleId": f.rule_id, "Severity": f.severity, "Status": f.status, "Message": _text(f.message)}

@@ -296,6 +296,7 @@ class Exposure:
     source: str = ""                  # "change-history" or "event-time"
     sentence: str = ""                # "Registry was open for N s: ..."
     key: str = ""                     # the window's de-duplication key (change history only)
+    rule_id: str = ""                 # the rule of the property (RuleId of the row of an exposure evaluation)
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in ("", None)}

@@ -19,6 +19,7 @@ from dlp.alerts.states import (
     S_COMPLIANT,
     S_ERROR,
     S_EXEMPT,
+    S_EXPOSED,
     S_FAILED,
     S_GONE,
     S_NONCOMPLIANT,
@@ -42,13 +43,14 @@ HEADLINES = {
     S_EXEMPT: "Drift on an exempt registry",
     S_TAG_EXEMPT: "Tag exemption used",
     S_GONE: "Registry deleted",
+    S_EXPOSED: "Registry was open",
 }
 
 # How bad it is, for the card's colour and the email's banner: needs a human / fine / informational.
 SEVERITY = {
     S_COMPLIANT: "good", S_REMEDIATED: "good", S_GONE: "info", S_EXEMPT: "warning", S_TAG_EXEMPT: "warning",
     S_NONCOMPLIANT: "attention", S_BLOCKED: "attention", S_BREAKER: "attention", S_FAILED: "attention",
-    S_ERROR: "attention",
+    S_ERROR: "attention", S_EXPOSED: "attention",
 }
 
 
@@ -85,6 +87,7 @@ class Alert:
     trigger: str = ""
     evaluation_id: str = ""
     recent_callers: tuple[str, ...] = ()
+    exposure: str = ""            # "Registry was open for N s: ..." (display-safe, from dlp.exposure)
 
     @property
     def label(self) -> str:
@@ -124,6 +127,8 @@ class Alert:
         if self.correlation_id:
             facts.append(("Correlation ID", self.correlation_id))
         facts.append(("When", self.event_time or self.at))
+        if self.exposure:
+            facts.append(("Exposed", self.exposure))
         return facts
 
     @property
@@ -141,6 +146,8 @@ class Alert:
             return f"Reverted {changes}." if changes else (self.detail or "Reverted the drift.")
         if self.state == S_COMPLIANT:
             return "Nothing: every high-severity rule passes again."
+        if self.state == S_EXPOSED:
+            return f"Nothing to revert: it was closed again. {self.exposure}."
         if self.state == S_GONE:
             return "Nothing: the registry no longer exists."
         if self.state == S_ERROR:
@@ -166,6 +173,9 @@ class Alert:
     def _todo(self) -> str:
         if self.state in (S_COMPLIANT, S_GONE):
             return "Nothing."
+        if self.state == S_EXPOSED:
+            return (f"Find out what left the registry while it was open (its diagnostic logs for that interval) "
+                    f"and whether the change by {self.who} was intended.")
         if self.state == S_REMEDIATED:
             return f"Nothing, unless the change by {self.who} was intended: then agree an exemption with the operators."
         if self.state == S_BREAKER:
@@ -222,6 +232,7 @@ def build_alert(evaluation: Evaluation, previous: Stored | None, state: str, *, 
         caller=context.caller, caller_ip=context.caller_ip, correlation_id=context.correlation_id,
         event_time=context.event_time, trigger=context.trigger, evaluation_id=evaluation.evaluation_id,
         recent_callers=evaluation.recent_callers,
+        exposure=evaluation.exposure.sentence if evaluation.exposure is not None else "",
     )
 
 
