@@ -128,6 +128,8 @@ class ChangeRecord:
     correlation_id: str
     change_id: str
     changes: tuple[PropertyChange, ...] = ()
+    previous_snapshot: str = ""
+    new_snapshot: str = ""
 
 
 def _value(entry: Mapping[str, Any], name: str) -> str | None:
@@ -165,7 +167,8 @@ def parse_row(row: Any) -> ChangeRecord | None:
         registry_id=target.rstrip("/"), at=at, change_type=str(props.get("changeType") or "").lower(),
         changed_by=text("changedBy"), client_type=text("clientType"), operation=text("operation"),
         correlation_id=text("correlationId", 128), change_id=str(row.get("id") or row.get("name") or "")[:1024],
-        changes=tuple(sorted(changes, key=lambda c: c.path)))
+        changes=tuple(sorted(changes, key=lambda c: c.path)), previous_snapshot=text("previousResourceSnapshotId"),
+        new_snapshot=text("newResourceSnapshotId"))
 
 
 @dataclass(frozen=True)
@@ -258,8 +261,29 @@ def windows(rows: Iterable[Any], *, responder: Iterable[str] = ()) -> dict[str, 
     by_registry: dict[str, list[ChangeRecord]] = {}
     for (key, _, _), record in records.items():
         by_registry.setdefault(key, []).append(record)
-    return {key: _registry_windows(sorted(found, key=lambda r: (r.at, r.change_id)), responder)
-            for key, found in by_registry.items()}
+    return {key: _registry_windows(_ordered(found), responder) for key, found in by_registry.items()}
+
+
+def _ordered(records: list[ChangeRecord]) -> list[ChangeRecord]:
+    """Oldest first. Timestamps have millisecond precision, so a script's writes can tie: within a tie, follow
+    the snapshot chain (a change starts from the snapshot the previous change produced), else the change ID."""
+    out: list[ChangeRecord] = []
+    by_time: dict[datetime, list[ChangeRecord]] = {}
+    for record in records:
+        by_time.setdefault(record.at, []).append(record)
+    for at in sorted(by_time):
+        tied = sorted(by_time[at], key=lambda r: r.change_id)
+        produced = {r.new_snapshot for r in tied if r.new_snapshot}
+        starts = [r for r in tied if r.previous_snapshot not in produced]
+        chain: list[ChangeRecord] = []
+        by_previous = {r.previous_snapshot: r for r in tied if r.previous_snapshot}
+        for start in starts:
+            current: ChangeRecord | None = start
+            while current is not None and current not in chain:
+                chain.append(current)
+                current = by_previous.get(current.new_snapshot) if current.new_snapshot else None
+        out.extend(chain + [r for r in tied if r not in chain])
+    return out
 
 
 def _registry_windows(records: list[ChangeRecord], responder: tuple[str, ...]) -> tuple[Window, ...]:

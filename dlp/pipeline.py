@@ -363,8 +363,9 @@ def _exposed(target: Target, services: Services, changes: Sequence[Change]) -> A
     write. The sweep replaces it with change history's when that has the opening write (dlp/timeline.py)."""
     from dlp.exposure import remediation_exposure
 
-    return remediation_exposure(target.context.event_time, target.context.caller, [c.property for c in changes],
-                                services.clock())
+    context = target.context
+    opened = context.event_time if context.event_type else ""   # a sweep's or re-check's time is not a write's
+    return remediation_exposure(opened, context.caller, [c.property for c in changes], services.clock())
 
 
 def _defer(target: Target, services: Services, deferred: Defer, done: Callable[..., Evaluation],

@@ -86,11 +86,13 @@ class ChangeLog:
     def __init__(self) -> None:
         self.lag_s = 0.0
         self._rows: list[tuple[float, datetime, dict[str, Any]]] = []     # (visible at, timestamp, row)
+        self._snapshots: dict[str, str] = {}       # target (lower-case) -> its latest snapshot ID
         self._lock = threading.Lock()
 
     def reset(self) -> None:
         with self._lock:
             self._rows.clear()
+            self._snapshots.clear()
         self.lag_s = 0.0
 
     def record(self, before: Mapping[str, Any], after: Mapping[str, Any], *, changed_by: str,
@@ -105,6 +107,9 @@ class ChangeLog:
         sub, rg, _ = split_registry_id(target)
         moment = at or datetime.now(timezone.utc)
         change_id = f"{int(moment.timestamp() * 1000)}_{uuid.uuid4()}"
+        with self._lock:        # snapshots chain: each change starts from the previous change's new snapshot
+            previous_snapshot = self._snapshots.get(target.lower()) or uuid.uuid4().hex
+            new_snapshot = self._snapshots[target.lower()] = uuid.uuid4().hex
         row = {
             "id": f"{target}/providers/Microsoft.Resources/changes/{change_id}", "name": change_id,
             "type": "microsoft.resources/changes", "tenantId": TENANT_ID, "kind": "", "location": "",
@@ -114,7 +119,7 @@ class ChangeLog:
                 "targetResourceId": target, "targetResourceType": "microsoft.containerregistry/registries",
                 "changeType": change_type,
                 "changeAttributes": {
-                    "previousResourceSnapshotId": uuid.uuid4().hex, "newResourceSnapshotId": uuid.uuid4().hex,
+                    "previousResourceSnapshotId": previous_snapshot, "newResourceSnapshotId": new_snapshot,
                     "correlationId": correlation_id or str(uuid.uuid4()), "changedByType": changed_by_type,
                     "changesCount": len(changes), "clientType": client_type, "changedBy": changed_by,
                     "operation": operation, "timestamp": _iso(moment)},
@@ -139,7 +144,7 @@ class ChangeLog:
         with self._lock:
             found = [(moment, row) for visible, moment, row in self._rows if visible <= now]
         out = []
-        for moment, row in sorted(found, key=lambda pair: (pair[0], pair[1]["name"])):
+        for moment, row in found:               # in the order applied (Resource Graph orders by the query's `order by`)
             target = row["properties"]["targetResourceId"].lower()
             if ids and target not in ids:
                 continue
