@@ -327,7 +327,7 @@ def test_persistent_5xx_is_answered_in_budget_then_fixed_by_the_durable_retry(re
 
     local_azure.arm.faults.clear()
     queue = QueueClient.from_connection_string(azurite, RETRY_QUEUE)
-    (message,) = [m for m in queue.receive_messages(max_messages=5) if not _exposure_check(m)]
+    (message,) = [m for m in queue.receive_messages(max_messages=32) if not _exposure_check(m)]
     body = base64.b64decode(message.content).decode()
     assert json.loads(body)["registryId"] == reg and json.loads(body)["attempt"] == 1
     handle_retry(func.QueueMessage(id=message.id, body=body.encode(), pop_receipt=message.pop_receipt))

@@ -1,7 +1,8 @@
 """Azure Resource Manager for container registries, plus Resource Graph on the same host.
 
-Log labels: "arm" (resource reads/writes/lists), "graph" (Resource Graph queries) and
-"arm-op" (polls of operationStatuses / operationResults URLs), so a test can assert
+Log labels: "arm" (resource reads/writes/lists), "graph" (Resource Graph queries of `resources`),
+"graph-changes" (queries of `resourcechanges`, dlp/emulator/changes.py) and "arm-op" (polls of
+operationStatuses / operationResults URLs), so a test can assert
 e.g. `arm.log.count(service="arm", method="GET") == 1`.
 
 Paths match without case (`resourcegroups` == `resourceGroups`); every request needs a
@@ -174,7 +175,7 @@ class ArmEmulator(Emulator):
     def classify(self, request: Request) -> str:
         path = request.path.rstrip("/")
         if R_GRAPH.match(path):
-            return "graph"
+            return "graph-changes" if b"resourcechanges" in request.body.lower() else "graph"
         if R_OPERATION.match(path):
             return "arm-op"
         return "arm"
