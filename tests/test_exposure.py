@@ -200,3 +200,60 @@ def test_responder_patch_is_recorded_with_its_client_id(azure_env):
     (change,) = arm.graph.changes.rows()
     assert change["properties"]["changeAttributes"]["changedBy"] == SYSTEM_CLIENT_ID
     assert "properties.publicNetworkAccess" in change["properties"]["changes"]
+
+
+# --- infra: the exposure workbook reads columns the rows carry --------------------------------------
+
+
+def test_exposure_workbook_reads_declared_columns_and_is_wired_in_main():
+    import json
+    import re
+    from pathlib import Path
+
+    from dlp import findings
+
+    infra = Path(__file__).resolve().parents[1] / "infra"
+    module = (infra / "app" / "exposure-workbook.bicep").read_text()
+    used = set(re.findall(r"\b(Exposure\w+|RegistryName|EvaluationId|RuleId|Action|TimeGenerated)\b", module))
+    assert {"ExposureSeconds", "ExposureOpenedAt", "ExposureClosedAt", "ExposureOpenedBy", "ExposureClosedBy"} <= used
+    assert used <= set(findings.COLUMN_NAMES)
+    declared = {c["name"]: c["type"] for c in json.loads((infra / "app" / "findings-columns.json").read_text())}
+    assert declared["ExposureOpenedAt"] == declared["ExposureClosedAt"] == "datetime"
+    assert declared["ExposureSeconds"] == "real"
+    main = (infra / "main.bicep").read_text()
+    wiring = re.search(r"module exposureWorkbook 'app/exposure-workbook\.bicep' = \{(.*?)\n\}", main, re.DOTALL)
+    assert wiring and "workspaceName: monitoring.outputs.workspaceName" in wiring.group(1)
+    params = set(re.findall(r"^param (\w+)", module, re.MULTILINE))
+    given = set(re.findall(r"^\s{4}(\w+):", wiring.group(1), re.MULTILINE))
+    assert given == params
+
+
+def test_exposure_rows_carry_the_window_and_agree_with_the_columns():
+    from dlp import findings, timeline
+
+    log = ChangeLog()
+    flip(log, "mallory@contoso.com", T0, "enabled")
+    flip(log, "bob@contoso.com", T0 + timedelta(seconds=90), "disabled")
+    (window,) = windows(log.rows())[REG.lower()]
+    evaluation = timeline.evaluation_of(window, trigger="retry", mode="audit", started_at=T0.isoformat())
+    assert evaluation.evaluation_id == timeline.evaluation_of(window, trigger="sweep", mode="enforce",
+                                                              started_at="x").evaluation_id
+    (row,) = findings.rows(evaluation)
+    assert tuple(sorted(row)) == tuple(sorted(findings.COLUMN_NAMES))
+    assert (row["Action"], row["RuleId"], row["Status"]) == ("exposure", "DLP.ACR.ExportPolicy", "fail")
+    assert row["ExposureOpenedAt"] == "2026-11-30T12:00:00Z" and row["ExposureClosedAt"] == "2026-11-30T12:01:30Z"
+    assert row["ExposureSeconds"] == 90 and row["ExposureOpenedBy"] == "mallory@contoso.com"
+    assert row["ExposureClosedBy"] == "bob@contoso.com"
+    assert row["Message"] == window.sentence()
+
+
+def test_remediation_window_from_event_time_never_negative():
+    from dlp.exposure import remediation_exposure
+
+    window = remediation_exposure("2026-11-30T12:00:00Z", "eve\u202e@x", ["publicNetworkAccess"],
+                                  T0 + timedelta(seconds=4))
+    assert window.seconds == 4 and window.opened_by == "eve@x" and window.closed_by == "responder"
+    ahead = remediation_exposure("2026-11-30T12:00:09Z", "eve@x", ["publicNetworkAccess"], T0)
+    assert ahead.seconds == 0
+    unknown = remediation_exposure("", "", ["publicNetworkAccess"], T0)
+    assert unknown.seconds is None and unknown.opened_at == "" and "unknown time" in unknown.sentence
