@@ -42,6 +42,7 @@ CHANGE_LAG_S = 300                  # Azure: change records "should be available
 CHECK_MARGIN_S = 120                # on top of the lag before the delayed check looks
 CHECK_DELAY_S = CHANGE_LAG_S + CHECK_MARGIN_S
 LOOKBACK_S = 600                    # the check looks this far before the event's time for the opening write
+SCHEDULE_BUDGET_S = 2.0             # at most this much of an event's budget goes to queueing its checks
 RETENTION = timedelta(days=14)      # Resource Graph keeps change history this long
 FIRST_SWEEP_LOOKBACK = timedelta(days=1)   # the first sweep (no cursor yet) looks back this far
 _NAMESPACE = uuid.UUID("0b6f3e0e-6d7c-4c55-9a0e-2a2c1f5b7e17")
@@ -67,21 +68,25 @@ def check_message(evaluation: Evaluation) -> dict[str, Any]:
 def schedule_checks(evaluations: Sequence[Evaluation], services: Any) -> int:
     """Put a delayed check on the queue for each evaluation that wants one. Never raises: a check that cannot
     be queued is left to the sweep, which queries the same history (logged)."""
+    from dlp.budget import Budget, remaining
+
     retry = services.retry
-    if retry is None:
+    wanted = [e for e in evaluations if wants_check(e, services.settings.responder_identities)]
+    if retry is None or not wanted:
         return 0
     delay = getattr(retry, "check_delay_s", None)
     delay = CHECK_DELAY_S if delay is None else delay
+    left = remaining()
     sent = 0
-    for evaluation in evaluations:
-        if not wants_check(evaluation, services.settings.responder_identities):
-            continue
-        try:
-            retry.schedule(check_message(evaluation), delay)
-            sent += 1
-        except Exception as exc:
-            log.warning("the exposure check of %s could not be queued (%s: %s); the next sweep looks at its "
-                        "change history instead", evaluation.registry_id, type(exc).__name__, exc)
+    # a hanging queue must not eat the time the record needs: the checks get a short budget of their own
+    with Budget.of(SCHEDULE_BUDGET_S if left is None else max(0.0, min(SCHEDULE_BUDGET_S, left - 1.0))).active():
+        for evaluation in wanted:
+            try:
+                retry.schedule(check_message(evaluation), delay)
+                sent += 1
+            except Exception as exc:
+                log.warning("the exposure check of %s could not be queued (%s: %s); the next sweep looks at its "
+                            "change history instead", evaluation.registry_id, type(exc).__name__, exc)
     return sent
 
 

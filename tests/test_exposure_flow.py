@@ -73,7 +73,13 @@ def event(registry_id: str, caller: str, event_id: str):
 
 def checks(azurite: str, registry_id: str) -> list[tuple[object, dict]]:
     """This registry's delayed-check messages, taken off the queue (others are left to become visible again)."""
+    from azure.core.exceptions import ResourceExistsError
+
     queue = QueueClient.from_connection_string(azurite, RETRY_QUEUE)
+    try:
+        queue.create_queue()        # nothing sent yet in this test run: an empty queue, not an error
+    except ResourceExistsError:
+        pass
     found = []
     for message in queue.receive_messages(max_messages=32, visibility_timeout=1):
         body = json.loads(base64.b64decode(message.content).decode())
@@ -291,3 +297,21 @@ def test_a_history_that_cannot_be_read_costs_the_windows_not_the_sweep(world, az
     instance()
     tick()
     assert [r["Action"] for r in world.logs.rows() if r["RegistryId"] == reg][:1] == ["remediated"]
+
+
+def test_a_queue_that_cannot_take_the_check_costs_neither_the_event_nor_its_record(world, azurite_env, caplog):
+    import re
+
+    from dlp.azure.retryqueue import RetryQueue
+
+    reg = rid("acrnoqueue1")
+    world.arm.create(SUB, RG, "acrnoqueue1", export="disabled", public="Disabled")
+    services = instance()
+    dead = re.sub(r"QueueEndpoint=http://127\.0\.0\.1:\d+", "QueueEndpoint=http://127.0.0.1:9", azurite_env)
+    services.retry = RetryQueue(QueueClient.from_connection_string(dead, RETRY_QUEUE, retry_total=0))
+    services.retry.check_delay_s = 0
+    started = time.monotonic()
+    handle_event(event(reg, "mallory@contoso.com", "ev-noqueue"))      # no exception: Event Grid is answered
+    assert time.monotonic() - started < 5
+    assert [r["Action"] for r in world.logs.rows() if r["RegistryId"] == reg][:1] == ["none"]
+    assert any("could not be queued" in r.getMessage() for r in caplog.records if r.name == "dlp.timeline")
