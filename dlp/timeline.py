@@ -43,6 +43,7 @@ CHECK_MARGIN_S = 120                # on top of the lag before the delayed check
 CHECK_DELAY_S = CHANGE_LAG_S + CHECK_MARGIN_S
 LOOKBACK_S = 600                    # the check looks this far before the event's time for the opening write
 SCHEDULE_BUDGET_S = 2.0             # at most this much of an event's budget goes to queueing its checks
+CHECK_BUDGET_S = 60.0               # one delayed check: a history query or two, the record, the alert
 RETENTION = timedelta(days=14)      # Resource Graph keeps change history this long
 FIRST_SWEEP_LOOKBACK = timedelta(days=1)   # the first sweep (no cursor yet) looks back this far
 _NAMESPACE = uuid.UUID("0b6f3e0e-6d7c-4c55-9a0e-2a2c1f5b7e17")
@@ -136,6 +137,13 @@ def run_check(body: dict[str, Any], services: Any) -> list[Evaluation]:
     registry since shortly before the event. Raises when the history cannot be read or the record cannot be
     kept, so the queue delivers the message again (the host moves it to the poison queue after
     maxDequeueCount)."""
+    from dlp.budget import Budget
+
+    with Budget.of(CHECK_BUDGET_S).active():
+        return _run_check(body, services)
+
+
+def _run_check(body: dict[str, Any], services: Any) -> list[Evaluation]:
     from dlp import pipeline
     from dlp.events import registry_of
 
