@@ -47,7 +47,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("OperationName", "string", "ARM operation, e.g. Microsoft.ContainerRegistry/registries/write."),
     Column("Mode", "string", "audit or enforce."),
     Column("Action", "string", "Remediation outcome: none, would-remediate, remediated, blocked, failed, exempt, "
-                               "error, gone, deferred."),
+                               "error, gone, deferred; or exposure (a window found in change history)."),
     Column("ActionReason", "string", "Guard or error code behind the action, e.g. export-pipelines."),
     Column("ActionDetail", "string", "What a human must do, or what happened."),
     Column("Changes", "dynamic", "Property -> {old, new} written or planned."),
