@@ -19,6 +19,7 @@ from azure.storage.queue import QueueClient
 
 import function_app
 from dlp import runtime, timeline
+from dlp.azure import credential
 from dlp.settings import RETRY_QUEUE
 
 SUB = "11111111-2222-3333-4444-555555555555"
@@ -47,10 +48,12 @@ def world(azurite_env, local_azure, monkeypatch):
     monkeypatch.setenv("AZURE_CLIENT_ID", RESPONDER)
     for name in ("DLP_EMAIL_ENDPOINT", "DLP_EMAIL_SENDER", "DLP_EMAIL_TO"):
         monkeypatch.delenv(name, raising=False)
+    credential.reset()          # the process's credential was built for another identity by an earlier test
     runtime.reset()
     runtime.services().state.set_exposure_cursor("")       # storage outlives a test: each starts as a first sweep
     yield local_azure
     runtime.reset()
+    credential.reset()
 
 
 def instance():
