@@ -22,16 +22,16 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from dlp.alerts.alert import Alert, build_alert, system_alert, undeliverable_alert
 from dlp.alerts.batch import Batch, MemoryOutbox
 from dlp.alerts.channel import Channel, DeliveryError
-from dlp.alerts.states import Observed, Stored, decide, observe
+from dlp.alerts.states import S_EXPOSED, Observed, Stored, decide, observe
 from dlp.alerts.store import Kept, claim_deadline, kept_row_key
 from dlp.azure.state import partition_of
-from dlp.model import Evaluation
+from dlp.model import A_EXPOSURE, Evaluation
 
 log = logging.getLogger("dlp.alerting")
 
@@ -61,6 +61,9 @@ class NullNotifier:
 
     def drain(self) -> int:
         return 0
+
+    def announce(self, key: str, signature: str, alert: Alert, *, remind_after: timedelta) -> bool:
+        return False
 
 
 @dataclass
@@ -142,7 +145,7 @@ class AlertNotifier:
         rows = self._kept_of(registry_ids, claimable=False) if registry_ids else self._store.backlog(10_000, FAR_FUTURE)
         return [*rows, *self._outbox.pending(OUTBOX_KIND, 10_000)]
 
-    def announce(self, marker: str, name: str, detail: str) -> bool:
+    def keep_notice(self, marker: str, name: str, detail: str) -> bool:
         """Keep a notice about the responder itself for every channel, once per `marker` across instances (a
         marker row and the kept notices in one transaction); the drain sends it. False: already announced."""
         notice = system_alert(marker.replace("|", "-"), name, detail)
@@ -153,6 +156,31 @@ class AlertNotifier:
                 self._kept = True
         return announced
 
+    def announce(self, key: str, signature: str, alert: Alert, *, remind_after: timedelta) -> bool:
+        """Send an alert that is not about a registry (a misconfigured output) once across instances: committed
+        under `key` with `signature` like a registry's state; the same signature again only after `remind_after`.
+        True when this call sent it (or kept it in the outbox). Never raises."""
+        try:
+            try:
+                previous = self._store.get(key)
+            except Exception as exc:      # storage down: better a repeated alert than a lost one
+                log.warning("alert state unavailable (%s): announcing without de-duplication", _reason(exc))
+                self.deliver([alert])
+                return True
+            if previous is not None and previous.signature == signature and not _older(previous.since, remind_after,
+                                                                                         self._clock()):
+                return False
+            keep = self._copies(alert)
+            committed = self._store.commit(key, previous, Stored(alert.state, signature, alert.alert_id, alert.at),
+                                           keep, owner=self._owner, claim_until=claim_deadline())
+            if committed is None:
+                return False                # another instance announced it
+            self._send_dues([self._due(alert, key, committed, keep)], digest=False)
+            return True
+        except Exception as exc:
+            log.error("announcement %s failed (%s)", alert.state, _reason(exc))
+            return False
+
     # state machine ------------------------------------------------------------------------------
     def transitions(self, evaluations: Sequence[Evaluation]) -> list[Alert]:
         """Commit every state change; return the alerts whose commit this call won (to be sent)."""
@@ -160,9 +188,13 @@ class AlertNotifier:
 
     def _transitions(self, evaluations: Sequence[Evaluation], record_pending: bool
                      ) -> tuple[list[_Due], list[tuple[str, Stored]]]:
+        # A window found in change history is news on its own (its record de-duplicates it, dlp/timeline.py) and
+        # leaves the registry's stored state alone: it is compliant again, and its next evaluation must not say so.
+        windows = [_Due(build_alert(e, None, S_EXPOSED, alert_id=e.evaluation_id, at=self._clock().astimezone(
+            timezone.utc).isoformat()), e.registry_id) for e in evaluations if e.outcome.action == A_EXPOSURE]
         observed = [(evaluation, seen) for evaluation in evaluations if (seen := observe(evaluation)) is not None]
         if not observed:
-            return [], []
+            return windows, []
         known = self._read([evaluation.registry_id for evaluation, _ in observed])
         dues: list[_Due] = []
         unsent: list[tuple[str, Stored]] = []
@@ -172,7 +204,7 @@ class AlertNotifier:
                 dues.append(due)
             elif known is not None and (stored := known.get(partition_of(evaluation.registry_id))) and stored.unsent:
                 unsent.append((evaluation.registry_id, stored))
-        return dues, unsent
+        return dues + windows, unsent
 
     def _read(self, registry_ids: list[str]) -> dict[str, Stored | None] | None:
         """Stored states by partition key (one bulk query when many); None when storage failed."""
@@ -189,11 +221,11 @@ class AlertNotifier:
                     record_pending: bool) -> _Due | None:
         now = self._clock().astimezone(timezone.utc).isoformat()
 
-        def due(previous: Stored | None, alert_id: str, stored: Stored | None = None) -> _Due:
+        def due(previous: Stored | None, alert_id: str) -> _Due:
             alert = build_alert(evaluation, previous, seen.state, alert_id=alert_id, at=now)
             if record_pending:
                 alert = replace(alert, record_pending=True)
-            return _Due(alert, evaluation.registry_id, stored)
+            return _Due(alert, evaluation.registry_id)
 
         if known is None:       # storage is down: better a repeated alert than a lost one
             return due(None, str(uuid.uuid4())) if decide(None, seen).alert else None
@@ -205,7 +237,7 @@ class AlertNotifier:
                 return None
             alert_id = str(uuid.uuid4()) if decision.alert else (previous.alert_id if previous else "")
             pending = due(previous, alert_id) if decision.alert else None
-            keep = [(name, Batch(name, (pending.alert,), False).to_json()) for name in self._channels] if pending else []
+            keep = self._copies(pending.alert) if pending else []
             try:
                 committed = self._store.commit(evaluation.registry_id, previous,
                                                Stored(seen.state, seen.signature, alert_id, now), keep,
@@ -218,11 +250,7 @@ class AlertNotifier:
                 known[key] = committed
                 if pending is None:
                     return None
-                pending.stored = committed
-                etags = committed.kept_etags or (None,) * len(keep)
-                pending.kept = {name: Kept(key, kept_row_key(alert_id, name), name, payload, owner=self._owner,
-                                           etag=etag) for (name, payload), etag in zip(keep, etags, strict=False)}
-                return pending
+                return self._due(pending.alert, evaluation.registry_id, committed, keep)
             try:                # another instance committed first: decide again from what it wrote
                 previous = self._store.get(evaluation.registry_id)
             except Exception as exc:
@@ -232,6 +260,17 @@ class AlertNotifier:
             known[key] = previous
         log.warning("alert state of %s kept changing; no alert from this evaluation", evaluation.registry_id)
         return None
+
+    def _copies(self, alert: Alert) -> list[tuple[str, Any]]:
+        """One kept copy per channel, committed with the state change (the transactional outbox)."""
+        return [(name, Batch(name, (alert,), False).to_json()) for name in self._channels]
+
+    def _due(self, alert: Alert, key: str, committed: Stored, keep: Sequence[tuple[str, Any]]) -> _Due:
+        etags = committed.kept_etags or (None,) * len(keep)
+        partition = partition_of(key)
+        return _Due(alert, key, committed, {name: Kept(partition, kept_row_key(alert.alert_id, name), name, payload,
+                                                       owner=self._owner, etag=etag)
+                                            for (name, payload), etag in zip(keep, etags, strict=False)})
 
     # delivery -----------------------------------------------------------------------------------
     def batches(self, alerts: Sequence[Alert], *, digest: bool = False) -> list[Batch]:
@@ -496,6 +535,17 @@ def _channel_batches(name: str, alerts: Sequence[Alert], digest: bool) -> list[B
     if name == "teams" and not digest and len(alerts) <= TEAMS_DIGEST_OVER:
         return [Batch(name, (alert,), False) for alert in alerts]
     return [Batch(name, tuple(alerts), digest or len(alerts) > 1)]
+
+
+def _older(since: str, age: timedelta, now: datetime) -> bool:
+    """`since` (ISO 8601) lies more than `age` before `now`; an unreadable time counts as old."""
+    try:
+        moment = datetime.fromisoformat(since)
+    except ValueError:
+        return True
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return now - moment > age
 
 
 def _time_to_send() -> bool:

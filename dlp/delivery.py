@@ -81,7 +81,7 @@ def finish_orphans(services: Any, limit: int = ORPHANS_PER_TICK) -> int:
 def announce_poison(services: Any) -> int:
     """Announce each message in the poison queue once (on every channel); returns how many were new."""
     queue = getattr(services.retry, "poison", None)
-    announce = getattr(services.notifier, "announce", None)
+    announce = getattr(services.notifier, "keep_notice", None)
     if queue is None or announce is None:
         return 0
     from azure.core.exceptions import ResourceNotFoundError
