@@ -5,8 +5,10 @@
   again and the remediation recorded and alerted `remediated` (`verified-later`), under the intent's
   evaluation id; an intent whose changes are not in effect is marked `lapsed`.
 * Messages the Functions host moved to `dlp-retry-poison` (the durable retry crashed on them
-  `maxDequeueCount` times): each is announced once, on every channel, through the transactional
-  outbox (a marker row and the kept notices in one transaction: two timers announce it once).
+  `maxDequeueCount` times), and finding rows Log Analytics refused for good (`findings-rejected`):
+  each is announced once, on every channel, through the transactional outbox (a marker row and the
+  kept notices in one transaction: two timers announce it once). Kept alerts given up on are
+  announced by the notifier itself (dlp.alerting).
 * The counts `GET /api/health` shows and the log line the Azure Monitor alerts of
   infra/app/delivery-alerts.bicep read: poison messages, alerts given up on after their last attempt,
   findings set aside, orphaned intents.
@@ -103,6 +105,25 @@ def announce_poison(services: Any) -> int:
     return new
 
 
+def announce_rejected(services: Any, limit: int = POISON_PEEK) -> int:
+    """Announce each finding item Log Analytics refused for good (outbox kind findings-rejected) once, on every
+    channel: those rows will never reach the workspace. Returns how many were new."""
+    from dlp.recording import REJECTED
+
+    outbox = getattr(services.recorder, "outbox", None)
+    announce = getattr(services.notifier, "keep_notice", None)
+    if outbox is None or announce is None:
+        return 0
+    new = 0
+    for item in outbox.pending(REJECTED, limit):
+        detail = (f"Log Analytics refused finding rows of evaluation {item.key} for good ({item.last_error[:300]}); "
+                  "they are kept in the outbox table under PartitionKey findings-rejected and never retried. Check the "
+                  "data collection rule and the table's columns, then re-send or delete them.")
+        if announce(f"rejected|{item.row_key}", "Log Analytics", detail):
+            new += 1
+    return new
+
+
 def _registry_of(message: Any) -> str:
     try:
         body = json.loads(_text(message.content))
@@ -171,14 +192,15 @@ def on_timer() -> Backlog:
     services = runtime.services()
     with Budget.of(60.0).active():
         finish_orphans(services)
-        try:
-            announce_poison(services)
-        except Exception as exc:
-            log.warning("poison queue not read (%s)", exc)
+        for announce in (announce_poison, announce_rejected):
+            try:
+                announce(services)
+            except Exception as exc:
+                log.warning("%s failed (%s); tried again at the next tick", announce.__name__, exc)
     report = backlog(services)
     line = " ".join(f"{k}={'-' if v is None else v}" for k, v in report.to_json().items())
     (log.error if report.attention else log.info)("%s %s", POISON_LINE, line)
     return report
 
 
-__all__ = ["Backlog", "announce_poison", "backlog", "finish_orphans", "on_timer"]
+__all__ = ["Backlog", "announce_poison", "announce_rejected", "backlog", "finish_orphans", "on_timer"]

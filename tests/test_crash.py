@@ -343,3 +343,19 @@ def test_when_recording_fails_the_alert_says_so_and_the_redelivery_records_it_on
     assert remediation_records(azure, name) == {first["evaluationId"]}
     assert named(azure.teams.messages, name) == 1 and named(azure.email.sent, name) == 1
     assert azure.arm.log.count(method="PATCH", path_contains=rid) == 1
+
+
+def test_findings_refused_for_good_are_announced_once_and_counted(instance, azurite, local_azure):
+    from dlp.outbox import Outbox
+    from dlp.recording import REJECTED
+
+    azure = local_azure
+    key = f"eval-{uuid.uuid4().hex[:8]}"
+    Outbox(TableServiceClient.from_connection_string(azurite)).put(
+        REJECTED, key, [{"EvaluationId": key, "RuleId": "ACR.Export.Disabled"}], error="HTTP 400 InvalidStream")
+    drain_on_two_instances()
+    drain_on_two_instances()
+    assert named(azure.teams.messages, key) == 1 and named(azure.email.sent, key) == 1
+    assert "InvalidStream" in json.dumps([m for m in azure.email.sent if key in json.dumps(m)])
+    body = json.loads(handle_health(func.HttpRequest(method="GET", url="/api/health", body=b"")).get_body())
+    assert body["backlog"]["rejectedFindings"] >= 1
