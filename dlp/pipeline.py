@@ -326,7 +326,11 @@ def _verified_later(target: Target, services: Services, registry: Registry, asse
     `remediated` (`verified-later`) with the intent's evaluation id, so it is one record and one alert whoever
     finds it. None: nothing pending, an ordinary evaluation follows."""
     intents: list[Any] = []
-    if target.pending or target.context.trigger in INTENT_TRIGGERS:
+    # In audit mode (the default) events write nothing, so they do not look: the timer finds what an earlier
+    # enforce period left behind.
+    looks = target.context.trigger == "drain" or (target.context.trigger in INTENT_TRIGGERS
+                                                  and services.settings.mode == "enforce")
+    if target.pending or looks:
         intents = services.state.pending_intents(registry.id)
     # A live writer records its own intent: only a retry of a deferred write (its writer has ended) or an intent
     # whose writer's budget is over (orphaned) is taken; a concurrent event sees an ordinary compliant registry.
