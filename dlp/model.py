@@ -248,6 +248,8 @@ class Context:
     caller_ip: str = ""
     event_time: str = ""
     attempt: int = 0
+    dead_letter_reason: str = ""      # a replayed dead-lettered event: why Event Grid gave up on it
+    replay_delay_s: int = 0           # and how long after the event it was handled
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in ("", 0)}

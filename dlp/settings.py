@@ -84,6 +84,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Base URL of the rule pages (docs/rules/) used in alert links, e.g. your fork's "
             "`https://github.com/<org>/<repo>/blob/main/docs/rules/`. Empty: links go to the rule's Microsoft Learn page.",
             example=""),
+    Setting("DLP_DEADLETTER_CONTAINER", "",
+            "Blob container (on the app's own storage account, `AzureWebJobsStorage`) where Event Grid dead-letters "
+            "the events it could not deliver; the replay timer re-runs them every 5 minutes. Empty: replay off.",
+            example=""),
     Setting("AZURE_CLIENT_ID", "",
             "Client ID of the user-assigned managed identity the responder uses (read by azure-identity).",
             kind="platform", example=""),
@@ -113,6 +117,8 @@ _SUB = r"/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]
 _RG = _SUB + r"/resourceGroups/[-\w\._\(\)]{1,90}"
 _REG = _RG + r"/providers/Microsoft\.ContainerRegistry/registries/[a-zA-Z0-9]{5,50}"
 SCOPE_RE = re.compile(rf"^{_SUB}(?:/resourceGroups/[-\w\._\(\)]{{1,90}})?$", re.IGNORECASE)
+# Blob container names: https://learn.microsoft.com/rest/api/storageservices/naming-and-referencing-containers--blobs--and-metadata
+CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9]))*$")
 EXEMPTION_RE = re.compile(rf"^(?:{_REG}|{_RG})$", re.IGNORECASE)
 
 
@@ -152,6 +158,8 @@ class Settings:
     storage_connection_string: str = field(default="", repr=False)
     storage_table_uri: str = ""
     storage_queue_uri: str = ""
+    storage_blob_uri: str = ""
+    deadletter_container: str = ""
 
     @property
     def logs_enabled(self) -> bool:
@@ -170,13 +178,18 @@ class Settings:
         return bool(self.storage_connection_string or self.storage_table_uri)
 
     @property
+    def deadletter_enabled(self) -> bool:
+        return bool(self.deadletter_container and (self.storage_connection_string or self.storage_blob_uri))
+
+    @property
     def arm_scope(self) -> str:
         return self.arm_endpoint.rstrip("/") + "/.default"
 
     def outputs(self) -> dict[str, bool]:
         """Which outputs are configured, never their values (for /api/health and the start-up notice)."""
         return {"logAnalytics": self.logs_enabled, "teams": self.teams_enabled,
-                "email": self.email_enabled, "storage": self.storage_configured}
+                "email": self.email_enabled, "storage": self.storage_configured,
+                "deadLetterReplay": self.deadletter_enabled}
 
 
 DEVELOPMENT_STORAGE = (
@@ -295,6 +308,11 @@ def load(environ: Mapping[str, str]) -> Settings:
 
     docs = _https_url("DLP_RULE_DOCS_URL", get("DLP_RULE_DOCS_URL"), problems)
 
+    deadletter = get("DLP_DEADLETTER_CONTAINER")
+    if deadletter and not CONTAINER_RE.match(deadletter):
+        problems.append(("DLP_DEADLETTER_CONTAINER", "must be a blob container name (3-63 lower-case letters, digits "
+                                                     "and single hyphens, starting with a letter or digit)"))
+
     if problems:
         raise ConfigError(problems)
     return Settings(
@@ -307,4 +325,6 @@ def load(environ: Mapping[str, str]) -> Settings:
         storage_connection_string=_storage(str(environ.get("AzureWebJobsStorage", "") or "")),
         storage_table_uri=str(environ.get("AzureWebJobsStorage__tableServiceUri", "") or ""),
         storage_queue_uri=str(environ.get("AzureWebJobsStorage__queueServiceUri", "") or ""),
+        storage_blob_uri=str(environ.get("AzureWebJobsStorage__blobServiceUri", "") or ""),
+        deadletter_container=deadletter,
     )
