@@ -267,8 +267,32 @@ def health_report(environ: Mapping[str, str] | None = None) -> tuple[int, dict[s
                      "mode": raw_mode if raw_mode in MODES else None, "outputs": None,
                      "configurationError": {"message": str(exc),
                                             "problems": [{"setting": name, "problem": why} for name, why in exc.problems]}}
-    return 200, {"status": "ok", "version": __version__, "mode": settings.mode, "outputs": settings.outputs(),
-                 "scopes": len(settings.scopes), "configurationError": None}
+    body: dict[str, Any] = {"status": "ok", "version": __version__, "mode": settings.mode,
+                            "outputs": settings.outputs(), "scopes": len(settings.scopes), "configurationError": None}
+    if settings.deadletter_enabled:
+        body["deadLetters"] = dead_letter_backlog()
+        if body["deadLetters"].get("pending") or body["deadLetters"].get("malformed") or \
+                body["deadLetters"].get("error"):
+            body["status"] = "degraded"
+    return 200, body
+
+
+HEALTH_STORAGE_BUDGET_S = 5.0
+
+
+def dead_letter_backlog() -> dict[str, Any]:
+    """Dead-lettered events waiting for the replay timer: they mean Event Grid could not reach the responder."""
+    from dlp import runtime
+    from dlp.azure.errors import classify
+
+    try:
+        with Budget.of(HEALTH_STORAGE_BUDGET_S).active():
+            container = runtime.services().dead_letters
+            backlog = container.backlog()
+    except Exception as exc:
+        return {"error": str(classify(exc))[:300]}
+    return {"container": container.name, "pending": backlog.pending, "oldestAgeSeconds": backlog.oldest_age_s,
+            "malformed": backlog.malformed}
 
 
 def health(req: func.HttpRequest) -> func.HttpResponse:

@@ -147,7 +147,8 @@ def _line(source: str, evaluation: Any) -> dict[str, Any]:
 def clean(text: Any) -> str:
     """Event fields are anyone's text: no control or format characters (bidi overrides, zero-width) on a
     terminal, one line."""
-    return " ".join("".join(c for c in str(text) if unicodedata.category(c) not in ("Cc", "Cf")).split())
+    kept = "".join(" " if c.isspace() else c for c in str(text) if c.isspace() or unicodedata.category(c)[0] != "C")
+    return " ".join(kept.split())
 
 
 def _emit(lines: Sequence[dict[str, Any]], fmt: str, problems: int) -> int:
