@@ -264,6 +264,18 @@ module rbac 'app/rbac.bicep' = {
   }
 }
 
+// The replay timer (dlp/deadletter.py) reads dead-letter blobs and moves them to processed/: read/write on
+// that one container (the same role assignment shape as a system topic's, on the same container).
+module deadLetterReplayAccess 'app/dead-letter-access.bicep' = {
+  name: 'dead-letter-replay-access'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    containerName: storage.outputs.deadLetterContainerName
+    principalId: identity.outputs.principalId
+  }
+}
+
 module keyVault 'app/keyvault.bicep' = if (teamsEnabled) {
   name: 'keyvault'
   scope: rg
@@ -331,6 +343,7 @@ var appSettings = {
   DLP_ARM_ENDPOINT: environment().resourceManager
   DLP_SWEEP_SCHEDULE: sweepSchedule
   DLP_RULE_DOCS_URL: dlpRuleDocsUrl
+  DLP_DEADLETTER_CONTAINER: storage.outputs.deadLetterContainerName
   // Findings (app): the DCR's own logs-ingestion endpoint, its immutable ID and the stream it declares
   DLP_LOGS_ENDPOINT: monitoring.outputs.logsIngestionEndpoint
   DLP_LOGS_RULE_ID: monitoring.outputs.dcrImmutableId

@@ -15,7 +15,8 @@ def test_defaults_are_audit_mode_and_every_output_off():
     settings = load({})
     assert settings.mode == "audit" and settings.scopes == () and settings.exempt_tag == ""
     assert settings.max_remediations == 3 and settings.time_budget_s == 20.0 and not settings.allow_lockout
-    assert settings.outputs() == {"logAnalytics": False, "teams": False, "email": False, "storage": False}
+    assert settings.outputs() == {"logAnalytics": False, "teams": False, "email": False, "storage": False,
+                                  "deadLetterReplay": False}
 
 
 def test_every_documented_default_loads():
@@ -75,3 +76,17 @@ def test_development_storage_is_expanded_for_the_storage_sdks():
 def test_sovereign_cloud_token_scope_follows_the_endpoint():
     assert load({"DLP_ARM_ENDPOINT": "https://management.usgovcloudapi.net/"}).arm_scope == \
         "https://management.usgovcloudapi.net/.default"
+
+
+@pytest.mark.parametrize("name", ["ab", "-dead", "dead--letters", "Dead", "dead_letters", "a" * 64, "dead letters"])
+def test_a_dead_letter_container_name_azure_would_refuse_is_an_error_naming_the_setting(name):
+    with pytest.raises(ConfigError) as caught:
+        load({"DLP_DEADLETTER_CONTAINER": name})
+    assert [setting for setting, _ in caught.value.problems] == ["DLP_DEADLETTER_CONTAINER"]
+
+
+def test_dead_letter_replay_needs_the_container_and_the_apps_blob_endpoint():
+    assert not load({"DLP_DEADLETTER_CONTAINER": "eventgrid-deadletters"}).deadletter_enabled
+    assert load({"DLP_DEADLETTER_CONTAINER": "eventgrid-deadletters",
+                 "AzureWebJobsStorage__blobServiceUri": "https://st.blob.core.windows.net"}).deadletter_enabled
+    assert not load({"AzureWebJobsStorage": "UseDevelopmentStorage=true"}).deadletter_enabled
