@@ -39,7 +39,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("Status", "string", "pass, fail, not-applicable or unknown."),
     Column("Message", "string", "What was found and what is required."),
     Column("Compliant", "boolean", "No finding of this evaluation failed; empty when the registry could not be read."),
-    Column("Trigger", "string", "event, http, sweep, cli, retry (the durable retry) or dead-letter (a replayed dead-lettered event)."),
+    Column("Trigger", "string", "event, http, sweep, cli, retry (the durable retry) or dead-letter "
+                                "(a replayed dead-lettered event)."),
     Column("EventId", "string", "Event Grid event ID, when an event triggered the evaluation."),
     Column("CorrelationId", "string", "ARM correlation ID of the write that raised the event."),
     Column("Caller", "string", "Who made the write (UPN, name, app ID or object ID)."),
