@@ -2,7 +2,9 @@
 the next sweep.
 
 Event Grid dead-letters an event it could not deliver (the function app down or refusing, a slot swap,
-retries exhausted) into a blob container of the app's own storage account (`DLP_DEADLETTER_CONTAINER`).
+retries exhausted) into a blob container (`DLP_DEADLETTER_CONTAINER`: a container of the app's own storage, or
+a container URL on an account of its own, which is what infra/ deploys: Event Grid can reach it as a trusted
+service while the app's storage stays private).
 Each blob is a JSON array of events in the subscription's schema, each with Event Grid's dead-letter fields
 (`deadLetterReason`, `deliveryAttempts`, `lastDeliveryOutcome`, `lastHttpStatusCode`, `publishTime`),
 named `<EVENT-SUBSCRIPTION-NAME>/<yyyy>/<m>/<d>/<h>/<guid>.json` (upper-cased subscription name, date and
@@ -114,7 +116,10 @@ class DeadLetterContainer:
         options = {"retry_policy": LinearRetry(backoff=0.5, random_jitter_range=0.2, retry_total=2),
                    "connection_timeout": 5, "read_timeout": 20, "raw_request_hook": storage_request_hook,
                    "raw_response_hook": storage_response_hook}
-        if settings.storage_connection_string:
+        if settings.deadletter_account_url:      # a dead-letter account of its own (infra/): the managed identity
+            client = ContainerClient(settings.deadletter_account_url, settings.deadletter_container,
+                                     credential=credential, **options)
+        elif settings.storage_connection_string:
             client = ContainerClient.from_connection_string(settings.storage_connection_string,
                                                             settings.deadletter_container, **options)
         else:

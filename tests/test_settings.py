@@ -78,7 +78,10 @@ def test_sovereign_cloud_token_scope_follows_the_endpoint():
         "https://management.usgovcloudapi.net/.default"
 
 
-@pytest.mark.parametrize("name", ["ab", "-dead", "dead--letters", "Dead", "dead_letters", "a" * 64, "dead letters"])
+@pytest.mark.parametrize("name", ["ab", "-dead", "dead--letters", "Dead", "dead_letters", "a" * 64, "dead letters",
+                                  "http://st.blob.core.windows.net/dl", "https://st.blob.core.windows.net/dl?sv=1&sig=x",
+                                  "https://st.blob.core.windows.net/", "https://st.blob.core.windows.net/a/b",
+                                  "https://st.blob.core.windows.net/Dead"])
 def test_a_dead_letter_container_name_azure_would_refuse_is_an_error_naming_the_setting(name):
     with pytest.raises(ConfigError) as caught:
         load({"DLP_DEADLETTER_CONTAINER": name})
@@ -90,3 +93,59 @@ def test_dead_letter_replay_needs_the_container_and_the_apps_blob_endpoint():
     assert load({"DLP_DEADLETTER_CONTAINER": "eventgrid-deadletters",
                  "AzureWebJobsStorage__blobServiceUri": "https://st.blob.core.windows.net"}).deadletter_enabled
     assert not load({"AzureWebJobsStorage": "UseDevelopmentStorage=true"}).deadletter_enabled
+
+
+def test_a_dead_letter_container_url_names_its_own_account():
+    settings = load({"DLP_DEADLETTER_CONTAINER": "https://stdlq1.blob.core.windows.net/eventgrid-deadletters"})
+    assert settings.deadletter_container == "eventgrid-deadletters"
+    assert settings.deadletter_account_url == "https://stdlq1.blob.core.windows.net"
+    assert settings.deadletter_enabled          # no AzureWebJobsStorage needed: the managed identity reads it
+
+
+def test_the_dead_letter_client_points_at_the_named_account_with_the_identity():
+    from dlp.deadletter import DeadLetterContainer
+
+    class Credential:                      # a TokenCredential: never asked for a token here (no request is made)
+        def get_token(self, *scopes, **kwargs):
+            raise AssertionError("no request expected")
+
+    credential = Credential()
+    url = load({"DLP_DEADLETTER_CONTAINER": "https://stdlq1.blob.core.windows.net/eventgrid-deadletters",
+                "AzureWebJobsStorage": "UseDevelopmentStorage=true"})
+    container = DeadLetterContainer.from_settings(url, credential)
+    assert container._client.url == "https://stdlq1.blob.core.windows.net/eventgrid-deadletters"
+    assert container._client.credential is credential
+    local = DeadLetterContainer.from_settings(load({"DLP_DEADLETTER_CONTAINER": "deadletters",
+                                                    "AzureWebJobsStorage": "UseDevelopmentStorage=true"}), credential)
+    assert local._client.url == "http://127.0.0.1:10000/devstoreaccount1/deadletters"
+
+
+@pytest.mark.parametrize("schedule", [
+    "0 0 */6 * * *", "0 */5 * * * *", "0 30 9 * Jan Mon", "0 0 9-17 * * MON-FRI", "5 0 0 1,15 * *",
+    "0 0 0 * * 0", "59 59 23 31 12 6", "0 0 1-23/2 * * *",
+])
+def test_real_ncrontab_schedules_load(schedule):
+    assert load({"DLP_SWEEP_SCHEDULE": schedule}).sweep_schedule == schedule
+
+
+@pytest.mark.parametrize(("schedule", "why"), [
+    ("0 0 */6 * *", "6 fields"),                 # 5-field cron: the Functions host would read it differently
+    ("0 0 */6 * * * *", "6 fields"),
+    ("60 0 * * * *", "second field: values must be between 0 and 59"),
+    ("0 60 * * * *", "minute field"), ("0 0 24 * * *", "hour field"), ("0 0 0 0 * *", "day field"),
+    ("0 0 0 32 * *", "day field"), ("0 0 0 * 13 *", "month field"), ("0 0 0 * * 7", "day-of-week field"),
+    ("0 0 */0 * * *", "step must be between 1 and 24"), ("0 0 17-9 * * *", "runs backwards"),
+    ("0 0 0 L * *", "day field"), ("0 0 0 ? * *", "day field"), ("0 0 0 * FOO *", "month field"),
+    ("00:05:00", "6 fields"),                    # TimeSpan schedules run only on dedicated plans, not Flex
+    ("0 0 ,1 * * *", "hour field"), ("", "6 fields"),
+])
+def test_a_schedule_that_is_not_ncrontab_is_refused_with_the_field_named(schedule, why):
+    with pytest.raises(ConfigError) as raised:
+        load({"DLP_SWEEP_SCHEDULE": schedule})
+    assert "DLP_SWEEP_SCHEDULE: " in str(raised.value) and why in str(raised.value)
+
+
+def test_time_budget_bound_is_what_event_grid_leaves():
+    assert load({"DLP_TIME_BUDGET_S": "22"}).time_budget_s == 22.0
+    with pytest.raises(ConfigError, match="DLP_TIME_BUDGET_S: must be between 2 and 22"):
+        load({"DLP_TIME_BUDGET_S": "23"})
