@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import sys
-import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -144,14 +143,9 @@ def _line(source: str, evaluation: Any) -> dict[str, Any]:
     return line
 
 
-def clean(text: Any) -> str:
-    """Event fields are anyone's text: no control or format characters (bidi overrides, zero-width) on a
-    terminal, one line."""
-    kept = "".join(" " if c.isspace() else c for c in str(text) if c.isspace() or unicodedata.category(c)[0] != "C")
-    return " ".join(kept.split())
-
-
 def _emit(lines: Sequence[dict[str, Any]], fmt: str, problems: int) -> int:
+    from dlp.sanitize import clean       # event fields are anyone's text: one plain line on a terminal
+
     if fmt == "json":
         sys.stdout.write(json.dumps(list(lines), indent=2) + "\n")
     else:
