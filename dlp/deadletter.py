@@ -275,7 +275,8 @@ class Replayer:
 
 
 def on_timer(_timer: Any = None) -> ReplayReport | None:
-    """The replay timer: replay every pending dead-letter blob of DLP_DEADLETTER_CONTAINER."""
+    """The replay timer: replay every pending dead-letter blob of DLP_DEADLETTER_CONTAINER, then say so once on
+    every alert channel (dlp/alerts/dead_letters.py)."""
     from dlp import runtime
 
     services = runtime.services()
@@ -286,7 +287,25 @@ def on_timer(_timer: Any = None) -> ReplayReport | None:
     if report.blobs or report.left:
         log.warning("dead letters replayed: %d blobs, %d events (reasons: %s); %d blobs left for the next run",
                     len(report.blobs), report.events, ", ".join(report.reasons) or "none given", report.left)
+    if report.blobs:
+        announce(services, report)
     return report
+
+
+def announce(services: Any, report: ReplayReport) -> None:
+    """The "events were dead-lettered" alert, once per batch of blobs. Never raises: the replay is done."""
+    from dlp.alerts.dead_letters import KEY, REMIND_AFTER, SEND_BUDGET_S, dead_letter_alert, signature
+
+    send = getattr(services.notifier, "announce", None)
+    if send is None:
+        return
+    try:
+        with Budget.of(SEND_BUDGET_S).active():
+            send(KEY, signature(report), dead_letter_alert(report, mode=services.settings.mode,
+                                                           at=services.clock().isoformat()),
+                 remind_after=REMIND_AFTER)
+    except Exception:
+        log.exception("the dead-letter alert could not be sent")
 
 
 __all__ = ["Backlog", "BlobReplay", "DeadLetterContainer", "PendingBlob", "ReplayReport", "Replayer", "on_timer",

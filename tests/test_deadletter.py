@@ -185,7 +185,9 @@ def test_a_duplicate_of_an_event_already_handled_live_changes_nothing_and_alerts
     replay_timer(None)
     assert len(patches_of(local_azure, name)) == 1
     assert [r["action"] for r in replay.take(reg)] == ["remediated", "none"]   # the duplicate in the blob: once
-    assert len(local_azure.teams.messages) == cards       # no state change: no second alert
+    registry_cards = [m for m in local_azure.teams.messages if "Events were dead-lettered" not in json.dumps(m)]
+    assert len(registry_cards) == cards                   # no state change: no second alert about the registry
+    assert len(cards_about_dead_letters(local_azure)) == 1      # only that events were dead-lettered
     assert blob_names(replay.connection, replay.container)[0].startswith(PROCESSED_PREFIX)
 
 
@@ -402,3 +404,41 @@ def test_cli_replay_shows_hostile_text_as_one_plain_line(replay, local_azure, tm
     assert cli.main(["replay", str(path)]) == 0
     out = capsys.readouterr().out
     assert "\u202e" not in out and "\u200b" not in out and "evX Y" in out and "CustomEvent Type" in out
+
+
+# --- the "events were dead-lettered" alert ----------------------------------------------------------------
+
+def cards_about_dead_letters(azure):
+    return [json.dumps(m) for m in azure.teams.messages if "Events were dead-lettered" in json.dumps(m)]
+
+
+def test_dead_letters_are_announced_once_per_batch_naming_the_reason(replay, local_azure):
+    name = "acrdlann01"
+    reg = rid(name)
+    local_azure.arm.create(SUB, RG, name, export="disabled", public="Disabled")
+    write_dead_letters(replay.connection, replay.container,
+                       [dead_lettered(raw_event(reg), reason="MaxDeliveryAttemptsExceeded")])
+    replay_timer(None)
+    (card,) = cards_about_dead_letters(local_azure)
+    assert "MaxDeliveryAttemptsExceeded" in card and "1 event replayed" in card and name in card
+    mails = [m for m in local_azure.email.sent if "dead-lettered" in json.dumps(m)]
+    assert len(mails) == 1
+    replay_timer(None)                                     # nothing new: nothing announced
+    runtime.reset()                                        # nor by another instance
+    replay_timer(None)
+    assert len(cards_about_dead_letters(local_azure)) == 1
+    write_dead_letters(replay.connection, replay.container,
+                       [dead_lettered(raw_event(reg), reason="TimeToLiveExceeded")])
+    replay_timer(None)
+    assert len(cards_about_dead_letters(local_azure)) == 2
+    assert "TimeToLiveExceeded" in cards_about_dead_letters(local_azure)[1]
+
+
+def test_a_planted_reason_is_shown_as_plain_text(replay, local_azure):
+    reg = rid("acrdlann02")
+    local_azure.arm.create(SUB, RG, "acrdlann02", export="disabled", public="Disabled")
+    write_dead_letters(replay.connection, replay.container,
+                       [dead_lettered(raw_event(reg), reason="Max\u202eDelivery\u200b\n**[click](https://evil)**")])
+    replay_timer(None)
+    (card,) = cards_about_dead_letters(local_azure)
+    assert "\\u202e" not in card and "\\u200b" not in card and "\\n**[click]" not in card

@@ -144,7 +144,7 @@ def _line(source: str, evaluation: Any) -> dict[str, Any]:
 
 
 def _emit(lines: Sequence[dict[str, Any]], fmt: str, problems: int) -> int:
-    from dlp.sanitize import clean       # event fields are anyone's text: one plain line on a terminal
+    from dlp.sanitize import clean  # event fields are anyone's text: one plain line on a terminal
 
     if fmt == "json":
         sys.stdout.write(json.dumps(list(lines), indent=2) + "\n")
