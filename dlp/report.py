@@ -135,8 +135,7 @@ def line_of(text: str, registry: Registry) -> int:
 
 
 def _sarif_rule(rule: Rule) -> dict[str, Any]:
-    applies = "every SKU" if rule.skus == Rule.skus else "/".join(rule.skus) + " only"
-    full = (f"{rule.synopsis} Applies to {applies}. Severity {rule.severity}; "
+    full = (f"{rule.synopsis} Applies to {rule.applies_to}. Severity {rule.severity}; "
             f"{'the responder can remediate it' if rule.remediable else 'not remediated automatically'}.")
     links = "\n".join(f"- <{link}>" for link in rule.links)
     return {
