@@ -57,16 +57,19 @@ def attention(assessment: Assessment) -> list[Finding]:
 
 
 def summary(assessments: Sequence[Assessment]) -> str:
-    """One line: how many registries, how many compliant, failures by severity, unknowns."""
+    """One line: how many registries, how many compliant, failing and unknown findings by severity
+    (both counted: `--fail-on unknown` gates on the second)."""
     if not assessments:
         return "No registries evaluated."
     compliant = sum(1 for a in assessments if a.compliant)
-    failures = [f for a in assessments for f in a.findings if f.status == FAIL]
-    unknown = sum(1 for a in assessments for f in a.findings if f.status == UNKNOWN)
-    by_severity = ", ".join(f"{sum(1 for f in failures if f.severity == s)} {s}" for s in SEVERITIES)
+
+    def count(status: str) -> str:
+        found = [f for a in assessments for f in a.findings if f.status == status]
+        return f"{len(found)} ({', '.join(f'{sum(1 for f in found if f.severity == s)} {s}' for s in SEVERITIES)})"
+
     noun = "registry" if len(assessments) == 1 else "registries"
     return (f"{len(assessments)} {noun}: {compliant} compliant, {len(assessments) - compliant} not compliant; "
-            f"{len(failures)} failing findings ({by_severity}); {unknown} unknown.")
+            f"failing findings: {count(FAIL)}; unknown findings: {count(UNKNOWN)}.")
 
 
 def render_table(assessments: Sequence[Assessment]) -> str:

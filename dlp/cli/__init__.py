@@ -40,6 +40,11 @@ def error(command: str, message: str) -> None:
     print(f"{PROG} {command}: error: {' '.join(str(message).split())}", file=sys.stderr)
 
 
+def note(command: str, message: str) -> None:
+    """One informational line on stderr (e.g. --verbose), never mistaken for an error."""
+    print(f"{PROG} {command}: note: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, run the chosen command, return its exit code (argparse's usage errors give 2)."""
     parser = build_parser()

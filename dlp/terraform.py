@@ -1,0 +1,288 @@
+"""`terraform show -json` plans and state -> registry snapshots, so a pipeline can stop a plan before apply.
+
+Read: `azurerm_container_registry` (attributes mapped to the ARM properties, with the azurerm
+provider's own defaults when null) and `azapi_resource` of type `Microsoft.ContainerRegistry/
+registries@<api-version>` (ARM properties in `body`, an object since azapi 2.x or a JSON string
+before), their `registries/exportPipelines` children (azapi) and `azurerm_private_endpoint`s
+aimed at them, in the root module and in `child_modules` at any depth.
+
+A plan is read from `resource_changes`: `after` with `after_unknown` laid over it, so a value the
+plan does not know yet ("known after apply") is `Unresolved` and makes the rules that read it
+`unknown`. `planned_values` cannot be used for that: it silently leaves unknown values out, and a
+default would then pass for them. A resource being destroyed (`after` is null) is not evaluated.
+State is read from `values.root_module`. `registryId` is the resource address
+(`module.acr.azurerm_container_registry.this`), the name a Terraform user searches for.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from dlp import model
+from dlp.model import PrivateEndpoint, Registry, parse_registry_id
+from dlp.sources import PIPELINE_TYPE, REGISTRY_TYPE, InputError, NoRegistry, Unresolved, registry_from_resource
+
+AZURERM_REGISTRY = "azurerm_container_registry"
+AZURERM_PRIVATE_ENDPOINT = "azurerm_private_endpoint"
+AZAPI_RESOURCE = "azapi_resource"
+KNOWN_AFTER_APPLY = "(known after apply)"
+
+
+def is_terraform(document: Any) -> bool:
+    """`terraform show -json` output: a plan (`planned_values`, `resource_changes`) or state (`values`)."""
+    return (isinstance(document, Mapping) and isinstance(document.get("format_version"), str)
+            and any(key in document for key in ("terraform_version", "planned_values", "resource_changes", "values")))
+
+
+def is_address(text: str) -> bool:
+    """Whether a registry ID is a Terraform resource address rather than an ARM ID or a template name."""
+    return text.startswith(("module.", AZURERM_REGISTRY + ".", AZAPI_RESOURCE + "."))
+
+
+@dataclass(frozen=True)
+class _Resource:
+    address: str
+    type: str
+    values: Mapping[str, Any]      # known values, with Unresolved where the plan does not know yet
+
+
+def _unknown(after: Any, after_unknown: Any) -> Any:
+    """`after` with every leaf `after_unknown` marks true replaced by Unresolved (Terraform leaves those out
+    of `after`, so a key may exist only in `after_unknown`)."""
+    if after_unknown is True:
+        return Unresolved(KNOWN_AFTER_APPLY)
+    if isinstance(after_unknown, Mapping):
+        merged = dict(after) if isinstance(after, Mapping) else {}
+        for key, marks in after_unknown.items():
+            merged[key] = _unknown(merged.get(key), marks)
+        return merged
+    if isinstance(after_unknown, list):
+        items = list(after) if isinstance(after, list) else []
+        items += [None] * max(0, len(after_unknown) - len(items))
+        return [_unknown(item, after_unknown[i] if i < len(after_unknown) else None) for i, item in enumerate(items)]
+    return after
+
+
+def _module_resources(module: Any) -> Iterator[Mapping[str, Any]]:
+    """Resources of a state/planned-values module and of its child modules, at any depth."""
+    stack = [module]
+    while stack:
+        current = stack.pop(0)
+        if not isinstance(current, Mapping):
+            continue
+        yield from (r for r in current.get("resources") or [] if isinstance(r, Mapping))
+        stack.extend(c for c in current.get("child_modules") or [] if isinstance(c, Mapping))
+
+
+def _resources(document: Mapping[str, Any]) -> tuple[list[_Resource], list[str]]:
+    """Managed resources after the plan (or in the state), and the addresses a plan destroys."""
+    found: list[_Resource] = []
+    destroyed: list[str] = []
+    changes = document.get("resource_changes")
+    if isinstance(changes, list):                              # a plan
+        for change in changes:
+            if not isinstance(change, Mapping) or change.get("mode", "managed") != "managed":
+                continue
+            body = change.get("change") if isinstance(change.get("change"), Mapping) else {}
+            address, kind = str(change.get("address") or ""), str(change.get("type") or "")
+            after = body.get("after")
+            if after is None:                                  # delete (or forget): nothing left to evaluate
+                destroyed.append(address)
+                continue
+            found.append(_Resource(address, kind, _unknown(after, body.get("after_unknown"))))
+        return found, destroyed
+    root = (document.get("planned_values") or {}) if "planned_values" in document else (document.get("values") or {})
+    for resource in _module_resources(root.get("root_module") if isinstance(root, Mapping) else None):
+        if resource.get("mode", "managed") == "managed":
+            found.append(_Resource(str(resource.get("address") or ""), str(resource.get("type") or ""),
+                                   resource.get("values") if isinstance(resource.get("values"), Mapping) else {}))
+    return found, destroyed
+
+
+def _azapi_type(resource: _Resource) -> str:
+    kind = resource.values.get("type")
+    return kind.split("@", 1)[0].lower() if isinstance(kind, str) else ""
+
+
+def _on_off(value: Any, on: str, off: str) -> Any:
+    """A provider boolean -> the ARM enum; null stays null (Azure's default); anything else is kept for the
+    reader to refuse (a wrong type is never a silent pass)."""
+    if value is True:
+        return on
+    if value is False:
+        return off
+    return value
+
+
+def _first_block(value: Any) -> Any:
+    """A MaxItems=1 nested block (a list of one object in JSON), or Unresolved."""
+    if isinstance(value, Unresolved):
+        return value
+    if isinstance(value, list) and value:
+        return value[0]
+    return None
+
+
+def _azurerm_registry(resource: _Resource) -> dict[str, Any]:
+    """azurerm_container_registry (azurerm 4.x/5.x schema) -> the ARM body registry_from_resource reads."""
+    v = resource.values
+    rule_set = _first_block(v.get("network_rule_set"))
+    default_action = rule_set if isinstance(rule_set, Unresolved) else (
+        rule_set.get("default_action") if isinstance(rule_set, Mapping) else None)
+    # provider defaults (Default: in the schema) when the attribute is null: the same as Azure's, except that
+    # anonymous_pull_enabled / data_endpoint_enabled have none and stay null (Azure: false)
+    return {
+        "type": REGISTRY_TYPE,
+        "name": v.get("name"),
+        "location": v.get("location") if isinstance(v.get("location"), str) else "",
+        "tags": v.get("tags"),
+        "sku": {"name": v.get("sku")},
+        "properties": {
+            "publicNetworkAccess": _on_off(v.get("public_network_access_enabled", True), model.ENABLED, model.DISABLED),
+            "policies": {"exportPolicy": {"status": _on_off(v.get("export_policy_enabled", True),
+                                                            model.EXPORT_ENABLED, model.EXPORT_DISABLED)}},
+            "networkRuleSet": {"defaultAction": default_action},
+            "networkRuleBypassOptions": v.get("network_rule_bypass_option"),
+            "networkRuleBypassAllowedForTasks": v.get("network_rule_bypass_for_tasks_enabled"),
+            "adminUserEnabled": v.get("admin_enabled"),
+            "anonymousPullEnabled": v.get("anonymous_pull_enabled"),
+            "dataEndpointEnabled": v.get("data_endpoint_enabled"),
+        },
+    }
+
+
+_EVERY_PROPERTY_UNKNOWN = {
+    "publicNetworkAccess": None, "policies": {"exportPolicy": {"status": None}}, "networkRuleSet": {"defaultAction": None},
+    "networkRuleBypassOptions": None, "networkRuleBypassAllowedForTasks": None, "adminUserEnabled": None,
+    "anonymousPullEnabled": None, "dataEndpointEnabled": None,
+}
+
+
+def _all_unresolved(template: Any) -> Any:
+    if isinstance(template, Mapping):
+        return {key: _all_unresolved(value) for key, value in template.items()}
+    return Unresolved(KNOWN_AFTER_APPLY)
+
+
+def _azapi_body(resource: _Resource, source: str) -> Mapping[str, Any] | Unresolved:
+    body = resource.values.get("body")
+    if isinstance(body, str):                                  # azapi 1.x: jsonencode({...})
+        try:
+            body = json.loads(body) if body.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise InputError(source, f"{resource.address}: body is not JSON ({exc.msg})") from None
+    if isinstance(body, Unresolved):
+        return body
+    if body is None:
+        return {}
+    if not isinstance(body, Mapping):
+        raise InputError(source, f"{resource.address}: body is neither an object nor a JSON string")
+    return body
+
+
+def _azapi_registry(resource: _Resource, source: str) -> dict[str, Any]:
+    """azapi_resource Microsoft.ContainerRegistry/registries@... -> ARM body (name and location are attributes)."""
+    body = _azapi_body(resource, source)
+    if isinstance(body, Unresolved):                           # the whole body is known after apply
+        return {"type": REGISTRY_TYPE, "name": resource.values.get("name"), "sku": {"name": body},
+                "properties": _all_unresolved(_EVERY_PROPERTY_UNKNOWN)}
+    properties = body.get("properties")
+    if isinstance(properties, Unresolved):
+        properties = _all_unresolved(_EVERY_PROPERTY_UNKNOWN)
+    sku = body.get("sku")
+    return {"type": REGISTRY_TYPE, "name": resource.values.get("name"),
+            "location": resource.values.get("location") if isinstance(resource.values.get("location"), str) else "",
+            "tags": resource.values.get("tags", body.get("tags")),
+            "sku": sku if isinstance(sku, Mapping) else {"name": sku if isinstance(sku, Unresolved) else None},
+            "properties": properties if isinstance(properties, Mapping) else {}}
+
+
+def _registry_key(values: Mapping[str, Any], kind: str) -> tuple[str, str] | None:
+    """(resource group, name), lower-case: what an ARM ID pointing at this registry must end with."""
+    name = values.get("name")
+    if not isinstance(name, str):
+        return None
+    if kind == AZURERM_REGISTRY:
+        group = values.get("resource_group_name")
+    else:
+        parent = values.get("parent_id")       # azapi: the resource group's ID
+        in_group = isinstance(parent, str) and "/resourcegroups/" in parent.lower()
+        group = parent.rstrip("/").rsplit("/", 1)[-1] if in_group else None
+    return (group.lower(), name.lower()) if isinstance(group, str) else None
+
+
+def _target_key(resource_id: Any) -> tuple[str, str] | None:
+    parts = parse_registry_id(resource_id) if isinstance(resource_id, str) else None
+    return (parts[1].lower(), parts[2].lower()) if parts else None
+
+
+def registries_from_terraform(document: Mapping[str, Any], source: str) -> list[Registry]:
+    """Every container registry a plan leaves in place (or a state holds) -> snapshots."""
+    major = str(document.get("format_version", "")).split(".", 1)[0]
+    if major not in ("0", "1"):
+        raise InputError(source, f"Terraform JSON format_version {document.get('format_version')} is not supported "
+                                 "(1.x is)")
+    resources, destroyed = _resources(document)
+    registries: list[tuple[_Resource, dict[str, Any]]] = []
+    pipelines: list[tuple[str, tuple[str, str] | None]] = []        # (name, parent registry key)
+    endpoints: list[tuple[str, str, tuple[str, str] | None]] = []   # (name, status, target registry key)
+    for resource in resources:
+        if resource.type == AZURERM_REGISTRY:
+            registries.append((resource, _azurerm_registry(resource)))
+        elif resource.type == AZAPI_RESOURCE and _azapi_type(resource) == REGISTRY_TYPE:
+            registries.append((resource, _azapi_registry(resource, source)))
+        elif resource.type == AZAPI_RESOURCE and _azapi_type(resource) == PIPELINE_TYPE:
+            name = resource.values.get("name")
+            pipelines.append((name if isinstance(name, str) else resource.address,
+                              _target_key(resource.values.get("parent_id"))))      # parent_id: the registry's ARM ID
+        elif resource.type == AZURERM_PRIVATE_ENDPOINT:
+            endpoints.extend(_registry_endpoints(resource))
+    if not registries:
+        gone = f" ({len(destroyed)} resource(s) destroyed by the plan are not evaluated)" if destroyed else ""
+        raise NoRegistry(source, f"the Terraform {'plan' if 'resource_changes' in document else 'state'} holds no "
+                                 f"azurerm_container_registry or azapi_resource Microsoft.ContainerRegistry/registries{gone}")
+
+    keys = [_registry_key(resource.values, resource.type) for resource, _ in registries]
+    single = len(registries) == 1
+    result = []
+    for (resource, body), key in zip(registries, keys, strict=True):
+        mine = [name for name, parent in pipelines if (parent is not None and parent == key) or single]
+        orphans = not single and any(parent is None or (parent not in keys and None in keys) for _, parent in pipelines)
+        registry = registry_from_resource(body, source, identifier=resource.address,
+                                          export_pipelines=tuple(mine) if mine else None)
+        unresolved = set(registry.unresolved)
+        if orphans and not mine:       # a pipeline whose registry the plan does not tell: it may be this one
+            unresolved.add(model.P_PIPELINES)
+        if registry.name == "" or "name" in unresolved:
+            registry = replace(registry, name=resource.address)
+        attached = [PrivateEndpoint(name, status) for name, status, target in endpoints
+                    if (target is not None and target == key) or (target is None and single)]
+        if attached:
+            registry = replace(registry, private_endpoints=registry.private_endpoints + tuple(attached))
+        elif not registry.private_endpoints:
+            unresolved.add(model.P_PRIVATE_ENDPOINTS)          # usually created elsewhere: unknown, not a failure
+        result.append(replace(registry, unresolved=frozenset(unresolved)))
+    return result
+
+
+def _registry_endpoints(resource: _Resource) -> Iterator[tuple[str, str, tuple[str, str] | None]]:
+    """azurerm_private_endpoint connections to a registry (subresource `registry`): an automatic connection is
+    approved on creation, a manual one waits (Pending). A target known only after apply gives key None."""
+    name = resource.values.get("name")
+    name = name if isinstance(name, str) else resource.address
+    connections = resource.values.get("private_service_connection")
+    for connection in connections if isinstance(connections, list) else []:
+        if not isinstance(connection, Mapping):
+            continue
+        subresources = connection.get("subresource_names")
+        if not (isinstance(subresources, list) and any(str(s).lower() == "registry" for s in subresources)):
+            continue
+        target = connection.get("private_connection_resource_id")
+        status = "Pending" if connection.get("is_manual_connection") is True else "Approved"
+        if isinstance(target, Unresolved):
+            yield name, status, None
+        elif _target_key(target) is not None:
+            yield name, status, _target_key(target)
