@@ -17,6 +17,7 @@ from urllib.parse import quote
 from dlp import __version__
 from dlp.model import FAIL, SEVERITIES, UNKNOWN, Assessment, Finding, Registry
 from dlp.rules import CATALOGUE, Rule
+from dlp.terraform import is_address
 
 FORMATS = ("table", "json", "sarif")
 
@@ -123,10 +124,12 @@ def artifact_uri(source: str) -> str:
 
 def line_of(text: str, registry: Registry) -> int:
     """Best-effort 1-based line where a registry is declared in its file's text (pure: the caller reads
-    the file): its ARM ID, else `"name": "<name>"`, else the first registries `type`; 1 when none."""
+    the file): its ARM ID or Terraform address, else `"name": "<name>"`, else the first registries `type`; 1 when none."""
     candidates = []
     if registry.is_arm_id:
         candidates.append(re.escape(json.dumps(registry.id)[1:-1]))
+    elif is_address(registry.id):                          # Terraform: the resource's "address"
+        candidates.append(r'"address"\s*:\s*' + re.escape(json.dumps(registry.id)))
     if registry.name and not registry.name.startswith("<"):
         candidates.append(r'"name"\s*:\s*' + re.escape(json.dumps(registry.name)))
     candidates.append(r'"type"\s*:\s*"microsoft\.containerregistry/registries"')
@@ -154,6 +157,12 @@ def _sarif_rule(rule: Rule) -> dict[str, Any]:
     }
 
 
+def _label(registry: Registry) -> str:
+    """How a SARIF message names a registry: a Terraform one by its address too, which locates it in the plan."""
+    address = f" at {registry.id}" if is_address(registry.id) else ""
+    return f"{registry.name} ({registry.sku}){address}"
+
+
 def to_sarif(assessments: Sequence[Assessment], rules: Sequence[Rule] | None = None, *,
              locate: Callable[[Registry], int] | None = None) -> dict[str, Any]:
     """A SARIF 2.1.0 log: `tool.driver.rules` holds the rules that ran, one result per failing or
@@ -175,7 +184,7 @@ def to_sarif(assessments: Sequence[Assessment], rules: Sequence[Rule] | None = N
                 "ruleId": finding.rule_id,
                 "ruleIndex": index[finding.rule_id],
                 "level": sarif_level(finding),
-                "message": {"text": f"{prefix}Registry {registry.name} ({registry.sku}): {_one_line(finding.message)}"},
+                "message": {"text": f"{prefix}Registry {_label(registry)}: {_one_line(finding.message)}"},
                 "locations": [{
                     "physicalLocation": {
                         "artifactLocation": {"uri": artifact_uri(registry.source or registry.name)},

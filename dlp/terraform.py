@@ -17,6 +17,7 @@ State is read from `values.root_module`. `registryId` is the resource address
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -219,6 +220,76 @@ def _target_key(resource_id: Any) -> tuple[str, str] | None:
     return (parts[1].lower(), parts[2].lower()) if parts else None
 
 
+_INSTANCE_KEY = re.compile(r'\[(?:"(?:[^"\\]|\\.)*"|\d+)\]')
+
+
+def _config_address(address: str) -> str:
+    """`module.acr[0].azurerm_container_registry.this["a"]` -> `module.acr.azurerm_container_registry.this`."""
+    return _INSTANCE_KEY.sub("", address)
+
+
+def _module_prefix(config_address: str) -> str:
+    """`module.acr.module.mirror.azapi_resource.export` -> `module.acr.module.mirror.`"""
+    parts = config_address.split(".")
+    return "".join(f"module.{parts[i + 1]}." for i in range(0, len(parts) - 2, 2) if parts[i] == "module")
+
+
+def _configured_expressions(document: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """Config address -> `expressions` of every resource in a plan's `configuration`, module calls included."""
+    found: dict[str, Mapping[str, Any]] = {}
+    configuration = document.get("configuration")
+    stack = [("", configuration.get("root_module") if isinstance(configuration, Mapping) else None)]
+    while stack:
+        prefix, module = stack.pop()
+        if not isinstance(module, Mapping):
+            continue
+        for resource in module.get("resources") or []:
+            if isinstance(resource, Mapping) and isinstance(resource.get("expressions"), Mapping):
+                found[prefix + str(resource.get("address"))] = resource["expressions"]
+        calls = module.get("module_calls")
+        for name, call in (calls.items() if isinstance(calls, Mapping) else []):
+            if isinstance(call, Mapping):
+                stack.append((f"{prefix}module.{name}.", call.get("module")))
+    return found
+
+
+class _Targets:
+    """Which registry of this document an ARM ID points at: by resource group and name when the ID is known,
+    else through the configuration's `references` (`azurerm_container_registry.this.id`), which a plan keeps
+    even when the value itself is known only after apply."""
+
+    def __init__(self, document: Mapping[str, Any], registries: list[_Resource]):
+        self.keys = [_registry_key(resource.values, resource.type) for resource in registries]
+        self.expressions = _configured_expressions(document)
+        self.by_config: dict[str, list[int]] = {}
+        for index, resource in enumerate(registries):
+            self.by_config.setdefault(_config_address(resource.address), []).append(index)
+
+    def find(self, value: Any, referrer: str, *path: str | int) -> int | None:
+        """Index of the registry `value` (an ARM ID, or Unresolved) points at; None when it cannot be told,
+        -1 when it is known to point at a registry outside this document."""
+        key = _target_key(value)
+        if key is not None:
+            return self.keys.index(key) if key in self.keys else (-1 if None not in self.keys else None)
+        if not isinstance(value, Unresolved):
+            return -1
+        expression: Any = self.expressions.get(_config_address(referrer))
+        for step in path:
+            if isinstance(step, int):
+                expression = expression[step] if isinstance(expression, list) and len(expression) > step else None
+            else:
+                expression = expression.get(step) if isinstance(expression, Mapping) else None
+        references = expression.get("references") if isinstance(expression, Mapping) else None
+        prefix = _module_prefix(_config_address(referrer))
+        for reference in references if isinstance(references, list) else []:
+            parts = _config_address(str(reference)).split(".")
+            if len(parts) >= 2 and parts[0] not in ("var", "local", "module", "data", "each", "count", "path", "self"):
+                candidates = self.by_config.get(prefix + ".".join(parts[:2]), [])
+                if len(candidates) == 1:          # one instance: the reference names it
+                    return candidates[0]
+        return None
+
+
 def registries_from_terraform(document: Mapping[str, Any], source: str) -> list[Registry]:
     """Every container registry a plan leaves in place (or a state holds) -> snapshots."""
     major = str(document.get("format_version", "")).split(".", 1)[0]
@@ -227,39 +298,41 @@ def registries_from_terraform(document: Mapping[str, Any], source: str) -> list[
                                  "(1.x is)")
     resources, destroyed = _resources(document)
     registries: list[tuple[_Resource, dict[str, Any]]] = []
-    pipelines: list[tuple[str, tuple[str, str] | None]] = []        # (name, parent registry key)
-    endpoints: list[tuple[str, str, tuple[str, str] | None]] = []   # (name, status, target registry key)
     for resource in resources:
         if resource.type == AZURERM_REGISTRY:
             registries.append((resource, _azurerm_registry(resource)))
         elif resource.type == AZAPI_RESOURCE and _azapi_type(resource) == REGISTRY_TYPE:
             registries.append((resource, _azapi_registry(resource, source)))
-        elif resource.type == AZAPI_RESOURCE and _azapi_type(resource) == PIPELINE_TYPE:
-            name = resource.values.get("name")
-            pipelines.append((name if isinstance(name, str) else resource.address,
-                              _target_key(resource.values.get("parent_id"))))      # parent_id: the registry's ARM ID
-        elif resource.type == AZURERM_PRIVATE_ENDPOINT:
-            endpoints.extend(_registry_endpoints(resource))
     if not registries:
         gone = f" ({len(destroyed)} resource(s) destroyed by the plan are not evaluated)" if destroyed else ""
         raise NoRegistry(source, f"the Terraform {'plan' if 'resource_changes' in document else 'state'} holds no "
                                  f"azurerm_container_registry or azapi_resource Microsoft.ContainerRegistry/registries{gone}")
 
-    keys = [_registry_key(resource.values, resource.type) for resource, _ in registries]
+    targets = _Targets(document, [resource for resource, _ in registries])
+    pipelines: list[tuple[str, int | None]] = []        # (name, index of its registry)
+    endpoints: list[tuple[str, str, int | None]] = []   # (name, status, index of the registry it connects to)
+    for resource in resources:
+        if resource.type == AZAPI_RESOURCE and _azapi_type(resource) == PIPELINE_TYPE:
+            name = resource.values.get("name")
+            pipelines.append((name if isinstance(name, str) else resource.address,
+                              targets.find(resource.values.get("parent_id"), resource.address, "parent_id")))
+        elif resource.type == AZURERM_PRIVATE_ENDPOINT:
+            endpoints.extend(_registry_endpoints(resource, targets))
+
     single = len(registries) == 1
+    untold = any(target is None for _, target in pipelines)
     result = []
-    for (resource, body), key in zip(registries, keys, strict=True):
-        mine = [name for name, parent in pipelines if (parent is not None and parent == key) or single]
-        orphans = not single and any(parent is None or (parent not in keys and None in keys) for _, parent in pipelines)
+    for index, (resource, body) in enumerate(registries):
+        mine = [name for name, target in pipelines if target == index or (target is None and single)]
         registry = registry_from_resource(body, source, identifier=resource.address,
                                           export_pipelines=tuple(mine) if mine else None)
         unresolved = set(registry.unresolved)
-        if orphans and not mine:       # a pipeline whose registry the plan does not tell: it may be this one
+        if untold and not single and not mine:   # a pipeline whose registry the plan does not tell: maybe this one
             unresolved.add(model.P_PIPELINES)
-        if registry.name == "" or "name" in unresolved:
+        if "name" in unresolved:
             registry = replace(registry, name=resource.address)
         attached = [PrivateEndpoint(name, status) for name, status, target in endpoints
-                    if (target is not None and target == key) or (target is None and single)]
+                    if target == index or (target is None and single)]
         if attached:
             registry = replace(registry, private_endpoints=registry.private_endpoints + tuple(attached))
         elif not registry.private_endpoints:
@@ -268,21 +341,20 @@ def registries_from_terraform(document: Mapping[str, Any], source: str) -> list[
     return result
 
 
-def _registry_endpoints(resource: _Resource) -> Iterator[tuple[str, str, tuple[str, str] | None]]:
+def _registry_endpoints(resource: _Resource, targets: _Targets) -> Iterator[tuple[str, str, int | None]]:
     """azurerm_private_endpoint connections to a registry (subresource `registry`): an automatic connection is
-    approved on creation, a manual one waits (Pending). A target known only after apply gives key None."""
+    approved on creation, a manual one waits (Pending), as for the template's private endpoints."""
     name = resource.values.get("name")
     name = name if isinstance(name, str) else resource.address
     connections = resource.values.get("private_service_connection")
-    for connection in connections if isinstance(connections, list) else []:
+    for position, connection in enumerate(connections if isinstance(connections, list) else []):
         if not isinstance(connection, Mapping):
             continue
         subresources = connection.get("subresource_names")
         if not (isinstance(subresources, list) and any(str(s).lower() == "registry" for s in subresources)):
             continue
-        target = connection.get("private_connection_resource_id")
         status = "Pending" if connection.get("is_manual_connection") is True else "Approved"
-        if isinstance(target, Unresolved):
-            yield name, status, None
-        elif _target_key(target) is not None:
-            yield name, status, _target_key(target)
+        target = targets.find(connection.get("private_connection_resource_id"), resource.address,
+                              "private_service_connection", position, "private_connection_resource_id")
+        if target != -1:
+            yield name, status, target

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dlp import __version__
 
 PROG = "python -m dlp"
-COMMANDS: tuple[str, ...] = ("evaluate", "scan", "demo")
+COMMANDS: tuple[str, ...] = ("evaluate", "scan", "demo", "rules")
 
 # Exit codes shared by every command (README "## CLI")
 EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2

@@ -11,6 +11,7 @@ from dlp import model
 from dlp.model import ARM_PATHS, FAIL, NOT_APPLICABLE, PASS, UNKNOWN, Finding, PrivateEndpoint, Registry
 
 CATALOGUE: dict[str, Rule] = {}
+_LABELS = {**ARM_PATHS, model.P_PIPELINES: "registries/exportPipelines"}
 
 # Every value an unresolved snapshot property could take, as far as any rule can tell them apart:
 # a rule over unresolved properties is checked against each combination (see Rule.evaluate).
@@ -104,7 +105,7 @@ class Rule:
         not depend on them). All not applicable -> `not-applicable`. Anything else -> `unknown`.
         At most 3 x 2 x 2 combinations: a rule reads two or three properties.
         """
-        names = ", ".join(ARM_PATHS.get(p, p) for p in unresolved)
+        names = ", ".join(_LABELS.get(p, p) for p in unresolved)
         outcomes = []
         known = registry.unresolved.difference(unresolved)
         for values in itertools.product(*(POSSIBLE_VALUES[p] for p in unresolved)):
@@ -120,8 +121,7 @@ class Rule:
         if statuses == {NOT_APPLICABLE}:
             return outcomes[0]
         return self._finding(UNKNOWN, f"{names} cannot be determined offline "
-                                      "(a template expression, a value a Terraform plan does not know yet, "
-                                      "or not declared)")
+                                      "(an unresolved template expression or plan value, or not declared)")
 
     def _finding(self, status: str, message: str) -> Finding:
         """Findings are immutable values: share one per (status, message) instead of building each.
