@@ -109,13 +109,15 @@ def _azapi_type(resource: _Resource) -> str:
 
 
 def _on_off(value: Any, on: str, off: str) -> Any:
-    """A provider boolean -> the ARM enum; null stays null (Azure's default); anything else is kept for the
-    reader to refuse (a wrong type is never a silent pass)."""
+    """A provider boolean -> the ARM enum; null stays null (Azure's default); Unresolved stays; anything else
+    is not a boolean and becomes Unresolved (a wrong type is never a silent pass)."""
     if value is True:
         return on
     if value is False:
         return off
-    return value
+    if value is None or isinstance(value, Unresolved):
+        return value
+    return Unresolved(f"not a boolean: {value!r}")
 
 
 def _first_block(value: Any) -> Any:
