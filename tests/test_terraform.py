@@ -265,7 +265,7 @@ def test_state_private_endpoint_matches_its_registry_by_arm_id_casing_aside():
 
 def test_plan_private_endpoint_and_pipeline_found_through_configuration_references():
     found = {r.name: r for r in registries_from_file(EXAMPLES / "plan-with-module.json")}
-    assert found["contosoprodacr"].private_endpoints == (PrivateEndpoint("pe-contosoprodacr", "Approved"),)
+    assert found["contosocoreacr"].private_endpoints == (PrivateEndpoint("pe-contosocoreacr", "Approved"),)
     assert found["contosomirroracr"].export_pipelines == ("to-partner",)
     assert found["contosobuildacr"].export_pipelines is None and found["contosobuildacr"].private_endpoints == ()
 
