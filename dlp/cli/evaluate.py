@@ -25,6 +25,7 @@ from dlp.templates import parameters_from_file
 
 NAME = "evaluate"
 STDIN = "-"
+STDIN_NAME = "<stdin>"      # the source reported for `-` unless --stdin-name names the file it was built from
 FAIL_ON = ("fail", "unknown")
 # text that may hold a registry even though it cannot be parsed: then an unreadable file is an error in a walk too
 _MENTIONS_REGISTRY = re.compile(r"microsoft\.containerregistry/registries|azurerm_container_registry", re.IGNORECASE)
@@ -50,7 +51,7 @@ def register(subparsers: Any) -> None:
                         help="ARM deployment parameters file whose values resolve [parameters('x')] in every template")
     parser.add_argument("--rule", action="append", metavar="ID", default=[],
                         help="evaluate only this rule (repeatable, or comma-separated); default: all rules")
-    parser.add_argument("--stdin-name", metavar="NAME", default="<stdin>",
+    parser.add_argument("--stdin-name", metavar="NAME", default=STDIN_NAME,
                         help="the file name findings read from stdin are reported at (e.g. main.bicep for "
                              "`az bicep build --stdout`); default: <stdin>")
     parser.add_argument("-v", "--verbose", action="store_true",
@@ -160,7 +161,7 @@ def registries_in(text: str, source: str, explicit: bool, parameters: Mapping[st
 
 def evaluate_paths(paths: Sequence[str], *, parameters: Mapping[str, Any] | None = None,
                    selected: tuple[Rule, ...] | None = None, keep_text: bool = False,
-                   stdin: TextIO | None = None, stdin_name: str = "<stdin>") -> Outcome:
+                   stdin: TextIO | None = None, stdin_name: str = STDIN_NAME) -> Outcome:
     """Discover, read, normalise and evaluate; every file is tried whatever happened to the others."""
     errors: list[str] = []
     skipped: list[str] = []
@@ -184,7 +185,7 @@ def evaluate_paths(paths: Sequence[str], *, parameters: Mapping[str, Any] | None
         except Exception as exc:        # a bug of ours: still one line, and the other files still count
             errors.append(f"{source}: internal error ({type(exc).__name__}: {exc}); please report it with the file")
             continue
-        if keep_text and registries and not (str(path) == STDIN and stdin_name != "<stdin>"):
+        if keep_text and registries and not (str(path) == STDIN and stdin_name != STDIN_NAME):
             texts[source] = text        # a named stdin (main.bicep) is compiled JSON: its lines are not the file's
     return Outcome(tuple(assessments), tuple(errors), texts, tuple(skipped))
 
