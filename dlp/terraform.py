@@ -52,19 +52,24 @@ class _Resource:
 
 def _unknown(after: Any, after_unknown: Any) -> Any:
     """`after` with every leaf `after_unknown` marks true replaced by Unresolved (Terraform leaves those out
-    of `after`, so a key may exist only in `after_unknown`)."""
+    of `after`, so a key may exist only in `after_unknown`). Marks whose shape does not match the value
+    (a list of marks over a string) are ignored: the value is known."""
     if after_unknown is True:
         return Unresolved(KNOWN_AFTER_APPLY)
-    if isinstance(after_unknown, Mapping):
+    if isinstance(after_unknown, Mapping) and (after is None or isinstance(after, Mapping)):
         merged = dict(after) if isinstance(after, Mapping) else {}
         for key, marks in after_unknown.items():
             merged[key] = _unknown(merged.get(key), marks)
         return merged
-    if isinstance(after_unknown, list):
+    if isinstance(after_unknown, list) and (after is None or isinstance(after, list)):
         items = list(after) if isinstance(after, list) else []
         items += [None] * max(0, len(after_unknown) - len(items))
         return [_unknown(item, after_unknown[i] if i < len(after_unknown) else None) for i, item in enumerate(items)]
     return after
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _module_resources(module: Any) -> Iterator[Mapping[str, Any]]:
@@ -74,8 +79,8 @@ def _module_resources(module: Any) -> Iterator[Mapping[str, Any]]:
         current = stack.pop(0)
         if not isinstance(current, Mapping):
             continue
-        yield from (r for r in current.get("resources") or [] if isinstance(r, Mapping))
-        stack.extend(c for c in current.get("child_modules") or [] if isinstance(c, Mapping))
+        yield from (r for r in _list(current.get("resources")) if isinstance(r, Mapping))
+        stack.extend(c for c in _list(current.get("child_modules")) if isinstance(c, Mapping))
 
 
 def _resources(document: Mapping[str, Any]) -> tuple[list[_Resource], list[str]]:
@@ -93,7 +98,11 @@ def _resources(document: Mapping[str, Any]) -> tuple[list[_Resource], list[str]]
             if after is None:                                  # delete (or forget): nothing left to evaluate
                 destroyed.append(address)
                 continue
-            found.append(_Resource(address, kind, _unknown(after, body.get("after_unknown"))))
+            marks = body.get("after_unknown")
+            if marks is True and isinstance(after, Mapping):   # the whole object unknown: each attribute is
+                marks = {key: True for key in after if key != "type"}
+            values = _unknown(after, marks)
+            found.append(_Resource(address, kind, values if isinstance(values, Mapping) else {}))
         return found, destroyed
     root = (document.get("planned_values") or {}) if "planned_values" in document else (document.get("values") or {})
     for resource in _module_resources(root.get("root_module") if isinstance(root, Mapping) else None):
@@ -245,7 +254,7 @@ def _configured_expressions(document: Mapping[str, Any]) -> dict[str, Mapping[st
         prefix, module = stack.pop()
         if not isinstance(module, Mapping):
             continue
-        for resource in module.get("resources") or []:
+        for resource in _list(module.get("resources")):
             if isinstance(resource, Mapping) and isinstance(resource.get("expressions"), Mapping):
                 found[prefix + str(resource.get("address"))] = resource["expressions"]
         calls = module.get("module_calls")
