@@ -3,8 +3,9 @@
 Read: `azurerm_container_registry` (attributes mapped to the ARM properties, with the azurerm
 provider's own defaults when null) and `azapi_resource` of type `Microsoft.ContainerRegistry/
 registries@<api-version>` (ARM properties in `body`, an object since azapi 2.x or a JSON string
-before), their `registries/exportPipelines` children (azapi) and `azurerm_private_endpoint`s
-aimed at them, in the root module and in `child_modules` at any depth.
+before), `azapi_update_resource`s that patch them, their `registries/exportPipelines` children
+(azapi) and `azurerm_private_endpoint`s aimed at them, in the root module and in `child_modules`
+at any depth.
 
 A plan is read from `resource_changes`: `after` with `after_unknown` laid over it, so a value the
 plan does not know yet ("known after apply") is `Unresolved` and makes the rules that read it
@@ -24,11 +25,12 @@ from typing import Any
 
 from dlp import model
 from dlp.model import PrivateEndpoint, Registry, parse_registry_id
-from dlp.sources import PIPELINE_TYPE, REGISTRY_TYPE, InputError, NoRegistry, Unresolved, registry_from_resource
+from dlp.sources import PIPELINE_TYPE, REGISTRY_TYPE, InputError, NoRegistry, Unresolved, ci_get, registry_from_resource
 
 AZURERM_REGISTRY = "azurerm_container_registry"
 AZURERM_PRIVATE_ENDPOINT = "azurerm_private_endpoint"
 AZAPI_RESOURCE = "azapi_resource"
+AZAPI_UPDATE = "azapi_update_resource"
 KNOWN_AFTER_APPLY = "(known after apply)"
 
 
@@ -320,6 +322,7 @@ def registries_from_terraform(document: Mapping[str, Any], source: str) -> list[
                                  f"azurerm_container_registry or azapi_resource Microsoft.ContainerRegistry/registries{gone}")
 
     targets = _Targets(document, [resource for resource, _ in registries])
+    _apply_updates(resources, registries, targets, source)
     pipelines: list[tuple[str, int | None]] = []        # (name, index of its registry)
     endpoints: list[tuple[str, str, int | None]] = []   # (name, status, index of the registry it connects to)
     for resource in resources:
@@ -350,6 +353,60 @@ def registries_from_terraform(document: Mapping[str, Any], source: str) -> list[
             unresolved.add(model.P_PRIVATE_ENDPOINTS)          # usually created elsewhere: unknown, not a failure
         result.append(replace(registry, unresolved=frozenset(unresolved)))
     return result
+
+
+def _update_target(resource: _Resource, targets: _Targets) -> int | None:
+    """The registry an azapi_update_resource writes: by `resource_id`, else by `parent_id` + `name`."""
+    values = resource.values
+    if "resource_id" in values and values.get("resource_id") is not None:
+        return targets.find(values.get("resource_id"), resource.address, "resource_id")
+    parent, name = values.get("parent_id"), values.get("name")
+    if isinstance(parent, str) and isinstance(name, str):
+        return targets.find(f"{parent.rstrip('/')}/providers/Microsoft.ContainerRegistry/registries/{name}",
+                            resource.address)
+    return None
+
+
+def _overlay(base: Any, update: Any) -> Any:
+    """`update` written over `base` the way an ARM PATCH merges a body: objects merge, anything else replaces.
+    Property names match without regard to case, as ARM matches them (`Properties` patches `properties`)."""
+    if isinstance(base, Mapping) and isinstance(update, Mapping):
+        merged = dict(base)
+        for key, value in update.items():
+            same = next((k for k in merged if isinstance(k, str) and isinstance(key, str) and k.lower() == key.lower()),
+                        key)
+            merged[same] = _overlay(merged.get(same), value)
+        return merged
+    return update
+
+
+def _all_unresolved_like(update: Any) -> Any:
+    """Every leaf `update` sets, as Unresolved: for a registry it may or may not write."""
+    if isinstance(update, Mapping):
+        return {key: _all_unresolved_like(value) for key, value in update.items()}
+    return Unresolved("an azapi_update_resource whose target is known only after apply")
+
+
+def _apply_updates(resources: list[_Resource], registries: list[tuple[_Resource, dict[str, Any]]],
+                   targets: _Targets, source: str) -> None:
+    """azapi_update_resource of a registry (e.g. re-enabling exports behind an azurerm registry declared locked)
+    patches its body: the rules see the registry as it will be after both writes. An update whose registry
+    cannot be told makes what it sets unresolved on every registry of the file."""
+    for resource in resources:
+        if resource.type != AZAPI_UPDATE or _azapi_type(resource) != REGISTRY_TYPE:
+            continue
+        update = _azapi_body(resource, source)
+        if isinstance(update, Unresolved):
+            update = {"sku": {"name": update}, "properties": _all_unresolved(_EVERY_PROPERTY_UNKNOWN)}
+        patch = {key: ci_get(update, key) for key in ("sku", "properties") if ci_get(update, key) is not None}
+        target = _update_target(resource, targets)
+        if target is None and len(registries) == 1:
+            target = 0
+        for index, (owner, body) in enumerate(registries):
+            if target == index:
+                registries[index] = (owner, _overlay(body, patch))
+            elif target is None:
+                registries[index] = (owner, _overlay(body, _all_unresolved_like(patch)))
 
 
 def _registry_endpoints(resource: _Resource, targets: _Targets) -> Iterator[tuple[str, str, int | None]]:

@@ -158,7 +158,8 @@ def test_huge_documents_are_handled():
 
 # --- Terraform: any plan or state shape, any attribute values ---------------------------------------
 
-TF_TYPES = ["azurerm_container_registry", "azapi_resource", "azurerm_private_endpoint", "azurerm_storage_account", ""]
+TF_TYPES = ["azurerm_container_registry", "azapi_resource", "azapi_update_resource", "azurerm_private_endpoint",
+            "azurerm_storage_account", ""]
 AZAPI_TYPES = ["Microsoft.ContainerRegistry/registries@2025-04-01", "microsoft.containerregistry/registries",
                "Microsoft.ContainerRegistry/registries/exportPipelines@2025-04-01", "Microsoft.Storage/x@1", "@"]
 TF_KEYS = ["name", "sku", "admin_enabled", "anonymous_pull_enabled", "data_endpoint_enabled", "export_policy_enabled",
@@ -201,7 +202,8 @@ registry_attributes = st.fixed_dictionaries({}, optional={key: tf_values for key
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(kind=st.sampled_from(["azurerm_container_registry", "azapi_resource"]), after=registry_attributes,
        unknown=registry_attributes | st.booleans(), body=tf_values,
-       others=st.lists(tf_change.filter(lambda c: c["type"] not in ("azapi_resource", "azurerm_container_registry")),
+       others=st.lists(tf_change.filter(lambda c: c["type"] not in ("azapi_resource", "azurerm_container_registry",
+                                                                    "azapi_update_resource")),
                        max_size=3),
        state_shape=st.booleans())
 def test_a_terraform_registry_with_any_attribute_values_is_evaluated(kind, after, unknown, body, others, state_shape):

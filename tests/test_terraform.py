@@ -319,3 +319,63 @@ def test_is_address():
     assert is_address("module.acr.azurerm_container_registry.this")
     assert is_address("azapi_resource.acr") and is_address('azurerm_container_registry.x["a"]')
     assert not is_address(registry_id("a")) and not is_address("Microsoft.ContainerRegistry/registries/a")
+
+
+# --- azapi_update_resource: a patch behind a registry declared locked ------------------------------
+
+def update(address: str, body: Any, **values: Any) -> dict[str, Any]:
+    return change(address, "azapi_update_resource", {"type": AZAPI_REGISTRY, "body": body, **values},
+                  {"output": True})
+
+
+def test_an_azapi_update_that_reenables_exports_is_seen():
+    """The registry is declared locked in azurerm; a second resource patches exports and public access back on,
+    with other casing: the rules see the registry as both writes leave it."""
+    document = plan(
+        change("azurerm_container_registry.a", "azurerm_container_registry", azurerm("aacr", **LOCKED)),
+        update("azapi_update_resource.sneaky", {"Properties": {"Policies": {"exportPolicy": {"status": "enabled"}},
+                                                               "publicNetworkAccess": "Enabled"}},
+               resource_id=registry_id("aacr")))
+    got = statuses(only(document))
+    assert got["ExportPolicy"] == FAIL and got["PublicNetworkAccess"] == FAIL
+    assert got["Firewall"] == PASS and got["TrustedServices"] == PASS          # untouched by the patch
+
+
+def test_an_azapi_update_found_by_reference_or_by_parent_and_name():
+    by_name = plan(change("azurerm_container_registry.a", "azurerm_container_registry", azurerm("aacr", **LOCKED)),
+                   change("azurerm_container_registry.b", "azurerm_container_registry", azurerm("bacr", **LOCKED)),
+                   update("azapi_update_resource.u", {"properties": {"anonymousPullEnabled": True}},
+                          parent_id=f"{SUB}/resourceGroups/rg-acr", name="bacr"))
+    a, b = registries_from_document(by_name, "plan.json")
+    assert (a.anonymous_pull_enabled, b.anonymous_pull_enabled) == (False, True)
+    configuration = {"root_module": {"resources": [{"address": "azapi_update_resource.u", "expressions": {
+        "resource_id": {"references": ["azurerm_container_registry.a.id", "azurerm_container_registry.a"]}}}]}}
+    by_reference = plan(
+        change("azurerm_container_registry.a", "azurerm_container_registry", azurerm("aacr", **LOCKED)),
+        change("azurerm_container_registry.b", "azurerm_container_registry", azurerm("bacr", **LOCKED)),
+        change("azapi_update_resource.u", "azapi_update_resource", {"type": AZAPI_REGISTRY, "body": {
+            "properties": {"adminUserEnabled": True}}}, {"resource_id": True}), configuration=configuration)
+    a, b = registries_from_document(by_reference, "plan.json")
+    assert (a.admin_user_enabled, b.admin_user_enabled) == (True, False)
+
+
+def test_an_azapi_update_whose_registry_cannot_be_told_leaves_what_it_sets_unknown_everywhere():
+    document = plan(
+        change("azurerm_container_registry.a", "azurerm_container_registry", azurerm("aacr", **LOCKED)),
+        change("azurerm_container_registry.b", "azurerm_container_registry", azurerm("bacr", **LOCKED)),
+        change("azapi_update_resource.u", "azapi_update_resource", {"type": AZAPI_REGISTRY, "body": {
+            "properties": {"publicNetworkAccess": "Enabled"}}}, {"resource_id": True}))
+    for registry in registries_from_document(document, "plan.json"):
+        assert model.P_PUBLIC in registry.unresolved
+        assert statuses(registry)["PublicNetworkAccess"] == UNKNOWN
+
+
+def test_the_whole_after_object_unknown_leaves_every_attribute_unknown():
+    found = only(plan(change("azurerm_container_registry.x", "azurerm_container_registry", azurerm(**LOCKED), True)))
+    assert {model.P_SKU, model.P_EXPORT, model.P_PUBLIC} <= found.unresolved
+
+
+def test_a_plan_without_resource_changes_reads_planned_values():
+    document = {"format_version": "1.2", "planned_values": {"root_module": {"child_modules": [{"resources": [
+        resource("module.m.azurerm_container_registry.x", "azurerm_container_registry", azurerm(**LOCKED))]}]}}}
+    assert only(document).id == "module.m.azurerm_container_registry.x"
