@@ -214,7 +214,10 @@ def test_every_property_a_rule_reads_makes_it_unknown_when_unresolved_and_nothin
             baseline = replace(baseline, **{prop: getattr(LOCKED_SNAPSHOT, prop)})
         if rule_id == "DLP.ACR.ExportPipelines" and prop == model.P_EXPORT:
             baseline = replace(LOCKED_SNAPSHOT, export_pipelines=None)
-        assert rule.evaluate(baseline).status == PASS, (rule_id, prop)
+        if prop == model.P_PRIVATE_ENDPOINTS:  # a known approved connection passes whatever else exists: none known
+            baseline = replace(LOCKED_SNAPSHOT, private_endpoints=())
+        else:
+            assert rule.evaluate(baseline).status == PASS, (rule_id, prop)
         finding = rule.evaluate(replace(baseline, unresolved=frozenset({prop})))
         assert finding.status == UNKNOWN, (rule_id, prop)
         assert "cannot be determined" in finding.message
@@ -252,9 +255,10 @@ MIXED: dict[str, list[tuple[str, dict[str, Any], set[str], str]]] = {
          UNKNOWN),
     ],
     "DLP.ACR.PrivateEndpoint": [
-        ("connections unresolved", {}, {model.P_PRIVATE_ENDPOINTS}, UNKNOWN),
+        ("connections unresolved, none known", {"private_endpoints": ()}, {model.P_PRIVATE_ENDPOINTS}, UNKNOWN),
         ("connections unresolved, one pending known", {"private_endpoints": (model.PrivateEndpoint("p", "Pending"),)},
          {model.P_PRIVATE_ENDPOINTS}, UNKNOWN),
+        ("connections unresolved, one approved known", {}, {model.P_PRIVATE_ENDPOINTS}, PASS),
     ],
     "DLP.ACR.PremiumSku": [("SKU unresolved", {}, {model.P_SKU}, UNKNOWN)],
     "DLP.ACR.ExportPipelines": [
@@ -263,6 +267,7 @@ MIXED: dict[str, list[tuple[str, dict[str, Any], set[str], str]]] = {
         ("none declared, exports unresolved", {"export_pipelines": ()}, {model.P_EXPORT}, PASS),
         ("pipelines unresolved, exports off", {}, {model.P_PIPELINES}, UNKNOWN),
         ("pipelines unresolved, SKU unresolved", {"export_pipelines": ("p",)}, {model.P_SKU}, UNKNOWN),
+        ("one pipeline declared, more may exist", {"export_pipelines": ("p",)}, {model.P_PIPELINES}, FAIL),
     ],
     "DLP.ACR.AdminUser": [
         ("admin unresolved", {}, {model.P_ADMIN}, UNKNOWN),

@@ -29,6 +29,16 @@ POSSIBLE_VALUES: Mapping[str, tuple[Any, ...]] = {
     model.P_PIPELINES: ((), ("<unresolved>",)),
 }
 
+
+def _possible(registry: Registry, prop: str) -> tuple[Any, ...]:
+    """POSSIBLE_VALUES[prop]; for the two lists, what is known stays and the unresolved part may add to it
+    (a declared pipeline still fails however many others there are)."""
+    if prop == model.P_PRIVATE_ENDPOINTS:
+        return tuple(registry.private_endpoints + extra for extra in POSSIBLE_VALUES[prop])
+    if prop == model.P_PIPELINES:
+        return tuple((registry.export_pipelines or ()) + extra for extra in POSSIBLE_VALUES[prop])
+    return POSSIBLE_VALUES[prop]
+
 LEARN_DLP = "https://learn.microsoft.com/azure/container-registry/data-loss-prevention"
 LEARN_PRIVATE_LINK = "https://learn.microsoft.com/azure/container-registry/container-registry-private-link"
 LEARN_FIREWALL = "https://learn.microsoft.com/azure/container-registry/container-registry-access-selected-networks"
@@ -108,7 +118,7 @@ class Rule:
         names = ", ".join(_LABELS.get(p, p) for p in unresolved)
         outcomes = []
         known = registry.unresolved.difference(unresolved)
-        for values in itertools.product(*(POSSIBLE_VALUES[p] for p in unresolved)):
+        for values in itertools.product(*(_possible(registry, p) for p in unresolved)):
             variant = replace(registry, unresolved=known, **dict(zip(unresolved, values, strict=True)))
             outcomes.append(self._evaluate_known(variant))
         statuses = {finding.status for finding in outcomes}
