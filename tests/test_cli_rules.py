@@ -1,4 +1,4 @@
-"""`python -m dlp rules`: the catalogue as a table and as JSON, from the rule metadata itself."""
+"""`python -m dlp rules`: the catalogue as a table and as JSON, from the rule metadata itself; -o on every command."""
 
 from __future__ import annotations
 
@@ -33,3 +33,11 @@ def test_rules_json(capsys):
 
 def test_rules_rejects_other_formats(capsys):
     assert cli.main(["rules", "--format", "sarif"]) == 2
+
+
+def test_every_command_with_a_format_takes_o_and_output():
+    """The `az` convention: -o / --output, with --format kept for scripts already written."""
+    parser = cli.build_parser()
+    for argv in (["evaluate", "x.json"], ["scan"], ["rules"]):
+        for flag in ("-o", "--output", "--format"):
+            assert parser.parse_args([*argv, flag, "json"]).format == "json", (argv, flag)
