@@ -197,16 +197,27 @@ def _azapi_body(resource: _Resource, source: str) -> Mapping[str, Any] | Unresol
     return body
 
 
+_READ_ONLY = frozenset({"privateendpointconnections", "provisioningstate"})
+
+
+def _writable(properties: Mapping[str, Any]) -> dict[str, Any]:
+    """A body's properties without the read-only ones ARM ignores on a write: a declared
+    `privateEndpointConnections: [{... Approved}]` is no private endpoint."""
+    return {k: v for k, v in properties.items() if not (isinstance(k, str) and k.lower() in _READ_ONLY)}
+
+
 def _azapi_registry(resource: _Resource, source: str) -> dict[str, Any]:
     """azapi_resource Microsoft.ContainerRegistry/registries@... -> ARM body (name and location are attributes)."""
     body = _azapi_body(resource, source)
     if isinstance(body, Unresolved):                           # the whole body is known after apply
         return {"type": REGISTRY_TYPE, "name": resource.values.get("name"), "sku": {"name": body},
                 "properties": _all_unresolved(_EVERY_PROPERTY_UNKNOWN)}
-    properties = body.get("properties")
+    properties = ci_get(body, "properties")
     if isinstance(properties, Unresolved):
         properties = _all_unresolved(_EVERY_PROPERTY_UNKNOWN)
-    sku = body.get("sku")
+    elif isinstance(properties, Mapping):
+        properties = _writable(properties)
+    sku = ci_get(body, "sku")
     return {"type": REGISTRY_TYPE, "name": resource.values.get("name"),
             "location": resource.values.get("location") if isinstance(resource.values.get("location"), str) else "",
             "tags": resource.values.get("tags", body.get("tags")),
@@ -399,6 +410,8 @@ def _apply_updates(resources: list[_Resource], registries: list[tuple[_Resource,
         if isinstance(update, Unresolved):
             update = {"sku": {"name": update}, "properties": _all_unresolved(_EVERY_PROPERTY_UNKNOWN)}
         patch = {key: ci_get(update, key) for key in ("sku", "properties") if ci_get(update, key) is not None}
+        if isinstance(patch.get("properties"), Mapping):
+            patch["properties"] = _writable(patch["properties"])
         target = _update_target(resource, targets)
         if target is None and len(registries) == 1:
             target = 0

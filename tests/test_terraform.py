@@ -379,3 +379,13 @@ def test_a_plan_without_resource_changes_reads_planned_values():
     document = {"format_version": "1.2", "planned_values": {"root_module": {"child_modules": [{"resources": [
         resource("module.m.azurerm_container_registry.x", "azurerm_container_registry", azurerm(**LOCKED))]}]}}}
     assert only(document).id == "module.m.azurerm_container_registry.x"
+
+
+def test_a_declared_private_endpoint_connection_is_not_a_private_endpoint():
+    """privateEndpointConnections is read-only in the ARM schema (bicep-types-az 2025-04-01): ARM ignores it in a
+    PUT or PATCH body, so an azapi body that declares an approved one must not pass DLP.ACR.PrivateEndpoint."""
+    body = copy.deepcopy(LOCKED_BODY)
+    body["properties"]["PrivateEndpointConnections"] = [
+        {"name": "fake", "properties": {"privateLinkServiceConnectionState": {"status": "Approved"}}}]
+    found = only(state({"resources": [resource("azapi_resource.acr", "azapi_resource", azapi("apiacr", body=body))]}))
+    assert found.private_endpoints == () and statuses(found)["PrivateEndpoint"] == UNKNOWN
