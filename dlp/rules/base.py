@@ -13,6 +13,19 @@ from dlp.model import ARM_PATHS, FAIL, NOT_APPLICABLE, PASS, UNKNOWN, Finding, P
 CATALOGUE: dict[str, Rule] = {}
 _LABELS = {**ARM_PATHS, model.P_PIPELINES: "registries/exportPipelines"}
 
+LEARN_DLP = "https://learn.microsoft.com/azure/container-registry/data-loss-prevention"
+LEARN_PRIVATE_LINK = "https://learn.microsoft.com/azure/container-registry/container-registry-private-link"
+LEARN_FIREWALL = "https://learn.microsoft.com/azure/container-registry/container-registry-access-selected-networks"
+LEARN_SKUS = "https://learn.microsoft.com/azure/container-registry/container-registry-skus"
+LEARN_TRUSTED = "https://learn.microsoft.com/azure/container-registry/allow-access-trusted-services"
+LEARN_AUTH = "https://learn.microsoft.com/azure/container-registry/container-registry-authentication"
+LEARN_ANONYMOUS = "https://learn.microsoft.com/azure/container-registry/anonymous-pull-access"
+LEARN_DATA_ENDPOINTS = "https://learn.microsoft.com/azure/container-registry/container-registry-dedicated-data-endpoints"
+LEARN_TRANSFER = "https://learn.microsoft.com/azure/container-registry/container-registry-transfer-cli"
+LEARN_TASKS = "https://learn.microsoft.com/azure/container-registry/manage-network-bypass-policy-for-tasks"
+POLICY = "https://github.com/Azure/azure-policy/blob/master/built-in-policies/policyDefinitions/Container%20Registry/"
+PSRULE = "https://azure.github.io/PSRule.Rules.Azure/en/rules/"
+
 # Every value an unresolved snapshot property could take, as far as any rule can tell them apart:
 # a rule over unresolved properties is checked against each combination (see Rule.evaluate).
 POSSIBLE_VALUES: Mapping[str, tuple[Any, ...]] = {
@@ -38,19 +51,6 @@ def _possible(registry: Registry, prop: str) -> tuple[Any, ...]:
     if prop == model.P_PIPELINES:
         return tuple((registry.export_pipelines or ()) + extra for extra in POSSIBLE_VALUES[prop])
     return POSSIBLE_VALUES[prop]
-
-LEARN_DLP = "https://learn.microsoft.com/azure/container-registry/data-loss-prevention"
-LEARN_PRIVATE_LINK = "https://learn.microsoft.com/azure/container-registry/container-registry-private-link"
-LEARN_FIREWALL = "https://learn.microsoft.com/azure/container-registry/container-registry-access-selected-networks"
-LEARN_SKUS = "https://learn.microsoft.com/azure/container-registry/container-registry-skus"
-LEARN_TRUSTED = "https://learn.microsoft.com/azure/container-registry/allow-access-trusted-services"
-LEARN_AUTH = "https://learn.microsoft.com/azure/container-registry/container-registry-authentication"
-LEARN_ANONYMOUS = "https://learn.microsoft.com/azure/container-registry/anonymous-pull-access"
-LEARN_DATA_ENDPOINTS = "https://learn.microsoft.com/azure/container-registry/container-registry-dedicated-data-endpoints"
-LEARN_TRANSFER = "https://learn.microsoft.com/azure/container-registry/container-registry-transfer-cli"
-LEARN_TASKS = "https://learn.microsoft.com/azure/container-registry/manage-network-bypass-policy-for-tasks"
-POLICY = "https://github.com/Azure/azure-policy/blob/master/built-in-policies/policyDefinitions/Container%20Registry/"
-PSRULE = "https://azure.github.io/PSRule.Rules.Azure/en/rules/"
 
 
 @dataclass(frozen=True)
