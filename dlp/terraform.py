@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from dlp import model
+from dlp import ids, model
 from dlp.model import PrivateEndpoint, Registry, parse_registry_id
 from dlp.sources import PIPELINE_TYPE, REGISTRY_TYPE, InputError, NoRegistry, Unresolved, ci_get, registry_from_resource
 
@@ -58,6 +58,8 @@ def _unknown(after: Any, after_unknown: Any) -> Any:
     (a list of marks over a string) are ignored: the value is known."""
     if after_unknown is True:
         return Unresolved(KNOWN_AFTER_APPLY)
+    if not _marks_any(after_unknown):
+        return after
     if isinstance(after_unknown, Mapping) and (after is None or isinstance(after, Mapping)):
         merged = dict(after) if isinstance(after, Mapping) else {}
         for key, marks in after_unknown.items():
@@ -68,6 +70,20 @@ def _unknown(after: Any, after_unknown: Any) -> Any:
         items += [None] * max(0, len(after_unknown) - len(items))
         return [_unknown(item, after_unknown[i] if i < len(after_unknown) else None) for i, item in enumerate(items)]
     return after
+
+
+def _marks_any(after_unknown: Any) -> bool:
+    """Whether `after_unknown` marks anything unknown at all (Terraform writes `false`, `{}` or `[]` otherwise)."""
+    stack = [after_unknown]
+    while stack:
+        marks = stack.pop()
+        if marks is True:
+            return True
+        if isinstance(marks, Mapping):
+            stack.extend(marks.values())
+        elif isinstance(marks, list):
+            stack.extend(marks)
+    return False
 
 
 def _list(value: Any) -> list[Any]:
@@ -116,7 +132,7 @@ def _resources(document: Mapping[str, Any]) -> tuple[list[_Resource], list[str]]
 
 def _azapi_type(resource: _Resource) -> str:
     kind = resource.values.get("type")
-    return kind.split("@", 1)[0].lower() if isinstance(kind, str) else ""
+    return ids.fold(kind.split("@", 1)[0]) if isinstance(kind, str) else ""
 
 
 def _on_off(value: Any, on: str, off: str) -> Any:
@@ -203,7 +219,7 @@ _READ_ONLY = frozenset({"privateendpointconnections", "provisioningstate"})
 def _writable(properties: Mapping[str, Any]) -> dict[str, Any]:
     """A body's properties without the read-only ones ARM ignores on a write: a declared
     `privateEndpointConnections: [{... Approved}]` is no private endpoint."""
-    return {k: v for k, v in properties.items() if not (isinstance(k, str) and k.lower() in _READ_ONLY)}
+    return {k: v for k, v in properties.items() if not (isinstance(k, str) and ids.fold(k) in _READ_ONLY)}
 
 
 def _azapi_registry(resource: _Resource, source: str) -> dict[str, Any]:
@@ -226,7 +242,8 @@ def _azapi_registry(resource: _Resource, source: str) -> dict[str, Any]:
 
 
 def _registry_key(values: Mapping[str, Any], kind: str) -> tuple[str, str] | None:
-    """(resource group, name), lower-case: what an ARM ID pointing at this registry must end with."""
+    """(resource group, name), A-Z folded as ARM compares them (dlp/ids.py: a look-alike resource group is
+    another one): what an ARM ID pointing at this registry must end with."""
     name = values.get("name")
     if not isinstance(name, str):
         return None
@@ -234,14 +251,14 @@ def _registry_key(values: Mapping[str, Any], kind: str) -> tuple[str, str] | Non
         group = values.get("resource_group_name")
     else:
         parent = values.get("parent_id")       # azapi: the resource group's ID
-        in_group = isinstance(parent, str) and "/resourcegroups/" in parent.lower()
+        in_group = isinstance(parent, str) and "/resourcegroups/" in ids.fold(parent)
         group = parent.rstrip("/").rsplit("/", 1)[-1] if in_group else None
-    return (group.lower(), name.lower()) if isinstance(group, str) else None
+    return (ids.fold(group), ids.fold(name)) if isinstance(group, str) else None
 
 
 def _target_key(resource_id: Any) -> tuple[str, str] | None:
     parts = parse_registry_id(resource_id) if isinstance(resource_id, str) else None
-    return (parts[1].lower(), parts[2].lower()) if parts else None
+    return (ids.fold(parts[1]), ids.fold(parts[2])) if parts else None
 
 
 _INSTANCE_KEY = re.compile(r'\[(?:"(?:[^"\\]|\\.)*"|\d+)\]')
@@ -380,11 +397,11 @@ def _update_target(resource: _Resource, targets: _Targets) -> int | None:
 
 def _overlay(base: Any, update: Any) -> Any:
     """`update` written over `base` the way an ARM PATCH merges a body: objects merge, anything else replaces.
-    Property names match without regard to case, as ARM matches them (`Properties` patches `properties`)."""
+    Property names match without regard to A-Z case, as ARM matches them (`Properties` patches `properties`)."""
     if isinstance(base, Mapping) and isinstance(update, Mapping):
         merged = dict(base)
         for key, value in update.items():
-            same = next((k for k in merged if isinstance(k, str) and isinstance(key, str) and k.lower() == key.lower()),
+            same = next((k for k in merged if isinstance(k, str) and isinstance(key, str) and ids.fold(k) == ids.fold(key)),
                         key)
             merged[same] = _overlay(merged.get(same), value)
         return merged
@@ -432,7 +449,7 @@ def _registry_endpoints(resource: _Resource, targets: _Targets) -> Iterator[tupl
         if not isinstance(connection, Mapping):
             continue
         subresources = connection.get("subresource_names")
-        if not (isinstance(subresources, list) and any(str(s).lower() == "registry" for s in subresources)):
+        if not (isinstance(subresources, list) and any(ids.fold(str(s)) == "registry" for s in subresources)):
             continue
         status = "Pending" if connection.get("is_manual_connection") is True else "Approved"
         target = targets.find(connection.get("private_connection_resource_id"), resource.address,

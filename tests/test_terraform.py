@@ -389,3 +389,19 @@ def test_a_declared_private_endpoint_connection_is_not_a_private_endpoint():
         {"name": "fake", "properties": {"privateLinkServiceConnectionState": {"status": "Approved"}}}]
     found = only(state({"resources": [resource("azapi_resource.acr", "azapi_resource", azapi("apiacr", body=body))]}))
     assert found.private_endpoints == () and statuses(found)["PrivateEndpoint"] == UNKNOWN
+
+
+def test_a_private_endpoint_to_a_lookalike_resource_group_is_not_this_registrys():
+    """ARM folds A-Z only (dlp/ids.py): `rg-\u212a` (KELVIN SIGN) is not `rg-k`, so an endpoint aimed at a registry
+    of that name in the look-alike group does not count for this one."""
+    endpoint = {"name": "pe-x", "private_service_connection": [{"is_manual_connection": False, "subresource_names": [
+        "registry"], "private_connection_resource_id": registry_id("aacr", group="rg-\u212a")}]}
+    root = {"resources": [resource("azurerm_container_registry.a", "azurerm_container_registry",
+                                   azurerm("aacr", group="rg-k", **LOCKED)),
+                          resource("azurerm_private_endpoint.x", "azurerm_private_endpoint", endpoint)]}
+    found = only(state(root))
+    assert found.private_endpoints == () and statuses(found)["PrivateEndpoint"] == UNKNOWN
+    same = {**endpoint, "private_service_connection": [{**endpoint["private_service_connection"][0],
+                                                        "private_connection_resource_id": registry_id("AACR", "RG-K")}]}
+    root["resources"][1] = resource("azurerm_private_endpoint.x", "azurerm_private_endpoint", same)
+    assert statuses(only(state(root)))["PrivateEndpoint"] == PASS
