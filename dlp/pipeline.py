@@ -97,10 +97,13 @@ class Defer(Exception):
 def run(targets: Sequence[Target], services: Services, *, enforce: bool | None = None,
         budget: Budget | None = None, digest: bool = False, record: bool = True) -> list[Evaluation]:
     """Evaluate targets within one budget, then record and notify."""
+    from dlp import timeline
+
     budget = budget or Budget.of(services.settings.time_budget_s)
     with budget.active():
         evaluations = [evaluate_target(target, services, budget, enforce=enforce) for target in targets]
         if record:
+            timeline.schedule_checks(evaluations, services)     # flip-and-restore: a delayed look at the history
             finish(evaluations, services, digest=digest)
     return evaluations
 
@@ -246,7 +249,7 @@ def _evaluate(target: Target, services: Services, budget: Budget, enforce: bool,
         assessment = evaluate(registry)
     elif target.pending:
         return done(Outcome(A_REMEDIATED, "verified-later", "the deferred write is now visible", target.pending),
-                    assessment)
+                    assessment, exposure=_exposed(target, services, target.pending))
     plan = remediation.plan(assessment, policy, today=today)
     if not plan.writes:
         _drop(services, claim)
@@ -363,7 +366,17 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
                     assessment, recent_callers=callers)
     return done(Outcome(A_REMEDIATED, "", "reverted " + ", ".join(f"{c.property} {c.old} -> {c.new}"
                                                                  for c in plan.changes), plan.changes),
-                assessment, recent_callers=callers)
+                assessment, recent_callers=callers, exposure=_exposed(target, services, plan.changes))
+
+
+def _exposed(target: Target, services: Services, changes: Sequence[Change]) -> Any:
+    """The remediation's window, from what is at hand (no request): the event's time until now, the verified
+    write. The sweep replaces it with change history's when that has the opening write (dlp/timeline.py)."""
+    from dlp.exposure import remediation_exposure
+
+    context = target.context
+    opened = context.event_time if context.event_type else ""   # a sweep's or re-check's time is not a write's
+    return remediation_exposure(opened, context.caller, [c.property for c in changes], services.clock())
 
 
 def _defer(target: Target, services: Services, deferred: Defer, done: Callable[..., Evaluation],

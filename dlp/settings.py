@@ -95,7 +95,8 @@ SETTINGS: tuple[Setting, ...] = (
             "this, its dead-letter account being separate). Empty: replay off.",
             example=""),
     Setting("AZURE_CLIENT_ID", "",
-            "Client ID of the user-assigned managed identity the responder uses (read by azure-identity).",
+            "Client ID of the user-assigned managed identity the responder uses (read by azure-identity); change "
+            "history names the responder's own writes by it, so exposure windows it closed say `responder`.",
             kind="platform", example=""),
     Setting("AzureWebJobsStorage", "",
             "Storage connection string (Azurite locally). In Azure, the identity-based `__*ServiceUri` settings are used.",
@@ -224,6 +225,7 @@ class Settings:
     deadletter_container: str = ""
     deadletter_account_url: str = ""       # https://<account>.blob...: the container is on that account, not the app's
     degraded: tuple[tuple[str, str], ...] = ()    # (setting, problem): optional outputs turned off at start
+    client_id: str = ""      # AZURE_CLIENT_ID: the responder's own identity in change history (dlp/exposure.py)
 
     @property
     def logs_enabled(self) -> bool:
@@ -245,6 +247,12 @@ class Settings:
     def deadletter_enabled(self) -> bool:
         return bool(self.deadletter_container and (self.deadletter_account_url or self.storage_connection_string
                                                     or self.storage_blob_uri))
+
+    @property
+    def responder_identities(self) -> tuple[str, ...]:
+        """How change history names the responder's own writes (`changedBy`): its client ID when a user-assigned
+        identity is configured; empty otherwise (its writes then read as anyone else's)."""
+        return (self.client_id,) if self.client_id else ()
 
     @property
     def arm_scope(self) -> str:
@@ -484,4 +492,5 @@ def load(environ: Mapping[str, str]) -> Settings:
         storage_queue_uri=str(environ.get("AzureWebJobsStorage__queueServiceUri", "") or ""),
         storage_blob_uri=str(environ.get("AzureWebJobsStorage__blobServiceUri", "") or ""),
         deadletter_container=deadletter, deadletter_account_url=deadletter_account,
+        client_id=str(environ.get("AZURE_CLIENT_ID", "") or "").strip(),
     )
