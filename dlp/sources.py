@@ -23,6 +23,7 @@ from types import MappingProxyType
 from typing import Any
 
 from dlp import model
+from dlp.ids import fold
 from dlp.model import PrivateEndpoint, Registry
 
 REGISTRY_TYPE = "microsoft.containerregistry/registries"
@@ -118,6 +119,16 @@ class _Reader:
             return value.strip().lower() == "true"
         self.unresolved.add(prop)
         return default
+
+
+READ_ONLY_PROPERTIES = frozenset({"privateendpointconnections", "provisioningstate"})
+
+
+def writable_properties(properties: Mapping[str, Any]) -> dict[str, Any]:
+    """Declared properties (a template, a Terraform body) without the read-only ones ARM ignores on a write: a
+    `privateEndpointConnections: [{... Approved}]` written into a template is no private endpoint, and must not
+    make DLP.ACR.PrivateEndpoint pass. (A live read keeps them: there ARM reports what exists.)"""
+    return {k: v for k, v in properties.items() if not (isinstance(k, str) and fold(k) in READ_ONLY_PROPERTIES)}
 
 
 def registry_from_resource(resource: Mapping[str, Any], source: str, *, resolve: Resolver = _identity,
