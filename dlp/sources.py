@@ -59,7 +59,9 @@ Resolver = Callable[[Any], Any]
 
 
 def ci_get(mapping: Any, *path: str) -> Any:
-    """`mapping[path...]` with case-insensitive keys; None when any step is absent or not an object."""
+    """`mapping[path...]` with keys compared ignoring A-Z case only (as ARM does); None when any step is absent or not
+    an object. Never `str.lower()`: "publicNetwor\u212aAccess" (Kelvin sign) is not a property ARM knows, and must
+    not stand in for publicNetworkAccess in a template."""
     node = mapping
     for key in path:
         if type(node) is not dict and not isinstance(node, Mapping):   # dict first: the ABC check is slow
@@ -67,9 +69,9 @@ def ci_get(mapping: Any, *path: str) -> Any:
         if key in node:
             node = node[key]
             continue
-        lowered = key.lower()
+        lowered = fold(key)
         for k, v in node.items():
-            if isinstance(k, str) and k.lower() == lowered:
+            if isinstance(k, str) and fold(k) == lowered:
                 node = v
                 break
         else:

@@ -359,3 +359,13 @@ def test_a_template_cannot_fake_a_private_endpoint_with_a_read_only_property(sha
     registry = only(SHAPES[shape]("Premium", props))
     assert registry.private_endpoints == ()
     assert evaluate(registry).finding("DLP.ACR.PrivateEndpoint").status != "pass"
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_look_alike_property_name_is_not_the_property(shape):
+    """ARM matches property names ignoring A-Z case only: a Kelvin-sign key is an unknown property it ignores,
+    so it must not make an open registry read as closed."""
+    props = {"publicNetwor\u212aAccess": "Disabled", "policies": {"exportPolicy": {"\u017ftatus": "disabled"}}}
+    registry = only(SHAPES[shape]("Premium", props))
+    assert registry.public_network_access == model.ENABLED          # Azure's default for the absent property
+    assert registry.export_policy == model.EXPORT_ENABLED
