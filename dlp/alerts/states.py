@@ -65,6 +65,8 @@ STATES = (S_COMPLIANT, S_NONCOMPLIANT, S_REMEDIATED, S_BLOCKED, S_BREAKER, S_FAI
 S_MISCONFIGURED = "output-misconfigured"
 # Not a registry's state either: Event Grid dead-lettered events, replayed (dlp/alerts/dead_letters.py)
 S_DEAD_LETTERED = "dead-lettered"
+# Alerts about the responder itself: sent by AlertNotifier.announce, and (S_UNDELIVERABLE) by its kept notices
+NOTICES = (S_MISCONFIGURED, S_DEAD_LETTERED, S_UNDELIVERABLE)
 
 # Human labels, used in titles ("compliant -> drift remediated") and in the digest list.
 LABELS = {
