@@ -219,6 +219,7 @@ class Plan:
     detail: str = ""                  # human sentence: what a person must do
     changes: tuple[Change, ...] = ()
     tag_exemption: bool = False       # a tag exemption was used: always alert
+    withheld: tuple[Change, ...] = () # a write that goes ahead without these (`reason` says why: export pipelines)
 
     @property
     def writes(self) -> bool:
@@ -272,12 +273,20 @@ class Outcome:
     detail: str = ""
     changes: tuple[Change, ...] = ()
     error_code: str = ""
+    applied: tuple[Change, ...] = ()    # of `changes`, those written and verified although the action is blocked
+
+    @property
+    def withheld(self) -> tuple[Change, ...]:
+        """Changes planned but not written (all of them unless part was applied)."""
+        return tuple(c for c in self.changes if c not in self.applied)
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"action": self.action, "reason": self.reason, "detail": self.detail,
                                 "changes": [c.to_json() for c in self.changes]}
         if self.error_code:
             body["errorCode"] = self.error_code
+        if self.applied:
+            body["applied"] = [c.to_json() for c in self.applied]
         return body
 
 

@@ -213,32 +213,33 @@ def _claim(services: Services, registry_id: str, budget: Budget) -> _Claim | Non
 
 def _evaluate(target: Target, services: Services, budget: Budget, enforce: bool,
               done: Callable[..., Evaluation]) -> Evaluation:
-    registry = _read(target, services, budget)
+    # Enforce mode: the lease (and the breaker's count) is claimed while ARM answers the read, so a drift costs
+    # no round trip for it; when nothing is written the lease is given back off the hot path.
+    claim = _background(lambda: _claim(services, target.registry_id, budget)) if enforce else None
+    try:
+        registry = _read(target, services, budget)
+    except BaseException:
+        _drop(services, claim)
+        raise
     if registry is None:
+        _drop(services, claim)
         return done(Outcome(A_GONE, "deleted" if target.deleted else "not-found",
                             "the registry no longer exists"))
     policy = remediation.Policy.from_settings(services.settings, enforce=enforce)
     today = services.clock().date()
 
     assessment = evaluate(registry)
-    claim: Future | None = None
-    if remediation.needed_changes(assessment):
-        # Likely to write? Then take the lease and read the breaker while ARM lists the pipelines.
-        hopeful = evaluate(replace(registry, export_pipelines=registry.export_pipelines or ()))
-        if remediation.plan(hopeful, policy, today=today).writes:
-            claim = _background(lambda: _claim(services, registry.id, budget))
-        try:
-            registry = _with_pipelines(registry, services)
-        except BaseException:
-            _drop(services, claim)
-            raise
-        assessment = evaluate(registry)
-    elif target.pending:
+    if not remediation.needed_changes(assessment) and target.pending:
+        _drop(services, claim)
         return done(Outcome(A_REMEDIATED, "verified-later", "the deferred write is now visible", target.pending),
                     assessment)
-    plan = remediation.plan(assessment, policy, today=today)
-    if not plan.writes:
+    if not remediation.plan(evaluate(_optimistic(registry)), policy, today=today).writes:
+        # Nothing will be written: list the export pipelines (when they matter) so the record names them.
         _drop(services, claim)
+        if remediation.needed_changes(assessment):
+            registry = _with_pipelines(registry, services)
+            assessment = evaluate(registry)
+        plan = remediation.plan(assessment, policy, today=today)
         return done(Outcome(plan.action, plan.reason, plan.detail, plan.changes), assessment,
                     tag_exemption=plan.tag_exemption)
 
@@ -250,13 +251,19 @@ def _evaluate(target: Target, services: Services, budget: Budget, enforce: bool,
             # Another writer may have changed it since our read: we waited for the lease, or the registry was
             # written in the breaker window (its row is written before its PATCH, so a read taken after the row
             # can still predate the write). Decide from a fresh read; clocks of other instances are not compared.
-            registry = _reread(target, services, budget, registry.export_pipelines)
+            registry = _read(target, services, budget)
             if registry is None:
                 return done(Outcome(A_GONE, "not-found", "the registry no longer exists"))
         return _decide_and_apply(target, services, budget, done, registry, policy, today, granted.recent,
                                  conflict_retry=True)
     finally:
         _release(services, granted.lease)
+
+
+def _optimistic(registry: Registry) -> Registry:
+    """The registry as planning sees it before any listing: no export pipelines. ARM refuses to disable exports
+    while pipelines exist, so the write itself is the check; only a refusal makes us list them."""
+    return registry if registry.export_pipelines is not None else replace(registry, export_pipelines=())
 
 
 def _release(services: Services, lease: Any) -> None:
@@ -270,35 +277,42 @@ def _release(services: Services, lease: Any) -> None:
 
 
 def _drop(services: Services, claim: Future | None) -> None:
-    """Give back a lease taken speculatively (never raises: the lease also expires on its own)."""
+    """Give back a lease taken speculatively, on a worker thread (never raises, never waits: the lease also
+    expires on its own)."""
     if claim is None:
         return
-    try:
-        granted = claim.result()
+
+    def give_back() -> None:
+        try:
+            granted = claim.result()
+        except Exception:
+            log.warning("a speculative lease could not be taken; nothing to give back", exc_info=True)
+            return
         if granted is not None:
             _release(services, granted.lease)
-    except Exception:
-        log.warning("could not release a speculative lease; it expires on its own", exc_info=True)
+
+    _background(give_back)
 
 
-def _reread(target: Target, services: Services, budget: Budget, pipelines: tuple[str, ...] | None = None) -> Registry | None:
-    """A fresh GET under the lease. The export pipelines listed moments ago in this invocation are reused:
-    one created in between would make ARM refuse the export write (a recorded failure, never harm)."""
-    registry = _read(target, services, budget)
-    if registry is None:
-        return None
-    return _with_pipelines(replace(registry, export_pipelines=pipelines) if pipelines is not None else registry,
-                           services)
+def _refusal(failure: Any) -> bool:
+    """ARM refused the write as a whole: a 400/409, or a long-running operation that ended Failed (azure-core
+    raises it with the poll's 2xx status)."""
+    return failure.status in (400, 409) or (failure.status is not None and 200 <= failure.status < 300)
 
 
 def _decide_and_apply(target: Target, services: Services, budget: Budget, done: Callable[..., Evaluation],
                       registry: Registry, policy: remediation.Policy, today: Any, recent: tuple[Any, ...], *,
-                      conflict_retry: bool) -> Evaluation:
+                      conflict_retry: bool, listed: bool = False) -> Evaluation:
     """Under the lease: final plan with the breaker count, the breaker row, the PATCH, verification.
 
     The breaker row is written before the PATCH (it counts write attempts), so a write whose answer is
     lost still counts; anything that goes wrong once the PATCH may have reached ARM is deferred with the
     planned changes pending, so the durable retry verifies (and reports) what actually happened.
+
+    Export pipelines are not listed before the write (`_optimistic`): when ARM refuses a PATCH that disables
+    exports, they are listed once; if any exist (or the listing is refused), the export part is reported blocked
+    and public access is written alone (`listed`: they were listed after a refusal, so this remediation's breaker
+    row is already written and an unknown listing stays unknown).
     """
     from azure.core.exceptions import HttpResponseError
 
@@ -306,13 +320,16 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
     from dlp.azure.state import Remediation
 
     assessment = evaluate(registry)
-    plan = remediation.plan(assessment, policy, today=today, recent_remediations=len(recent))
+    planned = registry if listed else _optimistic(registry)
+    plan = remediation.plan(evaluate(planned), policy, today=today, recent_remediations=len(recent))
     callers = tuple(dict.fromkeys(r.caller for r in recent if r.caller))
     if not plan.writes:
         return done(Outcome(plan.action, plan.reason, plan.detail, plan.changes), assessment,
                     tag_exemption=plan.tag_exemption, recent_callers=callers)
-    services.state.record_remediation(registry.id, Remediation(services.clock().isoformat(), target.context.caller,
-                                                               str(uuid.uuid4())))
+    unlisted = registry.export_pipelines is None and any(c.property == ARM_PATHS[P_EXPORT] for c in plan.changes)
+    if not listed:
+        services.state.record_remediation(registry.id, Remediation(services.clock().isoformat(),
+                                                                   target.context.caller, str(uuid.uuid4())))
     try:
         result = services.arm.update_registry(registry.id, plan.patch_body(), reserve_s=LRO_RESERVE_S)
     except HttpResponseError as exc:
@@ -321,11 +338,21 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
             return done(Outcome(A_BLOCKED, R_SCOPE_LOCKED,
                                 f"a ReadOnly lock prevents the write ({failure.message}); remove it or exempt the registry",
                                 plan.changes, failure.code), assessment, recent_callers=callers)
+        pipelines = registry.export_pipelines
+        if unlisted and _refusal(failure):
+            pipelines = _with_pipelines(registry, services).export_pipelines   # once; transient: deferred
+            if pipelines is None or pipelines:
+                log.info("%s %s on %s with export pipelines %s: writing public access alone", failure.status,
+                         failure.code, registry.id, pipelines)
+                return _decide_and_apply(target, services, budget, done, replace(registry, export_pipelines=pipelines),
+                                         policy, today, recent, conflict_retry=conflict_retry, listed=True)
         if failure.status == 409 and conflict_retry:
             log.info("409 %s on %s: re-reading once", failure.code, registry.id)
-            fresh = _reread(target, services, budget)
+            fresh = _read(target, services, budget)
             if fresh is None:
                 return done(Outcome(A_GONE, "not-found", "the registry no longer exists"))
+            if pipelines is not None:
+                fresh = replace(fresh, export_pipelines=pipelines)
             return _decide_and_apply(target, services, budget, done, fresh, policy, today, recent,
                                      conflict_retry=False)
         if failure.status == 404:
@@ -350,9 +377,12 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
         detail = "; ".join(f"{c.property} is still {c.old}" for c in missing)
         return done(Outcome(A_FAILED, R_VERIFICATION, f"ARM accepted the update but {detail}", plan.changes),
                     assessment, recent_callers=callers)
-    return done(Outcome(A_REMEDIATED, "", "reverted " + ", ".join(f"{c.property} {c.old} -> {c.new}"
-                                                                 for c in plan.changes), plan.changes),
-                assessment, recent_callers=callers)
+    reverted = ", ".join(f"{c.property} {c.old} -> {c.new}" for c in plan.changes)
+    if plan.withheld:
+        # the alert says both: what was closed, and what a human must do about the rest
+        return done(Outcome(A_BLOCKED, plan.reason, f"reverted {reverted}; not written: {plan.detail}",
+                            plan.changes + plan.withheld, applied=plan.changes), assessment, recent_callers=callers)
+    return done(Outcome(A_REMEDIATED, "", "reverted " + reverted, plan.changes), assessment, recent_callers=callers)
 
 
 def _defer(target: Target, services: Services, deferred: Defer, done: Callable[..., Evaluation],

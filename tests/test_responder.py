@@ -18,7 +18,7 @@ import pytest
 from azure.storage.queue import QueueClient
 
 import function_app
-from dlp import runtime
+from dlp import handlers, runtime
 from dlp.emulator.base import arm_error
 from dlp.settings import RETRY_QUEUE
 from tests.evaluation_log import Evaluations
@@ -109,8 +109,8 @@ def test_drift_is_reverted_with_the_minimal_patch(responder, azurite_env, local_
     assert patches(local_azure) == [{"properties": {"policies": {"exportPolicy": {"status": "disabled"}}}}]
     assert state(local_azure, reg) == ("disabled", "Disabled")
     assert responder.actions() == [("remediated", "-")]
-    # GET registry, GET export pipelines, PATCH (answered 200): 3 ARM requests
-    assert [r.method for r in arm_requests(local_azure)] == ["GET", "GET", "PATCH"]
+    # the floor: GET registry, PATCH (answered 200); export pipelines are listed only if ARM refuses the write
+    assert [r.method for r in arm_requests(local_azure)] == ["GET", "PATCH"]
 
 
 def test_both_properties_in_one_patch_public_access_first(responder, azurite_env, local_azure):
@@ -232,15 +232,62 @@ def test_guard_not_premium(responder, azurite_env, local_azure):
     assert patches(local_azure) == [] and responder.actions() == [("blocked", "not-premium")]
 
 
-def test_guard_export_pipelines_are_listed_and_never_deleted(responder, azurite_env, local_azure):
+EXPORT_ONLY = {"properties": {"policies": {"exportPolicy": {"status": "disabled"}}}}
+BOTH = {"properties": {"publicNetworkAccess": "Disabled", "policies": {"exportPolicy": {"status": "disabled"}}}}
+PUBLIC_ONLY = {"properties": {"publicNetworkAccess": "Disabled"}}
+
+
+def test_guard_export_pipelines_are_listed_after_the_refusal_and_never_deleted(responder, azurite_env, local_azure):
     reg = rid("acrpipes01")
-    local_azure.arm.create(SUB, RG, "acrpipes01", export="enabled", pipelines=["nightly-export"])
+    local_azure.arm.create(SUB, RG, "acrpipes01", export="enabled", public="Disabled", pipelines=["nightly-export"])
     fresh_instance()
-    handle_event(event(reg))
-    assert patches(local_azure) == [] and responder.actions() == [("blocked", "export-pipelines")]
-    assert [r.method for r in arm_requests(local_azure)] == ["GET", "GET"]
+    (evaluation,) = handlers.on_event(event(reg))
+    assert patches(local_azure) == [EXPORT_ONLY] and responder.actions() == [("blocked", "export-pipelines")]
+    # optimistic write refused, then the pipelines listed once; nothing else to write
+    assert [(r.method, "exportpipelines" in r.path.lower()) for r in arm_requests(local_azure)] == [
+        ("GET", False), ("PATCH", False), ("GET", True)]
+    assert "nightly-export" in evaluation.outcome.detail and evaluation.outcome.applied == ()
     assert local_azure.arm.pipelines(reg)                     # still there
     assert not local_azure.arm.log.filter(method="DELETE")
+
+
+@pytest.mark.parametrize("refusal", [{"status": 400, "code": "BadRequest"},
+                                     {"status": 409, "code": "ExportPipelinesExist"},
+                                     {"status": 400, "code": "OperationNotAllowed", "lro": True}],
+                         ids=["400", "409", "lro-failed"])
+def test_export_pipelines_block_only_the_export_write(responder, azurite_env, local_azure, refusal):
+    """Issue 11 item 3: public access is still closed in the same invocation; only the export part is blocked,
+    whatever status or code ARM refuses with (it is not documented: the emulator's is configurable)."""
+    from dlp.emulator.arm import ExportRefusal
+
+    name = f"acrpipes{refusal['status']}{'l' if refusal.get('lro') else 's'}"
+    reg = rid(name)
+    local_azure.arm.create(SUB, RG, name, export="enabled", public="Enabled", pipelines=["to-partner"])
+    local_azure.arm.export_refusal = ExportRefusal(**refusal)
+    fresh_instance()
+    (evaluation,) = handlers.on_event(event(reg))
+    assert patches(local_azure) == [BOTH, PUBLIC_ONLY]
+    assert state(local_azure, reg) == ("enabled", "Disabled")
+    assert responder.actions() == [("blocked", "export-pipelines")]
+    remediation = evaluation.to_json()["remediation"]
+    assert remediation["applied"] == [{"property": "publicNetworkAccess", "old": "Enabled", "new": "Disabled"}]
+    assert [c["property"] for c in remediation["changes"]] == ["publicNetworkAccess", "policies.exportPolicy.status"]
+    assert "reverted publicNetworkAccess" in remediation["detail"] and "to-partner" in remediation["detail"]
+    listings = [r for r in arm_requests(local_azure, "GET") if "exportpipelines" in r.path.lower()]
+    assert len(listings) == 1
+    assert local_azure.arm.pipelines(reg) and not local_azure.arm.log.filter(method="DELETE")
+
+
+def test_a_refusal_without_pipelines_is_handled_as_before(responder, azurite_env, local_azure):
+    reg = rid("acrrefuse1")
+    local_azure.arm.create(SUB, RG, "acrrefuse1", export="enabled", public="Disabled")
+    local_azure.arm.faults.add(method="PATCH", status=400, times=1,
+                               body=arm_error("InvalidRequestContent", "something else is wrong"))
+    fresh_instance()
+    handle_event(event(reg))
+    assert responder.actions() == [("failed", "InvalidRequestContent")]
+    assert [r.method for r in arm_requests(local_azure)] == ["GET", "PATCH", "GET"]     # listed once: none
+    assert state(local_azure, reg) == ("enabled", "Disabled")
 
 
 def test_guard_no_approved_private_endpoint(responder, azurite_env, local_azure):
@@ -272,10 +319,10 @@ def test_breaker_trips_after_n_reverts_and_holds_across_instances(responder, azu
         handle_event(event(reg, caller=f"pipeline-{round_}", event_id=f"ev-{round_}"))
         requests.append([r.method for r in arm_requests(local_azure)])
     assert responder.actions() == [("remediated", "-"), ("remediated", "-"), ("blocked", "revert-war")]
-    assert local_azure.arm.log.count(method="PATCH") == 0 and len(requests[0]) == 3
+    assert local_azure.arm.log.count(method="PATCH") == 0 and requests[0] == ["GET", "PATCH"]
     # written earlier in the hour: re-read under the lease before writing again (another instance's write
-    # may have landed after our first read), reusing the pipelines just listed
-    assert requests[1] == ["GET", "GET", "GET", "PATCH"]
+    # may have landed after our first read)
+    assert requests[1] == ["GET", "GET", "PATCH"]
     assert state(local_azure, reg)[0] == "enabled"
 
 
@@ -489,14 +536,17 @@ def test_a_plan_only_recheck_stays_plan_only_on_the_durable_retry(responder, azu
 
 
 def test_refused_pipeline_listing_blocks_only_the_export_write(responder, azurite_env, local_azure):
+    """Issue 11 item 3: ARM refuses the export write, then refuses to list the pipelines: public access is
+    still closed, the export part is reported `export-pipelines-unknown`."""
     reg = rid("acrnolist1")
-    local_azure.arm.create(SUB, RG, "acrnolist1", export="enabled", public="Enabled")
+    local_azure.arm.create(SUB, RG, "acrnolist1", export="enabled", public="Enabled", pipelines=["hidden"])
     local_azure.arm.faults.add(method="GET", path=r"exportPipelines", status=403, times=None,
                                body=arm_error("AuthorizationFailed", "no exportPipelines/read"))
     fresh_instance()
     handle_event(event(reg))
     assert responder.actions() == [("blocked", "export-pipelines-unknown")]
-    assert patches(local_azure) == []
+    assert patches(local_azure) == [BOTH, PUBLIC_ONLY]
+    assert state(local_azure, reg) == ("enabled", "Disabled")
 
 
 def test_lease_is_released_even_when_the_budget_is_spent(responder, azurite_env, local_azure, azurite, monkeypatch):

@@ -85,6 +85,7 @@ class Alert:
     trigger: str = ""
     evaluation_id: str = ""
     recent_callers: tuple[str, ...] = ()
+    applied: tuple[tuple[str, str, str], ...] = ()        # of `changes`, written although the rest was blocked
 
     @property
     def label(self) -> str:
@@ -149,6 +150,10 @@ class Alert:
             return f"Tried to write {changes}; the write failed ({self.error_code or self.reason}): {self.detail}"
         if self.state in (S_EXEMPT, S_TAG_EXEMPT):
             return f"Nothing written: {self.detail}." + (f" Withheld: {changes}." if changes else "")
+        if self.state in (S_BLOCKED, S_BREAKER) and self.applied:
+            closed = ", ".join(f"{p} {old} → {new}" for p, old, new in self.applied)
+            withheld = ", ".join(f"{p} {old} → {new}" for p, old, new in self.changes if (p, old, new) not in self.applied)
+            return f"Reverted {closed}. Not written (blocked by the {self.reason} guard): {withheld or '-'}."
         if self.state in (S_BLOCKED, S_BREAKER):
             return f"Nothing written: blocked by the {self.reason} guard." + (f" Withheld: {changes}." if changes else "")
         if self.action == A_WOULD:
@@ -199,6 +204,7 @@ class Alert:
         known["changes"] = tuple(tuple(str(x) for x in c) for c in known.get("changes") or ())
         known["failing"] = tuple(FailingRule(**f) for f in known.get("failing") or ())
         known["recent_callers"] = tuple(known.get("recent_callers") or ())
+        known["applied"] = tuple(tuple(str(x) for x in c) for c in known.get("applied") or ())
         return cls(**known)
 
 
@@ -219,6 +225,7 @@ def build_alert(evaluation: Evaluation, previous: Stored | None, state: str, *, 
         state=state, at=at, mode=evaluation.mode, action=outcome.action, reason=outcome.reason,
         detail=outcome.detail, error_code=outcome.error_code,
         changes=tuple((c.property, c.old, c.new) for c in outcome.changes), failing=failing,
+        applied=tuple((c.property, c.old, c.new) for c in outcome.applied),
         caller=context.caller, caller_ip=context.caller_ip, correlation_id=context.correlation_id,
         event_time=context.event_time, trigger=context.trigger, evaluation_id=evaluation.evaluation_id,
         recent_callers=evaluation.recent_callers,

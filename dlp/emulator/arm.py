@@ -15,6 +15,10 @@ PATCH is a long-running operation configured by `lro` (global) or `set_lro(id, .
 polled `polls` times with `InProgress` and then answers `Succeeded` (or `Failed`, which
 restores the previous properties with provisioningState `Failed`). Changed properties are
 visible at once, only provisioningState waits (as ACR shows them).
+
+Disabling exports while export pipelines exist is refused as `export_refusal` says (a 400
+`BadRequest` unless a test picks another status/code, or an operation that ends `Failed`):
+the real status and code are not documented.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from dlp.emulator.arm_update import PatchError, apply_patch
+from dlp.emulator.arm_update import ExportPipelinesExist, PatchError, apply_patch
 from dlp.emulator.base import Emulator, Request, Response
 from dlp.emulator.graph import Graph
 from dlp.emulator.registries import RegistryStore, key_of, make_registry
@@ -64,6 +68,17 @@ class LroConfig:
     outcome: str = "Succeeded"      # or "Failed"
 
 
+@dataclass(frozen=True)
+class ExportRefusal:
+    """How the emulator refuses to disable exports while export pipelines exist. Microsoft documents that
+    pipelines block it, not the answer: 400 `BadRequest` by default; any status/code, or (`lro=True`) a 201
+    whose operation ends `Failed` with `code`."""
+
+    status: int = 400
+    code: str = "BadRequest"
+    lro: bool = False
+
+
 @dataclass
 class Operation:
     id: str
@@ -73,6 +88,8 @@ class Operation:
     polls: int = 0
     status: str = "InProgress"
     start_time: str = ""
+    error_code: str = "InternalServerError"
+    error_message: str = "The registry update failed."
 
 
 def _now() -> str:
@@ -90,6 +107,7 @@ class ArmEmulator(Emulator):
         self.lro = LroConfig()
         self.page_size = 100                      # registries per page of the list APIs (nextLink beyond)
         self.check_audience = True
+        self.export_refusal = ExportRefusal()
         self._lro_overrides: dict[str, LroConfig] = {}
         self.operations: dict[str, Operation] = {}
         self._lock = threading.RLock()
@@ -102,6 +120,7 @@ class ArmEmulator(Emulator):
             self.lro = LroConfig()
             self.page_size = 100
             self.check_audience = True
+            self.export_refusal = ExportRefusal()
             self._lro_overrides.clear()
             self.operations.clear()
 
@@ -235,11 +254,17 @@ class ArmEmulator(Emulator):
             if missing:
                 return missing
             key = key_of(registry["id"])
+            config = self._lro_overrides.get(key, self.lro)
+            refused: ExportPipelinesExist | None = None
             try:
                 after = apply_patch(registry, body, self.registries.pipelines(key))
+            except ExportPipelinesExist as exc:
+                if not self.export_refusal.lro:
+                    return Response.error(self.export_refusal.status, self.export_refusal.code, exc.message)
+                refused, after = exc, copy.deepcopy(registry)          # accepted, then the operation fails
+                config = dataclasses.replace(config, mode="async", outcome="Failed")
             except PatchError as exc:
                 return Response.error(exc.status, exc.code, exc.message)
-            config = self._lro_overrides.get(key, self.lro)
             before = copy.deepcopy(registry)
             registry.clear()
             registry.update(after)
@@ -248,6 +273,8 @@ class ArmEmulator(Emulator):
                 return Response.json(200, self._shape(registry, version))
             registry["properties"]["provisioningState"] = "Updating"
             op = Operation(f"registries-{uuid.uuid4()}", key, config, before, start_time=_now())
+            if refused is not None:
+                op.error_code, op.error_message = self.export_refusal.code, refused.message
             self.operations[op.id] = op
             base = f"{request.base_url}{request.path.rstrip('/')}"
             headers = {"Azure-AsyncOperation": f"{base}/operationStatuses/{op.id}?api-version={version}",
@@ -290,7 +317,7 @@ class ArmEmulator(Emulator):
             if op.status != "InProgress":
                 status["endTime"] = _now()
             if op.status == "Failed":
-                status["error"] = {"code": "InternalServerError", "message": "The registry update failed."}
+                status["error"] = {"code": op.error_code, "message": op.error_message}
             return Response.json(200, status, headers)
 
     def _child(self, request: Request, m: re.Match[str], version: str) -> Response:
