@@ -68,6 +68,28 @@ def caller_of(data: Mapping[str, Any]) -> tuple[str, str]:
     return caller, ip
 
 
+TID = "http://schemas.microsoft.com/identity/claims/tenantid"
+_GUID_ONLY = re.compile(rf"^{_GUID}$")
+
+
+def principal_of(data: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(app ID, object ID, tenant ID) from the event's claims, lower-cased; "" where absent or not a GUID.
+
+    Only these claims identify a principal: ARM signs them into the token and Event Grid copies them, so nobody
+    can forge them, while `name`, UPN and display names are free text anyone can set to anything."""
+    claims = data.get("claims")
+    claims = claims if isinstance(claims, Mapping) else {}
+
+    def guid(*keys: str) -> str:
+        for key in keys:
+            value = claims.get(key)
+            if isinstance(value, str) and _GUID_ONLY.match(value.strip()):
+                return value.strip().lower()
+        return ""
+
+    return guid("appid", "azp"), guid(OID, "oid"), guid(TID, "tid")
+
+
 def registry_of(resource_id: str) -> tuple[str, bool] | None:
     """(parent registry ID, is the registry itself) for a registry or any of its children."""
     if not isinstance(resource_id, str) or len(resource_id) > MAX_SUBJECT:
@@ -107,8 +129,10 @@ def intake(event_id: Any, event_type: Any, subject: Any, data: Any, event_time: 
         return Intake(eid, ignored="subject is not a container registry")
     registry_id, is_registry = found
     caller, ip = caller_of(data)
+    app_id, object_id, tenant_id = principal_of(data)
     context = Context(trigger=trigger, event_id=eid, event_type=event_type[:128], operation_name=operation[:256],
                       correlation_id=_text(data.get("correlationId"), 128), caller=caller, caller_ip=ip,
+                      app_id=app_id, object_id=object_id, tenant_id=tenant_id,
                       event_time=_text(event_time if isinstance(event_time, str) else
                                        getattr(event_time, "isoformat", lambda: "")(), 64))
     deleted = kind == DELETE_SUCCESS and is_registry

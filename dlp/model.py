@@ -249,6 +249,9 @@ class Context:
     caller_ip: str = ""
     event_time: str = ""
     attempt: int = 0
+    app_id: str = ""                  # the caller's `appid`/`azp` claim (a GUID), when the event has it
+    object_id: str = ""               # the caller's object ID claim (a GUID)
+    tenant_id: str = ""               # the caller's tenant ID claim (a GUID)
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in ("", 0)}

@@ -82,6 +82,7 @@ class Services:
     retry: Any = None
     clock: Callable[[], datetime] = field(default=utcnow)
     graph: Any = None      # Resource Graph adapter (sweep, scope re-check, scan); dlp.azure.graph.graph_for builds it
+    identity: Any = None   # dlp.own_writes.Identity: who the responder is (its own writes' events are skipped)
 
 
 class Defer(Exception):
@@ -98,10 +99,22 @@ def run(targets: Sequence[Target], services: Services, *, enforce: bool | None =
     """Evaluate targets within one budget, then record and notify."""
     budget = budget or Budget.of(services.settings.time_budget_s)
     with budget.active():
-        evaluations = [evaluate_target(target, services, budget, enforce=enforce) for target in targets]
+        evaluations = [evaluate_target(target, services, budget, enforce=enforce) for target in targets
+                       if not _own_write(target, services)]
         if record:
             finish(evaluations, services, digest=digest)
     return evaluations
+
+
+def _own_write(target: Target, services: Services) -> bool:
+    """The event of the responder's own write: recorded at debug level only (dlp.own_writes says why)."""
+    from dlp.own_writes import is_own_write
+
+    if not is_own_write(target.context, target.registry_id, services.identity, services.state, services.clock()):
+        return False
+    log.debug("own write: event %s on %s (app %s, object %s) needs no evaluation", target.context.event_id,
+              target.registry_id, target.context.app_id or "-", target.context.object_id or "-")
+    return True
 
 
 def finish(evaluations: Sequence[Evaluation], services: Services, *, digest: bool = False) -> None:

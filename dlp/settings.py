@@ -152,6 +152,7 @@ class Settings:
     storage_connection_string: str = field(default="", repr=False)
     storage_table_uri: str = ""
     storage_queue_uri: str = ""
+    client_id: str = ""              # AZURE_CLIENT_ID: a user-assigned identity's client ID (own writes are skipped)
 
     @property
     def logs_enabled(self) -> bool:
@@ -307,4 +308,5 @@ def load(environ: Mapping[str, str]) -> Settings:
         storage_connection_string=_storage(str(environ.get("AzureWebJobsStorage", "") or "")),
         storage_table_uri=str(environ.get("AzureWebJobsStorage__tableServiceUri", "") or ""),
         storage_queue_uri=str(environ.get("AzureWebJobsStorage__queueServiceUri", "") or ""),
+        client_id=get("AZURE_CLIENT_ID").lower(),
     )

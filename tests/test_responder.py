@@ -20,6 +20,7 @@ from azure.storage.queue import QueueClient
 import function_app
 from dlp import handlers, runtime
 from dlp.emulator.base import arm_error
+from dlp.emulator.tokens import SYSTEM_CLIENT_ID, TENANT_ID, object_id_of
 from dlp.settings import RETRY_QUEUE
 from tests.evaluation_log import Evaluations
 
@@ -59,10 +60,11 @@ def fresh_instance():
 
 
 def event(registry_id: str, *, kind="Microsoft.Resources.ResourceWriteSuccess", subject=None, operation=None,
-          caller="mallory@contoso.com", schema="eventgrid", event_id="ev-1"):
+          caller="mallory@contoso.com", schema="eventgrid", event_id="ev-1", claims=None):
     subject = subject or registry_id
     operation = operation or "Microsoft.ContainerRegistry/registries/write"
-    data = {"claims": {UPN: caller, "ipaddr": "203.0.113.9"}, "correlationId": "corr-1",
+    claims = {UPN: caller, "ipaddr": "203.0.113.9"} if claims is None else claims
+    data = {"claims": claims, "correlationId": "corr-1",
             "httpRequest": {"clientIpAddress": "203.0.113.9", "method": "PATCH"},
             "operationName": operation, "resourceUri": subject, "status": "Succeeded", "subscriptionId": SUB}
     when = dt.datetime(2026, 11, 21, 10, 0, tzinfo=dt.timezone.utc)
@@ -124,15 +126,84 @@ def test_both_properties_in_one_patch_public_access_first(responder, azurite_env
     assert state(local_azure, reg) == ("disabled", "Disabled")
 
 
-def test_own_write_event_costs_one_get_and_stays_quiet(responder, azurite_env, local_azure):
+OID = "http://schemas.microsoft.com/identity/claims/objectidentifier"
+TID = "http://schemas.microsoft.com/identity/claims/tenantid"
+
+
+def own_claims(client_id=SYSTEM_CLIENT_ID, **extra):
+    """The claims ARM puts in the event of a write by a managed identity (no UPN; appid, object ID, tenant)."""
+    return {"appid": client_id, OID: object_id_of(client_id), TID: TENANT_ID, "idtyp": "app",
+            "ipaddr": "203.0.113.77", **extra}
+
+
+def test_own_write_event_costs_nothing_and_stays_quiet(responder, azurite_env, local_azure, caplog):
+    """Issue 16 item 2: the event of the responder's own PATCH: 0 ARM requests, no row, no alert, a debug line.
+    A system-assigned identity is known from the claims of the token the process obtained for its first read."""
     reg = rid("acrdrift02")
     local_azure.arm.create(SUB, RG, "acrdrift02", export="enabled", public="Disabled")
     fresh_instance()
     handle_event(event(reg))
+    assert responder.actions() == [("remediated", "-")]
     local_azure.arm.log.reset()
-    handle_event(event(reg, caller="dlp-responder-identity", event_id="ev-own"))
-    assert [r.method for r in arm_requests(local_azure)] == ["GET"]
-    assert responder.actions()[-1] == ("none", "-")
+    teams_before = len(local_azure.teams.messages)
+    caplog.set_level(logging.DEBUG, logger="dlp.pipeline")
+    assert handlers.on_event(event(reg, event_id="ev-own", claims=own_claims())) == []
+    assert arm_requests(local_azure) == []
+    assert responder.actions() == [("remediated", "-")]                 # no evaluation recorded
+    assert len(local_azure.teams.messages) == teams_before
+    assert any(r.levelno == logging.DEBUG and "own write" in r.getMessage() and "ev-own" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_a_user_assigned_identity_is_known_before_any_token(responder, azurite_env, local_azure, monkeypatch):
+    """AZURE_CLIENT_ID names the identity: another instance, which has made no request yet, skips the event of
+    the write the first instance made (the breaker row that proves it is in the shared Table storage)."""
+    client_id = "5a5a5a5a-1b1b-4c4c-8d8d-9e9e9e9e9e9e"
+    monkeypatch.setenv("AZURE_CLIENT_ID", client_id)
+    reg = rid("acrdrift03")
+    local_azure.arm.create(SUB, RG, "acrdrift03", export="enabled", public="Disabled")
+    fresh_instance()
+    handle_event(event(reg))
+    fresh_instance()
+    local_azure.arm.log.reset()
+    handle_event(event(reg, event_id="ev-own", claims=own_claims(client_id.upper())))
+    assert arm_requests(local_azure) == [] and responder.actions() == [("remediated", "-")]
+
+
+@pytest.mark.parametrize("disguise", ["display-name", "upn", "caller-text", "other-tenant", "not-a-guid"])
+def test_free_text_cannot_make_a_write_look_like_our_own(responder, azurite_env, local_azure, disguise):
+    """An attacker controls their display name, not the signed claims: only appid/azp and the object ID count,
+    and only in our tenant."""
+    ours = own_claims()
+    claims = {"display-name": {"name": SYSTEM_CLIENT_ID, "appid": "0badc0de-0000-4000-8000-000000000001"},
+              "upn": {UPN: f"app:{SYSTEM_CLIENT_ID}", "name": f"object:{ours[OID]}"},
+              "caller-text": {"name": "dlp-responder", "unique_name": SYSTEM_CLIENT_ID, "oid": "not-ours"},
+              "other-tenant": {**ours, TID: "0badc0de-0000-4000-8000-00000000beef"},
+              "not-a-guid": {"appid": f" {SYSTEM_CLIENT_ID} x", OID: f"{ours[OID]}\u200b"}}[disguise]
+    name = f"acrdisg{disguise.replace('-', '')[:10]}"
+    reg = rid(name)
+    local_azure.arm.create(SUB, RG, name, export="disabled", public="Disabled")
+    fresh_instance()
+    handle_event(event(reg, event_id="ev-0"))          # a token: the instance knows who it is
+    local_azure.arm.create(SUB, RG, name, export="enabled", public="Disabled")    # then the attacker's write
+    local_azure.arm.log.reset()
+    handle_event(event(reg, event_id="ev-attacker", claims=claims))
+    assert responder.actions() == [("none", "-"), ("remediated", "-")]
+    assert [r.method for r in arm_requests(local_azure)] == ["GET", "PATCH"]
+
+
+def test_our_identity_without_our_record_is_evaluated(responder, azurite_env, local_azure, caplog):
+    """A user-assigned identity can be attached to other resources by a Contributor: a write by our identity
+    that the responder never made (no breaker row) is evaluated, reverted and alerted like any other."""
+    reg = rid("acrborrow1")
+    local_azure.arm.create(SUB, RG, "acrborrow1", export="disabled", public="Disabled")
+    fresh_instance()
+    handle_event(event(reg, event_id="ev-0"))
+    local_azure.arm.create(SUB, RG, "acrborrow1", export="enabled", public="Disabled")
+    caplog.set_level(logging.WARNING, logger="dlp.own_writes")
+    handle_event(event(reg, event_id="ev-borrowed", claims=own_claims()))
+    assert responder.actions() == [("none", "-"), ("remediated", "-")]
+    assert any("did not record" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize("child", ["exportPipelines/nightly", "privateEndpointConnections/pe1.conn", "replications/westus"])
