@@ -307,6 +307,12 @@ class Evaluation:
     duration_ms: float = 0.0
     tag_exemption: bool = False
     recent_callers: tuple[str, ...] = ()      # who changed it back, for revert-war alerts
+    answered: tuple[Context, ...] = ()        # other events this evaluation answered (a burst read once)
+
+    @property
+    def callers(self) -> tuple[str, ...]:
+        """Everyone whose write this evaluation answered, first seen first."""
+        return tuple(dict.fromkeys(c.caller for c in (self.context, *self.answered) if c.caller))
 
     @property
     def compliant(self) -> bool | None:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from dlp import remediation
 from dlp.budget import Budget
+from dlp.bursts import Bursts
 from dlp.model import (
     A_BLOCKED,
     A_DEFERRED,
@@ -83,6 +84,7 @@ class Services:
     clock: Callable[[], datetime] = field(default=utcnow)
     graph: Any = None      # Resource Graph adapter (sweep, scope re-check, scan); dlp.azure.graph.graph_for builds it
     identity: Any = None   # dlp.own_writes.Identity: who the responder is (its own writes' events are skipped)
+    bursts: Bursts = field(default_factory=Bursts)   # events of one registry arriving together share one read
 
 
 class Defer(Exception):
@@ -99,11 +101,30 @@ def run(targets: Sequence[Target], services: Services, *, enforce: bool | None =
     """Evaluate targets within one budget, then record and notify."""
     budget = budget or Budget.of(services.settings.time_budget_s)
     with budget.active():
-        evaluations = [evaluate_target(target, services, budget, enforce=enforce) for target in targets
-                       if not _own_write(target, services)]
+        targets = [target for target in targets if not _own_write(target, services)]
+        if record and len(targets) == 1 and targets[0].context.trigger == "event" and not targets[0].pending:
+            return [_coalesced(targets[0], services, budget, enforce, digest)]
+        evaluations = [evaluate_target(target, services, budget, enforce=enforce) for target in targets]
         if record:
             finish(evaluations, services, digest=digest)
     return evaluations
+
+
+def _coalesced(target: Target, services: Services, budget: Budget, enforce: bool | None, digest: bool) -> Evaluation:
+    """An event's evaluation, shared with the other events of its registry that arrive before its read starts
+    (dlp.bursts): one read, at most one PATCH, one record and one alert naming every caller."""
+
+    def evaluate_round(targets: list[Target]) -> Evaluation:
+        first = replace(targets[0], deleted=any(t.deleted for t in targets))
+        evaluation = evaluate_target(first, services, budget, enforce=enforce)
+        if len(targets) > 1:
+            log.info("one evaluation of %s answered %d events", first.registry_id, len(targets))
+            evaluation = replace(evaluation, answered=tuple(t.context for t in targets[1:]))
+        return evaluation
+
+    return services.bursts.run(target, enforce, evaluate=evaluate_round,
+                               finish=lambda evaluation: finish([evaluation], services, digest=digest),
+                               wait_s=budget.remaining() + RELEASE_BUDGET_S)
 
 
 def _own_write(target: Target, services: Services) -> bool:
@@ -212,8 +233,10 @@ class _Claim:
     recent: tuple[Any, ...]
 
 
-def _claim(services: Services, registry_id: str, budget: Budget) -> _Claim | None:
-    lease = services.state.acquire(registry_id, ttl_s=budget.remaining() + 30, wait_s=max(0.0, budget.remaining() - 3.0))
+def _claim(services: Services, registry_id: str, budget: Budget, *, wait: bool = True) -> _Claim | None:
+    """The lease and the breaker's rows; `wait=False`: one attempt only (None when someone holds it)."""
+    wait_s = max(0.0, budget.remaining() - 3.0) if wait else 0.0
+    lease = services.state.acquire(registry_id, ttl_s=budget.remaining() + 30, wait_s=wait_s)
     if lease is None:
         return None
     try:
@@ -226,42 +249,43 @@ def _claim(services: Services, registry_id: str, budget: Budget) -> _Claim | Non
 
 def _evaluate(target: Target, services: Services, budget: Budget, enforce: bool,
               done: Callable[..., Evaluation]) -> Evaluation:
-    # Enforce mode: the lease (and the breaker's count) is claimed while ARM answers the read, so a drift costs
-    # no round trip for it; when nothing is written the lease is given back off the hot path.
-    claim = _background(lambda: _claim(services, target.registry_id, budget)) if enforce else None
+    # Enforce mode: one attempt at the lease (with the breaker's rows) runs while ARM answers the read, so a
+    # drift costs no round trip for it. Given back once the outcome is known when nothing is written.
+    claim = _background(lambda: _claim(services, target.registry_id, budget, wait=False)) if enforce else None
+    keep = False
     try:
         registry = _read(target, services, budget)
-    except BaseException:
-        _drop(services, claim)
-        raise
-    if registry is None:
-        _drop(services, claim)
-        return done(Outcome(A_GONE, "deleted" if target.deleted else "not-found",
-                            "the registry no longer exists"))
-    policy = remediation.Policy.from_settings(services.settings, enforce=enforce)
-    today = services.clock().date()
+        if registry is None:
+            return done(Outcome(A_GONE, "deleted" if target.deleted else "not-found",
+                                "the registry no longer exists"))
+        policy = remediation.Policy.from_settings(services.settings, enforce=enforce)
+        today = services.clock().date()
+        assessment = evaluate(registry)
+        if not remediation.needed_changes(assessment) and target.pending:
+            return done(Outcome(A_REMEDIATED, "verified-later", "the deferred write is now visible", target.pending),
+                        assessment)
+        if not remediation.plan(evaluate(_optimistic(registry)), policy, today=today).writes:
+            # Nothing will be written: list the export pipelines (when they matter) so the record names them.
+            if remediation.needed_changes(assessment):
+                registry = _with_pipelines(registry, services)
+                assessment = evaluate(registry)
+            plan = remediation.plan(assessment, policy, today=today)
+            return done(Outcome(plan.action, plan.reason, plan.detail, plan.changes), assessment,
+                        tag_exemption=plan.tag_exemption)
+        keep = True
+    finally:
+        if not keep:
+            _drop(services, claim)     # after `done`: not part of the evaluation's time
 
-    assessment = evaluate(registry)
-    if not remediation.needed_changes(assessment) and target.pending:
-        _drop(services, claim)
-        return done(Outcome(A_REMEDIATED, "verified-later", "the deferred write is now visible", target.pending),
-                    assessment)
-    if not remediation.plan(evaluate(_optimistic(registry)), policy, today=today).writes:
-        # Nothing will be written: list the export pipelines (when they matter) so the record names them.
-        _drop(services, claim)
-        if remediation.needed_changes(assessment):
-            registry = _with_pipelines(registry, services)
-            assessment = evaluate(registry)
-        plan = remediation.plan(assessment, policy, today=today)
-        return done(Outcome(plan.action, plan.reason, plan.detail, plan.changes), assessment,
-                    tag_exemption=plan.tag_exemption)
-
-    granted = claim.result() if claim is not None else _claim(services, registry.id, budget)
+    granted = claim.result() if claim is not None else None
+    busy = granted is None
+    if granted is None:     # someone held it while we read: wait for it now, then re-read below
+        granted = _claim(services, registry.id, budget)
     if granted is None:
         raise Defer(R_LEASE_BUSY, "another invocation is remediating this registry")
     try:
-        if granted.lease.waited or granted.recent:
-            # Another writer may have changed it since our read: we waited for the lease, or the registry was
+        if busy or granted.lease.waited or granted.recent:
+            # Another writer may have changed it since our read: the lease was busy, or the registry was
             # written in the breaker window (its row is written before its PATCH, so a read taken after the row
             # can still predate the write). Decide from a fresh read; clocks of other instances are not compared.
             registry = _read(target, services, budget)
@@ -290,21 +314,17 @@ def _release(services: Services, lease: Any) -> None:
 
 
 def _drop(services: Services, claim: Future | None) -> None:
-    """Give back a lease taken speculatively, on a worker thread (never raises, never waits: the lease also
+    """Give back a lease taken speculatively (one attempt, so never a long wait; never raises: the lease also
     expires on its own)."""
     if claim is None:
         return
-
-    def give_back() -> None:
-        try:
-            granted = claim.result()
-        except Exception:
-            log.warning("a speculative lease could not be taken; nothing to give back", exc_info=True)
-            return
-        if granted is not None:
-            _release(services, granted.lease)
-
-    _background(give_back)
+    try:
+        granted = claim.result()
+    except Exception:
+        log.warning("a speculative lease could not be taken; nothing to give back", exc_info=True)
+        return
+    if granted is not None:
+        _release(services, granted.lease)
 
 
 def _refusal(failure: Any) -> bool:

@@ -58,7 +58,9 @@ def log_line(evaluation: Evaluation) -> None:
              evaluation.registry_id, evaluation.compliant, evaluation.outcome.action, evaluation.outcome.reason or "-",
              evaluation.context.trigger, evaluation.context.correlation_id or "-", evaluation.duration_ms,
              extra={"dlp": {"evaluationId": evaluation.evaluation_id, "registryId": evaluation.registry_id,
-                            "compliant": evaluation.compliant, "action": evaluation.outcome.action}})
+                            "compliant": evaluation.compliant, "action": evaluation.outcome.action,
+                            "eventIds": [c.event_id for c in (evaluation.context, *evaluation.answered)
+                                         if c.event_id]}})
 
 
 class LogRecorder:
