@@ -98,6 +98,12 @@ class Bursts:
         finally:
             round_.done.set()
 
+    def waiting(self, registry_id: str) -> int:
+        """Events of this registry being answered now (evaluating or waiting): for tests and diagnostics."""
+        key = registry_key(registry_id)
+        with self._guard:
+            return sum(slot.users for (k, _mode), slot in self._registries.items() if k == key)
+
     @staticmethod
     def _wait(round_: _Round, wait_s: float) -> Evaluation:
         if not round_.done.wait(timeout=max(0.0, wait_s)):

@@ -660,3 +660,85 @@ def test_a_hanging_identity_endpoint_is_bounded_by_the_budget(responder, azurite
     finally:
         local_azure.identity.faults.clear()
         credential.reset()
+
+
+# --- bursts ----------------------------------------------------------------------------------------
+
+
+def _hold_first_read(azure, name):
+    """The next GET of registry `name` is held in flight until the returned event is set."""
+    import threading
+
+    gate = threading.Event()
+    azure.arm.faults.add(method="GET", path=rf"/registries/{name}$", mode="pass", gate=gate)
+    return gate
+
+
+def _until(condition, what):
+    """Wait for a state the test itself brings about (never a timing assertion)."""
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.005)
+
+
+def test_a_burst_of_20_events_costs_two_reads_and_one_patch(responder, azurite_env, local_azure):
+    """Issue 16 item 3: an event for a registry whose read is in flight waits for the next read that starts after
+    it arrived (never the one in flight, which may predate its write): 20 events, 2 GETs, 1 PATCH."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    name = "acrburst01"
+    reg = rid(name)
+    local_azure.arm.create(SUB, RG, name, export="enabled", public="Disabled")
+    services = fresh_instance()
+    gate = _hold_first_read(local_azure, name)
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        first = pool.submit(handlers.on_event, event(reg, event_id="ev-0", caller="first@contoso.com"))
+        _until(lambda: local_azure.arm.log.count(method="GET") == 1, "the first read reached ARM")
+        rest = [pool.submit(handlers.on_event, event(reg, event_id=f"ev-{i}", caller=f"deployer{i}@contoso.com"))
+                for i in range(1, 20)]
+        _until(lambda: services.bursts.waiting(reg) == 20, "all 20 events joined")
+        gate.set()
+        (leader,) = first.result(timeout=30)
+        answers = [f.result(timeout=30) for f in rest]
+    assert [r.method for r in arm_requests(local_azure)] == ["GET", "PATCH", "GET"]
+    assert leader.outcome.action == "remediated" and leader.callers == ("first@contoso.com",)
+    (second,) = answers[0]
+    assert all(a == [second] for a in answers)                          # one evaluation answered the 19
+    assert second.outcome.action == "none" and second.evaluation_id != leader.evaluation_id
+    assert {c.event_id for c in (second.context, *second.answered)} == {f"ev-{i}" for i in range(1, 20)}
+    assert len(second.callers) == 19
+    assert responder.actions() == [("remediated", "-"), ("none", "-")]    # two evaluations recorded
+
+
+def test_events_that_arrive_before_the_read_share_the_write_and_the_alert_names_every_caller(
+        responder, azurite_env, local_azure, monkeypatch):
+    """Events waiting while the registry's previous read is in flight are answered together by the next read:
+    one PATCH, one record listing every event, one alert naming every caller."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("DLP_TEAMS_WEBHOOK_URL", local_azure.teams.webhook_url())
+    name = "acrburst02"
+    reg = rid(name)
+    local_azure.arm.create(SUB, RG, name, export="disabled", public="Disabled")
+    services = fresh_instance()
+    gate = _hold_first_read(local_azure, name)
+    cards_before = len(local_azure.teams.messages)
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        first = pool.submit(handlers.on_event, event(reg, event_id="ev-tag", caller="tagger@contoso.com"))
+        _until(lambda: local_azure.arm.log.count(method="GET") == 1, "the first read reached ARM")
+        local_azure.arm.create(SUB, RG, name, export="enabled", public="Disabled")      # written while it reads
+        rest = [pool.submit(handlers.on_event, event(reg, event_id=f"ev-w{i}", caller=f"writer{i}@contoso.com"))
+                for i in range(5)]
+        _until(lambda: services.bursts.waiting(reg) == 6, "all 6 events joined")
+        gate.set()
+        first.result(timeout=30)
+        answers = [f.result(timeout=30) for f in rest]
+    (fixed,) = answers[0]
+    assert fixed.outcome.action == "remediated" and all(a == [fixed] for a in answers)
+    assert sorted(fixed.callers) == [f"writer{i}@contoso.com" for i in range(5)]     # not the tagger's
+    assert local_azure.arm.log.count(method="PATCH") == 1
+    cards = local_azure.teams.messages[cards_before:]
+    assert len(cards) == 1
+    text = json.dumps(cards[0])
+    assert all(f"writer{i}@contoso.com" in text for i in range(5)) and "tagger@contoso.com" not in text

@@ -226,10 +226,20 @@ def build_alert(evaluation: Evaluation, previous: Stored | None, state: str, *, 
         detail=outcome.detail, error_code=outcome.error_code,
         changes=tuple((c.property, c.old, c.new) for c in outcome.changes), failing=failing,
         applied=tuple((c.property, c.old, c.new) for c in outcome.applied),
-        caller=context.caller, caller_ip=context.caller_ip, correlation_id=context.correlation_id,
+        caller=_callers(evaluation), caller_ip=context.caller_ip, correlation_id=context.correlation_id,
         event_time=context.event_time, trigger=context.trigger, evaluation_id=evaluation.evaluation_id,
         recent_callers=evaluation.recent_callers,
     )
+
+
+MAX_CALLERS = 10     # names shown when a burst of events was answered by one evaluation
+
+
+def _callers(evaluation: Evaluation) -> str:
+    """Everyone whose write the evaluation answered (a burst of events read once), first seen first."""
+    callers = evaluation.callers
+    shown = ", ".join(callers[:MAX_CALLERS])
+    return shown + (f" and {len(callers) - MAX_CALLERS} more" if len(callers) > MAX_CALLERS else "")
 
 
 def rule_doc_url(rule_id: str, docs_base: str = "") -> str:
