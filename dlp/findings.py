@@ -45,6 +45,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("Caller", "string", "Who made the write (UPN, name, app ID or object ID)."),
     Column("CallerIpAddress", "string", "Client IP address of the write."),
     Column("OperationName", "string", "ARM operation, e.g. Microsoft.ContainerRegistry/registries/write."),
+    Column("AnsweredEvents", "dynamic", "Other events this evaluation answered (a burst for one registry read "
+                                        "once): a list of {eventId, caller}; empty for a single event."),
     Column("Mode", "string", "audit or enforce."),
     Column("Action", "string", "Remediation outcome: none, would-remediate, remediated, blocked, failed, exempt, "
                                "error, gone, deferred."),
@@ -122,6 +124,7 @@ def rows(evaluation: Evaluation) -> list[dict[str, Any]]:
         "Caller": context.caller,
         "CallerIpAddress": context.caller_ip,
         "OperationName": context.operation_name,
+        "AnsweredEvents": [{"eventId": c.event_id, "caller": c.caller} for c in evaluation.answered],
         "Mode": evaluation.mode,
         "Action": outcome.action,
         "ActionReason": outcome.reason,

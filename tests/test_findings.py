@@ -110,6 +110,7 @@ def test_one_row_per_rule_with_exactly_the_declared_columns():
         "Caller": "alice@contoso.com",
         "CallerIpAddress": "203.0.113.7",
         "OperationName": "Microsoft.ContainerRegistry/registries/write",
+        "AnsweredEvents": [],
         "Mode": "enforce",
         "Action": "remediated",
         "ActionReason": "",

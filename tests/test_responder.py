@@ -709,6 +709,9 @@ def test_a_burst_of_20_events_costs_two_reads_and_one_patch(responder, azurite_e
     assert {c.event_id for c in (second.context, *second.answered)} == {f"ev-{i}" for i in range(1, 20)}
     assert len(second.callers) == 19
     assert responder.actions() == [("remediated", "-"), ("none", "-")]    # two evaluations recorded
+    rows = [r for r in local_azure.logs.rows() if r["EvaluationId"] == second.evaluation_id]
+    assert rows and all({a["eventId"] for a in r["AnsweredEvents"]} | {r["EventId"]} == {f"ev-{i}" for i in range(1, 20)}
+                        for r in rows)
 
 
 def test_events_that_arrive_before_the_read_share_the_write_and_the_alert_names_every_caller(
