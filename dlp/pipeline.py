@@ -411,6 +411,8 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
         return done(Outcome(A_FAILED, R_VERIFICATION, f"ARM accepted the update but {detail}", plan.changes),
                     assessment, recent_callers=callers)
     reverted = ", ".join(f"{c.property} {c.old} -> {c.new}" for c in plan.changes)
+    if unlisted:      # ARM disabled exports, which it refuses while export pipelines exist: there were none
+        assessment = evaluate(replace(registry, export_pipelines=()))
     if plan.withheld:
         # the alert says both: what was closed, and what a human must do about the rest
         return done(Outcome(A_BLOCKED, plan.reason, f"reverted {reverted}; not written: {plan.detail}",
