@@ -107,8 +107,10 @@ def test_drift_is_reverted_with_the_minimal_patch(responder, azurite_env, local_
     reg = rid(name)
     local_azure.arm.create(SUB, RG, name, export="enabled", public="Disabled")
     fresh_instance()
-    handle_event(event(reg, schema=schema))
+    (evaluation,) = handlers.on_event(event(reg, schema=schema))
     assert patches(local_azure) == [{"properties": {"policies": {"exportPolicy": {"status": "disabled"}}}}]
+    # ARM disabled exports, which it refuses while pipelines exist: the record says none existed (not "unknown")
+    assert evaluation.assessment.finding("DLP.ACR.ExportPipelines").status == "pass"
     assert state(local_azure, reg) == ("disabled", "Disabled")
     assert responder.actions() == [("remediated", "-")]
     # the floor: GET registry, PATCH (answered 200); export pipelines are listed only if ARM refuses the write
