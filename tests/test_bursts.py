@@ -116,11 +116,20 @@ def test_a_follower_that_waits_too_long_fails_rather_than_answering_late():
     assert reads.started == [["e0"], ["e1", "e2"]]     # answered too late for e2: its event is delivered again
 
 
-def test_registries_and_modes_do_not_share_reads():
+def test_other_registries_and_modes_read_at_once_the_same_registry_in_any_casing_waits():
     bursts, reads = Bursts(), Reads()
     other = REG[:-1] + "2"
-    for index in range(4):
-        reads.release[index].set()
-    for registry_id, mode in ((REG, None), (other, None), (REG, True), (REG.upper(), None)):
-        bursts.run(target("e", registry_id), mode, evaluate=reads.evaluate, finish=reads.finish, wait_s=10)
-    assert len(reads.started) == 4
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = [pool.submit(bursts.run, target(f"e-{i}", registry_id), mode, evaluate=reads.evaluate,
+                               finish=reads.finish, wait_s=10)
+                   for i, (registry_id, mode) in enumerate(((REG, None), (other, None), (REG, True)))]
+        until(lambda: len(reads.started) == 3, "three reads in flight at once")
+        same = pool.submit(bursts.run, target("e-upper", REG.upper()), None, evaluate=reads.evaluate,
+                           finish=reads.finish, wait_s=10)
+        until(lambda: bursts.waiting(REG) == 3, "the same registry (other casing) waits")
+        assert len(reads.started) == 3
+        for event in reads.release:
+            event.set()
+        for future in (*futures, same):
+            future.result(10)
+    assert sorted(map(tuple, reads.started)) == [("e-0",), ("e-1",), ("e-2",), ("e-upper",)]
