@@ -351,6 +351,17 @@ def test_export_pipelines_block_only_the_export_write(responder, azurite_env, lo
     assert local_azure.arm.pipelines(reg) and not local_azure.arm.log.filter(method="DELETE")
 
 
+def test_a_listing_that_fails_for_now_after_the_refusal_is_deferred(responder, azurite_env, local_azure):
+    """Nothing was written (ARM refused the PATCH): the durable retry plans again from a fresh read."""
+    reg = rid("acrpipes503")
+    local_azure.arm.create(SUB, RG, "acrpipes503", export="enabled", public="Enabled", pipelines=["nightly"])
+    local_azure.arm.faults.add(method="GET", path=r"exportPipelines", status=503, times=None)
+    fresh_instance()
+    (evaluation,) = handlers.on_event(event(reg))
+    assert evaluation.outcome.action == "deferred" and evaluation.outcome.changes == ()
+    assert patches(local_azure) == [BOTH] and state(local_azure, reg) == ("enabled", "Enabled")
+
+
 def test_a_refusal_without_pipelines_is_handled_as_before(responder, azurite_env, local_azure):
     reg = rid("acrrefuse1")
     local_azure.arm.create(SUB, RG, "acrrefuse1", export="enabled", public="Disabled")
