@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from dlp.alerts.alert import Alert, build_alert
@@ -58,6 +58,9 @@ class NullNotifier:
 
     def drain(self) -> int:
         return 0
+
+    def announce(self, key: str, signature: str, alert: Alert, *, remind_after: timedelta) -> bool:
+        return False
 
 
 class AlertNotifier:
@@ -110,6 +113,28 @@ class AlertNotifier:
                 break
             sent += self._redeliver(item, failed)
         return sent
+
+    def announce(self, key: str, signature: str, alert: Alert, *, remind_after: timedelta) -> bool:
+        """Send an alert that is not about a registry (a misconfigured output) once across instances: committed
+        under `key` with `signature` like a registry's state; the same signature again only after `remind_after`.
+        True when this call sent it (or kept it in the outbox). Never raises."""
+        try:
+            try:
+                previous = self._store.get(key)
+            except Exception as exc:      # storage down: better a repeated alert than a lost one
+                log.warning("alert state unavailable (%s): announcing without de-duplication", _reason(exc))
+                self.deliver([alert])
+                return True
+            if previous is not None and previous.signature == signature and not _older(previous.since, remind_after,
+                                                                                         self._clock()):
+                return False
+            if self._store.commit(key, previous, Stored(alert.state, signature, alert.alert_id, alert.at)) is None:
+                return False                # another instance announced it
+            self.deliver([alert])
+            return True
+        except Exception as exc:
+            log.error("announcement %s failed (%s)", alert.state, _reason(exc))
+            return False
 
     # state machine ------------------------------------------------------------------------------
     def transitions(self, evaluations: Sequence[Evaluation]) -> list[Alert]:
@@ -294,6 +319,17 @@ def _keeping_time_to_keep() -> Iterator[None]:
         return
     with Budget(time.monotonic() + left - KEEP_RESERVE_S).active():
         yield
+
+
+def _older(since: str, age: timedelta, now: datetime) -> bool:
+    """`since` (ISO 8601) lies more than `age` before `now`; an unreadable time counts as old."""
+    try:
+        moment = datetime.fromisoformat(since)
+    except ValueError:
+        return True
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return now - moment > age
 
 
 def _time_to_send() -> bool:

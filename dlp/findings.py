@@ -14,6 +14,7 @@ from typing import Any
 
 from dlp import __version__
 from dlp.model import Evaluation, parse_registry_id
+from dlp.sanitize import clean
 
 TABLE = "AcrDlpFindings_CL"
 STREAM = "Custom-AcrDlpFindings"
@@ -42,8 +43,16 @@ COLUMNS: tuple[Column, ...] = (
     Column("Trigger", "string", "event, http, sweep, cli or retry (the durable retry)."),
     Column("EventId", "string", "Event Grid event ID, when an event triggered the evaluation."),
     Column("CorrelationId", "string", "ARM correlation ID of the write that raised the event."),
-    Column("Caller", "string", "Who made the write (UPN, name, app ID or object ID)."),
+    Column("Caller", "string", "Who made the write: the UPN, else unique_name, else app:<app ID>, else "
+                               "object:<object ID> (never the free-text display name). For Trigger=http: who requested "
+                               "the re-check."),
     Column("CallerIpAddress", "string", "Client IP address of the write."),
+    Column("CallerName", "string", "The caller's display name (the token's free-text name claim, chosen by the caller)."),
+    Column("CallerObjectId", "string", "Object ID of the caller."),
+    Column("CallerAppId", "string", "Application (client) ID the caller used."),
+    Column("CallerTenantId", "string", "Tenant ID of the caller."),
+    Column("CallerVerified", "boolean", "The caller comes from ARM's claims, or from App Service Authentication for "
+                                        "a re-check; false: a header anyone could send."),
     Column("OperationName", "string", "ARM operation, e.g. Microsoft.ContainerRegistry/registries/write."),
     Column("AnsweredEvents", "dynamic", "Other events this evaluation answered (a burst for one registry read "
                                         "once): a list of {eventId, caller}; empty for a single event."),
@@ -78,6 +87,8 @@ RESERVED_COLUMN_NAMES = frozenset(name.lower() for name in (
 ))
 _COLUMN_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{1,44}$")
 COLUMN_TYPES = ("string", "datetime", "dynamic", "boolean", "int", "long", "real", "guid")
+_OUTSIDE_TEXT = ("EventId", "CorrelationId", "Caller", "CallerIpAddress", "CallerName", "CallerObjectId", "CallerAppId",
+                 "CallerTenantId", "OperationName", "ActionReason")
 MAX_TEXT = 8000        # characters kept of a free-text value (a message is a sentence, not a document)
 
 
@@ -109,7 +120,7 @@ def rows(evaluation: Evaluation) -> list[dict[str, Any]]:
     registry = assessment.registry if assessment is not None else None
     parts = parse_registry_id(evaluation.registry_id) or ("", "", evaluation.registry_name)
     outcome = evaluation.outcome
-    base = {
+    base: dict[str, Any] = {
         "TimeGenerated": iso8601(evaluation.started_at),
         "EvaluationId": evaluation.evaluation_id,
         "RegistryId": evaluation.registry_id,
@@ -123,17 +134,26 @@ def rows(evaluation: Evaluation) -> list[dict[str, Any]]:
         "CorrelationId": context.correlation_id,
         "Caller": context.caller,
         "CallerIpAddress": context.caller_ip,
+        "CallerName": context.caller_name,
+        "CallerObjectId": context.caller_object_id,
+        "CallerAppId": context.caller_app_id,
+        "CallerTenantId": context.caller_tenant_id,
+        "CallerVerified": context.caller_verified if context.caller else None,
         "OperationName": context.operation_name,
         "AnsweredEvents": [{"eventId": c.event_id, "caller": c.caller} for c in evaluation.answered],
         "Mode": evaluation.mode,
         "Action": outcome.action,
         "ActionReason": outcome.reason,
-        "ActionDetail": _text(outcome.detail),
+        "ActionDetail": _text(" ".join([outcome.detail, *(f"Warning: {w}." for w in evaluation.warnings)]).strip()),
         "Changes": {c.property: {"old": c.old, "new": c.new} for c in outcome.changes},
         "Attempt": context.attempt,
         "DurationMs": evaluation.duration_ms,
         "ResponderVersion": __version__,
     }
+    # texts that carry outside input (claims, headers, tag values, ARM messages): one clean line each
+    # (dlp/sanitize.py); IDs and names were validated by pattern on the way in
+    for key in _OUTSIDE_TEXT:
+        base[key] = clean(base[key])
     findings = assessment.findings if assessment is not None else ()
     if not findings:
         return [{**base, "RuleId": "-", "Severity": "", "Status": "", "Message": _text(outcome.detail)}]
@@ -150,4 +170,5 @@ def iso8601(value: str | datetime) -> str:
 
 
 def _text(value: str) -> str:
+    value = clean(value)
     return value if len(value) <= MAX_TEXT else value[: MAX_TEXT - 1] + "…"

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from dlp import ids
+
 # Canonical spellings (Azure's own casing); inputs are matched case-insensitively.
 ENABLED, DISABLED = "Enabled", "Disabled"
 EXPORT_ENABLED, EXPORT_DISABLED = "enabled", "disabled"
@@ -131,9 +133,9 @@ class Registry:
         return m.group("rg") if m else ""
 
     def tag(self, name: str) -> str | None:
-        """Tag names are case-insensitive in Azure."""
+        """Tag names are case-insensitive in Azure (A-Z only: a look-alike tag name is another tag)."""
         for key, value in self.tags.items():
-            if key.lower() == name.lower():
+            if ids.fold(key) == ids.fold(name):
                 return value
         return None
 
@@ -145,8 +147,8 @@ def parse_registry_id(resource_id: str) -> tuple[str, str, str] | None:
 
 
 def registry_key(resource_id: str) -> str:
-    """Case-insensitive identity of a registry (ARM IDs are case-insensitive)."""
-    return resource_id.rstrip("/").lower()
+    """Case-insensitive identity of a registry: ARM IDs ignore case, for A-Z only (see dlp/ids.py)."""
+    return ids.key(resource_id)
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,9 @@ class Assessment:
                 "source": self.registry.source, "compliant": self.compliant,
                 "findings": [f.to_json() for f in self.findings]}
 
+
+# The one guard reason that makes an evaluation silent: a debug log line, no row, no alert state (issue 11)
+OUT_OF_SCOPE = "out-of-scope"
 
 # Remediation actions (the `Action` column and the `remediation.action` field)
 A_NONE = "none"
@@ -245,13 +250,15 @@ class Context:
     event_type: str = ""
     operation_name: str = ""
     correlation_id: str = ""
-    caller: str = ""
+    caller: str = ""                  # UPN / unique_name / app:<appid> / object:<oid>; for http: the requester
     caller_ip: str = ""
     event_time: str = ""
     attempt: int = 0
-    app_id: str = ""                  # the caller's `appid`/`azp` claim (a GUID), when the event has it
-    object_id: str = ""               # the caller's object ID claim (a GUID)
-    tenant_id: str = ""               # the caller's tenant ID claim (a GUID)
+    caller_name: str = ""             # the free-text display name: shown second, never as the identity
+    caller_object_id: str = ""
+    caller_app_id: str = ""
+    caller_tenant_id: str = ""
+    caller_verified: bool = False     # claims from ARM, or a header App Service Authentication vouches for
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in ("", 0)}
@@ -313,10 +320,17 @@ class Evaluation:
     def callers(self) -> tuple[str, ...]:
         """Everyone whose write this evaluation answered, first seen first."""
         return tuple(dict.fromkeys(c.caller for c in (self.context, *self.answered) if c.caller))
+    warnings: tuple[str, ...] = ()            # what people must know beyond the outcome (a look-alike ID)
 
     @property
     def compliant(self) -> bool | None:
         return None if self.assessment is None else self.assessment.compliant
+
+    @property
+    def out_of_scope(self) -> bool:
+        """Outside DLP_SCOPES: not ours. Anyone can write registries elsewhere as often as they like; that must
+        cost nothing and tell nobody anything, so it is logged at debug level only: no row, no alert."""
+        return self.outcome.reason == OUT_OF_SCOPE
 
     @property
     def registry_name(self) -> str:

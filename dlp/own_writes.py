@@ -22,6 +22,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 import threading
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,6 +32,7 @@ from dlp.model import Context
 log = logging.getLogger("dlp.own_writes")
 
 OWN_WRITE_WINDOW = timedelta(minutes=15)     # an own write's event arrives within this of our breaker row
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 class Identity:
@@ -54,12 +56,20 @@ class Identity:
                     into.add(value.strip().lower())
 
     def owns(self, context: Context) -> bool:
-        """True when the event's signed claims name this identity (its app ID or object ID)."""
+        """True when the event's signed claims name this identity (its app ID or object ID, GUIDs only; never the
+        caller's name or display name)."""
+        app_id, object_id, tenant_id = (_guid(context.caller_app_id), _guid(context.caller_object_id),
+                                        _guid(context.caller_tenant_id))
         with self._guard:
-            if context.tenant_id and self.tenant_ids and context.tenant_id not in self.tenant_ids:
+            if tenant_id and self.tenant_ids and tenant_id not in self.tenant_ids:
                 return False
-            return bool((context.app_id and context.app_id in self.app_ids)
-                        or (context.object_id and context.object_id in self.object_ids))
+            return bool((app_id and app_id in self.app_ids) or (object_id and object_id in self.object_ids))
+
+
+def _guid(value: str) -> str:
+    """`value` lower-cased when it is exactly a GUID, else "" (a claim that is not one names nobody)."""
+    text = value.strip().lower() if isinstance(value, str) else ""
+    return text if _GUID.match(text) else ""
 
 
 def _jwt_claims(token: str) -> dict[str, Any]:

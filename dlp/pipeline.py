@@ -134,7 +134,7 @@ def _own_write(target: Target, services: Services) -> bool:
     if not is_own_write(target.context, target.registry_id, services.identity, services.state, services.clock()):
         return False
     log.debug("own write: event %s on %s (app %s, object %s) needs no evaluation", target.context.event_id,
-              target.registry_id, target.context.app_id or "-", target.context.object_id or "-")
+              target.registry_id, target.context.caller_app_id or "-", target.context.caller_object_id or "-")
     return True
 
 
@@ -153,17 +153,27 @@ def evaluate_target(target: Target, services: Services, budget: Budget, *, enfor
     t0 = time.monotonic()
     evaluation_id = str(uuid.uuid4())
 
+    warnings = remediation.exemption_lookalikes(target.registry_id, settings.exemptions)
+
     def done(outcome: Outcome, assessment: Any = None, **extra: Any) -> Evaluation:
         return Evaluation(evaluation_id, target.registry_id, target.context, "enforce" if enforce else "audit",
-                          outcome, assessment, started.isoformat(), round((time.monotonic() - t0) * 1000, 1), **extra)
+                          outcome, assessment, started.isoformat(), round((time.monotonic() - t0) * 1000, 1),
+                          warnings=warnings, **extra)
 
     # The evaluation's Azure calls run on a shorter deadline, so that a dependency that hangs until the deadline
     # still leaves time to hand the work over (below, back on the caller's deadline) and to record it. (Its own
     # waits, for an Updating registry or a busy lease, keep larger reserves of the whole budget.)
     if not remediation.in_scopes(target.registry_id, settings.scopes):
-        # never read, never written: the identity may not even be allowed to read it
+        # never read, never written: the identity may not even be allowed to read it. Recorded at debug level
+        # and never alerted (dlp.recording, dlp.alerts.states), unless the ID only just misses a scope.
+        lookalike = remediation.scope_lookalike(target.registry_id, settings.scopes)
+        if lookalike:
+            log.warning("look-alike of a scope: %s", lookalike)
+            return done(Outcome(A_BLOCKED, remediation.R_SCOPE_LOOKALIKE, lookalike))
         return done(Outcome(A_BLOCKED, remediation.R_OUT_OF_SCOPE,
                             "the registry is outside DLP_SCOPES; the responder does not read or write it"))
+    for warning in warnings:
+        log.warning("look-alike of an exemption: %s", warning)
     try:
         with Budget(budget.deadline - HANDOVER_RESERVE_S).active():
             return _evaluate(target, services, budget, enforce, done)

@@ -37,7 +37,8 @@ from typing import Any
 from dlp import pipeline, remediation
 from dlp.budget import Budget
 from dlp.events import registry_of
-from dlp.model import A_ERROR, A_NONE, Context, Evaluation, Outcome, Target, parse_registry_id
+from dlp.ids import fold
+from dlp.model import A_BLOCKED, A_ERROR, A_NONE, Context, Evaluation, Outcome, Target, parse_registry_id
 from dlp.remediation import R_EXEMPTION, R_NOT_PREMIUM, R_OUT_OF_SCOPE, R_TAG_EXEMPTION, Policy
 from dlp.rules import evaluate
 from dlp.sources import is_registry, registry_from_resource
@@ -69,11 +70,11 @@ class Listing:
         exact pairing (this group in that subscription) is checked on each row.
         """
         given = [s.rstrip("/") for s in scopes]
-        ids = tuple(dict.fromkeys(s.lower() for s in given))
+        ids = tuple(dict.fromkeys(fold(s) for s in given))
         subscriptions = tuple(dict.fromkeys(s.split("/")[2].lower() for s in given))
         groups = tuple(dict.fromkeys(s.split("/")[4] for s in given if s.count("/") >= 4))
-        # Narrow the query only by plain ASCII names: lower-casing (DLP_SCOPES is stored lower-case) can change
-        # other characters ("İ" -> "i" + U+0307), and whether `in~` still matches them is ARG's business.
+        # Narrow the query only by plain ASCII names: whether `in~` folds other letters as ARM does (A-Z only) is
+        # ARG's business. Rows the query returns too generously are dropped by the exact filter (dlp.ids.within).
         narrow = bool(given) and len(groups) == len(given) and all(g.isascii() for g in groups)
         return cls(subscriptions, groups if narrow else (), ids)
 
@@ -108,7 +109,20 @@ def _from_row(registry: Any, context: Context, policy: Policy, mode: str, today:
         return None
     return Evaluation(str(uuid.uuid4()), registry.id, context, mode,
                       Outcome(plan.action, plan.reason, plan.detail, plan.changes), assessment, started.isoformat(),
-                      round((time.monotonic() - t0) * 1000, 1), tag_exemption=plan.tag_exemption)
+                      round((time.monotonic() - t0) * 1000, 1), tag_exemption=plan.tag_exemption,
+                      warnings=remediation.exemption_lookalikes(registry.id, policy.exemptions))
+
+
+def _lookalike(registry_id: str, listing: Listing, context: Context, mode: str,
+               clock: Callable[[], datetime]) -> Evaluation | None:
+    """A row outside the scopes whose ID only looks inside one (Unicode look-alike letters): recorded and alerted,
+    never written. None for any other row outside the scopes."""
+    why = remediation.scope_lookalike(registry_id, listing.scopes)
+    if not why:
+        return None
+    log.warning("look-alike of a scope: %s", why)
+    return Evaluation(str(uuid.uuid4()), registry_id, context, mode,
+                      Outcome(A_BLOCKED, remediation.R_SCOPE_LOOKALIKE, why), None, clock().isoformat())
 
 
 @dataclass
@@ -159,8 +173,12 @@ def collect(listing: Listing, services: pipeline.Services, *, context: Context, 
                     if not registry_id:
                         continue
                     evaluation = None
-                if not parse_registry_id(registry_id) or not remediation.in_scopes(registry_id, listing.scopes):
+                if not parse_registry_id(registry_id):
                     continue
+                if not remediation.in_scopes(registry_id, listing.scopes):
+                    evaluation = _lookalike(registry_id, listing, context, mode, services.clock)
+                    if evaluation is None:      # simply elsewhere: not ours, silent
+                        continue
                 pending.result.rows += 1
                 if evaluation is None:
                     pending.drifted.append((len(pending.slots), Target(registry_id, context)))

@@ -181,17 +181,18 @@ def test_free_text_cannot_make_a_write_look_like_our_own(responder, azurite_env,
               "upn": {UPN: f"app:{SYSTEM_CLIENT_ID}", "name": f"object:{ours[OID]}"},
               "caller-text": {"name": "dlp-responder", "unique_name": SYSTEM_CLIENT_ID, "oid": "not-ours"},
               "other-tenant": {**ours, TID: "0badc0de-0000-4000-8000-00000000beef"},
-              "not-a-guid": {"appid": f" {SYSTEM_CLIENT_ID} x", OID: f"{ours[OID]}\u200b"}}[disguise]
+              "not-a-guid": {"appid": f"{SYSTEM_CLIENT_ID}0", OID: f"object:{ours[OID]}"}}[disguise]
     name = f"acrdisg{disguise.replace('-', '')[:10]}"
     reg = rid(name)
-    local_azure.arm.create(SUB, RG, name, export="disabled", public="Disabled")
+    local_azure.arm.create(SUB, RG, name, export="enabled", public="Disabled")
     fresh_instance()
-    handle_event(event(reg, event_id="ev-0"))          # a token: the instance knows who it is
+    handle_event(event(reg, event_id="ev-0"))          # our write (a breaker row) and a token: we know who we are
     local_azure.arm.create(SUB, RG, name, export="enabled", public="Disabled")    # then the attacker's write
     local_azure.arm.log.reset()
     handle_event(event(reg, event_id="ev-attacker", claims=claims))
-    assert responder.actions() == [("none", "-"), ("remediated", "-")]
-    assert [r.method for r in arm_requests(local_azure)] == ["GET", "PATCH"]
+    assert responder.actions() == [("remediated", "-"), ("remediated", "-")]
+    # evaluated (re-read under the lease: written within the breaker's hour) and reverted
+    assert [r.method for r in arm_requests(local_azure)] == ["GET", "GET", "PATCH"]
 
 
 def test_our_identity_without_our_record_is_evaluated(responder, azurite_env, local_azure, caplog):
@@ -272,7 +273,7 @@ def test_guard_out_of_scope(responder, azurite_env, local_azure, monkeypatch):
     local_azure.arm.create(SUB, RG, "acrscope01", export="enabled")
     fresh_instance()
     handle_event(event(rid("acrscope01")))
-    assert responder.actions() == [("blocked", "out-of-scope")]
+    assert responder.actions() == []                          # silent: a debug line only (tests/test_adversarial.py)
     assert arm_requests(local_azure) == []                    # not even read
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dlp.budget import BudgetRetryPolicy
+from dlp.ids import fold
 
 API_VERSION = "2021-03-01"        # what azure-mgmt-resourcegraph 8.x sends; tenant-scope queries need >= 2021-03-01
 PAGE_SIZE = 1000                  # ARG's maximum `$top`
@@ -62,7 +63,8 @@ def registry_query(resource_groups: Sequence[str] = ()) -> str:
     """The KQL of the sweep. Resource-group names are validated, never spliced in raw."""
     lines = ["resources", f"| where type =~ '{REGISTRY_TYPE}'"]
     # As given (`in~` ignores case): lower-casing can change a name's characters ("İ" -> "i" + U+0307).
-    groups = list({g.casefold(): g for g in reversed(list(resource_groups))}.values())[::-1]
+    # De-duplicated by A-Z folding only: casefold() would merge "sandbox-\u212a" into "sandbox-k" and drop a group.
+    groups = list({fold(g): g for g in reversed(list(resource_groups))}.values())[::-1]
     for group in groups:
         if not _SAFE_VALUE.fullmatch(group):
             raise ValueError(f"not a resource-group name: {group[:100]!r}")

@@ -357,7 +357,7 @@ class ArmEmulator(Emulator):
         with self.registries.lock:
             keys = self.registries.keys_in([sub])
             if rg is not None:
-                keys = [k for k in keys if k.split("/")[4] == rg.lower()]
+                keys = [k for k in keys if k.split("/")[4] == key_of(rg)]
             page = [self._shape(self.registries.get_by_key(k), version) for k in keys[start:start + self.page_size]]
             payload: dict[str, Any] = {"value": page}
             if start + self.page_size < len(keys):
