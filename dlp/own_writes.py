@@ -124,5 +124,6 @@ def is_own_write(context: Context, registry_id: str, identity: Identity | None, 
     if any(r.when >= cutoff for r in recent):
         return True
     log.warning("a write to %s by the responder's identity (app %s, object %s) that the responder did not record: "
-                "evaluated like any other write", registry_id, context.app_id or "-", context.object_id or "-")
+                "evaluated like any other write", registry_id, context.caller_app_id or "-",
+                context.caller_object_id or "-")
     return False

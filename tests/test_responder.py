@@ -352,7 +352,7 @@ def test_export_pipelines_block_only_the_export_write(responder, azurite_env, lo
     assert local_azure.arm.pipelines(reg) and not local_azure.arm.log.filter(method="DELETE")
 
 
-def test_a_listing_that_fails_for_now_after_the_refusal_is_deferred(responder, azurite_env, local_azure):
+def test_a_listing_that_fails_for_now_after_the_refusal_is_deferred(responder, azurite_env, local_azure, azurite):
     """Nothing was written (ARM refused the PATCH): the durable retry plans again from a fresh read."""
     reg = rid("acrpipes503")
     local_azure.arm.create(SUB, RG, "acrpipes503", export="enabled", public="Enabled", pipelines=["nightly"])
@@ -361,6 +361,13 @@ def test_a_listing_that_fails_for_now_after_the_refusal_is_deferred(responder, a
     (evaluation,) = handlers.on_event(event(reg))
     assert evaluation.outcome.action == "deferred" and evaluation.outcome.changes == ()
     assert patches(local_azure) == [BOTH] and state(local_azure, reg) == ("enabled", "Enabled")
+    local_azure.arm.faults.clear()
+    mine = [(m, body) for m, body in _retry_messages(azurite) if body["registryId"] == reg]
+    assert len(mine) == 1 and mine[0][1]["pending"] == []
+    _replay(mine)
+    QueueClient.from_connection_string(azurite, RETRY_QUEUE).delete_message(mine[0][0])
+    assert responder.actions()[-1] == ("blocked", "export-pipelines")
+    assert state(local_azure, reg) == ("enabled", "Disabled")
 
 
 def test_a_refusal_without_pipelines_is_handled_as_before(responder, azurite_env, local_azure):
