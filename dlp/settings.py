@@ -89,7 +89,8 @@ SETTINGS: tuple[Setting, ...] = (
             "`https://github.com/<org>/<repo>/blob/main/docs/rules/`. Empty: links go to the rule's Microsoft Learn page.",
             example=""),
     Setting("AZURE_CLIENT_ID", "",
-            "Client ID of the user-assigned managed identity the responder uses (read by azure-identity).",
+            "Client ID of the user-assigned managed identity the responder uses (read by azure-identity); the "
+            "events of its own writes cost nothing.",
             kind="platform", example=""),
     Setting("AzureWebJobsStorage", "",
             "Storage connection string (Azurite locally). In Azure, the identity-based `__*ServiceUri` settings are used.",
