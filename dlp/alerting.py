@@ -27,9 +27,9 @@ from typing import Any
 from dlp.alerts.alert import Alert, build_alert
 from dlp.alerts.batch import Batch, MemoryOutbox
 from dlp.alerts.channel import Channel, DeliveryError
-from dlp.alerts.states import Observed, Stored, decide, observe
+from dlp.alerts.states import S_EXPOSED, Observed, Stored, decide, observe
 from dlp.azure.state import partition_of
-from dlp.model import Evaluation
+from dlp.model import A_EXPOSURE, Evaluation
 
 log = logging.getLogger("dlp.alerting")
 
@@ -139,16 +139,20 @@ class AlertNotifier:
     # state machine ------------------------------------------------------------------------------
     def transitions(self, evaluations: Sequence[Evaluation]) -> list[Alert]:
         """Commit every state change; return the alerts whose commit this call won (to be sent)."""
+        # A window found in change history is news on its own (its record de-duplicates it, dlp/timeline.py) and
+        # leaves the registry's stored state alone: it is compliant again, and its next evaluation must not say so.
+        windows = [build_alert(e, None, S_EXPOSED, alert_id=e.evaluation_id, at=self._clock().astimezone(
+            timezone.utc).isoformat()) for e in evaluations if e.outcome.action == A_EXPOSURE]
         observed = [(evaluation, seen) for evaluation in evaluations if (seen := observe(evaluation)) is not None]
         if not observed:
-            return []
+            return windows
         known = self._read([evaluation.registry_id for evaluation, _ in observed])
         alerts = []
         for evaluation, seen in observed:
             alert = self._transition(evaluation, seen, known)
             if alert is not None:
                 alerts.append(alert)
-        return alerts
+        return alerts + windows
 
     def _read(self, registry_ids: list[str]) -> dict[str, Stored | None] | None:
         """Stored states by partition key (one bulk query when many); None when storage failed."""

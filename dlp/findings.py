@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from dlp import __version__
-from dlp.model import Evaluation, parse_registry_id
+from dlp.model import FAIL, Evaluation, parse_registry_id
 from dlp.sanitize import clean
 
 TABLE = "AcrDlpFindings_CL"
@@ -58,13 +58,19 @@ COLUMNS: tuple[Column, ...] = (
                                         "once): a list of {eventId, caller}; empty for a single event."),
     Column("Mode", "string", "audit or enforce."),
     Column("Action", "string", "Remediation outcome: none, would-remediate, remediated, blocked, failed, exempt, "
-                               "error, gone, deferred."),
+                               "error, gone, deferred; or exposure (a window found in change history)."),
     Column("ActionReason", "string", "Guard or error code behind the action, e.g. export-pipelines."),
     Column("ActionDetail", "string", "What a human must do, or what happened."),
     Column("Changes", "dynamic", "Property -> {old, new} written or planned."),
     Column("Attempt", "int", "Durable-retry attempt (0 for the first)."),
     Column("DurationMs", "real", "Time the evaluation took."),
     Column("ResponderVersion", "string", "Version of the responder that wrote the row."),
+    Column("ExposureOpenedAt", "datetime", "When the registry became open (change history, else the event time); "
+                                           "empty when unknown or not an exposure."),
+    Column("ExposureClosedAt", "datetime", "When it was closed again (empty while still open)."),
+    Column("ExposureSeconds", "real", "Seconds it was open (empty when a bound is unknown)."),
+    Column("ExposureOpenedBy", "string", "Who opened it (change history's changedBy, or the event's caller)."),
+    Column("ExposureClosedBy", "string", "Who closed it: 'responder', or the change history's changedBy."),
 )
 
 COLUMN_NAMES = tuple(c.name for c in COLUMNS)
@@ -149,16 +155,32 @@ def rows(evaluation: Evaluation) -> list[dict[str, Any]]:
         "Attempt": context.attempt,
         "DurationMs": evaluation.duration_ms,
         "ResponderVersion": __version__,
+        **exposure_columns(evaluation),
     }
     # texts that carry outside input (claims, headers, tag values, ARM messages): one clean line each
     # (dlp/sanitize.py); IDs and names were validated by pattern on the way in
     for key in _OUTSIDE_TEXT:
         base[key] = clean(base[key])
     findings = assessment.findings if assessment is not None else ()
+    if not findings and evaluation.exposure is not None and evaluation.exposure.rule_id:
+        # an exposure evaluation: one row for the window, under the rule of the property that was open
+        return [{**base, "RuleId": evaluation.exposure.rule_id, "Severity": "high", "Status": FAIL,
+                 "Message": _text(evaluation.exposure.sentence)}]
     if not findings:
         return [{**base, "RuleId": "-", "Severity": "", "Status": "", "Message": _text(outcome.detail)}]
     return [{**base, "RuleId": f.rule_id, "Severity": f.severity, "Status": f.status, "Message": _text(f.message)}
             for f in findings]
+
+
+def exposure_columns(evaluation: Evaluation) -> dict[str, Any]:
+    """The Exposure* columns: null datetimes and seconds when there is no window (Log Analytics takes null)."""
+    window = evaluation.exposure
+    if window is None:
+        return {"ExposureOpenedAt": None, "ExposureClosedAt": None, "ExposureSeconds": None,
+                "ExposureOpenedBy": "", "ExposureClosedBy": ""}
+    return {"ExposureOpenedAt": window.opened_at or None, "ExposureClosedAt": window.closed_at or None,
+            "ExposureSeconds": window.seconds, "ExposureOpenedBy": window.opened_by,
+            "ExposureClosedBy": window.closed_by}
 
 
 def iso8601(value: str | datetime) -> str:

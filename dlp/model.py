@@ -202,7 +202,8 @@ A_EXEMPT = "exempt"
 A_ERROR = "error"      # the evaluation itself failed (e.g. 403 on the read)
 A_GONE = "gone"        # the registry no longer exists
 A_DEFERRED = "deferred"  # handed to the durable retry
-ACTIONS = (A_NONE, A_WOULD, A_REMEDIATED, A_BLOCKED, A_FAILED, A_EXEMPT, A_ERROR, A_GONE, A_DEFERRED)
+A_EXPOSURE = "exposure"  # a window in which the registry was open, found in its change history (dlp/exposure.py)
+ACTIONS = (A_NONE, A_WOULD, A_REMEDIATED, A_BLOCKED, A_FAILED, A_EXEMPT, A_ERROR, A_GONE, A_DEFERRED, A_EXPOSURE)
 
 
 @dataclass(frozen=True)
@@ -301,6 +302,26 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class Exposure:
+    """How long a registry was open, as recorded and alerted: from its change history (dlp.exposure.Window)
+    or, for a remediation, from the event time until the responder's verified write."""
+
+    property: str = ""                # ARM path, e.g. "policies.exportPolicy.status"
+    opened_at: str = ""               # ISO 8601 UTC; "" when unknown
+    closed_at: str = ""               # "" while still open
+    seconds: float | None = None      # None when a bound is unknown
+    opened_by: str = ""               # display-safe text
+    closed_by: str = ""               # display-safe text, or "responder"
+    source: str = ""                  # "change-history" or "event-time"
+    sentence: str = ""                # "Registry was open for N s: ..."
+    key: str = ""                     # the window's de-duplication key (change history only)
+    rule_id: str = ""                 # the rule of the property (RuleId of the row of an exposure evaluation)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v not in ("", None)}
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """One pass of the pipeline over one registry: the unit that is recorded and alerted on."""
 
@@ -321,6 +342,7 @@ class Evaluation:
         """Everyone whose write this evaluation answered, first seen first."""
         return tuple(dict.fromkeys(c.caller for c in (self.context, *self.answered) if c.caller))
     warnings: tuple[str, ...] = ()            # what people must know beyond the outcome (a look-alike ID)
+    exposure: Exposure | None = None          # how long it was open (remediations, exposure evaluations)
 
     @property
     def compliant(self) -> bool | None:
@@ -347,4 +369,6 @@ class Evaluation:
             body = {"registryId": self.registry_id, "name": self.registry_name, "sku": "", "source": "arm",
                     "compliant": None, "findings": []}
         body["remediation"] = self.outcome.to_json()
+        if self.exposure is not None:
+            body["exposure"] = self.exposure.to_json()
         return body

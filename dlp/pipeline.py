@@ -99,6 +99,8 @@ class Defer(Exception):
 def run(targets: Sequence[Target], services: Services, *, enforce: bool | None = None,
         budget: Budget | None = None, digest: bool = False, record: bool = True) -> list[Evaluation]:
     """Evaluate targets within one budget, then record and notify."""
+    from dlp import timeline
+
     budget = budget or Budget.of(services.settings.time_budget_s)
     with budget.active():
         targets = [target for target in targets if not _own_write(target, services)]
@@ -106,6 +108,7 @@ def run(targets: Sequence[Target], services: Services, *, enforce: bool | None =
             return [_coalesced(targets[0], services, budget, enforce, digest)]
         evaluations = [evaluate_target(target, services, budget, enforce=enforce) for target in targets]
         if record:
+            timeline.schedule_checks(evaluations, services)     # flip-and-restore: a delayed look at the history
             finish(evaluations, services, digest=digest)
     return evaluations
 
@@ -122,8 +125,13 @@ def _coalesced(target: Target, services: Services, budget: Budget, enforce: bool
             evaluation = replace(evaluation, answered=tuple(t.context for t in targets[1:]))
         return evaluation
 
-    return services.bursts.run(target, enforce, evaluate=evaluate_round,
-                               finish=lambda evaluation: finish([evaluation], services, digest=digest),
+    def finish_round(evaluation: Evaluation) -> None:
+        from dlp import timeline
+
+        timeline.schedule_checks([evaluation], services)     # flip-and-restore: a delayed look at the history
+        finish([evaluation], services, digest=digest)
+
+    return services.bursts.run(target, enforce, evaluate=evaluate_round, finish=finish_round,
                                wait_s=budget.remaining() + RELEASE_BUDGET_S)
 
 
@@ -273,7 +281,7 @@ def _evaluate(target: Target, services: Services, budget: Budget, enforce: bool,
         assessment = evaluate(registry)
         if not remediation.needed_changes(assessment) and target.pending:
             return done(Outcome(A_REMEDIATED, "verified-later", "the deferred write is now visible", target.pending),
-                        assessment)
+                        assessment, exposure=_exposed(target, services, target.pending))
         if not remediation.plan(evaluate(_optimistic(registry)), policy, today=today).writes:
             # Nothing will be written: list the export pipelines (when they matter) so the record names them.
             if remediation.needed_changes(assessment):
@@ -426,8 +434,20 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
     if plan.withheld:
         # the alert says both: what was closed, and what a human must do about the rest
         return done(Outcome(A_BLOCKED, plan.reason, f"reverted {reverted}; not written: {plan.detail}",
-                            plan.changes + plan.withheld, applied=plan.changes), assessment, recent_callers=callers)
-    return done(Outcome(A_REMEDIATED, "", "reverted " + reverted, plan.changes), assessment, recent_callers=callers)
+                            plan.changes + plan.withheld, applied=plan.changes), assessment, recent_callers=callers,
+                    exposure=_exposed(target, services, plan.changes))
+    return done(Outcome(A_REMEDIATED, "", "reverted " + reverted, plan.changes), assessment, recent_callers=callers,
+                exposure=_exposed(target, services, plan.changes))
+
+
+def _exposed(target: Target, services: Services, changes: Sequence[Change]) -> Any:
+    """The remediation's window, from what is at hand (no request): the event's time until now, the verified
+    write. The sweep replaces it with change history's when that has the opening write (dlp/timeline.py)."""
+    from dlp.exposure import remediation_exposure
+
+    context = target.context
+    opened = context.event_time if context.event_type else ""   # a sweep's or re-check's time is not a write's
+    return remediation_exposure(opened, context.caller, [c.property for c in changes], services.clock())
 
 
 def _defer(target: Target, services: Services, deferred: Defer, done: Callable[..., Evaluation],

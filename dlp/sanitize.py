@@ -53,7 +53,7 @@ class CleanLogFilter(logging.Filter):
 
 # Every logger the responder writes to (tests/test_adversarial.py checks this list against the source).
 LOGGERS = ("dlp.alerting", "dlp.evaluation", "dlp.handlers", "dlp.http", "dlp.logs", "dlp.outbox", "dlp.pipeline",
-           "dlp.own_writes", "dlp.recording", "dlp.runtime", "dlp.sweep")
+           "dlp.own_writes", "dlp.recording", "dlp.runtime", "dlp.sweep", "dlp.timeline")
 _filter = CleanLogFilter()
 
 

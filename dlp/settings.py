@@ -89,8 +89,9 @@ SETTINGS: tuple[Setting, ...] = (
             "`https://github.com/<org>/<repo>/blob/main/docs/rules/`. Empty: links go to the rule's Microsoft Learn page.",
             example=""),
     Setting("AZURE_CLIENT_ID", "",
-            "Client ID of the user-assigned managed identity the responder uses (read by azure-identity); the "
-            "events of its own writes cost nothing.",
+            "Client ID of the user-assigned managed identity the responder uses (read by azure-identity); change "
+            "history names the responder's own writes by it, so exposure windows it closed say `responder`, and "
+            "the events of its own writes cost nothing.",
             kind="platform", example=""),
     Setting("AzureWebJobsStorage", "",
             "Storage connection string (Azurite locally). In Azure, the identity-based `__*ServiceUri` settings are used.",
@@ -213,8 +214,8 @@ class Settings:
     storage_connection_string: str = field(default="", repr=False)
     storage_table_uri: str = ""
     storage_queue_uri: str = ""
-    client_id: str = ""              # AZURE_CLIENT_ID: a user-assigned identity's client ID (own writes are skipped)
     degraded: tuple[tuple[str, str], ...] = ()    # (setting, problem): optional outputs turned off at start
+    client_id: str = ""      # AZURE_CLIENT_ID: the responder's own identity in change history (dlp/exposure.py)
 
     @property
     def logs_enabled(self) -> bool:
@@ -231,6 +232,12 @@ class Settings:
     @property
     def storage_configured(self) -> bool:
         return bool(self.storage_connection_string or self.storage_table_uri)
+
+    @property
+    def responder_identities(self) -> tuple[str, ...]:
+        """How change history names the responder's own writes (`changedBy`): its client ID when a user-assigned
+        identity is configured; empty otherwise (its writes then read as anyone else's)."""
+        return (self.client_id,) if self.client_id else ()
 
     @property
     def arm_scope(self) -> str:
@@ -440,5 +447,5 @@ def load(environ: Mapping[str, str]) -> Settings:
         storage_connection_string=_storage(str(environ.get("AzureWebJobsStorage", "") or "")),
         storage_table_uri=str(environ.get("AzureWebJobsStorage__tableServiceUri", "") or ""),
         storage_queue_uri=str(environ.get("AzureWebJobsStorage__queueServiceUri", "") or ""),
-        client_id=get("AZURE_CLIENT_ID").lower(),
+        client_id=str(environ.get("AZURE_CLIENT_ID", "") or "").strip(),
     )

@@ -17,6 +17,12 @@ tenant full of Basic registries it would cost one GET per registry per sweep.
 All evaluations are recorded in one `pipeline.finish(..., digest=True)` call, so the alerts of
 a sweep go out as one digest. The sweep also drains the outbox of undelivered records.
 
+Exposure windows (dlp/timeline.py): before listing, the sweep runs one change-history query over
+the same scope since the previous sweep (paged by 1,000), records every closed window no event
+path recorded (an `exposure` evaluation each, in the same digest), and gives each remediation it
+makes the window change history shows for it. A history it cannot read costs the windows this
+once (logged; the cursor stays, so the next sweep looks again), never the sweep.
+
 Time budget: evaluating gets SWEEP_BUDGET_S, then recording, alerting and draining the outbox get
 RECORD_RESERVE_S, because host.json's `functionTimeout` is 5 minutes for every function of the app;
 tests/test_sweep.py checks they fit. Work the budget cannot hold (a failing dependency, thousands of drifted registries)
@@ -34,11 +40,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from dlp import pipeline, remediation
+from dlp import pipeline, remediation, timeline
 from dlp.budget import Budget
 from dlp.events import registry_of
 from dlp.ids import fold
-from dlp.model import A_BLOCKED, A_ERROR, A_NONE, Context, Evaluation, Outcome, Target, parse_registry_id
+from dlp.model import A_BLOCKED, A_ERROR, A_NONE, Context, Evaluation, Outcome, Target, parse_registry_id, registry_key
 from dlp.remediation import R_EXEMPTION, R_NOT_PREMIUM, R_OUT_OF_SCOPE, R_TAG_EXEMPTION, Policy
 from dlp.rules import evaluate
 from dlp.sources import is_registry, registry_from_resource
@@ -88,6 +94,7 @@ class Result:
     rows: int = 0
     from_rows: int = 0        # evaluated from the Resource Graph row (no ARM call)
     re_read: int = 0          # sent through the pipeline (ARM re-read)
+    windows: int = 0          # exposure windows recorded from change history
     timings: dict[str, float] = field(default_factory=dict)   # seconds per phase: listing, pipelines, record
 
     @property
@@ -252,16 +259,51 @@ def sweep(services: pipeline.Services, *, budget: Budget | None = None, schedule
     run_id = str(uuid.uuid4())
     context = Context(trigger="sweep", event_id=run_id, correlation_id=run_id, event_time=scheduled_for[:64])
     started = time.monotonic()
-    result = assess(Listing.of_scopes(services.settings.scopes), services, context=context, budget=budget)
+    listing = Listing.of_scopes(services.settings.scopes)
+    history, cursor = _history(services, listing, budget)
+    result = assess(listing, services, context=context, budget=budget)
+    now = services.clock()
+    result.evaluations = [timeline.with_history(e, history.get(registry_key(e.registry_id), ()), now)
+                          for e in result.evaluations]
     recording = time.monotonic()
     with Budget.of(RECORD_RESERVE_S).active():     # this sweep's record first, then the backlog, both bounded
-        pipeline.finish(result.evaluations, services, digest=True)
+        windows, exposures = _exposures(services, history, run_id)
+        result.windows = len(exposures)
+        pipeline.finish(result.evaluations + exposures, services, digest=True)
+        timeline.done(windows, services)
+        if cursor is not None:
+            try:
+                services.state.set_exposure_cursor(cursor.isoformat())
+            except Exception:
+                log.warning("exposure cursor not saved; the next sweep looks at the same history again", exc_info=True)
         result.timings["record"] = round(time.monotonic() - recording, 3)
         drain_outbox(services)
-    log.info("sweep %s: %d registries in %d page(s), %d from rows, %d re-read; %s; %.1f s %s", run_id, result.rows,
-             result.pages, result.from_rows, result.re_read, result.by_action, time.monotonic() - started,
-             result.timings)
+    log.info("sweep %s: %d registries in %d page(s), %d from rows, %d re-read, %d exposure window(s); %s; %.1f s %s",
+             run_id, result.rows, result.pages, result.from_rows, result.re_read, result.windows, result.by_action,
+             time.monotonic() - started, result.timings)
     return result
+
+
+def _history(services: pipeline.Services, listing: Listing, budget: Budget) -> tuple[dict[str, Any], Any]:
+    """Windows per registry key from change history since the previous sweep, and the next cursor; ({}, None)
+    when the history cannot be read (the cursor stays where it was)."""
+    try:
+        with budget.active():
+            return timeline.sweep_windows(services, listing, services.clock())
+    except Exception:
+        log.exception("change history could not be read; exposure windows wait for the next sweep")
+        return {}, None
+
+
+def _exposures(services: pipeline.Services, history: dict[str, Any], run_id: str) -> tuple[list[Any], list[Evaluation]]:
+    """The closed windows this sweep claims, and their `exposure` evaluations."""
+    try:
+        windows = timeline.claim([w for found in history.values() for w in found], services, run_id)
+    except Exception:
+        log.exception("exposure windows could not be claimed in storage; they wait for the next sweep")
+        return [], []
+    mode, started = services.settings.mode, services.clock().isoformat()
+    return windows, [timeline.evaluation_of(w, trigger="sweep", mode=mode, started_at=started) for w in windows]
 
 
 def on_timer(timer: Any) -> Result:

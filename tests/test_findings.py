@@ -124,6 +124,8 @@ def test_one_row_per_rule_with_exactly_the_declared_columns():
         "Attempt": 0,
         "DurationMs": 412.5,
         "ResponderVersion": __version__,
+        "ExposureOpenedAt": None, "ExposureClosedAt": None, "ExposureSeconds": None, "ExposureOpenedBy": "",
+        "ExposureClosedBy": "",
     }
 
 

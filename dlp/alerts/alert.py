@@ -19,6 +19,7 @@ from dlp.alerts.states import (
     S_COMPLIANT,
     S_ERROR,
     S_EXEMPT,
+    S_EXPOSED,
     S_FAILED,
     S_GONE,
     S_MISCONFIGURED,
@@ -45,13 +46,14 @@ HEADLINES = {
     S_TAG_EXEMPT: "Tag exemption used",
     S_GONE: "Registry deleted",
     S_MISCONFIGURED: "Output misconfigured",
+    S_EXPOSED: "Registry was open",
 }
 
 # How bad it is, for the card's colour and the email's banner: needs a human / fine / informational.
 SEVERITY = {
     S_COMPLIANT: "good", S_REMEDIATED: "good", S_GONE: "info", S_EXEMPT: "warning", S_TAG_EXEMPT: "warning",
     S_NONCOMPLIANT: "attention", S_BLOCKED: "attention", S_BREAKER: "attention", S_FAILED: "attention",
-    S_ERROR: "attention", S_MISCONFIGURED: "warning",
+    S_ERROR: "attention", S_MISCONFIGURED: "warning", S_EXPOSED: "attention",
 }
 
 
@@ -95,6 +97,8 @@ class Alert:
     caller_app_id: str = ""
     caller_tenant_id: str = ""
     caller_verified: bool = False
+
+    exposure: str = ""            # "Registry was open for N s: ..." (display-safe, from dlp.exposure)
 
     def __post_init__(self) -> None:
         """Every text is one clean line (dlp/sanitize.py), whether built now or loaded from an old outbox item:
@@ -162,6 +166,8 @@ class Alert:
             facts.append(("Correlation ID", self.correlation_id))
         facts.append(("When", self.event_time or self.at))
         facts += [("Warning", warning) for warning in self.warnings]
+        if self.exposure:
+            facts.append(("Exposed", self.exposure))
         return facts
 
     @property
@@ -188,6 +194,8 @@ class Alert:
             return f"Reverted {changes}." if changes else (self.detail or "Reverted the drift.")
         if self.state == S_COMPLIANT:
             return "Nothing: every high-severity rule passes again."
+        if self.state == S_EXPOSED:
+            return f"Nothing to revert: it was closed again. {self.exposure}."
         if self.state == S_GONE:
             return "Nothing: the registry no longer exists."
         if self.state == S_ERROR:
@@ -219,6 +227,9 @@ class Alert:
             return f"Fix the app settings ({self.detail}). GET /api/health lists what is still wrong."
         if self.state in (S_COMPLIANT, S_GONE):
             return "Nothing."
+        if self.state == S_EXPOSED:
+            return (f"Find out what left the registry while it was open (its diagnostic logs for that interval) "
+                    f"and whether the change by {self.who} was intended.")
         if self.state == S_REMEDIATED:
             return f"Nothing, unless the change by {self.who} was intended: then agree an exemption with the operators."
         if self.state == S_BREAKER:
@@ -280,6 +291,7 @@ def build_alert(evaluation: Evaluation, previous: Stored | None, state: str, *, 
         recent_callers=evaluation.recent_callers, warnings=evaluation.warnings, caller_name=context.caller_name,
         caller_object_id=context.caller_object_id, caller_app_id=context.caller_app_id,
         caller_tenant_id=context.caller_tenant_id, caller_verified=context.caller_verified,
+        exposure=evaluation.exposure.sentence if evaluation.exposure is not None else "",
     )
 
 

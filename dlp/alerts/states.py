@@ -56,8 +56,9 @@ S_ERROR = "error"
 S_EXEMPT = "exempt"
 S_TAG_EXEMPT = "tag-exempt"
 S_GONE = "gone"
+S_EXPOSED = "exposed"      # not a state the registry stays in: a window found in change history (never stored)
 STATES = (S_COMPLIANT, S_NONCOMPLIANT, S_REMEDIATED, S_BLOCKED, S_BREAKER, S_FAILED, S_ERROR, S_EXEMPT,
-          S_TAG_EXEMPT, S_GONE)
+          S_TAG_EXEMPT, S_GONE, S_EXPOSED)
 
 # Not a registry's state: an optional output turned off at start (dlp/alerts/config.py); never in STATES
 S_MISCONFIGURED = "output-misconfigured"
@@ -75,6 +76,7 @@ LABELS = {
     S_TAG_EXEMPT: "tag exemption used",
     S_GONE: "deleted",
     S_MISCONFIGURED: "output misconfigured",
+    S_EXPOSED: "was open",
 }
 
 # States after which compliant (or deleted) is not news: the registry was fine already.
