@@ -336,13 +336,13 @@ class Evaluation:
     tag_exemption: bool = False
     recent_callers: tuple[str, ...] = ()      # who changed it back, for revert-war alerts
     answered: tuple[Context, ...] = ()        # other events this evaluation answered (a burst read once)
+    warnings: tuple[str, ...] = ()            # what people must know beyond the outcome (a look-alike ID)
+    exposure: Exposure | None = None          # how long it was open (remediations, exposure evaluations)
 
     @property
     def callers(self) -> tuple[str, ...]:
         """Everyone whose write this evaluation answered, first seen first."""
         return tuple(dict.fromkeys(c.caller for c in (self.context, *self.answered) if c.caller))
-    warnings: tuple[str, ...] = ()            # what people must know beyond the outcome (a look-alike ID)
-    exposure: Exposure | None = None          # how long it was open (remediations, exposure evaluations)
 
     @property
     def compliant(self) -> bool | None:
