@@ -85,6 +85,7 @@ class Services:
     graph: Any = None      # Resource Graph adapter (sweep, scope re-check, scan); dlp.azure.graph.graph_for builds it
     identity: Any = None   # dlp.own_writes.Identity: who the responder is (its own writes' events are skipped)
     bursts: Bursts = field(default_factory=Bursts)   # events of one registry arriving together share one read
+    dead_letters: Any = None   # dlp.deadletter.DeadLetterContainer when DLP_DEADLETTER_CONTAINER is set
 
 
 class Defer(Exception):

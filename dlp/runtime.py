@@ -27,6 +27,7 @@ def build(settings: Settings, *, credential: Any = None) -> Services:
     from dlp.azure.arm import ArmGateway
     from dlp.azure.credential import get_credential
     from dlp.azure.state import MemoryState, TableState, table_service
+    from dlp.deadletter import DeadLetterContainer
     from dlp.own_writes import Identity, LearningCredential
     from dlp.recording import build_recorder
 
@@ -52,6 +53,7 @@ def build(settings: Settings, *, credential: Any = None) -> Services:
         recorder=build_recorder(settings, credential, tables),
         notifier=build_notifier(settings, credential, tables),
         identity=identity,
+        dead_letters=DeadLetterContainer.from_settings(settings, credential),
     )
 
 
