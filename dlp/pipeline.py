@@ -51,6 +51,7 @@ R_RETRIES_EXHAUSTED = "retries-exhausted"
 R_LEASE_BUSY = "lease-busy"
 LRO_RESERVE_S = 1.0            # stop waiting for a slow PATCH this long before the deadline, then defer
 RELEASE_BUDGET_S = 2.0         # giving a lease back may run past a spent budget by this much
+SPECULATIVE_TTL_S = 1.0        # a lease taken during the read: a crashed reader blocks writers this long at most
 HANDOVER_RESERVE_S = 1.0       # kept back from an evaluation's Azure calls to hand it to the durable retry
 
 _EXECUTOR: ThreadPoolExecutor | None = None
@@ -253,9 +254,11 @@ class _Claim:
 
 
 def _claim(services: Services, registry_id: str, budget: Budget, *, wait: bool = True) -> _Claim | None:
-    """The lease and the breaker's rows; `wait=False`: one attempt only (None when someone holds it)."""
+    """The lease and the breaker's rows; `wait=False`: one attempt only (None when someone holds it), for
+    SPECULATIVE_TTL_S (extended before a write, `_count_attempt`)."""
     wait_s = max(0.0, budget.remaining() - 3.0) if wait else 0.0
-    lease = services.state.acquire(registry_id, ttl_s=budget.remaining() + 30, wait_s=wait_s)
+    ttl_s = budget.remaining() + 30 if wait else SPECULATIVE_TTL_S
+    lease = services.state.acquire(registry_id, ttl_s=ttl_s, wait_s=wait_s)
     if lease is None:
         return None
     try:
@@ -302,6 +305,7 @@ def _evaluate(target: Target, services: Services, budget: Budget, enforce: bool,
         granted = _claim(services, registry.id, budget)
     if granted is None:
         raise Defer(R_LEASE_BUSY, "another invocation is remediating this registry")
+    held = _Held(granted.lease, short=not busy)
     try:
         if busy or granted.lease.waited or granted.recent:
             # Another writer may have changed it since our read: the lease was busy, or the registry was
@@ -310,10 +314,50 @@ def _evaluate(target: Target, services: Services, budget: Budget, enforce: bool,
             registry = _read(target, services, budget)
             if registry is None:
                 return done(Outcome(A_GONE, "not-found", "the registry no longer exists"))
-        return _decide_and_apply(target, services, budget, done, registry, policy, today, granted.recent,
+        return _decide_and_apply(target, services, budget, done, registry, policy, today, granted.recent, held,
                                  conflict_retry=True)
     finally:
-        _release(services, granted.lease)
+        _release(services, held.lease)
+
+
+@dataclass
+class _Held:
+    """The lease an evaluation holds; a new value once extended (its ETag changes)."""
+
+    lease: Any
+    short: bool          # taken during the read for SPECULATIVE_TTL_S: extend it before the write
+
+
+def _count_attempt(services: Services, held: _Held, registry_id: str, caller: str, budget: Budget) -> None:
+    """The breaker row (before the PATCH: it counts write attempts) and, at the same time (no extra round trip),
+    the speculative lease extended to cover the write. Lost meanwhile (it expired and another instance took it):
+    nothing is written, the durable retry comes back."""
+    from dlp.azure.state import Remediation
+
+    extension = (_background(lambda: services.state.extend(held.lease, ttl_s=budget.remaining() + 30))
+                 if held.short else None)
+    try:
+        services.state.record_remediation(registry_id, Remediation(services.clock().isoformat(), caller,
+                                                                   str(uuid.uuid4())))
+    except BaseException:
+        if extension is not None:
+            _settle(extension, held)
+        raise
+    if extension is not None:
+        extended = extension.result()
+        if extended is None:
+            raise Defer(R_LEASE_BUSY, "the lease expired during the read and another instance took it")
+        held.lease, held.short = extended, False
+
+
+def _settle(extension: Future, held: _Held) -> None:
+    """Keep the extended lease if the extension got through, so that it can be given back (never raises)."""
+    try:
+        extended = extension.result()
+    except Exception:
+        return
+    if extended is not None:
+        held.lease, held.short = extended, False
 
 
 def _optimistic(registry: Registry) -> Registry:
@@ -353,8 +397,8 @@ def _refusal(failure: Any) -> bool:
 
 
 def _decide_and_apply(target: Target, services: Services, budget: Budget, done: Callable[..., Evaluation],
-                      registry: Registry, policy: remediation.Policy, today: Any, recent: tuple[Any, ...], *,
-                      conflict_retry: bool, listed: bool = False) -> Evaluation:
+                      registry: Registry, policy: remediation.Policy, today: Any, recent: tuple[Any, ...],
+                      held: _Held, *, conflict_retry: bool, listed: bool = False) -> Evaluation:
     """Under the lease: final plan with the breaker count, the breaker row, the PATCH, verification.
 
     The breaker row is written before the PATCH (it counts write attempts), so a write whose answer is
@@ -369,7 +413,6 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
     from azure.core.exceptions import HttpResponseError
 
     from dlp.azure.errors import classify
-    from dlp.azure.state import Remediation
 
     assessment = evaluate(registry)
     planned = registry if listed else _optimistic(registry)
@@ -380,8 +423,7 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
                     tag_exemption=plan.tag_exemption, recent_callers=callers)
     unlisted = registry.export_pipelines is None and any(c.property == ARM_PATHS[P_EXPORT] for c in plan.changes)
     if not listed:
-        services.state.record_remediation(registry.id, Remediation(services.clock().isoformat(),
-                                                                   target.context.caller, str(uuid.uuid4())))
+        _count_attempt(services, held, registry.id, target.context.caller, budget)
     try:
         result = services.arm.update_registry(registry.id, plan.patch_body(), reserve_s=LRO_RESERVE_S)
     except HttpResponseError as exc:
@@ -397,7 +439,7 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
                 log.info("%s %s on %s with export pipelines %s: writing public access alone", failure.status,
                          failure.code, registry.id, pipelines)
                 return _decide_and_apply(target, services, budget, done, replace(registry, export_pipelines=pipelines),
-                                         policy, today, recent, conflict_retry=conflict_retry, listed=True)
+                                         policy, today, recent, held, conflict_retry=conflict_retry, listed=True)
         if failure.status == 409 and conflict_retry:
             log.info("409 %s on %s: re-reading once", failure.code, registry.id)
             fresh = _read(target, services, budget)
@@ -405,7 +447,7 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
                 return done(Outcome(A_GONE, "not-found", "the registry no longer exists"))
             if pipelines is not None:
                 fresh = replace(fresh, export_pipelines=pipelines)
-            return _decide_and_apply(target, services, budget, done, fresh, policy, today, recent,
+            return _decide_and_apply(target, services, budget, done, fresh, policy, today, recent, held,
                                      conflict_retry=False)
         if failure.status == 404:
             return done(Outcome(A_GONE, "not-found", "the registry was deleted before the write"), assessment)

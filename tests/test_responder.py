@@ -21,7 +21,7 @@ import function_app
 from dlp import handlers, runtime
 from dlp.emulator.base import arm_error
 from dlp.emulator.tokens import SYSTEM_CLIENT_ID, TENANT_ID, object_id_of
-from dlp.settings import RETRY_QUEUE
+from dlp.settings import RETRY_QUEUE, STATE_TABLE
 from tests.evaluation_log import Evaluations
 
 SUB = "11111111-2222-3333-4444-555555555555"
@@ -772,3 +772,63 @@ def test_events_that_arrive_before_the_read_share_the_write_and_the_alert_names_
     assert len(cards) == 1
     text = json.dumps(cards[0])
     assert all(f"writer{i}@contoso.com" in text for i in range(5)) and "tagger@contoso.com" not in text
+
+
+def test_a_lease_taken_during_the_read_and_lost_before_the_write_writes_nothing(responder, azurite_env, local_azure,
+                                                                                 azurite):
+    """The lease is taken while ARM answers the read, for SPECULATIVE_TTL_S (so a reader that crashes blocks other
+    writers briefly), and extended before the PATCH. If it expired and another instance took it meanwhile, this
+    one writes nothing and hands the drift to the durable retry."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dlp.azure.state import TableState, table_service
+    from dlp.settings import load
+
+    name = "acrlost01"
+    reg = rid(name)
+    local_azure.arm.create(SUB, RG, name, export="enabled", public="Disabled")
+    fresh_instance()
+    gate = _hold_first_read(local_azure, name)
+    other = TableState(table_service(load({"AzureWebJobsStorage": azurite}), None))     # a second instance
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        mine = pool.submit(handlers.on_event, event(reg))
+        _until(lambda: local_azure.arm.log.count(method="GET") == 1, "the read reached ARM")
+        theirs = other.acquire(reg, ttl_s=30, wait_s=10)     # waits until the reader's short lease expires
+        assert theirs is not None and theirs.waited
+        gate.set()
+        (evaluation,) = mine.result(timeout=30)
+    other.release(theirs)
+    assert evaluation.outcome.action == "deferred" and evaluation.outcome.reason == "lease-busy"
+    assert patches(local_azure) == [] and state(local_azure, reg) == ("enabled", "Disabled")
+    queued = [(m, body) for m, body in _retry_messages(azurite) if body["registryId"] == reg]
+    assert len(queued) == 1 and queued[0][1]["pending"] == []
+    QueueClient.from_connection_string(azurite, RETRY_QUEUE).delete_message(queued[0][0])
+
+
+def test_the_lease_taken_during_the_read_is_extended_before_the_patch(responder, azurite_env, local_azure, azurite):
+    """While the PATCH is in flight, the lease row holds for the rest of the budget, not the read's short term."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from azure.data.tables import TableServiceClient
+
+    from dlp.azure.state import LEASE_ROW, partition_of
+    from dlp.pipeline import SPECULATIVE_TTL_S
+
+    name = "acrlong01"
+    reg = rid(name)
+    local_azure.arm.create(SUB, RG, name, export="enabled", public="Disabled")
+    fresh_instance()
+    gate = threading.Event()
+    local_azure.arm.faults.add(method="PATCH", path=rf"/registries/{name}$", mode="pass", gate=gate)
+    table = TableServiceClient.from_connection_string(azurite).get_table_client(STATE_TABLE)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        mine = pool.submit(handlers.on_event, event(reg))
+        _until(lambda: local_azure.arm.log.count(method="PATCH") == 1, "the PATCH reached ARM")
+        lease = table.get_entity(partition_of(reg), LEASE_ROW)
+        assert float(lease["Expires"]) - time.time() > SPECULATIVE_TTL_S + 1
+        gate.set()
+        (evaluation,) = mine.result(timeout=30)
+    assert evaluation.outcome.action == "remediated"
+    assert not list(table.query_entities("PartitionKey eq @pk and RowKey eq @rk",
+                                         parameters={"pk": partition_of(reg), "rk": LEASE_ROW}))   # given back
