@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from dlp import remediation
 from dlp.budget import Budget
+from dlp.bursts import Bursts
 from dlp.model import (
     A_BLOCKED,
     A_DEFERRED,
@@ -51,6 +52,7 @@ R_RETRIES_EXHAUSTED = "retries-exhausted"
 R_LEASE_BUSY = "lease-busy"
 LRO_RESERVE_S = 1.0            # stop waiting for a slow PATCH this long before the deadline, then defer
 RELEASE_BUDGET_S = 2.0         # giving a lease back may run past a spent budget by this much
+SPECULATIVE_TTL_S = 1.0        # a lease taken during the read: a crashed reader blocks writers this long at most
 LEASE_SLACK_S = 10.0           # a lease outlives its budget by this much (no poller or thread runs past the budget)
 INTENT_SLACK_S = 10.0          # an intent is orphaned this long after its invocation's budget ended
 HANDOVER_RESERVE_S = 1.0       # kept back from an evaluation's Azure calls to hand it to the durable retry
@@ -86,6 +88,8 @@ class Services:
     retry: Any = None
     clock: Callable[[], datetime] = field(default=utcnow)
     graph: Any = None      # Resource Graph adapter (sweep, scope re-check, scan); dlp.azure.graph.graph_for builds it
+    identity: Any = None   # dlp.own_writes.Identity: who the responder is (its own writes' events are skipped)
+    bursts: Bursts = field(default_factory=Bursts)   # events of one registry arriving together share one read
     dead_letters: Any = None   # dlp.deadletter.DeadLetterContainer when DLP_DEADLETTER_CONTAINER is set
 
 
@@ -106,11 +110,47 @@ def run(targets: Sequence[Target], services: Services, *, enforce: bool | None =
 
     budget = budget or Budget.of(services.settings.time_budget_s)
     with budget.active():
+        targets = [target for target in targets if not _own_write(target, services)]
+        if record and len(targets) == 1 and targets[0].context.trigger == "event" and not targets[0].pending:
+            return [_coalesced(targets[0], services, budget, enforce, digest)]
         evaluations = [evaluate_target(target, services, budget, enforce=enforce) for target in targets]
         if record:
             timeline.schedule_checks(evaluations, services)     # flip-and-restore: a delayed look at the history
             finish(evaluations, services, digest=digest)
     return evaluations
+
+
+def _coalesced(target: Target, services: Services, budget: Budget, enforce: bool | None, digest: bool) -> Evaluation:
+    """An event's evaluation, shared with the other events of its registry that arrive before its read starts
+    (dlp.bursts): one read, at most one PATCH, one record and one alert naming every caller."""
+
+    def evaluate_round(targets: list[Target]) -> Evaluation:
+        first = replace(targets[0], deleted=any(t.deleted for t in targets))
+        evaluation = evaluate_target(first, services, budget, enforce=enforce)
+        if len(targets) > 1:
+            log.info("one evaluation of %s answered %d events", first.registry_id, len(targets))
+            evaluation = replace(evaluation, answered=tuple(t.context for t in targets[1:]))
+        return evaluation
+
+    def finish_round(evaluation: Evaluation) -> None:
+        from dlp import timeline
+
+        timeline.schedule_checks([evaluation], services)     # flip-and-restore: a delayed look at the history
+        finish([evaluation], services, digest=digest)
+
+    return services.bursts.run(target, enforce, evaluate=evaluate_round, finish=finish_round,
+                               wait_s=budget.remaining() + RELEASE_BUDGET_S)
+
+
+def _own_write(target: Target, services: Services) -> bool:
+    """The event of the responder's own write: recorded at debug level only (dlp.own_writes says why)."""
+    from dlp.own_writes import is_own_write
+
+    if not is_own_write(target.context, target.registry_id, services.identity, services.state, services.clock()):
+        return False
+    log.debug("own write: event %s on %s (app %s, object %s) needs no evaluation", target.context.event_id,
+              target.registry_id, target.context.caller_app_id or "-", target.context.caller_object_id or "-")
+    return True
 
 
 def finish(evaluations: Sequence[Evaluation], services: Services, *, digest: bool = False) -> None:
@@ -253,9 +293,12 @@ class _Claim:
     recent: tuple[Any, ...]
 
 
-def _claim(services: Services, registry_id: str, budget: Budget) -> _Claim | None:
-    lease = services.state.acquire(registry_id, ttl_s=budget.remaining() + LEASE_SLACK_S,
-                                   wait_s=max(0.0, budget.remaining() - 3.0))
+def _claim(services: Services, registry_id: str, budget: Budget, *, wait: bool = True) -> _Claim | None:
+    """The lease and the breaker's rows; `wait=False`: one attempt only (None when someone holds it), for
+    SPECULATIVE_TTL_S (extended before a write, `_count_attempt`)."""
+    wait_s = max(0.0, budget.remaining() - 3.0) if wait else 0.0
+    ttl_s = budget.remaining() + LEASE_SLACK_S if wait else SPECULATIVE_TTL_S
+    lease = services.state.acquire(registry_id, ttl_s=ttl_s, wait_s=wait_s)
     if lease is None:
         return None
     try:
@@ -268,51 +311,100 @@ def _claim(services: Services, registry_id: str, budget: Budget) -> _Claim | Non
 
 def _evaluate(target: Target, services: Services, budget: Budget, enforce: bool,
               done: Callable[..., Evaluation]) -> Evaluation:
-    registry = _read(target, services, budget)
-    if registry is None:
-        return done(Outcome(A_GONE, "deleted" if target.deleted else "not-found",
-                            "the registry no longer exists"))
-    policy = remediation.Policy.from_settings(services.settings, enforce=enforce)
-    today = services.clock().date()
-
-    assessment = evaluate(registry)
-    claim: Future | None = None
-    if remediation.needed_changes(assessment):
-        # Likely to write? Then take the lease and read the breaker while ARM lists the pipelines.
-        hopeful = evaluate(replace(registry, export_pipelines=registry.export_pipelines or ()))
-        if remediation.plan(hopeful, policy, today=today).writes:
-            claim = _background(lambda: _claim(services, registry.id, budget))
-        try:
-            registry = _with_pipelines(registry, services)
-        except BaseException:
-            _drop(services, claim)
-            raise
+    # Enforce mode: one attempt at the lease (with the breaker's rows) runs while ARM answers the read, so a
+    # drift costs no round trip for it. Given back once the outcome is known when nothing is written.
+    claim = _background(lambda: _claim(services, target.registry_id, budget, wait=False)) if enforce else None
+    keep = False
+    try:
+        registry = _read(target, services, budget)
+        if registry is None:
+            return done(Outcome(A_GONE, "deleted" if target.deleted else "not-found",
+                                "the registry no longer exists"))
+        policy = remediation.Policy.from_settings(services.settings, enforce=enforce)
+        today = services.clock().date()
         assessment = evaluate(registry)
-    else:
-        found = _verified_later(target, services, registry, assessment, done)
-        if found is not None:
-            return found
-    plan = remediation.plan(assessment, policy, today=today)
-    if not plan.writes:
-        _drop(services, claim)
-        return done(Outcome(plan.action, plan.reason, plan.detail, plan.changes), assessment,
-                    tag_exemption=plan.tag_exemption)
+        if not remediation.needed_changes(assessment):
+            found = _verified_later(target, services, registry, assessment, done)
+            if found is not None:
+                return found
+        if not remediation.plan(evaluate(_optimistic(registry)), policy, today=today).writes:
+            # Nothing will be written: list the export pipelines (when they matter) so the record names them.
+            if remediation.needed_changes(assessment):
+                registry = _with_pipelines(registry, services)
+                assessment = evaluate(registry)
+            plan = remediation.plan(assessment, policy, today=today)
+            return done(Outcome(plan.action, plan.reason, plan.detail, plan.changes), assessment,
+                        tag_exemption=plan.tag_exemption)
+        keep = True
+    finally:
+        if not keep:
+            _drop(services, claim)     # after `done`: not part of the evaluation's time
 
-    granted = claim.result() if claim is not None else _claim(services, registry.id, budget)
+    granted = claim.result() if claim is not None else None
+    busy = granted is None
+    if granted is None:     # someone held it while we read: wait for it now, then re-read below
+        granted = _claim(services, registry.id, budget)
     if granted is None:
         raise Defer(R_LEASE_BUSY, "another invocation is remediating this registry")
+    held = _Held(granted.lease, short=not busy)
     try:
-        if granted.lease.waited or granted.recent:
-            # Another writer may have changed it since our read: we waited for the lease, or the registry was
+        if busy or granted.lease.waited or granted.recent:
+            # Another writer may have changed it since our read: the lease was busy, or the registry was
             # written in the breaker window (its row is written before its PATCH, so a read taken after the row
             # can still predate the write). Decide from a fresh read; clocks of other instances are not compared.
-            registry = _reread(target, services, budget, registry.export_pipelines)
+            registry = _read(target, services, budget)
             if registry is None:
                 return done(Outcome(A_GONE, "not-found", "the registry no longer exists"))
-        return _decide_and_apply(target, services, budget, done, registry, policy, today, granted.recent,
+        return _decide_and_apply(target, services, budget, done, registry, policy, today, granted.recent, held,
                                  conflict_retry=True)
     finally:
-        _release(services, granted.lease)
+        _release(services, held.lease)
+
+
+@dataclass
+class _Held:
+    """The lease an evaluation holds; a new value once extended (its ETag changes)."""
+
+    lease: Any
+    short: bool          # taken during the read for SPECULATIVE_TTL_S: extend it before the write
+
+
+def _count_attempt(services: Services, held: _Held, registry_id: str, intent: Any, budget: Budget) -> str:
+    """The breaker row (before the PATCH: it counts write attempts; it is also the remediation's intent) and, at
+    the same time (no extra round trip), the speculative lease extended to cover the write. Lost meanwhile (it
+    expired and another instance took it): nothing is written, the durable retry comes back. Returns the intent's
+    row key."""
+    extension = (_background(lambda: services.state.extend(held.lease, ttl_s=budget.remaining() + LEASE_SLACK_S))
+                 if held.short else None)
+    try:
+        row = services.state.record_remediation(registry_id, intent)
+    except BaseException:
+        if extension is not None:
+            _settle(extension, held)
+        raise
+    if extension is not None:
+        extended = extension.result()
+        if extended is None:
+            _resolve(services, registry_id, row, "not-applied")     # nothing was written
+            raise Defer(R_LEASE_BUSY, "the lease expired during the read and another instance took it")
+        held.lease, held.short = extended, False
+    return row
+
+
+def _settle(extension: Future, held: _Held) -> None:
+    """Keep the extended lease if the extension got through, so that it can be given back (never raises)."""
+    try:
+        extended = extension.result()
+    except Exception:
+        return
+    if extended is not None:
+        held.lease, held.short = extended, False
+
+
+def _optimistic(registry: Registry) -> Registry:
+    """The registry as planning sees it before any listing: no export pipelines. ARM refuses to disable exports
+    while pipelines exist, so the write itself is the check; only a refusal makes us list them."""
+    return registry if registry.export_pipelines is not None else replace(registry, export_pipelines=())
 
 
 # Who looks for a pending intent when the registry is compliant (one partition query): the event and retry
@@ -383,63 +475,69 @@ def _release(services: Services, lease: Any) -> None:
 
 
 def _drop(services: Services, claim: Future | None) -> None:
-    """Give back a lease taken speculatively (never raises: the lease also expires on its own)."""
+    """Give back a lease taken speculatively (one attempt, so never a long wait; never raises: the lease also
+    expires on its own)."""
     if claim is None:
         return
     try:
         granted = claim.result()
-        if granted is not None:
-            _release(services, granted.lease)
     except Exception:
-        log.warning("could not release a speculative lease; it expires on its own", exc_info=True)
+        log.warning("a speculative lease could not be taken; nothing to give back", exc_info=True)
+        return
+    if granted is not None:
+        _release(services, granted.lease)
 
 
-def _reread(target: Target, services: Services, budget: Budget, pipelines: tuple[str, ...] | None = None) -> Registry | None:
-    """A fresh GET under the lease. The export pipelines listed moments ago in this invocation are reused:
-    one created in between would make ARM refuse the export write (a recorded failure, never harm)."""
-    registry = _read(target, services, budget)
-    if registry is None:
-        return None
-    return _with_pipelines(replace(registry, export_pipelines=pipelines) if pipelines is not None else registry,
-                           services)
+def _refusal(failure: Any) -> bool:
+    """ARM refused the write as a whole: a 400/409, or a long-running operation that ended Failed (azure-core
+    raises it with the poll's 2xx status)."""
+    return failure.status in (400, 409) or (failure.status is not None and 200 <= failure.status < 300)
 
 
 def _decide_and_apply(target: Target, services: Services, budget: Budget, done: Callable[..., Evaluation],
-                      registry: Registry, policy: remediation.Policy, today: Any, recent: tuple[Any, ...], *,
-                      conflict_retry: bool) -> Evaluation:
+                      registry: Registry, policy: remediation.Policy, today: Any, recent: tuple[Any, ...],
+                      held: _Held, *, conflict_retry: bool, listed: bool = False, intent: str = "") -> Evaluation:
     """Under the lease: final plan with the breaker count, the breaker row, the PATCH, verification.
 
     The breaker row is written before the PATCH (it counts write attempts), so a write whose answer is
     lost still counts; anything that goes wrong once the PATCH may have reached ARM is deferred with the
     planned changes pending, so the durable retry verifies (and reports) what actually happened.
+
+    Export pipelines are not listed before the write (`_optimistic`): when ARM refuses a PATCH that disables
+    exports, they are listed once; if any exist (or the listing is refused), the export part is reported blocked
+    and public access is written alone (`listed`: they were listed after a refusal, so this remediation's breaker
+    row is already written and an unknown listing stays unknown).
     """
     from dlp.azure.state import INTENT_PENDING, Remediation
 
     assessment = evaluate(registry)
-    plan = remediation.plan(assessment, policy, today=today, recent_remediations=len(recent))
+    planned = registry if listed else _optimistic(registry)
+    plan = remediation.plan(evaluate(planned), policy, today=today, recent_remediations=len(recent))
     callers = tuple(dict.fromkeys(r.caller for r in recent if r.caller))
     if not plan.writes:
         return done(Outcome(plan.action, plan.reason, plan.detail, plan.changes), assessment,
                     tag_exemption=plan.tag_exemption, recent_callers=callers)
-    for lapsed in (r for r in recent if r.status == INTENT_PENDING and r.until < time.time()):
-        # Orphaned, and under the lease the registry is still drifted: that write is not in effect (it never
-        # landed, or was undone before anyone confirmed it). A live writer's intent is left to it.
-        _resolve(services, registry.id, lapsed.row_key, "lapsed")
-    intent = services.state.record_remediation(registry.id, Remediation(
-        services.clock().isoformat(), target.context.caller, done.evaluation_id, plan.changes, target.context.trigger,
-        target.context.event_id, target.context.correlation_id, done.mode, INTENT_PENDING,
-        time.time() + budget.remaining() + INTENT_SLACK_S))
+    unlisted = registry.export_pipelines is None and any(c.property == ARM_PATHS[P_EXPORT] for c in plan.changes)
+    if not listed:
+        for lapsed in (r for r in recent if r.status == INTENT_PENDING and r.until < time.time()):
+            # Orphaned, and under the lease the registry is still drifted: that write is not in effect (it never
+            # landed, or was undone before anyone confirmed it). A live writer's intent is left to it.
+            _resolve(services, registry.id, lapsed.row_key, "lapsed")
+        intent = _count_attempt(services, held, registry.id, Remediation(
+            services.clock().isoformat(), target.context.caller, done.evaluation_id, plan.changes,
+            target.context.trigger, target.context.event_id, target.context.correlation_id, done.mode,
+            INTENT_PENDING, time.time() + budget.remaining() + INTENT_SLACK_S), budget)
     try:
-        return _apply(target, services, budget, done, registry, plan, assessment, callers, intent, policy, today,
-                      recent, conflict_retry=conflict_retry)
+        return _apply(target, services, budget, done, registry, policy, today, recent, held, plan, assessment,
+                      callers, unlisted, intent, conflict_retry=conflict_retry)
     except Defer as deferred:
-        deferred.intent = intent        # the PATCH may have landed: the intent stays pending for whoever finds it
+        deferred.intent = deferred.intent or intent   # the PATCH may have landed: the intent stays pending
         raise
 
 
 def _apply(target: Target, services: Services, budget: Budget, done: Callable[..., Evaluation], registry: Registry,
-           plan: Plan, assessment: Any, callers: tuple[str, ...], intent: str, policy: remediation.Policy, today: Any,
-           recent: tuple[Any, ...], *, conflict_retry: bool) -> Evaluation:
+           policy: remediation.Policy, today: Any, recent: tuple[Any, ...], held: _Held, plan: Plan, assessment: Any,
+           callers: tuple[str, ...], unlisted: bool, intent: str, *, conflict_retry: bool) -> Evaluation:
     """The PATCH and its verification, once the intent is kept. Every outcome carries the intent, so recording
     it resolves the intent; a Defer leaves it pending."""
     from azure.core.exceptions import HttpResponseError
@@ -454,13 +552,24 @@ def _apply(target: Target, services: Services, budget: Budget, done: Callable[..
             return done(Outcome(A_BLOCKED, R_SCOPE_LOCKED,
                                 f"a ReadOnly lock prevents the write ({failure.message}); remove it or exempt the registry",
                                 plan.changes, failure.code), assessment, recent_callers=callers, intent=intent)
+        pipelines = registry.export_pipelines
+        if unlisted and _refusal(failure):
+            pipelines = _with_pipelines(registry, services).export_pipelines   # once; transient: deferred
+            if pipelines is None or pipelines:
+                log.info("%s %s on %s with export pipelines %s: writing public access alone", failure.status,
+                         failure.code, registry.id, pipelines)
+                return _decide_and_apply(target, services, budget, done, replace(registry, export_pipelines=pipelines),
+                                         policy, today, recent, held, conflict_retry=conflict_retry, listed=True,
+                                         intent=intent)
         if failure.status == 409 and conflict_retry:
             log.info("409 %s on %s: re-reading once", failure.code, registry.id)
-            _resolve(services, registry.id, intent, "refused")
-            fresh = _reread(target, services, budget)
+            _resolve(services, registry.id, intent, "refused")       # the retry writes its own intent
+            fresh = _read(target, services, budget)
             if fresh is None:
                 return done(Outcome(A_GONE, "not-found", "the registry no longer exists"))
-            return _decide_and_apply(target, services, budget, done, fresh, policy, today, recent,
+            if pipelines is not None:
+                fresh = replace(fresh, export_pipelines=pipelines)
+            return _decide_and_apply(target, services, budget, done, fresh, policy, today, recent, held,
                                      conflict_retry=False)
         if failure.status == 404:
             return done(Outcome(A_GONE, "not-found", "the registry was deleted before the write"), assessment,
@@ -471,6 +580,8 @@ def _apply(target: Target, services: Services, budget: Budget, done: Callable[..
         action = A_ERROR if failure.status in (401, 403) else A_FAILED
         return done(Outcome(action, failure.code, str(failure), plan.changes, failure.code), assessment,
                     recent_callers=callers, intent=intent)
+    except Defer:
+        raise
     except Exception as exc:          # timeout, dropped connection, budget: the PATCH may have landed
         failure = classify(exc)
         raise Defer(failure.code, str(failure), plan.changes) from exc
@@ -483,10 +594,16 @@ def _apply(target: Target, services: Services, budget: Budget, done: Callable[..
         detail = "; ".join(f"{c.property} is still {c.old}" for c in missing)
         return done(Outcome(A_FAILED, R_VERIFICATION, f"ARM accepted the update but {detail}", plan.changes),
                     assessment, recent_callers=callers, intent=intent)
-    return done(Outcome(A_REMEDIATED, "", "reverted " + ", ".join(f"{c.property} {c.old} -> {c.new}"
-                                                                 for c in plan.changes), plan.changes),
-                assessment, recent_callers=callers, intent=intent,
-                exposure=_exposed(target, services, plan.changes))
+    reverted = ", ".join(f"{c.property} {c.old} -> {c.new}" for c in plan.changes)
+    if unlisted:      # ARM disabled exports, which it refuses while export pipelines exist: there were none
+        assessment = evaluate(replace(registry, export_pipelines=()))
+    if plan.withheld:
+        # the alert says both: what was closed, and what a human must do about the rest
+        return done(Outcome(A_BLOCKED, plan.reason, f"reverted {reverted}; not written: {plan.detail}",
+                            plan.changes + plan.withheld, applied=plan.changes), assessment, recent_callers=callers,
+                    exposure=_exposed(target, services, plan.changes), intent=intent)
+    return done(Outcome(A_REMEDIATED, "", "reverted " + reverted, plan.changes), assessment, recent_callers=callers,
+                exposure=_exposed(target, services, plan.changes), intent=intent)
 
 
 def _exposed(target: Target, services: Services, changes: Sequence[Change]) -> Any:

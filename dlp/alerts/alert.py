@@ -96,6 +96,7 @@ class Alert:
     evaluation_id: str = ""
     recent_callers: tuple[str, ...] = ()
     record_pending: bool = False  # the evaluation could not be recorded yet (Log Analytics and the outbox failed)
+    applied: tuple[tuple[str, str, str], ...] = ()        # of `changes`, written although the rest was blocked
     warnings: tuple[str, ...] = ()            # e.g. an ID that only looks like an exempt one
     caller_name: str = ""                     # display name the caller chose: shown second, labelled as such
     caller_object_id: str = ""
@@ -219,6 +220,10 @@ class Alert:
             return f"Tried to write {changes}; the write failed ({self.error_code or self.reason}): {self.detail}"
         if self.state in (S_EXEMPT, S_TAG_EXEMPT):
             return f"Nothing written: {self.detail}." + (f" Withheld: {changes}." if changes else "")
+        if self.state in (S_BLOCKED, S_BREAKER) and self.applied:
+            closed = ", ".join(f"{p} {old} → {new}" for p, old, new in self.applied)
+            withheld = ", ".join(f"{p} {old} → {new}" for p, old, new in self.changes if (p, old, new) not in self.applied)
+            return f"Reverted {closed}. Not written (blocked by the {self.reason} guard): {withheld or '-'}."
         if self.state in (S_BLOCKED, S_BREAKER):
             return f"Nothing written: blocked by the {self.reason} guard." + (f" Withheld: {changes}." if changes else "")
         if self.action == A_WOULD:
@@ -280,6 +285,7 @@ class Alert:
         known["changes"] = tuple(tuple(str(x) for x in c) for c in known.get("changes") or ())
         known["failing"] = tuple(FailingRule(**f) for f in known.get("failing") or ())
         known["recent_callers"] = tuple(known.get("recent_callers") or ())
+        known["applied"] = tuple(tuple(str(x) for x in c) for c in known.get("applied") or ())
         known["warnings"] = tuple(known.get("warnings") or ())
         return cls(**known)
 
@@ -301,13 +307,24 @@ def build_alert(evaluation: Evaluation, previous: Stored | None, state: str, *, 
         state=state, at=at, mode=evaluation.mode, action=outcome.action, reason=outcome.reason,
         detail=outcome.detail, error_code=outcome.error_code,
         changes=tuple((c.property, c.old, c.new) for c in outcome.changes), failing=failing,
-        caller=context.caller, caller_ip=context.caller_ip, correlation_id=context.correlation_id,
+        applied=tuple((c.property, c.old, c.new) for c in outcome.applied),
+        caller=_callers(evaluation), caller_ip=context.caller_ip, correlation_id=context.correlation_id,
         event_time=context.event_time, trigger=context.trigger, evaluation_id=evaluation.evaluation_id,
         recent_callers=evaluation.recent_callers, warnings=evaluation.warnings, caller_name=context.caller_name,
         caller_object_id=context.caller_object_id, caller_app_id=context.caller_app_id,
         caller_tenant_id=context.caller_tenant_id, caller_verified=context.caller_verified,
         exposure=evaluation.exposure.sentence if evaluation.exposure is not None else "",
     )
+
+
+MAX_CALLERS = 10     # names shown when a burst of events was answered by one evaluation
+
+
+def _callers(evaluation: Evaluation) -> str:
+    """Everyone whose write the evaluation answered (a burst of events read once), first seen first."""
+    callers = evaluation.callers
+    shown = ", ".join(callers[:MAX_CALLERS])
+    return shown + (f" and {len(callers) - MAX_CALLERS} more" if len(callers) > MAX_CALLERS else "")
 
 
 def undeliverable_alert(kept: Any, error: str) -> Alert:

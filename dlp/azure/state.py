@@ -14,6 +14,7 @@ Partition "sweep", RowKey "exposure-cursor": where the last sweep's change-histo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -100,6 +101,7 @@ class StateStore(Protocol):
     def orphaned_intents(self, now: float, limit: int) -> list[tuple[str, Remediation]]: ...
     def acquire(self, registry_id: str, *, ttl_s: float, wait_s: float) -> Lease | None: ...
     def release(self, lease: Lease) -> None: ...
+    def extend(self, lease: Lease, *, ttl_s: float) -> Lease | None: ...
     def claim_exposure(self, registry_id: str, key: str, owner: str, now: datetime) -> bool: ...
     def finish_exposure(self, registry_id: str, key: str) -> None: ...
     def exposure_cursor(self) -> str: ...
@@ -176,6 +178,9 @@ class MemoryState:
 
     def release(self, lease: Lease) -> None:
         self._locks.get(partition_of(lease.registry_id)).release()
+
+    def extend(self, lease: Lease, *, ttl_s: float) -> Lease | None:
+        return lease            # one process: the lock does not expire
 
     def claim_exposure(self, registry_id: str, key: str, owner: str, now: datetime) -> bool:
         """True when this owner may record the window: nobody did, the same owner is retrying, or a claim
@@ -343,6 +348,23 @@ class TableState:
         except BaseException:
             lock.release()
             raise
+
+    @_refusals_defer
+    def extend(self, lease: Lease, *, ttl_s: float) -> Lease | None:
+        """Keep the lease `ttl_s` longer, if it is still ours: None when another instance took it over (it had
+        expired), which an ETag-conditional replace detects; still ours even if it had expired meanwhile."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        mine = {"PartitionKey": partition_of(lease.registry_id), "RowKey": LEASE_ROW, "Owner": self.owner,
+                "Expires": time.time() + ttl_s}
+        try:
+            meta = self._client().update_entity(mine, mode=UpdateMode.REPLACE, etag=lease.etag,
+                                                match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return None
+        return dataclasses.replace(lease, etag=meta.get("etag"))
 
     def release(self, lease: Lease) -> None:
         from azure.core import MatchConditions
