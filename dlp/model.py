@@ -295,6 +295,7 @@ class Evaluation:
     duration_ms: float = 0.0
     tag_exemption: bool = False
     recent_callers: tuple[str, ...] = ()      # who changed it back, for revert-war alerts
+    next_attempt: str = ""                    # deferred: when the durable retry runs next (ISO 8601 UTC)
 
     @property
     def compliant(self) -> bool | None:

@@ -22,6 +22,7 @@ from dlp.alerts.states import (
     S_FAILED,
     S_GONE,
     S_NONCOMPLIANT,
+    S_PENDING,
     S_REMEDIATED,
     S_TAG_EXEMPT,
     Stored,
@@ -42,13 +43,22 @@ HEADLINES = {
     S_EXEMPT: "Drift on an exempt registry",
     S_TAG_EXEMPT: "Tag exemption used",
     S_GONE: "Registry deleted",
+    S_PENDING: "Drift detected, remediation pending",
+}
+
+# The headline when a held registry exposes something new (dlp.alerts.states: holds never hide an escalation).
+ESCALATION_HEADLINES = {
+    S_BREAKER: "New exposure while the revert-war breaker holds",
+    S_EXEMPT: "New exposure on an exempt registry",
+    S_TAG_EXEMPT: "New exposure on a tag-exempt registry",
+    S_PENDING: "Drift grew while remediation is pending",
 }
 
 # How bad it is, for the card's colour and the email's banner: needs a human / fine / informational.
 SEVERITY = {
     S_COMPLIANT: "good", S_REMEDIATED: "good", S_GONE: "info", S_EXEMPT: "warning", S_TAG_EXEMPT: "warning",
     S_NONCOMPLIANT: "attention", S_BLOCKED: "attention", S_BREAKER: "attention", S_FAILED: "attention",
-    S_ERROR: "attention",
+    S_ERROR: "attention", S_PENDING: "attention",
 }
 
 
@@ -85,6 +95,8 @@ class Alert:
     trigger: str = ""
     evaluation_id: str = ""
     recent_callers: tuple[str, ...] = ()
+    escalation: tuple[str, ...] = ()      # exposure items new since the hold's last alert ("rule:<id>", "change:<path>")
+    next_attempt: str = ""                # remediation pending: when the durable retry runs next (ISO 8601 UTC)
 
     @property
     def label(self) -> str:
@@ -92,7 +104,24 @@ class Alert:
 
     @property
     def headline(self) -> str:
+        if self.escalation and self.state in ESCALATION_HEADLINES:
+            return ESCALATION_HEADLINES[self.state]
         return HEADLINES.get(self.state, self.state)
+
+    @property
+    def news(self) -> str:
+        """The escalation in words: the rules that now fail and the changes now withheld."""
+        changes = {p: (old, new) for p, old, new in self.changes}
+        words = []
+        for item in self.escalation:
+            kind, _, name = item.partition(":")
+            if kind == "rule":
+                words.append(f"{name} fails")
+            elif name in changes:
+                words.append(f"{name} is {changes[name][0]} (withheld: → {changes[name][1]})")
+            else:
+                words.append(f"{name} changed")
+        return "; ".join(words)
 
     @property
     def severity(self) -> str:
@@ -118,12 +147,16 @@ class Alert:
         facts = [("Registry", self.registry_name), ("Resource group", self.resource_group or "-"),
                  ("Subscription", self.subscription_id or "-"), ("State", f"{self.previous} → {self.label}"),
                  ("Changed by", self.who)]
+        if self.escalation:
+            facts.append(("New exposure", self.news))
         if self.caller_ip:
             facts.append(("Caller IP", self.caller_ip))
         facts.append(("Mode", self.mode or "-"))
         if self.correlation_id:
             facts.append(("Correlation ID", self.correlation_id))
         facts.append(("When", self.event_time or self.at))
+        if self.next_attempt:
+            facts.append(("Next attempt", self.next_attempt))
         return facts
 
     @property
@@ -149,6 +182,9 @@ class Alert:
             return f"Tried to write {changes}; the write failed ({self.error_code or self.reason}): {self.detail}"
         if self.state in (S_EXEMPT, S_TAG_EXEMPT):
             return f"Nothing written: {self.detail}." + (f" Withheld: {changes}." if changes else "")
+        if self.state == S_PENDING:
+            when = f" The durable retry tries again at {self.next_attempt}." if self.next_attempt else ""
+            return f"Nothing written yet ({self.reason}): {changes or 'the revert'} is pending.{when}"
         if self.state in (S_BLOCKED, S_BREAKER):
             return f"Nothing written: blocked by the {self.reason} guard." + (f" Withheld: {changes}." if changes else "")
         if self.action == A_WOULD:
@@ -164,8 +200,17 @@ class Alert:
         return text[:1].upper() + text[1:]
 
     def _todo(self) -> str:
+        if self.escalation:
+            return (f"Find out why {self.who} opened more while enforcement is held ({self.news}). "
+                    + self._todo_held())
+        return self._todo_held()
+
+    def _todo_held(self) -> str:
         if self.state in (S_COMPLIANT, S_GONE):
             return "Nothing."
+        if self.state == S_PENDING:
+            return ("nothing yet: the responder retries on its own and alerts again with the outcome (remediated, "
+                    f"failed or blocked). Meanwhile the registry is exposed: check the change by {self.who}.")
         if self.state == S_REMEDIATED:
             return f"Nothing, unless the change by {self.who} was intended: then agree an exemption with the operators."
         if self.state == S_BREAKER:
@@ -199,10 +244,12 @@ class Alert:
         known["changes"] = tuple(tuple(str(x) for x in c) for c in known.get("changes") or ())
         known["failing"] = tuple(FailingRule(**f) for f in known.get("failing") or ())
         known["recent_callers"] = tuple(known.get("recent_callers") or ())
+        known["escalation"] = tuple(str(x) for x in known.get("escalation") or ())
         return cls(**known)
 
 
-def build_alert(evaluation: Evaluation, previous: Stored | None, state: str, *, alert_id: str, at: str) -> Alert:
+def build_alert(evaluation: Evaluation, previous: Stored | None, state: str, *, alert_id: str, at: str,
+                escalation: tuple[str, ...] = ()) -> Alert:
     """The alert for one committed state change."""
     parts = parse_registry_id(evaluation.registry_id) or ("", "", evaluation.registry_name)
     outcome = evaluation.outcome
@@ -221,7 +268,7 @@ def build_alert(evaluation: Evaluation, previous: Stored | None, state: str, *, 
         changes=tuple((c.property, c.old, c.new) for c in outcome.changes), failing=failing,
         caller=context.caller, caller_ip=context.caller_ip, correlation_id=context.correlation_id,
         event_time=context.event_time, trigger=context.trigger, evaluation_id=evaluation.evaluation_id,
-        recent_callers=evaluation.recent_callers,
+        recent_callers=evaluation.recent_callers, escalation=escalation, next_attempt=evaluation.next_attempt,
     )
 
 
