@@ -29,6 +29,7 @@ from azure.storage.queue import QueueClient
 import function_app
 from dlp import runtime
 from dlp.alerts.states import (
+    S_BLOCKED,
     S_BREAKER,
     S_EXEMPT,
     S_NONCOMPLIANT,
@@ -450,6 +451,25 @@ def test_an_exemption_does_not_hide_an_escalation(app, local_azure, monkeypatch,
     assert len(cards(local_azure, name)) == 2
 
 
+def test_a_blocking_guard_does_not_hide_an_escalation(app, local_azure):
+    """No approved private endpoint blocks closing public access; opening exports as well is a new exposure."""
+    name = unique("acrnope")
+    registry_id = local_azure.arm.create(SUB, RG, name, export="disabled", public="Enabled", private_endpoints=[])["id"]
+    app.instance()
+    handle_event(event(registry_id))
+    handle_event(event(registry_id))
+    assert app.outcomes(registry_id) == [("blocked", "no-private-endpoint")] * 2
+    assert len(cards(local_azure, name)) == 1
+    set_props(local_azure, registry_id, export="enabled")
+    handle_event(event(registry_id, caller="eve@contoso.com"))
+    handle_event(event(registry_id, caller="eve@contoso.com"))
+    (card,) = cards(local_azure, name)[1:]
+    assert title(card) == (f"New exposure while remediation is blocked: {name} "
+                           "(remediation blocked → remediation blocked)")
+    assert "eve@contoso.com" in card and "policies.exportPolicy.status is enabled (withheld: → disabled)" in card
+    assert patches(local_azure) == 0
+
+
 # --- the state machine's rules for holds (pure) -------------------------------------------------------------------
 
 
@@ -457,7 +477,7 @@ def _held(state: str, *items: str, guard: str = "g") -> str:
     return guard + "|" + ",".join(sorted(items))
 
 
-@pytest.mark.parametrize("state", [S_BREAKER, S_EXEMPT, S_TAG_EXEMPT, S_PENDING])
+@pytest.mark.parametrize("state", [S_BREAKER, S_EXEMPT, S_TAG_EXEMPT, S_PENDING, S_BLOCKED])
 def test_a_hold_alerts_only_what_is_new_and_keeps_what_was_told(state):
     told = Stored(state, _held(state, "rule:A", "change:x"))
     assert decide(told, Observed(state, _held(state, "rule:A", "change:x"))).write is False

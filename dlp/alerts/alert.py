@@ -52,6 +52,7 @@ ESCALATION_HEADLINES = {
     S_EXEMPT: "New exposure on an exempt registry",
     S_TAG_EXEMPT: "New exposure on a tag-exempt registry",
     S_PENDING: "Drift grew while remediation is pending",
+    S_BLOCKED: "New exposure while remediation is blocked",
 }
 
 # How bad it is, for the card's colour and the email's banner: needs a human / fine / informational.

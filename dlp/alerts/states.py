@@ -19,7 +19,7 @@ stops, so entering either always alerts, whatever the previous state, and so doe
 of the guard itself (another tag value, another exemption entry).
 
 Holding states never hide an escalation. While a registry is held (breaker, exemption, tag
-exemption, remediation pending) its stored signature remembers the exposure already told:
+exemption, remediation pending, a guard that blocks the write) its stored signature remembers the exposure already told:
 the high-severity rules failing and the changes withheld. A *new* exposure (a rule failing
 that was not, a withheld change set that grows: public access opened after exports) alerts
 again, naming what is new, and is added to what was told; the identical state, or less of it,
@@ -71,7 +71,7 @@ S_PENDING = "remediation-pending"
 STATES = (S_COMPLIANT, S_NONCOMPLIANT, S_REMEDIATED, S_BLOCKED, S_BREAKER, S_FAILED, S_ERROR, S_EXEMPT,
           S_TAG_EXEMPT, S_GONE, S_PENDING)
 # States in which a drift stays in place for a while: their signature carries the exposure already told.
-HOLDS = frozenset({S_BREAKER, S_EXEMPT, S_TAG_EXEMPT, S_PENDING})
+HOLDS = frozenset({S_BREAKER, S_EXEMPT, S_TAG_EXEMPT, S_PENDING, S_BLOCKED})
 _GUARDS = frozenset({S_BREAKER, S_EXEMPT, S_TAG_EXEMPT})      # a person's decision or the breaker, not a retry
 
 # Human labels, used in titles ("compliant -> drift remediated") and in the digest list.
@@ -178,7 +178,7 @@ def observe(evaluation: Evaluation) -> Observed | None:
     if action == A_BLOCKED:
         if outcome.reason == R_BREAKER:
             return Observed(S_BREAKER, _held(_digest(R_BREAKER), exposure(evaluation)))
-        return Observed(S_BLOCKED, _digest(outcome.reason, outcome.detail))
+        return Observed(S_BLOCKED, _held(_digest(outcome.reason, outcome.detail), exposure(evaluation)))
     if action == A_EXEMPT:
         state = S_TAG_EXEMPT if evaluation.tag_exemption else S_EXEMPT
         return Observed(state, _held(_digest(outcome.detail), exposure(evaluation)))
