@@ -301,6 +301,47 @@ def test_a_registry_still_updating_alerts_pending_at_once(app, local_azure, monk
     assert title(cards(local_azure, name)[-1]) == f"Drift remediated: {name} (remediation pending → drift remediated)"
 
 
+def test_a_busy_lease_alerts_pending_at_once(app, local_azure, azurite):
+    """Another instance holds the registry's lease (here: a lease row that does not expire soon) past the budget:
+    the drift is known, so "remediation pending" goes out now."""
+    from azure.data.tables import TableServiceClient
+
+    from dlp.azure.state import LEASE_ROW, partition_of
+    from dlp.settings import STATE_TABLE
+
+    name = unique("acrbusy")
+    registry_id = local_azure.arm.create(SUB, RG, name, export="enabled", public="Disabled")["id"]
+    table = TableServiceClient.from_connection_string(azurite).create_table_if_not_exists(STATE_TABLE)
+    table.upsert_entity({"PartitionKey": partition_of(registry_id), "RowKey": LEASE_ROW, "Owner": "other-instance",
+                         "Expires": time.time() + 600})
+    app.instance()
+    handle_event(event(registry_id))
+    assert app.outcomes(registry_id) == [("deferred", "lease-busy")]
+    (card,) = cards(local_azure, name)
+    assert title(card) == f"Drift detected, remediation pending: {name} (compliant → remediation pending)"
+    assert "Next attempt" in card and patches(local_azure) == 0
+    table.delete_entity(partition_of(registry_id), LEASE_ROW)
+    app.replay(app.messages(registry_id))
+    assert app.outcomes(registry_id) == [("remediated", "-")]
+    assert len(cards(local_azure, name)) == 2
+
+
+def test_a_write_still_running_at_the_deadline_alerts_pending_then_remediated(app, local_azure, monkeypatch):
+    monkeypatch.setenv("DLP_TIME_BUDGET_S", "4")
+    name = unique("acrlro")
+    registry_id = local_azure.arm.create(SUB, RG, name, export="enabled", public="Disabled")["id"]
+    local_azure.arm.set_lro(registry_id, mode="async", polls=30, retry_after=None)      # longer than the budget
+    app.instance()
+    handle_event(event(registry_id))
+    assert app.outcomes(registry_id) == [("deferred", "lro-pending")]
+    assert [title(card) for card in cards(local_azure, name)] == [
+        f"Drift detected, remediation pending: {name} (compliant → remediation pending)"]
+    local_azure.arm.complete_operations()
+    app.replay(app.messages(registry_id))
+    assert app.outcomes(registry_id) == [("remediated", "verified-later")]
+    assert title(cards(local_azure, name)[-1]) == f"Drift remediated: {name} (remediation pending → drift remediated)"
+
+
 def test_a_deferral_before_anything_was_read_shows_no_state(app, local_azure):
     """ARM failing the read: nothing is known about the registry (it may be compliant): no alert yet."""
     name = unique("acrnoread")
