@@ -90,7 +90,7 @@ def column_name_problems(name: str) -> list[str]:
 
 
 def markdown_columns() -> str:
-    """The README's column table, generated from COLUMNS (tests/test_findings.py keeps the README in step)."""
+    """The column table of docs/operations.md, generated from COLUMNS (tests/test_findings.py keeps it in step)."""
     lines = ["| Column | Type | Description |", "|---|---|---|"]
     lines += [f"| `{c.name}` | {c.type} | {c.description.replace('|', '/')} |" for c in COLUMNS]
     return "\n".join(lines)

@@ -11,7 +11,7 @@ otherwise, with zero ARM calls). Every answer is JSON; errors are `{"error": {"c
 and never carry a traceback.
 
 A function key is a shared secret that can trigger enforcement (`?remediate=true` in enforce
-mode), so the README shows how to put Entra ID sign-in (App Service Authentication) in front of
+mode), so docs/security.md shows how to put Entra ID sign-in (App Service Authentication) in front of
 it; the signed-in caller then arrives in `X-MS-CLIENT-PRINCIPAL-NAME` and is recorded. Without
 App Service Authentication that header is whatever the caller sent: recorded, never trusted.
 """

@@ -1,6 +1,6 @@
 """Every app setting the responder reads: one list, parsed and validated once.
 
-The list is the source of truth: README's settings table, `local.settings.sample.json`
+The list is the source of truth: the settings table in docs/operations.md, `local.settings.sample.json`
 and `infra/` are checked against it by tests (tests/test_settings_agree.py).
 """
 

@@ -180,13 +180,13 @@ def test_each_query_uses_only_columns_of_the_table(name: str):
     assert not unknown, f"{name}: {sorted(unknown)}"
 
 
-# --- the README documents the table, the settings and the queries -------------------------------------------
+# --- docs/operations.md documents the table, the settings and the queries -------------------------------------------
 
 
 def readme_section(heading: str) -> str:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
     match = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", text, re.MULTILINE | re.DOTALL)
-    assert match, f"README has no '## {heading}' section"
+    assert match, f"docs/operations.md has no '## {heading}' section"
     return match.group(1)
 
 

@@ -1,4 +1,6 @@
-"""README.md is the front door: its settings table, rule table, quick start and pasted output stay true."""
+"""The documentation stays true: README.md (the front door) and the pages under docs/ and CONTRIBUTING.md keep
+their settings table, rule table, quick start and pasted output in step with the code, and every relative link
+between them resolves."""
 
 from __future__ import annotations
 
@@ -16,12 +18,41 @@ from dlp.settings import SETTINGS
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 CI_RUN = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+# Where each table lives since the README split (issue 14).
+PAGES = {
+    "Quick start": "README.md",
+    "Documentation": "README.md",
+    "Rules": "docs/rules/README.md",
+    "`python -m dlp evaluate`": "docs/cli.md",
+    "`python -m dlp scan`": "docs/cli.md",
+    "Settings": "docs/operations.md",
+    "HTTP re-check and sweep": "docs/operations.md",
+    "Log Analytics": "docs/operations.md",
+    "Alerts": "docs/operations.md",
+    "Delivery guarantees": "docs/operations.md",
+    "How it works": "docs/architecture.md",
+    "Event responder": "docs/architecture.md",
+    "Where each stage lives": "docs/architecture.md",
+    "Threat model": "docs/security.md",
+    "Securing the HTTP endpoints": "docs/security.md",
+    "Adding a rule": "CONTRIBUTING.md",
+    "Prerequisites": "docs/deploy.md",
+    "Parameters": "docs/deploy.md",
+    "Switch to enforce": "docs/deploy.md",
+    "Tear down": "docs/deploy.md",
+}
 
 
-def section(heading: str) -> str:
-    """The text of one `## heading` section."""
-    match = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", README, re.MULTILINE | re.DOTALL)
-    assert match, f"README has no '## {heading}' section"
+def page_text(page: str) -> str:
+    return (ROOT / page).read_text(encoding="utf-8")
+
+
+def section(heading: str, page: str | None = None) -> str:
+    """The text of one `## heading` section of the page it lives on (`# title` pages: the title's body)."""
+    page = page or PAGES[heading]
+    text = page_text(page)
+    match = re.search(rf"^#{{1,2}} {re.escape(heading)}\n(.*?)(?=^#{{1,2}} |\Z)", text, re.MULTILINE | re.DOTALL)
+    assert match, f"{page} has no '## {heading}' section"
     return match.group(1)
 
 
@@ -34,10 +65,18 @@ def code_blocks(text: str) -> list[str]:
     return re.findall(r"^```[a-z]*\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
 
 
-@pytest.mark.parametrize("heading", ["Quick start", "Rules", "CLI", "Settings", "How it works", "Adding a rule",
-                                     "Development"])
+@pytest.mark.parametrize("heading", sorted(PAGES))
 def test_sections_exist(heading):
     assert section(heading).strip()
+
+
+def test_readme_is_a_front_door():
+    """At most about 10 KB, and one link per audience to each page of the split."""
+    assert len(README.encode("utf-8")) <= 10_500
+    links = re.findall(r"\]\(([^)#]+)\)", section("Documentation"))
+    for page in ("docs/deploy.md", "docs/operations.md", "docs/cli.md", "docs/rules/README.md", "docs/security.md",
+                 "docs/architecture.md", "CONTRIBUTING.md"):
+        assert page in links, page
 
 
 # --- quick start ----------------------------------------------------------------------------------
@@ -77,7 +116,7 @@ def test_quick_start_output_is_what_the_command_prints():
 
 def test_rule_table_lists_every_rule_with_its_metadata():
     rows = table_rows(section("Rules"))
-    assert [row[0] for row in rows] == [f"[`{rule_id}`](docs/rules/{rule_id}.md)" for rule_id in CATALOGUE]
+    assert [row[0] for row in rows] == [f"[`{rule_id}`]({rule_id}.md)" for rule_id in CATALOGUE]
     for row, rule in zip(rows, CATALOGUE.values(), strict=True):
         assert row[1] == rule.severity
         applies = "every SKU" if rule.skus == Rule.skus else " and ".join(rule.skus) if len(rule.skus) > 1 else (
@@ -112,3 +151,56 @@ def test_local_settings_sample_lists_exactly_the_settings():
 def test_gitignore_keeps_local_secrets_and_node_modules_out():
     ignored = (ROOT / ".gitignore").read_text(encoding="utf-8").splitlines()
     assert "local.settings.json" in ignored and ".ci/node/" in ignored
+
+
+# --- links --------------------------------------------------------------------------------------------
+
+DOC_FILES = sorted({ROOT / "README.md", ROOT / "CONTRIBUTING.md", *(ROOT / "docs").rglob("*.md")})
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def without_code_blocks(text: str) -> str:
+    return re.sub(r"^```.*?^```", "", text, flags=re.MULTILINE | re.DOTALL)
+
+
+def without_code(text: str) -> str:
+    """Markdown outside fenced blocks and inline code, where a `[x](y)` is text, not a link."""
+    return re.sub(r"`[^`\n]*`", "", without_code_blocks(text))
+
+
+def anchors(path: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens, repeats numbered."""
+    seen: dict[str, int] = {}
+    for heading in re.findall(r"^#{1,6} (.+)$", without_code_blocks(path.read_text(encoding="utf-8")), re.MULTILINE):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        count = seen.get(slug, 0)
+        seen[slug] = count + 1
+        if count:
+            seen[f"{slug}-{count}"] = 1
+    return set(seen)
+
+
+def relative_links(path: Path) -> list[str]:
+    return [target for target in LINK.findall(without_code(path.read_text(encoding="utf-8")))
+            if not re.match(r"[a-z][a-z0-9+.-]*:", target)]
+
+
+@pytest.mark.parametrize("path", DOC_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_resolve(path):
+    broken = []
+    for target in relative_links(path):
+        file_part, _, anchor = target.partition("#")
+        linked = (path.parent / file_part).resolve() if file_part else path
+        if not linked.exists() or ROOT not in linked.parents:
+            broken.append(f"{target} (no such file)")
+        elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
+            broken.append(f"{target} (no heading #{anchor} in {linked.relative_to(ROOT)})")
+    assert not broken, f"{path.relative_to(ROOT)}: {broken}"
+
+
+def test_link_check_sees_the_cross_page_links():
+    """The checker itself finds the links between pages and GitHub's anchors, so a moved heading would fail it."""
+    assert "operations.md#settings" in relative_links(ROOT / "docs" / "deploy.md")
+    assert "python--m-dlp-scan" in anchors(ROOT / "docs" / "cli.md")
+    assert "post-apirecheck" in anchors(ROOT / "docs" / "operations.md")
+    assert "settings" not in anchors(ROOT / "README.md")

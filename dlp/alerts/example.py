@@ -1,7 +1,7 @@
-"""The example alert shown in the README: `python -m dlp.alerts.example > docs/alert-card.json`.
+"""The example alert shown in docs/operations.md: `python -m dlp.alerts.example > docs/alert-card.json`.
 
 A test checks that docs/alert-card.json is exactly what the builder makes for this alert, so
-the picture in the README cannot drift from the code. Paste the file into
+the picture in docs/operations.md cannot drift from the code. Paste the file into
 https://adaptivecards.io/designer (host app "Microsoft Teams") to preview it.
 """
 

@@ -20,7 +20,7 @@ from dlp import __version__
 PROG = "python -m dlp"
 COMMANDS: tuple[str, ...] = ("evaluate", "scan", "demo")
 
-# Exit codes shared by every command (README "## CLI")
+# Exit codes shared by every command (docs/cli.md)
 EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 
 
