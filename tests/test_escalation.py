@@ -128,6 +128,12 @@ def event(registry_id: str, *, caller: str = "mallory@contoso.com", event_id: st
                                event_time=dt.datetime.now(dt.timezone.utc), data_version="2")
 
 
+def drifted(azure, prefix: str) -> tuple[str, str]:
+    """A new Premium registry (approved private endpoint, public access off) whose exports someone turned on."""
+    name = unique(prefix)
+    return name, azure.arm.create(SUB, RG, name, export="enabled", public="Disabled")["id"]
+
+
 def set_props(azure, registry_id: str, **props: Any) -> None:
     """What the attacker does with Contributor: change the registry's properties (and tags) directly."""
     current = azure.arm.get(registry_id)
@@ -197,8 +203,7 @@ def test_switching_to_audit_stops_every_pending_write_at_once(app, local_azure, 
 ])
 def test_a_retry_may_narrow_what_its_trigger_was_allowed_never_widen_it(app, local_azure, monkeypatch, flag, mode,
                                                                         writes):
-    name = unique("acrflag")
-    registry_id = local_azure.arm.create(SUB, RG, name, export="enabled", public="Disabled")["id"]
+    _, registry_id = drifted(local_azure, "acrflag")
     monkeypatch.setenv("DLP_MODE", mode)
     app.instance()
     body: dict[str, Any] = {"registryId": registry_id, "attempt": 1, "context": {"trigger": "event"}}
@@ -218,8 +223,7 @@ def test_a_deferred_drift_alerts_now_with_the_next_attempt_then_its_outcome_aler
     """ARM refuses the PATCH (503 on every try): the first deferral alerts "remediation pending" with the next
     attempt's time, within 10 s; a second deferral is the same state (quiet); the retry that works alerts
     "remediated" as a change from "remediation pending"."""
-    name = unique("acrpend")
-    registry_id = local_azure.arm.create(SUB, RG, name, export="enabled", public="Disabled")["id"]
+    name, registry_id = drifted(local_azure, "acrpend")
     fault = local_azure.arm.faults.add(method="PATCH", status=503, times=None,
                                        body=arm_error("ServiceUnavailable", "later"))
     app.instance(at_once=False)                   # the real schedule: the first attempt within 10 s
@@ -267,8 +271,7 @@ def _facts(card: str) -> list[dict]:
 
 
 def test_a_pending_drift_whose_retries_run_out_alerts_failed(app, local_azure):
-    name = unique("acrgive")
-    registry_id = local_azure.arm.create(SUB, RG, name, export="enabled", public="Disabled")["id"]
+    name, registry_id = drifted(local_azure, "acrgive")
     local_azure.arm.faults.add(method="PATCH", status=503, times=None, body=arm_error("ServiceUnavailable", "later"))
     app.instance()
     handle_event(event(registry_id))
@@ -309,8 +312,7 @@ def test_a_busy_lease_alerts_pending_at_once(app, local_azure, azurite):
     from dlp.azure.state import LEASE_ROW, partition_of
     from dlp.settings import STATE_TABLE
 
-    name = unique("acrbusy")
-    registry_id = local_azure.arm.create(SUB, RG, name, export="enabled", public="Disabled")["id"]
+    name, registry_id = drifted(local_azure, "acrbusy")
     table = TableServiceClient.from_connection_string(azurite).create_table_if_not_exists(STATE_TABLE)
     table.upsert_entity({"PartitionKey": partition_of(registry_id), "RowKey": LEASE_ROW, "Owner": "other-instance",
                          "Expires": time.time() + 600})
@@ -328,8 +330,7 @@ def test_a_busy_lease_alerts_pending_at_once(app, local_azure, azurite):
 
 def test_a_write_still_running_at_the_deadline_alerts_pending_then_remediated(app, local_azure, monkeypatch):
     monkeypatch.setenv("DLP_TIME_BUDGET_S", "4")
-    name = unique("acrlro")
-    registry_id = local_azure.arm.create(SUB, RG, name, export="enabled", public="Disabled")["id"]
+    name, registry_id = drifted(local_azure, "acrlro")
     local_azure.arm.set_lro(registry_id, mode="async", polls=30, retry_after=None)      # longer than the budget
     app.instance()
     handle_event(event(registry_id))
@@ -344,8 +345,7 @@ def test_a_write_still_running_at_the_deadline_alerts_pending_then_remediated(ap
 
 def test_a_deferral_before_anything_was_read_shows_no_state(app, local_azure):
     """ARM failing the read: nothing is known about the registry (it may be compliant): no alert yet."""
-    name = unique("acrnoread")
-    registry_id = local_azure.arm.create(SUB, RG, name, export="enabled", public="Disabled")["id"]
+    name, registry_id = drifted(local_azure, "acrnoread")
     local_azure.arm.faults.add(method="GET", status=503, times=None, body=arm_error("ServiceUnavailable", "later"))
     app.instance()
     handle_event(event(registry_id))
