@@ -229,13 +229,14 @@ def test_a_deferred_drift_alerts_now_with_the_next_attempt_then_its_outcome_aler
     app.instance(at_once=False)                   # the real schedule: the first attempt within 10 s
     before = dt.datetime.now(dt.timezone.utc)
     handle_event(event(registry_id, caller="mallory@contoso.com"))
+    after = dt.datetime.now(dt.timezone.utc)
     assert app.outcomes(registry_id) == [("deferred", "ServiceUnavailable")] and fault.hits >= 1
     (card,) = cards(local_azure, name)
     assert title(card) == f"Drift detected, remediation pending: {name} (compliant → remediation pending)"
     assert "mallory@contoso.com" in card and "policies.exportPolicy.status enabled → disabled" in card
     (attempt_at,) = [fact["value"] for fact in _facts(card) if fact["title"] == "Next attempt"]
-    delay = (dt.datetime.fromisoformat(attempt_at) - before).total_seconds()
-    assert 0 < delay <= 11                        # within 10 s (the alert's time is rounded to the second)
+    # deferred between `before` and `after`, then at most 10 s (the alert's time is cut to the second)
+    assert before.replace(microsecond=0) < dt.datetime.fromisoformat(attempt_at) <= after + dt.timedelta(seconds=10)
     assert app.messages(registry_id) == []         # invisible until then...
     found = app.messages(registry_id, wait_s=12)   # ...and visible by then
     assert [body["attempt"] for _, body in found] == [1]
@@ -364,7 +365,7 @@ def test_the_retry_schedule_starts_within_ten_seconds_and_covers_two_hours():
         schedule = [backoff_s(attempt, rng=rng) for attempt in range(1, MAX_ATTEMPTS + 1)]
         assert 0 < schedule[0] <= 10                                   # the first attempt, with jitter
         assert all(later >= base for later, base in zip(schedule[1:], BACKOFF_S, strict=True))   # never sooner
-        assert sum(schedule[:-1]) >= 2 * 3600 - 10 * 60 and sum(schedule) >= 2 * 3600   # two hours before giving up
+        assert sum(schedule) >= 2 * 3600 + 45 * 60      # the last retry runs 2 h 49 min (or later) after the deferral
     firsts = {backoff_s(1, rng=rng) for _ in range(50)}
     assert len(firsts) > 10                                            # jittered: a burst does not come back as one
     assert BACKOFF_S[:8] == (10, 30, 60, 120, 300, 600, 1800, 3600)
