@@ -115,6 +115,59 @@ _REG = _RG + r"/providers/Microsoft\.ContainerRegistry/registries/[a-zA-Z0-9]{5,
 SCOPE_RE = re.compile(rf"^{_SUB}(?:/resourceGroups/[-\w\._\(\)]{{1,90}})?$", re.IGNORECASE)
 EXEMPTION_RE = re.compile(rf"^(?:{_REG}|{_RG})$", re.IGNORECASE)
 
+# Limits of the numeric and choice settings; infra/main.bicep carries the same (@minValue/@maxValue/@allowed on
+# the parameter that feeds the setting: tests/test_infra.py keeps them identical), so a value the app would refuse
+# never deploys.
+BOUNDS: dict[str, tuple[int, int]] = {
+    "DLP_MAX_REMEDIATIONS": (1, 100),
+    # Event Grid gives up (and redelivers) at 30 s; after a spent budget, handing over and keeping the record
+    # in the outbox may take a few seconds more
+    "DLP_TIME_BUDGET_S": (2, 22),
+}
+CHOICES: dict[str, tuple[str, ...]] = {"DLP_MODE": MODES, "DLP_ALLOW_LOCKOUT": ("true", "false")}
+EXEMPT_TAG_MAX = 512
+
+# NCRONTAB (Azure Functions timer): {second} {minute} {hour} {day} {month} {day-of-week}; day-of-week 0 is Sunday.
+_CRON_FIELDS = (("second", 0, 59, ()), ("minute", 0, 59, ()), ("hour", 0, 23, ()), ("day", 1, 31, ()),
+                ("month", 1, 12, ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")),
+                ("day-of-week", 0, 6, ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")))
+_CRON_ITEM = re.compile(r"^(?:(\*)|([0-9A-Za-z]+)(?:-([0-9A-Za-z]+))?)(?:/([0-9]+))?$")
+
+
+def ncrontab_problem(expression: str) -> str | None:
+    """Why `expression` is not a 6-field NCRONTAB schedule the Functions timer accepts, or None.
+
+    Each field is a comma list of `*`, `n` or `a-b` (names for months and days), each optionally `/step`.
+    """
+    fields = expression.split()
+    if len(fields) != 6:
+        return f"must be an NCRONTAB expression with 6 fields (second minute hour day month day-of-week), not {len(fields)}"
+    for text, (name, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
+        for item in text.split(","):
+            match = _CRON_ITEM.match(item)
+            if not match:
+                return f"{name} field {text[:20]!r} is not *, n, a-b or a list of them (each optionally /step)"
+            star, first, last, step = match.groups()
+            values = []
+            for part in (first, last):
+                if part is None:
+                    continue
+                if part.isdigit():
+                    values.append(int(part))
+                elif part.upper() in names:
+                    values.append(names.index(part.upper()) + low)
+                else:
+                    return f"{name} field: {part[:20]!r} is not a number"
+            if any(not low <= v <= high for v in values):
+                return f"{name} field: values must be between {low} and {high}"
+            if len(values) == 2 and values[0] > values[1]:
+                return f"{name} field: range {first}-{last} runs backwards"
+            if step is not None and not 1 <= int(step) <= high - low + 1:
+                return f"{name} field: step must be between 1 and {high - low + 1}"
+            if star is None and first is None:
+                return f"{name} field is empty"
+    return None
+
 
 class ConfigError(ValueError):
     """A setting has a value the responder cannot use; the message names the setting."""
@@ -236,7 +289,7 @@ def load(environ: Mapping[str, str]) -> Settings:
         exemptions.append(Exemption(scope.strip().rstrip("/").lower(), until))
 
     exempt_tag = get("DLP_EXEMPT_TAG")
-    if exempt_tag and not re.match(r"^[^<>%&\\?/]{1,512}$", exempt_tag):
+    if exempt_tag and not re.match(rf"^[^<>%&\\?/]{{1,{EXEMPT_TAG_MAX}}}$", exempt_tag):
         problems.append(("DLP_EXEMPT_TAG", "is not a valid tag name"))
 
     lockout_text = get("DLP_ALLOW_LOCKOUT").lower()
@@ -254,15 +307,14 @@ def load(environ: Mapping[str, str]) -> Settings:
             problems.append((name, f"must be between {low:g} and {high:g}"))
         return value
 
-    max_remediations = number("DLP_MAX_REMEDIATIONS", 1, 100)
-    # Event Grid gives up (and redelivers) at 30 s; after a spent budget, handing over and keeping the record
-    # in the outbox may take a few seconds more
-    budget = number("DLP_TIME_BUDGET_S", 2, 22, float)
+    max_remediations = number("DLP_MAX_REMEDIATIONS", *BOUNDS["DLP_MAX_REMEDIATIONS"])
+    budget = number("DLP_TIME_BUDGET_S", *BOUNDS["DLP_TIME_BUDGET_S"], float)
 
     arm = _https_url("DLP_ARM_ENDPOINT", get("DLP_ARM_ENDPOINT"), problems) or BY_NAME["DLP_ARM_ENDPOINT"].default
     schedule = get("DLP_SWEEP_SCHEDULE")
-    if len(schedule.split()) != 6:
-        problems.append(("DLP_SWEEP_SCHEDULE", "must be an NCRONTAB expression with 6 fields"))
+    schedule_problem = ncrontab_problem(schedule)
+    if schedule_problem:
+        problems.append(("DLP_SWEEP_SCHEDULE", schedule_problem))
 
     logs_endpoint = _https_url("DLP_LOGS_ENDPOINT", get("DLP_LOGS_ENDPOINT"), problems)
     logs_rule_id = get("DLP_LOGS_RULE_ID")

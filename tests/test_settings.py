@@ -75,3 +75,34 @@ def test_development_storage_is_expanded_for_the_storage_sdks():
 def test_sovereign_cloud_token_scope_follows_the_endpoint():
     assert load({"DLP_ARM_ENDPOINT": "https://management.usgovcloudapi.net/"}).arm_scope == \
         "https://management.usgovcloudapi.net/.default"
+
+
+@pytest.mark.parametrize("schedule", [
+    "0 0 */6 * * *", "0 */5 * * * *", "0 30 9 * Jan Mon", "0 0 9-17 * * MON-FRI", "5 0 0 1,15 * *",
+    "0 0 0 * * 0", "59 59 23 31 12 6", "0 0 1-23/2 * * *",
+])
+def test_real_ncrontab_schedules_load(schedule):
+    assert load({"DLP_SWEEP_SCHEDULE": schedule}).sweep_schedule == schedule
+
+
+@pytest.mark.parametrize(("schedule", "why"), [
+    ("0 0 */6 * *", "6 fields"),                 # 5-field cron: the Functions host would read it differently
+    ("0 0 */6 * * * *", "6 fields"),
+    ("60 0 * * * *", "second field: values must be between 0 and 59"),
+    ("0 60 * * * *", "minute field"), ("0 0 24 * * *", "hour field"), ("0 0 0 0 * *", "day field"),
+    ("0 0 0 32 * *", "day field"), ("0 0 0 * 13 *", "month field"), ("0 0 0 * * 7", "day-of-week field"),
+    ("0 0 */0 * * *", "step must be between 1 and 24"), ("0 0 17-9 * * *", "runs backwards"),
+    ("0 0 0 L * *", "day field"), ("0 0 0 ? * *", "day field"), ("0 0 0 * FOO *", "month field"),
+    ("00:05:00", "6 fields"),                    # TimeSpan schedules run only on dedicated plans, not Flex
+    ("0 0 ,1 * * *", "hour field"), ("", "6 fields"),
+])
+def test_a_schedule_that_is_not_ncrontab_is_refused_with_the_field_named(schedule, why):
+    with pytest.raises(ConfigError) as raised:
+        load({"DLP_SWEEP_SCHEDULE": schedule})
+    assert "DLP_SWEEP_SCHEDULE: " in str(raised.value) and why in str(raised.value)
+
+
+def test_time_budget_bound_is_what_event_grid_leaves():
+    assert load({"DLP_TIME_BUDGET_S": "22"}).time_budget_s == 22.0
+    with pytest.raises(ConfigError, match="DLP_TIME_BUDGET_S: must be between 2 and 22"):
+        load({"DLP_TIME_BUDGET_S": "23"})
