@@ -279,7 +279,7 @@ def test_breaker_trips_after_n_reverts_and_holds_across_instances(responder, azu
     assert requests[1] == ["GET", "GET", "GET", "PATCH"]
     assert state(local_azure, reg)[0] == "enabled"
     # the re-check when the breaker's window ends is on the durable-retry queue (tests/test_escalation.py runs it)
-    ((message, body),) = _retry_messages(azurite)
+    ((message, body),) = [(m, b) for m, b in _retry_messages(azurite) if b["registryId"] == reg]
     assert (body["registryId"], body["attempt"], body["enforce"], body["context"]["trigger"]) == (reg, 0, True, "retry")
     QueueClient.from_connection_string(azurite, RETRY_QUEUE).delete_message(message)
 
