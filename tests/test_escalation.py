@@ -515,6 +515,40 @@ def test_a_blocking_guard_does_not_hide_an_escalation(app, local_azure):
     assert patches(local_azure) == 0
 
 
+@pytest.mark.parametrize("kind", ["breaker", "tag-exempt", "exempt"])
+def test_two_instances_seeing_the_same_escalation_send_one_alert(azurite_env, local_azure, kind):
+    """Both read the held state before either commits: the ETag lets one commit the grown exposure and alert;
+    the other re-reads, finds it told, and stays quiet."""
+    import threading
+
+    from dlp.alerting import AlertNotifier
+    from dlp.budget import Budget
+    from tests import alerts_support as support
+
+    state = support.table_name("state")
+    registry = support.registry_id(support.unique_name())
+    first, _ = support.notifier(support.tables(azurite_env), teams_url=local_azure.teams.webhook_url(),
+                                state_table=state)
+    with Budget.of(10).active():       # held with exports withheld
+        first.notify([support.evaluation(registry, kind, changes=support.CHANGES[1:])])
+    instances = support.racing_instances(azurite_env, local_azure.teams.webhook_url(), state)
+
+    def invoke(alerting: AlertNotifier) -> None:
+        with Budget.of(10).active():   # public access withheld too
+            alerting.notify([support.evaluation(registry, kind)])
+
+    threads = [threading.Thread(target=invoke, args=(alerting,)) for alerting, _ in instances]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sum(store.lost for _, store in instances) == 1
+    titles = [m["attachments"][0]["content"]["body"][0]["text"] for m in local_azure.teams.messages]
+    assert len(titles) == 2 and titles[1].startswith("New exposure")
+    assert "publicNetworkAccess is Enabled (withheld: → Disabled)" in json.dumps(local_azure.teams.messages[1],
+                                                                                 ensure_ascii=False)
+
+
 # --- the state machine's rules for holds (pure) -------------------------------------------------------------------
 
 
