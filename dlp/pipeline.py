@@ -181,11 +181,12 @@ def _with_pipelines(registry: Registry, services: Services) -> Registry:
     try:
         return replace(registry, export_pipelines=services.arm.list_export_pipelines(registry.id))
     except Exception as exc:
-        failure = classify(exc)
-        if failure.transient:     # the drift is known already: deferred with it, so it alerts at once
-            raise Defer(failure.code, str(failure), assessment=evaluate(registry)) from exc
+        deferred = _as_deferral(exc, evaluate(registry))
+        if deferred is not exc:   # transient: deferred with what was read, so a known drift alerts at once
+            raise deferred from exc
         if not isinstance(exc, HttpResponseError):
             raise
+        failure = classify(exc)
         log.warning("export pipelines of %s could not be listed: %s", registry.id, failure)
         return registry
 
@@ -250,7 +251,13 @@ def _evaluate(target: Target, services: Services, budget: Budget, enforce: bool,
         return done(Outcome(plan.action, plan.reason, plan.detail, plan.changes), assessment,
                     tag_exemption=plan.tag_exemption)
 
-    granted = claim.result() if claim is not None else _claim(services, registry.id, budget)
+    try:
+        granted = claim.result() if claim is not None else _claim(services, registry.id, budget)
+    except Exception as exc:
+        deferred = _as_deferral(exc, assessment)
+        if deferred is exc:
+            raise
+        raise deferred from exc
     if granted is None:
         raise Defer(R_LEASE_BUSY, "another invocation is remediating this registry", assessment=assessment)
     try:
@@ -263,8 +270,26 @@ def _evaluate(target: Target, services: Services, budget: Budget, enforce: bool,
                 return done(Outcome(A_GONE, "not-found", "the registry no longer exists"))
         return _decide_and_apply(target, services, budget, done, registry, policy, today, granted.recent,
                                  conflict_retry=True)
+    except Exception as exc:
+        deferred = _as_deferral(exc, assessment)
+        if deferred is exc:
+            raise
+        raise deferred from exc
     finally:
         _release(services, granted.lease)
+
+
+def _as_deferral(exc: Exception, assessment: Any) -> Exception:
+    """A failure once the registry was read: a transient one becomes a `Defer` that carries what was read (so a
+    known drift alerts at once as "remediation pending"); a `Defer` without it gets it; others stay as they are."""
+    from dlp.azure.errors import classify
+
+    if isinstance(exc, Defer):
+        if exc.assessment is None:
+            exc.assessment = assessment
+        return exc
+    failure = classify(exc)
+    return Defer(failure.code, str(failure), assessment=assessment) if failure.transient else exc
 
 
 def _release(services: Services, lease: Any) -> None:

@@ -347,6 +347,28 @@ def test_a_write_still_running_at_the_deadline_alerts_pending_then_remediated(ap
     assert title(cards(local_azure, name)[-1]) == f"Drift remediated: {name} (remediation pending → drift remediated)"
 
 
+def test_arm_failing_the_reread_under_the_lease_alerts_pending(app, local_azure, monkeypatch):
+    """Written earlier in the hour, so the registry is read again under the lease; ARM refuses that second read
+    (503 until the budget is spent). The drift was known from the first read: it alerts now."""
+    monkeypatch.setenv("DLP_TIME_BUDGET_S", "4")
+    name, registry_id = drifted(local_azure, "acrreread")
+    app.instance()
+    handle_event(event(registry_id))
+    assert app.outcomes(registry_id) == [("remediated", "-")]
+    set_props(local_azure, registry_id, export="enabled")
+    local_azure.arm.faults.add(method="GET", path=f"registries/{name}$", status=503, times=None, skip=1,
+                               body=arm_error("ServiceUnavailable", "later"))
+    handle_event(event(registry_id, caller="eve@contoso.com"))
+    ((action, _reason),) = app.outcomes(registry_id)
+    assert action == "deferred"
+    assert [title(card) for card in cards(local_azure, name)] == [
+        f"Drift remediated: {name} (compliant → drift remediated)",
+        f"Drift detected, remediation pending: {name} (drift remediated → remediation pending)"]
+    local_azure.arm.faults.clear()
+    app.replay(app.messages(registry_id))
+    assert app.outcomes(registry_id) == [("remediated", "-")]
+
+
 def test_a_deferral_before_anything_was_read_shows_no_state(app, local_azure):
     """ARM failing the read: nothing is known about the registry (it may be compliant): no alert yet."""
     name, registry_id = drifted(local_azure, "acrnoread")
