@@ -518,6 +518,28 @@ def test_an_exemption_does_not_hide_an_escalation(app, local_azure, monkeypatch,
     assert len(cards(local_azure, name)) == 2
 
 
+def test_an_escalation_whose_event_never_came_is_found_by_the_sweep(app, local_azure, monkeypatch):
+    """The attacker's second write raises no event the responder sees (a lost delivery, a dropped subscription):
+    the scheduled sweep reads the exempt registry from Resource Graph and alerts the new exposure."""
+    from azure.functions.timer import TimerRequest
+
+    monkeypatch.setenv("DLP_EXEMPT_TAG", "dlp-exempt")
+    monkeypatch.setenv("DLP_SCOPES", f"/subscriptions/{SUB}/resourceGroups/{RG}")
+    name = unique("acrsweep")
+    registry_id = local_azure.arm.create(SUB, RG, name, export="enabled", public="Disabled",
+                                         tags={"dlp-exempt": "true"})["id"]
+    app.instance()
+    handle_event(event(registry_id))
+    assert len(cards(local_azure, name)) == 1
+    set_props(local_azure, registry_id, publicNetworkAccess="Enabled")          # no event for this one
+    sweep = function_app.sweep.build().get_user_function()
+    sweep(TimerRequest(past_due=False, schedule_status={"Last": "2026-11-21T06:00:00+00:00"}))
+    (card,) = cards(local_azure, name)[1:]
+    assert "New exposure on a tag-exempt registry" in card and patches(local_azure) == 0
+    sweep(TimerRequest(past_due=False, schedule_status={"Last": "2026-11-21T06:00:00+00:00"}))
+    assert len(cards(local_azure, name)) == 2                                   # the next sweep: nothing new
+
+
 def test_a_blocking_guard_does_not_hide_an_escalation(app, local_azure):
     """No approved private endpoint blocks closing public access; opening exports as well is a new exposure."""
     name = unique("acrnope")
