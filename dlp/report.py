@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from dlp import __version__
+from dlp.ids import fold
 from dlp.model import FAIL, SEVERITIES, UNKNOWN, Assessment, Finding, Registry
 from dlp.rules import CATALOGUE, Rule
 
@@ -168,7 +169,7 @@ def to_sarif(assessments: Sequence[Assessment], rules: Sequence[Rule] | None = N
                 index[finding.rule_id] = len(driver_rules)
                 driver_rules.append(CATALOGUE[finding.rule_id])
             prefix = "" if finding.status == FAIL else "Cannot be verified: "
-            fingerprint = hashlib.sha256(f"{finding.rule_id}|{registry.id.lower()}".encode()).hexdigest()[:32]
+            fingerprint = hashlib.sha256(f"{finding.rule_id}|{fold(registry.id)}".encode()).hexdigest()[:32]
             results.append({
                 "ruleId": finding.rule_id,
                 "ruleIndex": index[finding.rule_id],

@@ -392,6 +392,17 @@ module queries 'app/queries.bicep' = {
   }
 }
 
+module exposureWorkbook 'app/exposure-workbook.bicep' = {
+  name: 'exposure-workbook'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    workspaceName: monitoring.outputs.workspaceName
+    workbookName: guid(rg.id, 'acr-dlp-exposure-workbook')
+  }
+}
+
 module rbac 'app/rbac.bicep' = {
   name: 'rbac'
   scope: rg

@@ -67,12 +67,16 @@ S_ERROR = "error"
 S_EXEMPT = "exempt"
 S_TAG_EXEMPT = "tag-exempt"
 S_GONE = "gone"
+S_EXPOSED = "exposed"      # not a state the registry stays in: a window found in change history (never stored)
 S_PENDING = "remediation-pending"
 STATES = (S_COMPLIANT, S_NONCOMPLIANT, S_REMEDIATED, S_BLOCKED, S_BREAKER, S_FAILED, S_ERROR, S_EXEMPT,
-          S_TAG_EXEMPT, S_GONE, S_PENDING)
+          S_TAG_EXEMPT, S_GONE, S_EXPOSED, S_PENDING)
 # States in which a drift stays in place for a while: their signature carries the exposure already told.
 HOLDS = frozenset({S_BREAKER, S_EXEMPT, S_TAG_EXEMPT, S_PENDING, S_BLOCKED})
 _GUARDS = frozenset({S_BREAKER, S_EXEMPT, S_TAG_EXEMPT})      # a person's decision or the breaker, not a retry
+
+# Not a registry's state: an optional output turned off at start (dlp/alerts/config.py); never in STATES
+S_MISCONFIGURED = "output-misconfigured"
 
 # Human labels, used in titles ("compliant -> drift remediated") and in the digest list.
 LABELS = {
@@ -87,6 +91,8 @@ LABELS = {
     S_TAG_EXEMPT: "tag exemption used",
     S_GONE: "deleted",
     S_PENDING: "remediation pending",
+    S_MISCONFIGURED: "output misconfigured",
+    S_EXPOSED: "was open",
 }
 
 # States after which compliant (or deleted) is not news: the registry was fine already.
@@ -163,8 +169,19 @@ def exposure(evaluation: Evaluation) -> frozenset[str]:
 
 def observe(evaluation: Evaluation) -> Observed | None:
     """The alert state an evaluation shows; None when it shows none (deferred, or nothing known)."""
+    seen = _observe(evaluation)
+    if seen is None or not evaluation.warnings or seen.state == S_COMPLIANT:
+        return seen
+    # a new warning is news: it joins the guard part (a hold's exposure items after "|" stay readable)
+    guard, bar, items = seen.signature.partition("|")
+    return Observed(seen.state, _digest(guard, *evaluation.warnings) + bar + items)
+
+
+def _observe(evaluation: Evaluation) -> Observed | None:
     outcome = evaluation.outcome
     action = outcome.action
+    if evaluation.out_of_scope:                             # out of scope: silent, no state at all
+        return None
     if action == A_DEFERRED:
         return _deferred(evaluation)
     if action == A_GONE:

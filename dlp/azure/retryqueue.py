@@ -39,7 +39,8 @@ class RetryQueue:
     def __init__(self, queue_client: Any, *, base_delay_s: float = 60):
         self._queue = queue_client
         self._created = False
-        self.base_delay_s = base_delay_s     # 60: the schedule as written; tests and the demo use 0 (at once)
+        self.base_delay_s = base_delay_s     # 60: the retry schedule as written; tests and the demo use 0 (at once)
+        self.check_delay_s: float | None = None   # delayed exposure checks; None: dlp.timeline.CHECK_DELAY_S
 
     @classmethod
     def from_settings(cls, settings: Any, credential: Any) -> RetryQueue:
@@ -62,7 +63,12 @@ class RetryQueue:
     def hand_over(self, message: dict[str, Any], attempt: int) -> float:
         """Queue attempt `attempt`; returns the seconds until it runs. Raises when the queue cannot take it:
         then the invocation must fail so Event Grid redelivers."""
-        return self.schedule(message, backoff_s(attempt))
+        return self.later(message, backoff_s(attempt))
+
+    def later(self, message: dict[str, Any], delay_s: float) -> float:
+        """`schedule` on the retry schedule's clock (`base_delay_s` 60: as written; 0: at once, for tests and the
+        demo): the backoff and the breaker's re-check. Returns the delay used."""
+        return self.schedule(message, delay_s * self.base_delay_s / 60)
 
     def schedule(self, message: dict[str, Any], delay_s: float) -> float:
         """Send `message`, visible to the queue trigger in `delay_s` seconds (at most 7 days, the service's
@@ -75,6 +81,6 @@ class RetryQueue:
             except ResourceExistsError:
                 pass
             self._created = True
-        delay = min(MAX_VISIBILITY_S, max(0.0, delay_s * self.base_delay_s / 60))
+        delay = min(MAX_VISIBILITY_S, max(0.0, delay_s))
         self._queue.send_message(json.dumps(message, separators=(",", ":")), visibility_timeout=round(delay))
         return delay

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dlp import __version__
 
 PROG = "python -m dlp"
-COMMANDS: tuple[str, ...] = ("evaluate", "scan", "demo")
+COMMANDS: tuple[str, ...] = ("evaluate", "scan", "exposure", "demo")
 
 # Exit codes shared by every command (docs/cli.md)
 EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
