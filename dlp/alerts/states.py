@@ -77,6 +77,8 @@ _GUARDS = frozenset({S_BREAKER, S_EXEMPT, S_TAG_EXEMPT})      # a person's decis
 
 # Not a registry's state: an optional output turned off at start (dlp/alerts/config.py); never in STATES
 S_MISCONFIGURED = "output-misconfigured"
+# Not a registry's state either: Event Grid dead-lettered events, replayed (dlp/alerts/dead_letters.py)
+S_DEAD_LETTERED = "dead-lettered"
 
 # Human labels, used in titles ("compliant -> drift remediated") and in the digest list.
 LABELS = {
@@ -92,6 +94,7 @@ LABELS = {
     S_GONE: "deleted",
     S_PENDING: "remediation pending",
     S_MISCONFIGURED: "output misconfigured",
+    S_DEAD_LETTERED: "dead-lettered events replayed",
     S_EXPOSED: "was open",
 }
 

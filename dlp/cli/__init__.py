@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dlp import __version__
 
 PROG = "python -m dlp"
-COMMANDS: tuple[str, ...] = ("evaluate", "scan", "exposure", "demo")
+COMMANDS: tuple[str, ...] = ("evaluate", "scan", "exposure", "replay", "demo", "rules")
 
 # Exit codes shared by every command (docs/cli.md)
 EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
@@ -38,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
 def error(command: str, message: str) -> None:
     """One line on stderr per problem, never a traceback."""
     print(f"{PROG} {command}: error: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+def note(command: str, message: str) -> None:
+    """One informational line on stderr (e.g. --verbose), never mistaken for an error."""
+    print(f"{PROG} {command}: note: {' '.join(str(message).split())}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
