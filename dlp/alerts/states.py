@@ -79,6 +79,7 @@ _GUARDS = frozenset({S_BREAKER, S_EXEMPT, S_TAG_EXEMPT})      # a person's decis
 S_MISCONFIGURED = "output-misconfigured"
 # Not a registry's state either: Event Grid dead-lettered events, replayed (dlp/alerts/dead_letters.py)
 S_DEAD_LETTERED = "dead-lettered"
+NOTICES = (S_MISCONFIGURED, S_DEAD_LETTERED)     # alerts about the responder itself, sent by AlertNotifier.announce
 
 # Human labels, used in titles ("compliant -> drift remediated") and in the digest list.
 LABELS = {
