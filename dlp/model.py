@@ -340,6 +340,7 @@ class Evaluation:
     answered: tuple[Context, ...] = ()        # other events this evaluation answered (a burst read once)
     warnings: tuple[str, ...] = ()            # what people must know beyond the outcome (a look-alike ID)
     exposure: Exposure | None = None          # how long it was open (remediations, exposure evaluations)
+    next_attempt: str = ""                    # deferred: when the durable retry runs next (ISO 8601 UTC)
 
     @property
     def callers(self) -> tuple[str, ...]:
