@@ -221,8 +221,8 @@ class AlertNotifier:
                     record_pending: bool) -> _Due | None:
         now = self._clock().astimezone(timezone.utc).isoformat()
 
-        def due(previous: Stored | None, alert_id: str) -> _Due:
-            alert = build_alert(evaluation, previous, seen.state, alert_id=alert_id, at=now)
+        def due(previous: Stored | None, alert_id: str, new: tuple[str, ...] = ()) -> _Due:
+            alert = build_alert(evaluation, previous, seen.state, alert_id=alert_id, at=now, escalation=new)
             if record_pending:
                 alert = replace(alert, record_pending=True)
             return _Due(alert, evaluation.registry_id)
@@ -236,12 +236,12 @@ class AlertNotifier:
             if not decision.write:
                 return None
             alert_id = str(uuid.uuid4()) if decision.alert else (previous.alert_id if previous else "")
-            pending = due(previous, alert_id) if decision.alert else None
+            pending = due(previous, alert_id, decision.new) if decision.alert else None
             keep = self._copies(pending.alert) if pending else []
             try:
                 committed = self._store.commit(evaluation.registry_id, previous,
-                                               Stored(seen.state, seen.signature, alert_id, now), keep,
-                                               owner=self._owner, claim_until=claim_deadline())
+                                               Stored(seen.state, decision.signature or seen.signature, alert_id, now),
+                                               keep, owner=self._owner, claim_until=claim_deadline())
             except Exception as exc:
                 log.warning("alert state of %s not saved (%s): alerting without de-duplication",
                             evaluation.registry_id, _reason(exc))

@@ -341,6 +341,7 @@ class Evaluation:
     intent: str = ""                          # the remediation intent this evaluation resolves (its state row key)
     warnings: tuple[str, ...] = ()            # what people must know beyond the outcome (a look-alike ID)
     exposure: Exposure | None = None          # how long it was open (remediations, exposure evaluations)
+    next_attempt: str = ""                    # deferred: when the durable retry runs next (ISO 8601 UTC)
 
     @property
     def callers(self) -> tuple[str, ...]:

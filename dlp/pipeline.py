@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 from dlp import remediation
@@ -56,6 +56,7 @@ SPECULATIVE_TTL_S = 1.0        # a lease taken during the read: a crashed reader
 LEASE_SLACK_S = 10.0           # a lease outlives its budget by this much (no poller or thread runs past the budget)
 INTENT_SLACK_S = 10.0          # an intent is orphaned this long after its invocation's budget ended
 HANDOVER_RESERVE_S = 1.0       # kept back from an evaluation's Azure calls to hand it to the durable retry
+BREAKER_RECHECK_MARGIN = timedelta(seconds=60)   # after the breaker's window ends: the re-check then sees it open
 
 _EXECUTOR: ThreadPoolExecutor | None = None
 _EXECUTOR_LOCK = threading.Lock()
@@ -94,12 +95,16 @@ class Services:
 
 
 class Defer(Exception):
-    """Work a failing dependency kept from finishing: goes to the durable retry."""
+    """Work a failing dependency kept from finishing: goes to the durable retry.
 
-    def __init__(self, code: str, message: str, pending: tuple[Change, ...] = ()):
+    `assessment` is what the registry showed when that is known (the deferral then alerts as "drift
+    detected, remediation pending" at once, rather than after the retries)."""
+
+    def __init__(self, code: str, message: str, pending: tuple[Change, ...] = (), assessment: Any = None):
         self.code = code
         self.pending = pending
         self.intent = ""        # set when a remediation intent was written: the PATCH may have landed
+        self.assessment = assessment
         super().__init__(message)
 
 
@@ -250,7 +255,8 @@ def _read(target: Target, services: Services, budget: Budget) -> Registry | None
         if registry.provisioning_state.lower() in ("succeeded", "failed", "canceled"):
             return registry
         if waited >= UPDATING_MAX_WAIT_S or budget.remaining() < UPDATING_WAIT_S + 2:
-            raise Defer(remediation.R_UPDATING, f"registry is {registry.provisioning_state}", target.pending)
+            raise Defer(remediation.R_UPDATING, f"registry is {registry.provisioning_state}", target.pending,
+                        evaluate(registry))
         time.sleep(UPDATING_WAIT_S)
         waited += UPDATING_WAIT_S
 
@@ -268,10 +274,13 @@ def _with_pipelines(registry: Registry, services: Services) -> Registry:
         return registry
     try:
         return replace(registry, export_pipelines=services.arm.list_export_pipelines(registry.id))
-    except HttpResponseError as exc:
-        failure = classify(exc)
-        if failure.transient:
+    except Exception as exc:
+        deferred = _as_deferral(exc, evaluate(registry))
+        if deferred is not exc:   # transient: deferred with what was read, so a known drift alerts at once
+            raise deferred from exc
+        if not isinstance(exc, HttpResponseError):
             raise
+        failure = classify(exc)
         log.warning("export pipelines of %s could not be listed: %s", registry.id, failure)
         return registry
 
@@ -340,12 +349,18 @@ def _evaluate(target: Target, services: Services, budget: Budget, enforce: bool,
         if not keep:
             _drop(services, claim)     # after `done`: not part of the evaluation's time
 
-    granted = claim.result() if claim is not None else None
-    busy = granted is None
-    if granted is None:     # someone held it while we read: wait for it now, then re-read below
-        granted = _claim(services, registry.id, budget)
+    try:
+        granted = claim.result() if claim is not None else None
+        busy = granted is None
+        if granted is None:     # someone held it while we read: wait for it now, then re-read below
+            granted = _claim(services, registry.id, budget)
+    except Exception as exc:
+        deferred = _as_deferral(exc, assessment)
+        if deferred is exc:
+            raise
+        raise deferred from exc
     if granted is None:
-        raise Defer(R_LEASE_BUSY, "another invocation is remediating this registry")
+        raise Defer(R_LEASE_BUSY, "another invocation is remediating this registry", assessment=assessment)
     held = _Held(granted.lease, short=not busy)
     try:
         if busy or granted.lease.waited or granted.recent:
@@ -357,6 +372,11 @@ def _evaluate(target: Target, services: Services, budget: Budget, enforce: bool,
                 return done(Outcome(A_GONE, "not-found", "the registry no longer exists"))
         return _decide_and_apply(target, services, budget, done, registry, policy, today, granted.recent, held,
                                  conflict_retry=True)
+    except Exception as exc:
+        deferred = _as_deferral(exc, assessment)
+        if deferred is exc:
+            raise
+        raise deferred from exc
     finally:
         _release(services, held.lease)
 
@@ -369,7 +389,8 @@ class _Held:
     short: bool          # taken during the read for SPECULATIVE_TTL_S: extend it before the write
 
 
-def _count_attempt(services: Services, held: _Held, registry_id: str, intent: Any, budget: Budget) -> str:
+def _count_attempt(services: Services, held: _Held, registry_id: str, intent: Any, budget: Budget,
+                   assessment: Any = None) -> str:
     """The breaker row (before the PATCH: it counts write attempts; it is also the remediation's intent) and, at
     the same time (no extra round trip), the speculative lease extended to cover the write. Lost meanwhile (it
     expired and another instance took it): nothing is written, the durable retry comes back. Returns the intent's
@@ -386,7 +407,8 @@ def _count_attempt(services: Services, held: _Held, registry_id: str, intent: An
         extended = extension.result()
         if extended is None:
             _resolve(services, registry_id, row, "not-applied")     # nothing was written
-            raise Defer(R_LEASE_BUSY, "the lease expired during the read and another instance took it")
+            raise Defer(R_LEASE_BUSY, "the lease expired during the read and another instance took it",
+                        assessment=assessment)
         held.lease, held.short = extended, False
     return row
 
@@ -464,6 +486,19 @@ def _orphan(services: Services, registry_id: str, row_key: str) -> None:
         log.warning("remediation intent %s of %s not handed over", row_key, registry_id, exc_info=True)
 
 
+def _as_deferral(exc: Exception, assessment: Any) -> Exception:
+    """A failure once the registry was read: a transient one becomes a `Defer` that carries what was read (so a
+    known drift alerts at once as "remediation pending"); a `Defer` without it gets it; others stay as they are."""
+    from dlp.azure.errors import classify
+
+    if isinstance(exc, Defer):
+        if exc.assessment is None:
+            exc.assessment = assessment
+        return exc
+    failure = classify(exc)
+    return Defer(failure.code, str(failure), assessment=assessment) if failure.transient else exc
+
+
 def _release(services: Services, lease: Any) -> None:
     """Give a lease back even when the invocation's budget is spent (its own short budget); never raises:
     a lease that cannot be deleted expires on its own."""
@@ -515,7 +550,10 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
     plan = remediation.plan(evaluate(planned), policy, today=today, recent_remediations=len(recent))
     callers = tuple(dict.fromkeys(r.caller for r in recent if r.caller))
     if not plan.writes:
-        return done(Outcome(plan.action, plan.reason, plan.detail, plan.changes), assessment,
+        detail = plan.detail
+        if plan.reason == remediation.R_BREAKER:
+            detail = f"{detail.rstrip('.')}. {_recheck_when_breaker_ends(target, services, registry.id, recent, policy)}"
+        return done(Outcome(plan.action, plan.reason, detail, plan.changes), assessment,
                     tag_exemption=plan.tag_exemption, recent_callers=callers)
     unlisted = registry.export_pipelines is None and any(c.property == ARM_PATHS[P_EXPORT] for c in plan.changes)
     if not listed:
@@ -526,7 +564,7 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
         intent = _count_attempt(services, held, registry.id, Remediation(
             services.clock().isoformat(), target.context.caller, done.evaluation_id, plan.changes,
             target.context.trigger, target.context.event_id, target.context.correlation_id, done.mode,
-            INTENT_PENDING, time.time() + budget.remaining() + INTENT_SLACK_S), budget)
+            INTENT_PENDING, time.time() + budget.remaining() + INTENT_SLACK_S), budget, assessment)
     try:
         return _apply(target, services, budget, done, registry, policy, today, recent, held, plan, assessment,
                       callers, unlisted, intent, conflict_retry=conflict_retry)
@@ -575,7 +613,7 @@ def _apply(target: Target, services: Services, budget: Budget, done: Callable[..
             return done(Outcome(A_GONE, "not-found", "the registry was deleted before the write"), assessment,
                         intent=intent)
         if failure.transient:
-            raise Defer(failure.code, str(failure), plan.changes) from exc
+            raise Defer(failure.code, str(failure), plan.changes, assessment) from exc
         # 403: missing permission, an Azure Policy deny or a deny assignment: an error, never retried
         action = A_ERROR if failure.status in (401, 403) else A_FAILED
         return done(Outcome(action, failure.code, str(failure), plan.changes, failure.code), assessment,
@@ -584,10 +622,11 @@ def _apply(target: Target, services: Services, budget: Budget, done: Callable[..
         raise
     except Exception as exc:          # timeout, dropped connection, budget: the PATCH may have landed
         failure = classify(exc)
-        raise Defer(failure.code, str(failure), plan.changes) from exc
+        raise Defer(failure.code, str(failure), plan.changes, assessment) from exc
 
     if not result.done:
-        raise Defer("lro-pending", "the update was accepted but did not finish within the time budget", plan.changes)
+        raise Defer("lro-pending", "the update was accepted but did not finish within the time budget", plan.changes,
+                    assessment)
     after = registry_from_resource(result.registry or {}, "arm")
     missing = remediation.still_needed(plan, after)
     if missing:
@@ -616,27 +655,76 @@ def _exposed(target: Target, services: Services, changes: Sequence[Change]) -> A
     return remediation_exposure(opened, context.caller, [c.property for c in changes], services.clock())
 
 
+def _recheck_when_breaker_ends(target: Target, services: Services, registry_id: str, recent: Sequence[Any],
+                               policy: remediation.Policy) -> str:
+    """Schedule a re-check of a registry the breaker holds for when its window lets a write through again (a
+    message on the durable-retry queue, invisible until then), so that it is not left drifted until someone
+    writes to it again. Once per window: every instance computes the same moment and the state store remembers
+    it (a second message, from a race, only costs a GET). Never raises: says what was (or was not) arranged."""
+    from dlp.azure.state import BREAKER_WINDOW
+
+    if services.retry is None or not policy.enforce:
+        return "It is not re-checked automatically (no durable retry, or not enforcing): re-check it by hand."
+    whens = sorted(r.when for r in recent)
+    try:
+        due = datetime.fromisoformat(whens[len(whens) - policy.max_remediations]) + BREAKER_WINDOW + BREAKER_RECHECK_MARGIN
+        due = due.astimezone(timezone.utc).replace(microsecond=0)
+        when = due.isoformat()
+        if not services.state.recheck_scheduled(registry_id, when):
+            context = Context(trigger="retry", operation_name="re-check when the revert-war breaker's window ends",
+                              correlation_id=target.context.correlation_id)
+            delay = max(0.0, (due - services.clock()).total_seconds())
+            services.retry.later(retry_message(registry_id, context, enforce=policy.enforce, attempt=0,
+                                               reason="the revert-war breaker's window ends"), delay)
+            services.state.mark_recheck(registry_id, when)
+    except Exception as exc:
+        from dlp.azure.errors import classify
+
+        log.warning("re-check of %s after the breaker window could not be scheduled: %s", registry_id, classify(exc))
+        return "The automatic re-check could not be scheduled: the next sweep or write re-checks it."
+    return f"It is re-checked automatically when the breaker's window ends, at {when}."
+
+
 def _defer(target: Target, services: Services, deferred: Defer, done: Callable[..., Evaluation],
            enforce: bool) -> Evaluation:
+    """Hand the work to the durable retry. The evaluation says when the next attempt runs and, when the
+    registry was read, what it showed: a known drift alerts now ("remediation pending"), not hours later."""
     from dlp.azure.retryqueue import MAX_ATTEMPTS
 
     attempt = target.context.attempt + 1
     pending = deferred.pending or target.pending
     # After a PATCH, the evaluation id belongs to the intent: its `remediated` record comes later, under that id
     own_id = str(uuid.uuid4()) if deferred.intent else ""
+    assessment = deferred.assessment
     if services.retry is None:
         return done(Outcome(A_ERROR, deferred.code, f"{deferred} (no durable retry in this mode)", pending,
-                            deferred.code), evaluation_id=own_id)
+                            deferred.code), assessment, evaluation_id=own_id)
     if attempt > MAX_ATTEMPTS:
         return done(Outcome(A_FAILED, R_RETRIES_EXHAUSTED, f"gave up after {MAX_ATTEMPTS} retries: {deferred}",
-                            pending, deferred.code), evaluation_id=own_id)
-    # `enforce` travels with the work: a plan-only re-check must not become a write on retry
-    message = {"registryId": target.registry_id, "deleted": target.deleted, "attempt": attempt, "enforce": enforce,
-               "context": target.context.to_json(), "pending": [c.to_json() for c in pending],
-               "reason": str(deferred)[:500]}
-    services.retry.hand_over(message, attempt)       # raises if the queue is down: the trigger must retry
-    log.warning("deferred %s to the durable retry (attempt %d): %s", target.registry_id, attempt, deferred)
-    return done(Outcome(A_DEFERRED, deferred.code, str(deferred), pending), evaluation_id=own_id)
+                            pending, deferred.code), assessment, evaluation_id=own_id)
+    message = retry_message(target.registry_id, target.context, enforce=enforce, attempt=attempt,
+                            deleted=target.deleted, pending=pending, reason=str(deferred))
+    delay = services.retry.hand_over(message, attempt)       # raises if the queue is down: the trigger must retry
+    next_attempt = (services.clock() + timedelta(seconds=delay)).astimezone(timezone.utc).isoformat(timespec="seconds")
+    log.warning("deferred %s to the durable retry (attempt %d at %s): %s", target.registry_id, attempt, next_attempt,
+                deferred)
+    return done(Outcome(A_DEFERRED, deferred.code, f"{deferred}; next attempt (#{attempt}) at {next_attempt}", pending),
+                assessment, next_attempt=next_attempt, evaluation_id=own_id)
+
+
+def retry_message(registry_id: str, context: Context, *, enforce: bool, attempt: int, deleted: bool = False,
+                  pending: Sequence[Change] = (), reason: str = "") -> dict[str, Any]:
+    """A durable-retry queue message. `enforce` records whether the trigger that queued the work was allowed to
+    write: the retry may narrow that (see `retry_may_write`), never widen it."""
+    return {"registryId": registry_id, "deleted": deleted, "attempt": attempt, "enforce": enforce,
+            "context": context.to_json(), "pending": [c.to_json() for c in pending], "reason": reason[:500]}
+
+
+def retry_may_write(body: Any, settings: Settings) -> bool:
+    """Whether a queued piece of work may write now: only when DLP_MODE is `enforce` at the time of the retry AND
+    the trigger that queued it was allowed to write (`"enforce": true`). A message without that flag, or with
+    anything but JSON true, may not. Switching the app to audit therefore stops every pending write at once."""
+    return settings.mode == "enforce" and isinstance(body, dict) and body.get("enforce") is True
 
 
 def target_from_retry(body: Any) -> Target | None:
@@ -662,5 +750,5 @@ def target_from_retry(body: Any) -> Target | None:
     return Target(found[0], context, deleted=bool(body.get("deleted")), pending=pending)
 
 
-__all__ = ["A_NONE", "Defer", "Notifier", "Recorder", "Services", "evaluate_target", "finish", "run",
-           "target_from_retry"]
+__all__ = ["A_NONE", "Defer", "Notifier", "Recorder", "Services", "evaluate_target", "finish", "retry_may_write",
+           "retry_message", "run", "target_from_retry"]

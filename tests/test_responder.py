@@ -398,7 +398,8 @@ def test_allow_lockout_setting_lets_the_write_through(responder, azurite_env, lo
     assert patches(local_azure) == [{"properties": {"publicNetworkAccess": "Disabled"}}]
 
 
-def test_breaker_trips_after_n_reverts_and_holds_across_instances(responder, azurite_env, local_azure, monkeypatch):
+def test_breaker_trips_after_n_reverts_and_holds_across_instances(responder, azurite_env, local_azure, monkeypatch,
+                                                                  azurite):
     monkeypatch.setenv("DLP_MAX_REMEDIATIONS", "2")
     reg = rid("acrfight01")
     local_azure.arm.create(SUB, RG, "acrfight01", export="enabled")
@@ -416,6 +417,10 @@ def test_breaker_trips_after_n_reverts_and_holds_across_instances(responder, azu
     # may have landed after our first read)
     assert requests[1] == ["GET", "GET", "PATCH"]
     assert state(local_azure, reg)[0] == "enabled"
+    # the re-check when the breaker's window ends is on the durable-retry queue (tests/test_escalation.py runs it)
+    ((message, body),) = [(m, b) for m, b in _retry_messages(azurite) if b["registryId"] == reg]
+    assert (body["registryId"], body["attempt"], body["enforce"], body["context"]["trigger"]) == (reg, 0, True, "retry")
+    QueueClient.from_connection_string(azurite, RETRY_QUEUE).delete_message(message)
 
 
 # --- LRO, retries, errors ------------------------------------------------------------------------

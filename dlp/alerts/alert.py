@@ -25,6 +25,7 @@ from dlp.alerts.states import (
     S_GONE,
     S_MISCONFIGURED,
     S_NONCOMPLIANT,
+    S_PENDING,
     S_REMEDIATED,
     S_TAG_EXEMPT,
     S_UNDELIVERABLE,
@@ -48,9 +49,19 @@ HEADLINES = {
     S_TAG_EXEMPT: "Tag exemption used",
     S_GONE: "Registry deleted",
     S_UNDELIVERABLE: "Alert or record not delivered",
+    S_PENDING: "Drift detected, remediation pending",
     S_MISCONFIGURED: "Output misconfigured",
     S_DEAD_LETTERED: "Events were dead-lettered",
     S_EXPOSED: "Registry was open",
+}
+
+# The headline when a held registry exposes something new (dlp.alerts.states: holds never hide an escalation).
+ESCALATION_HEADLINES = {
+    S_BREAKER: "New exposure while the revert-war breaker holds",
+    S_EXEMPT: "New exposure on an exempt registry",
+    S_TAG_EXEMPT: "New exposure on a tag-exempt registry",
+    S_PENDING: "Drift grew while remediation is pending",
+    S_BLOCKED: "New exposure while remediation is blocked",
 }
 
 # How bad it is, for the card's colour and the email's banner: needs a human / fine / informational.
@@ -58,7 +69,7 @@ SEVERITY = {
     S_COMPLIANT: "good", S_REMEDIATED: "good", S_GONE: "info", S_EXEMPT: "warning", S_TAG_EXEMPT: "warning",
     S_NONCOMPLIANT: "attention", S_BLOCKED: "attention", S_BREAKER: "attention", S_FAILED: "attention",
     S_ERROR: "attention", S_UNDELIVERABLE: "attention", S_MISCONFIGURED: "warning", S_DEAD_LETTERED: "attention",
-    S_EXPOSED: "attention",
+    S_EXPOSED: "attention", S_PENDING: "attention",
 }
 
 
@@ -105,6 +116,8 @@ class Alert:
     caller_verified: bool = False
 
     exposure: str = ""            # "Registry was open for N s: ..." (display-safe, from dlp.exposure)
+    escalation: tuple[str, ...] = ()      # exposure items new since the hold's last alert ("rule:<id>", "change:<path>")
+    next_attempt: str = ""                # remediation pending: when the durable retry runs next (ISO 8601 UTC)
 
     def __post_init__(self) -> None:
         """Every text is one clean line (dlp/sanitize.py), whether built now or loaded from an old outbox item:
@@ -126,7 +139,24 @@ class Alert:
 
     @property
     def headline(self) -> str:
+        if self.escalation and self.state in ESCALATION_HEADLINES:
+            return ESCALATION_HEADLINES[self.state]
         return HEADLINES.get(self.state, self.state)
+
+    @property
+    def news(self) -> str:
+        """The escalation in words: the rules that now fail and the changes now withheld."""
+        changes = {p: (old, new) for p, old, new in self.changes}
+        words = []
+        for item in self.escalation:
+            kind, _, name = item.partition(":")
+            if kind == "rule":
+                words.append(f"{name} fails")
+            elif name in changes:
+                words.append(f"{name} is {changes[name][0]} (withheld: → {changes[name][1]})")
+            else:
+                words.append(f"{name} changed")
+        return "; ".join(words)
 
     @property
     def severity(self) -> str:
@@ -168,6 +198,8 @@ class Alert:
         facts += [(label, value) for label, value in (("Caller object ID", self.caller_object_id),
                                                       ("Caller app ID", self.caller_app_id),
                                                       ("Caller tenant ID", self.caller_tenant_id)) if value]
+        if self.escalation:
+            facts.append(("New exposure", self.news))
         if self.caller_ip:
             facts.append(("Caller IP", self.caller_ip))
         facts.append(("Mode", self.mode or "-"))
@@ -176,6 +208,8 @@ class Alert:
         facts.append(("When", self.event_time or self.at))
         if self.record_pending:
             facts.append(("Record", "pending: Log Analytics and the outbox did not take it; it is written on the retry"))
+        if self.next_attempt:
+            facts.append(("Next attempt", self.next_attempt))
         facts += [("Warning", warning) for warning in self.warnings]
         if self.exposure:
             facts.append(("Exposed", self.exposure))
@@ -224,6 +258,9 @@ class Alert:
             closed = ", ".join(f"{p} {old} → {new}" for p, old, new in self.applied)
             withheld = ", ".join(f"{p} {old} → {new}" for p, old, new in self.changes if (p, old, new) not in self.applied)
             return f"Reverted {closed}. Not written (blocked by the {self.reason} guard): {withheld or '-'}."
+        if self.state == S_PENDING:
+            when = f" The durable retry tries again at {self.next_attempt}." if self.next_attempt else ""
+            return f"Nothing written yet ({self.reason}): {changes or 'the revert'} is pending.{when}"
         if self.state in (S_BLOCKED, S_BREAKER):
             return f"Nothing written: blocked by the {self.reason} guard." + (f" Withheld: {changes}." if changes else "")
         if self.action == A_WOULD:
@@ -241,6 +278,12 @@ class Alert:
     def _todo(self) -> str:
         if self.state == S_UNDELIVERABLE:
             return self.detail
+        if self.escalation:
+            return (f"Find out why {self.who} opened more while enforcement is held ({self.news}). "
+                    + self._todo_held())
+        return self._todo_held()
+
+    def _todo_held(self) -> str:
         if self.state == S_MISCONFIGURED:
             return f"Fix the app settings ({self.detail}). GET /api/health lists what is still wrong."
         if self.state == S_DEAD_LETTERED:
@@ -252,6 +295,9 @@ class Alert:
         if self.state == S_EXPOSED:
             return (f"Find out what left the registry while it was open (its diagnostic logs for that interval) "
                     f"and whether the change by {self.who} was intended.")
+        if self.state == S_PENDING:
+            return ("nothing yet: the responder retries on its own and alerts again with the outcome (remediated, "
+                    f"failed or blocked). Meanwhile the registry is exposed: check the change by {self.who}.")
         if self.state == S_REMEDIATED:
             return f"Nothing, unless the change by {self.who} was intended: then agree an exemption with the operators."
         if self.state == S_BREAKER:
@@ -287,10 +333,12 @@ class Alert:
         known["recent_callers"] = tuple(known.get("recent_callers") or ())
         known["applied"] = tuple(tuple(str(x) for x in c) for c in known.get("applied") or ())
         known["warnings"] = tuple(known.get("warnings") or ())
+        known["escalation"] = tuple(str(x) for x in known.get("escalation") or ())
         return cls(**known)
 
 
-def build_alert(evaluation: Evaluation, previous: Stored | None, state: str, *, alert_id: str, at: str) -> Alert:
+def build_alert(evaluation: Evaluation, previous: Stored | None, state: str, *, alert_id: str, at: str,
+                escalation: tuple[str, ...] = ()) -> Alert:
     """The alert for one committed state change."""
     parts = parse_registry_id(evaluation.registry_id) or ("", "", evaluation.registry_name)
     outcome = evaluation.outcome
@@ -314,6 +362,7 @@ def build_alert(evaluation: Evaluation, previous: Stored | None, state: str, *, 
         caller_object_id=context.caller_object_id, caller_app_id=context.caller_app_id,
         caller_tenant_id=context.caller_tenant_id, caller_verified=context.caller_verified,
         exposure=evaluation.exposure.sentence if evaluation.exposure is not None else "",
+        escalation=escalation, next_attempt=evaluation.next_attempt,
     )
 
 

@@ -7,6 +7,7 @@ Azure Table storage (the Function App's AzureWebJobsStorage), one partition per 
                             event, Status "pending" until the outcome is recorded, so that a remediation whose
                             invocation died after the PATCH is found and recorded (`verified-later`), not lost
   RowKey "alert"            the registry's alert state (dlp/alerts/store.py)
+  RowKey "recheck|<utc>"    a re-check scheduled on the durable-retry queue for that moment (breaker window end)
   RowKey "exp|<key>"        one exposure window recorded (or being recorded) from change history (dlp/timeline.py)
 Partition "sweep", RowKey "exposure-cursor": where the last sweep's change-history query began.
 `MemoryState` is the same contract inside one process (CLI, demo, storage not configured).
@@ -30,6 +31,7 @@ LEASE_ROW = "lease"
 LEASE_POLL_S = 0.25          # while another instance writes: each poll costs one create + one read
 REMEDIATION_PREFIX = "rem|"
 REMEDIATION_END = "rem}"      # just past every "rem|..." key
+RECHECK_PREFIX = "recheck|"
 BREAKER_WINDOW = timedelta(hours=1)
 EXPOSURE_PREFIX = "exp|"
 CLAIM_TTL = timedelta(minutes=10)   # a claim on a window by a process that died is taken over after this
@@ -102,6 +104,8 @@ class StateStore(Protocol):
     def acquire(self, registry_id: str, *, ttl_s: float, wait_s: float) -> Lease | None: ...
     def release(self, lease: Lease) -> None: ...
     def extend(self, lease: Lease, *, ttl_s: float) -> Lease | None: ...
+    def recheck_scheduled(self, registry_id: str, when: str) -> bool: ...
+    def mark_recheck(self, registry_id: str, when: str) -> None: ...
     def claim_exposure(self, registry_id: str, key: str, owner: str, now: datetime) -> bool: ...
     def finish_exposure(self, registry_id: str, key: str) -> None: ...
     def exposure_cursor(self) -> str: ...
@@ -134,6 +138,7 @@ class MemoryState:
         self._rows: dict[str, list[Remediation]] = {}
         self._ids: dict[str, str] = {}
         self._released: dict[str, float] = {}
+        self._rechecks: set[tuple[str, str]] = set()
         self._locks = _LocalLocks()
         self._guard = threading.Lock()
         self._windows: dict[tuple[str, str], tuple[str, str, str]] = {}
@@ -181,6 +186,14 @@ class MemoryState:
 
     def extend(self, lease: Lease, *, ttl_s: float) -> Lease | None:
         return lease            # one process: the lock does not expire
+
+    def recheck_scheduled(self, registry_id: str, when: str) -> bool:
+        with self._guard:
+            return (partition_of(registry_id), when) in self._rechecks
+
+    def mark_recheck(self, registry_id: str, when: str) -> None:
+        with self._guard:
+            self._rechecks.add((partition_of(registry_id), when))
 
     def claim_exposure(self, registry_id: str, key: str, owner: str, now: datetime) -> bool:
         """True when this owner may record the window: nobody did, the same owner is retrying, or a claim
@@ -311,6 +324,18 @@ class TableState:
         return [(registry_id, intent) for registry_id, intent in found if registry_id]
 
     @_refusals_defer
+    def recheck_scheduled(self, registry_id: str, when: str) -> bool:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            self._client().get_entity(partition_of(registry_id), RECHECK_PREFIX + when)
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    def mark_recheck(self, registry_id: str, when: str) -> None:
+        self._client().upsert_entity({"PartitionKey": partition_of(registry_id), "RowKey": RECHECK_PREFIX + when})
+
     def acquire(self, registry_id: str, *, ttl_s: float, wait_s: float) -> Lease | None:
         """One create_entity when nobody holds it; an expired holder is taken over with its ETag."""
         from azure.core import MatchConditions
