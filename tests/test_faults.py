@@ -438,12 +438,17 @@ def check_nothing_lost(world: World, case: Case) -> None:
                    if row["EvaluationId"] in required | case.first_ids)
     assert required <= {evaluation for evaluation, _rule in rows}, "evaluations missing in Log Analytics"
     assert max(rows.values()) == 1, [key for key, count in rows.items() if count > 1]
-    # alerts follow the record: an invocation that raised (Event Grid redelivers it) alerted nothing
-    told = case.records[len(case.first):] if case.raised else case.records
-    replayed = state_changes(told[:len(told) - len(case.later)])
-    assert case.alerts_after_replay == (replayed, replayed), (case.first + case.replay, case.alerts_after_replay)
-    total = state_changes(told)
-    assert alerts_for(world, case.registry_id) == (total, total)
+    # Alerts go out even when the record could not be kept (the invocation then raises so that Event Grid
+    # redelivers it; its alert says the record is pending), if the budget the failing storage left allows a send
+    # (dlp.alerting.MIN_SEND_S): such an invocation's own alert may be there or not, on each channel; all others
+    # are there exactly once.
+    def expected(records: list[dict]) -> set[int]:
+        told = records[len(case.first):] if case.raised else records
+        return {state_changes(told), state_changes(records)}
+
+    replayed = expected(case.records[:len(case.records) - len(case.later)])
+    assert set(case.alerts_after_replay) <= replayed, (case.first + case.replay, case.alerts_after_replay)
+    assert set(alerts_for(world, case.registry_id)) <= expected(case.records)
     assert azure.arm.get(case.registry_id)["properties"]["policies"]["exportPolicy"]["status"] == "disabled"
 
 

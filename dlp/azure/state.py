@@ -333,9 +333,11 @@ class TableState:
             return False
         return True
 
+    @_refusals_defer
     def mark_recheck(self, registry_id: str, when: str) -> None:
         self._client().upsert_entity({"PartitionKey": partition_of(registry_id), "RowKey": RECHECK_PREFIX + when})
 
+    @_refusals_defer
     def acquire(self, registry_id: str, *, ttl_s: float, wait_s: float) -> Lease | None:
         """One create_entity when nobody holds it; an expired holder is taken over with its ETag."""
         from azure.core import MatchConditions
