@@ -190,5 +190,5 @@ def test_a_url_the_sdks_cannot_parse_turns_off_its_output_not_enforcement(name, 
 
 
 def test_an_exemption_whose_date_expanded_to_nothing_is_an_error_not_forever():
-    with pytest.raises(ConfigError, match="DLP_EXEMPTIONS: .*without a date"):
+    with pytest.raises(ConfigError, match=r"DLP_EXEMPTIONS: .*without a date"):
         load({"DLP_EXEMPTIONS": f"{SUB}/resourceGroups/rg@"})
