@@ -52,7 +52,9 @@ R_RETRIES_EXHAUSTED = "retries-exhausted"
 R_LEASE_BUSY = "lease-busy"
 LRO_RESERVE_S = 1.0            # stop waiting for a slow PATCH this long before the deadline, then defer
 RELEASE_BUDGET_S = 2.0         # giving a lease back may run past a spent budget by this much
-SPECULATIVE_TTL_S = 1.0        # a lease taken during the read: a crashed reader blocks writers this long at most
+# A lease taken during the read: a crashed reader blocks writers this long at most. Long enough that a read slowed
+# by a loaded host (a second seen under CI load) does not lose it to another instance and defer a fix for nothing.
+SPECULATIVE_TTL_S = 5.0
 LEASE_SLACK_S = 10.0           # a lease outlives its budget by this much (no poller or thread runs past the budget)
 INTENT_SLACK_S = 10.0          # an intent is orphaned this long after its invocation's budget ended
 HANDOVER_RESERVE_S = 1.0       # kept back from an evaluation's Azure calls to hand it to the durable retry
@@ -531,7 +533,8 @@ def _refusal(failure: Any) -> bool:
 
 def _decide_and_apply(target: Target, services: Services, budget: Budget, done: Callable[..., Evaluation],
                       registry: Registry, policy: remediation.Policy, today: Any, recent: tuple[Any, ...],
-                      held: _Held, *, conflict_retry: bool, listed: bool = False, intent: str = "") -> Evaluation:
+                      held: _Held, *, conflict_retry: bool, listed: bool = False,
+                      counted: bool = False, intent: str = "") -> Evaluation:
     """Under the lease: final plan with the breaker count, the breaker row, the PATCH, verification.
 
     The breaker row is written before the PATCH (it counts write attempts), so a write whose answer is
@@ -556,7 +559,7 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
         return done(Outcome(plan.action, plan.reason, detail, plan.changes), assessment,
                     tag_exemption=plan.tag_exemption, recent_callers=callers)
     unlisted = registry.export_pipelines is None and any(c.property == ARM_PATHS[P_EXPORT] for c in plan.changes)
-    if not listed:
+    if not (listed or counted):      # one breaker row (the intent) per remediation, whatever is retried in it
         for lapsed in (r for r in recent if r.status == INTENT_PENDING and r.until < time.time()):
             # Orphaned, and under the lease the registry is still drifted: that write is not in effect (it never
             # landed, or was undone before anyone confirmed it). A live writer's intent is left to it.
@@ -601,14 +604,13 @@ def _apply(target: Target, services: Services, budget: Budget, done: Callable[..
                                          intent=intent)
         if failure.status == 409 and conflict_retry:
             log.info("409 %s on %s: re-reading once", failure.code, registry.id)
-            _resolve(services, registry.id, intent, "refused")       # the retry writes its own intent
             fresh = _read(target, services, budget)
             if fresh is None:
                 return done(Outcome(A_GONE, "not-found", "the registry no longer exists"))
             if pipelines is not None:
                 fresh = replace(fresh, export_pipelines=pipelines)
             return _decide_and_apply(target, services, budget, done, fresh, policy, today, recent, held,
-                                     conflict_retry=False)
+                                     conflict_retry=False, counted=True, intent=intent)
         if failure.status == 404:
             return done(Outcome(A_GONE, "not-found", "the registry was deleted before the write"), assessment,
                         intent=intent)
