@@ -39,10 +39,10 @@ UNAVOIDABLE = 2     # GET registry, PATCH (export pipelines are listed only when
 BURST = 20          # simultaneous events for one registry
 
 
-def _event(registry_id: str, index: int, claims: dict[str, str] | None = None) -> Any:
+def _event(registry_id: str, index: int, claims: dict[str, str] | None = None, correlation: str | None = None) -> Any:
     import azure.functions as func
 
-    data = {"claims": claims or {"name": "bench"}, "correlationId": f"bench-{index}", "operationName":
+    data = {"claims": claims or {"name": "bench"}, "correlationId": correlation or f"bench-{index}", "operationName":
             "Microsoft.ContainerRegistry/registries/write", "resourceUri": registry_id, "status": "Succeeded"}
     return func.EventGridEvent(id=f"bench-{index}", data=data, topic=f"/subscriptions/{SUB}", subject=registry_id,
                                event_type="Microsoft.Resources.ResourceWriteSuccess",
@@ -80,13 +80,13 @@ def _measure(azure: Any, services: Any, latency_s: float, events: int) -> dict[s
                     SUB, RG, f"acr{label[-3:]}{tag}x{index:03d}", export="enabled", public="Disabled")["id"]
             if label == "remediated_201":
                 azure.arm.set_lro(registry_id, mode="async", polls=0, retry_after=None)
-            claims = None
+            claims, correlation = None, None
             if label == "own_write":         # our PATCH first, then the event it raises, with our identity's claims
                 handlers.on_event(_event(registry_id, index))
-                claims = _own_claims()
+                claims, correlation = _own_claims(), azure.arm.write_correlation(registry_id)
             azure.arm.log.reset()
             started = time.perf_counter()
-            evaluations = handlers.on_event(_event(registry_id, index, claims))
+            evaluations = handlers.on_event(_event(registry_id, index, claims, correlation))
             handler_ms.append((time.perf_counter() - started) * 1000)
             requests.append(len([r for r in azure.arm.log.filter() if r.service in ("arm", "arm-op")]))
             if label == "own_write":

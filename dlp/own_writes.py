@@ -110,8 +110,9 @@ class LearningCredential:
 
 
 def is_own_write(context: Context, registry_id: str, identity: Identity | None, state: Any, now: datetime) -> bool:
-    """An event of the responder's own write: its claims name our identity and we recorded a write attempt on the
-    registry within OWN_WRITE_WINDOW (one storage query, no ARM request)."""
+    """An event of the responder's own write: its claims name our identity, and its correlation ID is the one our
+    PATCH sent, recorded with the write attempt on the registry within OWN_WRITE_WINDOW (one storage query, no ARM
+    request)."""
     if identity is None or context.trigger != "event" or not identity.owns(context):
         return False
     try:
@@ -121,7 +122,10 @@ def is_own_write(context: Context, registry_id: str, identity: Identity | None, 
                     exc_info=True)
         return False
     cutoff = (now - OWN_WRITE_WINDOW).isoformat()
-    if any(r.when >= cutoff for r in recent):
+    # our PATCH went out with the intent's evaluation id as its correlation ID, which ARM puts in the event: only
+    # that write is ours. Another write with our identity (borrowed by someone who attached it elsewhere), even
+    # right after one of ours, carries its own correlation ID and is evaluated.
+    if context.correlation_id and any(r.when >= cutoff and r.evaluation_id == context.correlation_id for r in recent):
         return True
     log.warning("a write to %s by the responder's identity (app %s, object %s) that the responder did not record: "
                 "evaluated like any other write", registry_id, context.caller_app_id or "-",

@@ -586,7 +586,8 @@ def _apply(target: Target, services: Services, budget: Budget, done: Callable[..
     from dlp.azure.errors import classify
 
     try:
-        result = services.arm.update_registry(registry.id, plan.patch_body(), reserve_s=LRO_RESERVE_S)
+        result = services.arm.update_registry(registry.id, plan.patch_body(), reserve_s=LRO_RESERVE_S,
+                                              correlation_id=done.evaluation_id)   # = the intent's id (own writes)
     except HttpResponseError as exc:
         failure = classify(exc)
         if failure.status == 409 and failure.code.lower() == "scopelocked":

@@ -30,7 +30,8 @@ def jwt(claims: dict) -> str:
 
 def event_context(**claims: str) -> Context:
     return Context(trigger="event", event_id="ev", caller_app_id=claims.get("app", ""),
-                   caller_object_id=claims.get("oid", ""), caller_tenant_id=claims.get("tid", ""))
+                   caller_object_id=claims.get("oid", ""), caller_tenant_id=claims.get("tid", ""),
+                   correlation_id=claims.get("correlation", ""))
 
 
 def test_a_user_assigned_identity_is_known_from_the_setting_alone():
@@ -70,12 +71,15 @@ def test_the_learning_credential_hands_out_the_inner_tokens_unchanged():
 
 def test_an_own_write_needs_our_breaker_row_within_the_window():
     identity, state = Identity(CLIENT), MemoryState()
-    ours = event_context(app=CLIENT)
+    ours = event_context(app=CLIENT, correlation="2")       # the correlation ID our PATCH sent: the intent's id
     assert not is_own_write(ours, REG, identity, state, NOW)                        # we never wrote it
-    state.record_remediation(REG, Remediation((NOW - OWN_WRITE_WINDOW - timedelta(seconds=1)).isoformat(), "", "1"))
+    state.record_remediation(REG, Remediation((NOW - OWN_WRITE_WINDOW - timedelta(seconds=1)).isoformat(), "", "2"))
     assert not is_own_write(ours, REG, identity, state, NOW)                        # too long ago
     state.record_remediation(REG, Remediation((NOW - timedelta(seconds=5)).isoformat(), "", "2"))
     assert is_own_write(ours, REG, identity, state, NOW)
+    # our identity, our recent row, but another write's correlation ID (someone borrowing the identity): not ours
+    assert not is_own_write(event_context(app=CLIENT, correlation="3"), REG, identity, state, NOW)
+    assert not is_own_write(event_context(app=CLIENT), REG, identity, state, NOW)
     assert not is_own_write(event_context(app="0badc0de-0000-4000-8000-000000000001"), REG, identity, state, NOW)
     assert not is_own_write(Context(trigger="http", caller_app_id=CLIENT), REG, identity, state, NOW)
     assert not is_own_write(ours, REG, None, state, NOW)

@@ -60,11 +60,11 @@ def fresh_instance():
 
 
 def event(registry_id: str, *, kind="Microsoft.Resources.ResourceWriteSuccess", subject=None, operation=None,
-          caller="mallory@contoso.com", schema="eventgrid", event_id="ev-1", claims=None):
+          caller="mallory@contoso.com", schema="eventgrid", event_id="ev-1", claims=None, correlation="corr-1"):
     subject = subject or registry_id
     operation = operation or "Microsoft.ContainerRegistry/registries/write"
     claims = {UPN: caller, "ipaddr": "203.0.113.9"} if claims is None else claims
-    data = {"claims": claims, "correlationId": "corr-1",
+    data = {"claims": claims, "correlationId": correlation,
             "httpRequest": {"clientIpAddress": "203.0.113.9", "method": "PATCH"},
             "operationName": operation, "resourceUri": subject, "status": "Succeeded", "subscriptionId": SUB}
     when = dt.datetime(2026, 11, 21, 10, 0, tzinfo=dt.timezone.utc)
@@ -146,10 +146,11 @@ def test_own_write_event_costs_nothing_and_stays_quiet(responder, azurite_env, l
     fresh_instance()
     handle_event(event(reg))
     assert responder.actions() == [("remediated", "-")]
+    ours = local_azure.arm.write_correlation(reg)         # ARM puts our PATCH's correlation ID in its event
     local_azure.arm.log.reset()
     teams_before = len(local_azure.teams.messages)
     caplog.set_level(logging.DEBUG, logger="dlp.pipeline")
-    assert handlers.on_event(event(reg, event_id="ev-own", claims=own_claims())) == []
+    assert handlers.on_event(event(reg, event_id="ev-own", claims=own_claims(), correlation=ours)) == []
     assert arm_requests(local_azure) == []
     assert responder.actions() == [("remediated", "-")]                 # no evaluation recorded
     assert len(local_azure.teams.messages) == teams_before
@@ -166,9 +167,10 @@ def test_a_user_assigned_identity_is_known_before_any_token(responder, azurite_e
     local_azure.arm.create(SUB, RG, "acrdrift03", export="enabled", public="Disabled")
     fresh_instance()
     handle_event(event(reg))
+    ours = local_azure.arm.write_correlation(reg)
     fresh_instance()
     local_azure.arm.log.reset()
-    handle_event(event(reg, event_id="ev-own", claims=own_claims(client_id.upper())))
+    handle_event(event(reg, event_id="ev-own", claims=own_claims(client_id.upper()), correlation=ours))
     assert arm_requests(local_azure) == [] and responder.actions() == [("remediated", "-")]
 
 
@@ -207,6 +209,21 @@ def test_our_identity_without_our_record_is_evaluated(responder, azurite_env, lo
     handle_event(event(reg, event_id="ev-borrowed", claims=own_claims()))
     assert responder.actions() == [("none", "-"), ("remediated", "-")]
     assert any("did not record" in r.getMessage() for r in caplog.records)
+
+
+def test_our_identity_borrowed_right_after_our_fix_is_still_evaluated(responder, azurite_env, local_azure):
+    """The attack the correlation ID closes: a Contributor attaches the responder's user-assigned identity to their
+    own VM, waits for a fix (a fresh breaker row of ours), and re-opens the registry as that identity within
+    minutes. Their write carries its own correlation ID, not the one our PATCH sent: it is evaluated and reverted."""
+    reg = rid("acrborrow2")
+    local_azure.arm.create(SUB, RG, "acrborrow2", export="enabled", public="Disabled")
+    fresh_instance()
+    handle_event(event(reg, event_id="ev-0"))
+    ours = local_azure.arm.write_correlation(reg)
+    local_azure.arm.create(SUB, RG, "acrborrow2", export="enabled", public="Disabled")     # re-opened, as us
+    handle_event(event(reg, event_id="ev-borrowed", claims=own_claims(), correlation="attacker-" + ours[:8]))
+    assert responder.actions() == [("remediated", "-"), ("remediated", "-")]
+    assert len(patches(local_azure)) == 2
 
 
 @pytest.mark.parametrize("child", ["exportPipelines/nightly", "privateEndpointConnections/pe1.conn", "replications/westus"])

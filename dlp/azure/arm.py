@@ -107,13 +107,20 @@ class ArmGateway:
             pages += 1
         return tuple(names)
 
-    def update_registry(self, registry_id: str, body: dict[str, Any], *, reserve_s: float = 0.0) -> UpdateResult:
-        """PATCH exactly `body`; wait for the LRO within the budget, less `reserve_s` kept for the caller."""
+    def update_registry(self, registry_id: str, body: dict[str, Any], *, reserve_s: float = 0.0,
+                        correlation_id: str = "") -> UpdateResult:
+        """PATCH exactly `body`; wait for the LRO within the budget, less `reserve_s` kept for the caller.
+
+        `correlation_id` goes out as `x-ms-correlation-request-id`: ARM adopts a caller's correlation ID for the
+        operation, so the Event Grid event of this write carries it back (`data.correlationId`), which is how the
+        responder knows an event is of its own write and not of someone else using its identity."""
         sub, group, name = self._parts(registry_id)
         from azure.mgmt.core.polling.arm_polling import ARMPolling
 
         polling = budget_polling(ARMPolling, POLLING_INTERVAL_S, path_format_arguments={"endpoint": self.endpoint})
-        poller = self._client(sub).registries.begin_update(group, name, body, cls=_raw_json, polling=polling)
+        headers = {"x-ms-correlation-request-id": correlation_id} if correlation_id else None
+        poller = self._client(sub).registries.begin_update(group, name, body, cls=_raw_json, polling=polling,
+                                                           headers=headers)
         left = remaining()
         try:
             poller.wait(timeout=None if left is None else max(0.0, left - MARGIN_S - reserve_s))

@@ -35,12 +35,12 @@ def _say(step: str, text: str = "") -> None:
     print(f"\n== {step}" + (f"\n{text}" if text else ""))
 
 
-def _event(registry_id: str, claims: dict[str, str] | None = None) -> Any:
+def _event(registry_id: str, claims: dict[str, str] | None = None, correlation: str = "") -> Any:
     import azure.functions as func
 
     data = {"authorization": {"scope": registry_id, "action": "Microsoft.ContainerRegistry/registries/write"},
             "claims": claims or {UPN: "mallory@contoso.com", "ipaddr": "203.0.113.9"},
-            "correlationId": "6f1c2d3e-0000-4000-8000-000000000001",
+            "correlationId": correlation or "6f1c2d3e-0000-4000-8000-000000000001",
             "httpRequest": {"clientIpAddress": "203.0.113.9", "method": "PATCH"},
             "operationName": "Microsoft.ContainerRegistry/registries/write", "resourceProvider":
             "Microsoft.ContainerRegistry", "resourceUri": registry_id, "status": "Succeeded", "subscriptionId": SUB}
@@ -105,10 +105,11 @@ def run(args: argparse.Namespace) -> int:
 
         from dlp.emulator.tokens import SYSTEM_CLIENT_ID, TENANT_ID, object_id_of
 
+        ours = azure.arm.write_correlation(registry_id)       # ARM puts our PATCH's correlation ID in its event
         azure.arm.log.reset()
         own = {"appid": SYSTEM_CLIENT_ID, "http://schemas.microsoft.com/identity/claims/objectidentifier":
                object_id_of(SYSTEM_CLIENT_ID), "http://schemas.microsoft.com/identity/claims/tenantid": TENANT_ID}
-        handlers.on_event(_event(registry_id, own))
+        handlers.on_event(_event(registry_id, own, ours))
         _say("9. The responder's own write raises an event too",
              f"   its claims name the responder's identity: it costs {azure.arm.log.count(service='arm')} ARM "
              "requests, no row and no alert")

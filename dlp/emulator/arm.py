@@ -173,6 +173,17 @@ class ArmEmulator(Emulator):
                                   operation="microsoft.containerregistry/registries/delete")
         return self.registries.remove(resource_id)
 
+    def write_correlation(self, registry: str) -> str:
+        """The correlation ID ARM gives the last PATCH of `registry` (a name or an ID): the caller's
+        `x-ms-correlation-request-id` when it sent one, which is what the write's Event Grid event then carries as
+        `data.correlationId`. Tests and the demo build that event with it."""
+        name = registry.rstrip("/").rsplit("/", 1)[-1].lower()
+        writes = [r for r in self.log.filter(method="PATCH") if r.path.rstrip("/").rsplit("/", 1)[-1].lower() == name]
+        if not writes:
+            raise LookupError(f"no PATCH of {registry} was received")
+        headers = {k.lower(): v for k, v in writes[-1].headers.items()}
+        return headers.get("x-ms-correlation-request-id") or headers.get("x-ms-client-request-id", "")
+
     def set_lro(self, resource_id: str | None = None, **changes: Any) -> None:
         """Change LRO behaviour globally (no id) or for one registry: mode, polls, retry_after, outcome."""
         with self._lock:

@@ -36,7 +36,7 @@ HOST = "127.0.0.1"
 LOGGED_HEADERS = (
     "authorization", "content-type", "content-encoding", "content-length", "accept", "user-agent",
     "operation-id", "x-ms-client-request-id", "x-identity-header", "metadata", "retry-after",
-    "x-ms-return-client-request-id", "if-match", "x-ms-date",
+    "x-ms-return-client-request-id", "if-match", "x-ms-date", "x-ms-correlation-request-id",
 )
 
 _DEFAULT_CODES = {
