@@ -34,11 +34,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from dlp import exposure
+from dlp.ids import fold
 from dlp.model import A_EXPOSURE, A_NONE, Context, Evaluation, Outcome, registry_key
 
 log = logging.getLogger("dlp.timeline")
 
 CHECK_KIND = "exposure-check"       # the `kind` of a delayed-check message on the durable retry queue
+OWN_CLOSE_SLACK = timedelta(minutes=10)   # a breaker row is written before its PATCH; change history stamps the write
 CHANGE_LAG_S = 300                  # Azure: change records "should be available in less than five minutes"
 SWEEP_OVERLAP_S = 1800              # a sweep re-reads this much before where the last one ended: "should be" is no
                                     # guarantee, and the claims drop windows already recorded
@@ -52,15 +54,13 @@ FIRST_SWEEP_LOOKBACK = timedelta(days=1)   # the first sweep (no cursor yet) loo
 _NAMESPACE = uuid.UUID("0b6f3e0e-6d7c-4c55-9a0e-2a2c1f5b7e17")
 
 
-def wants_check(evaluation: Evaluation, responder: Iterable[str]) -> bool:
-    """A write event by someone other than the responder that found nothing to do: the registry may have
-    been opened and closed again before we read it."""
+def wants_check(evaluation: Evaluation, responder: Iterable[str] = ()) -> bool:
+    """A write event that found nothing to do: the registry may have been opened and closed again before we read
+    it. The responder's own writes never get here (their events are skipped, dlp/own_writes.py, by the correlation
+    ID its PATCH sent), so an event that names the responder's identity and still got here is a write it did not
+    make: checked like anyone's. (`responder` is kept for the callers; identities do not exempt.)"""
     context = evaluation.context
-    if context.trigger != "event" or evaluation.outcome.action != A_NONE or evaluation.assessment is None:
-        return False
-    # the GUID claims only (never the caller's display text): an app or object ID equal to the responder's
-    identities = [i for i in (context.caller_app_id, context.caller_object_id) if i]
-    return not any(exposure.is_responder(i, responder) for i in identities)
+    return context.trigger == "event" and evaluation.outcome.action == A_NONE and evaluation.assessment is not None
 
 
 def check_message(evaluation: Evaluation) -> dict[str, Any]:
@@ -108,15 +108,38 @@ def evaluation_of(window: exposure.Window, *, trigger: str, mode: str, started_a
 
 
 def claim(windows: Iterable[exposure.Window], services: Any, owner: str) -> list[exposure.Window]:
-    """The closed windows not closed by the responder that this owner may record now."""
+    """The closed windows not closed by the responder that this owner may record now.
+
+    "Closed by the responder" is verified, not taken from `changedBy`: a Contributor can attach the responder's
+    user-assigned identity to their own VM and close a window as it. The responder's PATCH carries its intent's
+    evaluation id as correlation ID (dlp/azure/arm.py), so only a close whose correlation ID is one of its breaker
+    rows is its own; any other close by that identity is recorded as a person's, and says so."""
     now = services.clock()
     mine = []
-    for window in windows:
-        if not window.closed or window.closer == exposure.CLOSED_BY_RESPONDER:
+    for found in windows:
+        if not found.closed:
             continue
+        window = found
+        if found.closer == exposure.CLOSED_BY_RESPONDER:
+            if _ours(found, services):
+                continue
+            window = replace(found, closer=exposure.CLOSED_BY_PERSON,
+                             closed_by=f"{found.closed_by} (the responder's identity, not a write the responder made)")
         if services.state.claim_exposure(window.registry_id, window.key, owner, now):
             mine.append(window)
     return mine
+
+
+def _ours(window: exposure.Window, services: Any) -> bool:
+    """Whether the write that closed `window` is one the responder made (its correlation ID is a breaker row's)."""
+    if not window.closed_correlation or window.closed_at is None:
+        return False
+    try:
+        rows = services.state.remediations_since(window.registry_id, window.closed_at - OWN_CLOSE_SLACK)
+    except Exception as exc:        # cannot tell: record it (a duplicate of a remediation beats a hidden window)
+        log.warning("breaker rows of %s unreadable (%s): its close is recorded as a person's", window.registry_id, exc)
+        return False
+    return any(fold(r.evaluation_id) == fold(window.closed_correlation) for r in rows)
 
 
 def done(windows: Iterable[exposure.Window], services: Any) -> None:

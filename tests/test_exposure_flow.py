@@ -134,12 +134,33 @@ def test_flip_and_restore_within_a_second_is_recorded_and_alerted(world, azurite
     assert sum("Registry was open for" in p for p in posted) == 1
 
 
-def test_compliant_events_of_the_responder_itself_queue_no_check(world, azurite_env):
+def test_a_window_closed_with_the_responders_identity_but_not_by_the_responder_is_recorded(world, azurite_env):
+    """Open as yourself, copy, close as the responder's user-assigned identity (attached to your own VM): change
+    history says the responder closed it, but no write of the responder carries that correlation ID. The window is
+    recorded and alerted, and the record says whose identity closed it."""
+    reg = rid("acrborrw01")
+    world.arm.create(SUB, RG, "acrborrw01", export="disabled", public="Disabled")
+    world.arm.write(reg, EXPORT_ON, caller="mallory@contoso.com")
+    time.sleep(0.2)
+    world.arm.write(reg, EXPORT_OFF, caller=RESPONDER)
+    instance()
+    handle_event(event(reg, "mallory@contoso.com", "ev-borrow"))
+    replay(checks(azurite_env, reg))
+    (row,) = exposure_rows(world, reg)
+    assert row["ExposureOpenedBy"] == "mallory@contoso.com"
+    assert RESPONDER in row["ExposureClosedBy"] and "not a write the responder made" in row["ExposureClosedBy"]
+    assert sum("Registry was open for" in p for p in cards(world)) == 1
+
+
+def test_a_write_as_the_responders_identity_it_did_not_make_gets_the_check(world, azurite_env):
+    """The responder's own writes are skipped before any evaluation (their correlation ID is the one its PATCH
+    sent). An event that names its identity and is evaluated anyway is a write it did not make (someone attached
+    its user-assigned identity elsewhere): it gets the flip-and-restore check like anyone's."""
     reg = rid("acrself01")
     world.arm.create(SUB, RG, "acrself01", export="disabled", public="Disabled")
     instance()
     handle_event(_own_event(reg))
-    assert checks(azurite_env, reg) == []
+    assert len(checks(azurite_env, reg)) == 1
 
 
 def test_a_caller_named_like_the_responder_still_gets_the_check(world, azurite_env):

@@ -96,6 +96,7 @@ class Lease:
 
 class StateStore(Protocol):
     def recent_remediations(self, registry_id: str, now: datetime) -> list[Remediation]: ...
+    def remediations_since(self, registry_id: str, since: datetime) -> list[Remediation]: ...
     def record_remediation(self, registry_id: str, record: Remediation) -> str: ...
     def pending_intents(self, registry_id: str) -> list[Remediation]: ...
     def resolve_intent(self, registry_id: str, row_key: str, status: str) -> None: ...
@@ -145,7 +146,10 @@ class MemoryState:
         self._cursor = ""
 
     def recent_remediations(self, registry_id: str, now: datetime) -> list[Remediation]:
-        cutoff = (now - BREAKER_WINDOW).isoformat()
+        return self.remediations_since(registry_id, now - BREAKER_WINDOW)
+
+    def remediations_since(self, registry_id: str, since: datetime) -> list[Remediation]:
+        cutoff = since.isoformat()
         with self._guard:
             return [r for r in self._rows.get(partition_of(registry_id), []) if r.when >= cutoff]
 
@@ -271,7 +275,11 @@ class TableState:
 
     @_refusals_defer
     def recent_remediations(self, registry_id: str, now: datetime) -> list[Remediation]:
-        low = REMEDIATION_PREFIX + (now - BREAKER_WINDOW).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return self.remediations_since(registry_id, now - BREAKER_WINDOW)
+
+    def remediations_since(self, registry_id: str, since: datetime) -> list[Remediation]:
+        """The breaker rows (write attempts, each with its intent's evaluation id) written since `since`."""
+        low = REMEDIATION_PREFIX + since.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         rows = self._client().query_entities(
             "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
             parameters={"pk": partition_of(registry_id), "low": low, "high": REMEDIATION_PREFIX + "~"})
