@@ -46,7 +46,10 @@ SWEEP_OVERLAP_S = 1800              # a sweep re-reads this much before where th
                                     # guarantee, and the claims drop windows already recorded
 CHECK_MARGIN_S = 120                # on top of the lag before the delayed check looks
 CHECK_DELAY_S = CHANGE_LAG_S + CHECK_MARGIN_S
-LOOKBACK_S = 600                    # the check looks this far before the event's time for the opening write
+# The check looks this far before the event's time for the opening write: a window may have been open for hours
+# (audit mode, an exemption, the breaker holding) and its record must name who opened it. The claims keep a
+# window found again from being recorded twice; one registry's day of history is a page at most.
+LOOKBACK_S = 24 * 3600
 SCHEDULE_BUDGET_S = 2.0             # at most this much of an event's budget goes to queueing its checks
 CHECK_BUDGET_S = 60.0               # one delayed check: a history query or two, the record, the alert
 RETENTION = timedelta(days=14)      # Resource Graph keeps change history this long
