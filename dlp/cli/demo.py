@@ -14,8 +14,11 @@ import os
 import time
 from typing import Any
 
-from dlp.cli import EXIT_FAIL, EXIT_OK
+from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, error
 
+# What the emulator needs beyond requirements.txt (the deployed package has neither the emulator nor these).
+DEV_ONLY = frozenset({"trustme"})
+INSTALL_DEV = ".venv/bin/pip install -r requirements-dev.txt"
 SUB = "11111111-2222-3333-4444-555555555555"
 RG = "rg-payments"
 NAME = "acrpayments01"
@@ -51,8 +54,16 @@ def _event(registry_id: str) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from dlp import handlers, runtime
-    from dlp.emulator import LocalAzure
     from dlp.settings import load
+
+    try:
+        from dlp.emulator import LocalAzure
+    except ModuleNotFoundError as exc:
+        if exc.name not in DEV_ONLY:
+            raise
+        error("demo", f"the local Azure emulator needs {exc.name}, a development requirement; install them with: "
+                      f"{INSTALL_DEV}")
+        return EXIT_ERROR
 
     with LocalAzure() as azure, azure.environ():
         azure.set_latency(args.latency_ms / 1000)
@@ -71,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
                          "--resource-type Microsoft.ContainerRegistry/registries --set "
                          "properties.policies.exportPolicy.status=enabled")
 
-        services = runtime.build(load(os.environ))
+        services = runtime.build(load(os.environ), in_process=True)
         runtime.reset(services)
         azure.arm.log.reset()
         event = _event(registry_id)
