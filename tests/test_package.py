@@ -284,3 +284,12 @@ def test_the_wheel_holds_dlp_only_and_acr_dlp_equals_python_m_dlp(tmp_path):
     assert where.startswith(str(site)), where          # the installed copy ran, not the clone
     usage = subprocess.run([str(script), "evaluate"], cwd=work, env=env, capture_output=True, text=True, check=False)
     assert usage.returncode == 2 and usage.stderr.startswith("usage: acr-dlp evaluate")
+    demo = subprocess.run([str(script), "demo"], cwd=work, env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert demo.returncode == 0 and demo.stderr == "", demo.stderr          # the emulator ships in the wheel
+    from dlp.cli.demo import INSTALL_EXTRA
+    from tests.test_demo import BLOCK_TRUSTME
+
+    blocked = subprocess.run([sys.executable, "-c", BLOCK_TRUSTME, "demo"], cwd=work, env=env, capture_output=True,
+                             text=True, timeout=60, check=False)
+    assert blocked.returncode == 2 and blocked.stderr.strip().endswith(INSTALL_EXTRA), blocked.stderr

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, error
@@ -19,6 +20,13 @@ from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, error
 # What the emulator needs beyond requirements.txt (the deployed package has neither the emulator nor these).
 DEV_ONLY = frozenset({"trustme"})
 INSTALL_DEV = ".venv/bin/pip install -r requirements-dev.txt"
+INSTALL_EXTRA = 'pip install "acr-dlp-responder[demo]" (or pip install trustme)'
+
+
+def install_hint() -> str:
+    """In a clone, the quick start's requirements; installed with pip (`acr-dlp`), the package's demo extra."""
+    clone = Path(__file__).resolve().parents[2] / "requirements-dev.txt"
+    return INSTALL_DEV if clone.is_file() else INSTALL_EXTRA
 SUB = "11111111-2222-3333-4444-555555555555"
 RG = "rg-payments"
 NAME = "acrpayments01"
@@ -61,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as exc:
         if exc.name not in DEV_ONLY:
             raise
-        error("demo", f"the local Azure emulator needs {exc.name}, a development requirement; install them with: "
-                      f"{INSTALL_DEV}")
+        error("demo", f"the local Azure emulator needs {exc.name}, a development requirement; install it with: "
+                      f"{install_hint()}")
         return EXIT_ERROR
 
     with LocalAzure() as azure, azure.environ():
