@@ -210,6 +210,52 @@ def test_the_pinned_set_is_complete_and_is_what_this_environment_runs():
                 assert canonical(req.name) in dev, f"{name} needs {req.name}, which is not pinned"
 
 
+def third_party_imports(files: set[Path]) -> set[str]:
+    """Full module names these files import that are neither the project's nor the standard library's."""
+    import sys
+
+    names: set[str] = set()
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module)
+    return {n for n in names if n.split(".")[0] not in sys.stdlib_module_names | {"dlp", "function_app", "__future__"}}
+
+
+def owning_distributions() -> dict[Path, str]:
+    """Installed file -> the distribution that installed it (namespace packages such as `azure` span many)."""
+    from importlib import metadata
+
+    owners: dict[Path, str] = {}
+    for dist in metadata.distributions():
+        for file in dist.files or []:
+            if file.suffix == ".py":
+                owners[Path(dist.locate_file(file)).resolve()] = canonical(dist.metadata["Name"])
+    return owners
+
+
+def test_everything_the_app_imports_comes_from_a_pinned_package():
+    """A new SDK imported by the app (azure.eventgrid, say) without a line in requirements.in fails here."""
+    import importlib.util
+
+    from dlp.rules import _MODULES
+
+    starts = [ROOT / "function_app.py", *(ROOT / "dlp" / "rules" / f"{name}.py" for name in _MODULES)]
+    imported = third_party_imports(runtime_imports(*starts))
+    assert {"azure.mgmt.containerregistry", "azure.identity", "requests"} <= imported
+    runtime, owners = pins("requirements.txt"), owning_distributions()
+    unpinned = {}
+    for name in sorted(imported):
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and spec.origin, name
+        owner = owners.get(Path(spec.origin).resolve())
+        if owner not in runtime:
+            unpinned[name] = owner
+    assert not unpinned, f"imported by the app, not pinned in requirements.txt: {unpinned}"
+
+
 def test_deployed_python_is_the_tested_python_and_the_compiled_one():
     version = deployed_python()
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
