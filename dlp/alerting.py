@@ -21,15 +21,15 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from dlp.alerts.alert import Alert, build_alert
 from dlp.alerts.batch import Batch, MemoryOutbox
 from dlp.alerts.channel import Channel, DeliveryError
-from dlp.alerts.states import Observed, Stored, decide, observe
+from dlp.alerts.states import S_EXPOSED, Observed, Stored, decide, observe
 from dlp.azure.state import partition_of
-from dlp.model import Evaluation
+from dlp.model import A_EXPOSURE, Evaluation
 
 log = logging.getLogger("dlp.alerting")
 
@@ -58,6 +58,9 @@ class NullNotifier:
 
     def drain(self) -> int:
         return 0
+
+    def announce(self, key: str, signature: str, alert: Alert, *, remind_after: timedelta) -> bool:
+        return False
 
 
 class AlertNotifier:
@@ -111,19 +114,45 @@ class AlertNotifier:
             sent += self._redeliver(item, failed)
         return sent
 
+    def announce(self, key: str, signature: str, alert: Alert, *, remind_after: timedelta) -> bool:
+        """Send an alert that is not about a registry (a misconfigured output) once across instances: committed
+        under `key` with `signature` like a registry's state; the same signature again only after `remind_after`.
+        True when this call sent it (or kept it in the outbox). Never raises."""
+        try:
+            try:
+                previous = self._store.get(key)
+            except Exception as exc:      # storage down: better a repeated alert than a lost one
+                log.warning("alert state unavailable (%s): announcing without de-duplication", _reason(exc))
+                self.deliver([alert])
+                return True
+            if previous is not None and previous.signature == signature and not _older(previous.since, remind_after,
+                                                                                         self._clock()):
+                return False
+            if self._store.commit(key, previous, Stored(alert.state, signature, alert.alert_id, alert.at)) is None:
+                return False                # another instance announced it
+            self.deliver([alert])
+            return True
+        except Exception as exc:
+            log.error("announcement %s failed (%s)", alert.state, _reason(exc))
+            return False
+
     # state machine ------------------------------------------------------------------------------
     def transitions(self, evaluations: Sequence[Evaluation]) -> list[Alert]:
         """Commit every state change; return the alerts whose commit this call won (to be sent)."""
+        # A window found in change history is news on its own (its record de-duplicates it, dlp/timeline.py) and
+        # leaves the registry's stored state alone: it is compliant again, and its next evaluation must not say so.
+        windows = [build_alert(e, None, S_EXPOSED, alert_id=e.evaluation_id, at=self._clock().astimezone(
+            timezone.utc).isoformat()) for e in evaluations if e.outcome.action == A_EXPOSURE]
         observed = [(evaluation, seen) for evaluation in evaluations if (seen := observe(evaluation)) is not None]
         if not observed:
-            return []
+            return windows
         known = self._read([evaluation.registry_id for evaluation, _ in observed])
         alerts = []
         for evaluation, seen in observed:
             alert = self._transition(evaluation, seen, known)
             if alert is not None:
                 alerts.append(alert)
-        return alerts
+        return alerts + windows
 
     def _read(self, registry_ids: list[str]) -> dict[str, Stored | None] | None:
         """Stored states by partition key (one bulk query when many); None when storage failed."""
@@ -294,6 +323,17 @@ def _keeping_time_to_keep() -> Iterator[None]:
         return
     with Budget(time.monotonic() + left - KEEP_RESERVE_S).active():
         yield
+
+
+def _older(since: str, age: timedelta, now: datetime) -> bool:
+    """`since` (ISO 8601) lies more than `age` before `now`; an unreadable time counts as old."""
+    try:
+        moment = datetime.fromisoformat(since)
+    except ValueError:
+        return True
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return now - moment > age
 
 
 def _time_to_send() -> bool:

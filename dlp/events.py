@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from dlp.claims import MAX_IP, OID, UPN, Caller, caller_from_claims, claims_of
+from dlp.ids import fold
 from dlp.model import Context, Target
+from dlp.sanitize import clean
 
 WRITE_SUCCESS = "microsoft.resources.resourcewritesuccess"
 DELETE_SUCCESS = "microsoft.resources.resourcedeletesuccess"
@@ -19,8 +22,7 @@ RELEVANT_TYPES = (WRITE_SUCCESS, DELETE_SUCCESS)
 OPERATION_PREFIX = "Microsoft.ContainerRegistry/registries"   # the event subscription filters on this too
 
 MAX_SUBJECT = 1024
-UPN = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn"
-OID = "http://schemas.microsoft.com/identity/claims/objectidentifier"
+__all__ = ["OID", "UPN", "Intake", "caller_of", "from_function_event", "from_json", "intake", "registry_of"]
 
 _GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 # Case-insensitive, but ASCII-only outside the resource-group name (which may hold Unicode letters): under
@@ -44,28 +46,17 @@ class Intake:
 
 
 def _text(value: Any, limit: int = 512) -> str:
-    return value[:limit] if isinstance(value, str) else ""
+    """An outside string as one clean line (dlp/sanitize.py), bounded; "" for anything else."""
+    return clean(value, limit) if isinstance(value, str) else ""
 
 
-def caller_of(data: Mapping[str, Any]) -> tuple[str, str]:
-    """(caller, client IP) from the event's claims: UPN or name, else app ID / object ID."""
-    claims = data.get("claims")
-    claims = claims if isinstance(claims, Mapping) else {}
-    caller = ""
-    for key in (UPN, "upn", "name", "appid", "azp", OID, "oid"):
-        value = claims.get(key)
-        if isinstance(value, str) and value.strip():
-            caller = value.strip()[:256]
-            if key in ("appid", "azp"):
-                caller = f"app:{caller}"
-            elif key in (OID, "oid"):
-                caller = f"object:{caller}"
-            break
+def caller_of(data: Mapping[str, Any]) -> Caller:
+    """Who made the write (dlp/claims.py); the client IP from httpRequest, else the `ipaddr` claim.
+    `data.claims` may be an object or, in older events, a JSON string of one."""
+    caller = caller_from_claims(claims_of(data))
     http = data.get("httpRequest")
-    ip = _text(http.get("clientIpAddress"), 64) if isinstance(http, Mapping) else ""
-    if not ip:
-        ip = _text(claims.get("ipaddr"), 64)
-    return caller, ip
+    ip = _text(http.get("clientIpAddress"), MAX_IP) if isinstance(http, Mapping) else ""
+    return replace(caller, ip=ip or caller.ip)
 
 
 def registry_of(resource_id: str) -> tuple[str, bool] | None:
@@ -84,31 +75,34 @@ def intake(event_id: Any, event_type: Any, subject: Any, data: Any, event_time: 
     eid = _text(event_id, 128) or "<no id>"
     if not isinstance(event_type, str) or not event_type:
         return Intake(eid, malformed="event has no event type")
-    kind = event_type.lower()
+    kind = fold(event_type)
     if kind not in RELEVANT_TYPES:
-        return Intake(eid, ignored=f"event type {event_type[:128]} is not a resource write or delete success")
+        return Intake(eid, ignored=f"event type {_text(event_type, 128)} is not a resource write or delete success")
     if not isinstance(data, Mapping):
         return Intake(eid, malformed="event data is not a JSON object")
     operation = data.get("operationName")
     if operation is not None and not isinstance(operation, str):
         return Intake(eid, malformed="data.operationName is not a string")
     operation = operation or ""
-    if operation and not operation.lower().startswith(OPERATION_PREFIX.lower()):
-        return Intake(eid, ignored=f"operation {operation[:128]} is not on a container registry")
-    if operation.lower().endswith("/action"):
-        return Intake(eid, ignored=f"operation {operation[:128]} is an action, not a write")
+    if operation and not fold(operation).startswith(fold(OPERATION_PREFIX)):
+        return Intake(eid, ignored=f"operation {_text(operation, 128)} is not on a container registry")
+    if fold(operation).endswith("/action"):
+        return Intake(eid, ignored=f"operation {_text(operation, 128)} is an action, not a write")
     resource = subject if isinstance(subject, str) and subject else data.get("resourceUri")
     if not isinstance(resource, str) or not resource:
         return Intake(eid, malformed="event has no subject or data.resourceUri")
     found = registry_of(resource)
     if found is None:
-        if "/providers/microsoft.containerregistry/registries/" in resource.lower():
+        if "/providers/microsoft.containerregistry/registries/" in fold(resource):
             return Intake(eid, malformed=f"subject is not a valid registry ID: {resource[:200]!r}")
         return Intake(eid, ignored="subject is not a container registry")
     registry_id, is_registry = found
-    caller, ip = caller_of(data)
-    context = Context(trigger=trigger, event_id=eid, event_type=event_type[:128], operation_name=operation[:256],
-                      correlation_id=_text(data.get("correlationId"), 128), caller=caller, caller_ip=ip,
+    caller = caller_of(data)
+    context = Context(trigger=trigger, event_id=eid, event_type=_text(event_type, 128),
+                      operation_name=_text(operation, 256), correlation_id=_text(data.get("correlationId"), 128),
+                      caller=caller.name, caller_ip=caller.ip, caller_name=caller.display_name,
+                      caller_object_id=caller.object_id, caller_app_id=caller.app_id,
+                      caller_tenant_id=caller.tenant_id, caller_verified=bool(caller.name),
                       event_time=_text(event_time if isinstance(event_time, str) else
                                        getattr(event_time, "isoformat", lambda: "")(), 64))
     deleted = kind == DELETE_SUCCESS and is_registry

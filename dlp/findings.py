@@ -13,7 +13,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from dlp import __version__
-from dlp.model import Evaluation, parse_registry_id
+from dlp.model import FAIL, Evaluation, parse_registry_id
+from dlp.sanitize import clean
 
 TABLE = "AcrDlpFindings_CL"
 STREAM = "Custom-AcrDlpFindings"
@@ -42,18 +43,32 @@ COLUMNS: tuple[Column, ...] = (
     Column("Trigger", "string", "event, http, sweep, cli or retry (the durable retry)."),
     Column("EventId", "string", "Event Grid event ID, when an event triggered the evaluation."),
     Column("CorrelationId", "string", "ARM correlation ID of the write that raised the event."),
-    Column("Caller", "string", "Who made the write (UPN, name, app ID or object ID)."),
+    Column("Caller", "string", "Who made the write: the UPN, else unique_name, else app:<app ID>, else "
+                               "object:<object ID> (never the free-text display name). For Trigger=http: who requested "
+                               "the re-check."),
     Column("CallerIpAddress", "string", "Client IP address of the write."),
+    Column("CallerName", "string", "The caller's display name (the token's free-text name claim, chosen by the caller)."),
+    Column("CallerObjectId", "string", "Object ID of the caller."),
+    Column("CallerAppId", "string", "Application (client) ID the caller used."),
+    Column("CallerTenantId", "string", "Tenant ID of the caller."),
+    Column("CallerVerified", "boolean", "The caller comes from ARM's claims, or from App Service Authentication for "
+                                        "a re-check; false: a header anyone could send."),
     Column("OperationName", "string", "ARM operation, e.g. Microsoft.ContainerRegistry/registries/write."),
     Column("Mode", "string", "audit or enforce."),
     Column("Action", "string", "Remediation outcome: none, would-remediate, remediated, blocked, failed, exempt, "
-                               "error, gone, deferred."),
+                               "error, gone, deferred; or exposure (a window found in change history)."),
     Column("ActionReason", "string", "Guard or error code behind the action, e.g. export-pipelines."),
     Column("ActionDetail", "string", "What a human must do, or what happened."),
     Column("Changes", "dynamic", "Property -> {old, new} written or planned."),
     Column("Attempt", "int", "Durable-retry attempt (0 for the first)."),
     Column("DurationMs", "real", "Time the evaluation took."),
     Column("ResponderVersion", "string", "Version of the responder that wrote the row."),
+    Column("ExposureOpenedAt", "datetime", "When the registry became open (change history, else the event time); "
+                                           "empty when unknown or not an exposure."),
+    Column("ExposureClosedAt", "datetime", "When it was closed again (empty while still open)."),
+    Column("ExposureSeconds", "real", "Seconds it was open (empty when a bound is unknown)."),
+    Column("ExposureOpenedBy", "string", "Who opened it (change history's changedBy, or the event's caller)."),
+    Column("ExposureClosedBy", "string", "Who closed it: 'responder', or the change history's changedBy."),
 )
 
 COLUMN_NAMES = tuple(c.name for c in COLUMNS)
@@ -76,6 +91,8 @@ RESERVED_COLUMN_NAMES = frozenset(name.lower() for name in (
 ))
 _COLUMN_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{1,44}$")
 COLUMN_TYPES = ("string", "datetime", "dynamic", "boolean", "int", "long", "real", "guid")
+_OUTSIDE_TEXT = ("EventId", "CorrelationId", "Caller", "CallerIpAddress", "CallerName", "CallerObjectId", "CallerAppId",
+                 "CallerTenantId", "OperationName", "ActionReason")
 MAX_TEXT = 8000        # characters kept of a free-text value (a message is a sentence, not a document)
 
 
@@ -107,7 +124,7 @@ def rows(evaluation: Evaluation) -> list[dict[str, Any]]:
     registry = assessment.registry if assessment is not None else None
     parts = parse_registry_id(evaluation.registry_id) or ("", "", evaluation.registry_name)
     outcome = evaluation.outcome
-    base = {
+    base: dict[str, Any] = {
         "TimeGenerated": iso8601(evaluation.started_at),
         "EvaluationId": evaluation.evaluation_id,
         "RegistryId": evaluation.registry_id,
@@ -121,21 +138,46 @@ def rows(evaluation: Evaluation) -> list[dict[str, Any]]:
         "CorrelationId": context.correlation_id,
         "Caller": context.caller,
         "CallerIpAddress": context.caller_ip,
+        "CallerName": context.caller_name,
+        "CallerObjectId": context.caller_object_id,
+        "CallerAppId": context.caller_app_id,
+        "CallerTenantId": context.caller_tenant_id,
+        "CallerVerified": context.caller_verified if context.caller else None,
         "OperationName": context.operation_name,
         "Mode": evaluation.mode,
         "Action": outcome.action,
         "ActionReason": outcome.reason,
-        "ActionDetail": _text(outcome.detail),
+        "ActionDetail": _text(" ".join([outcome.detail, *(f"Warning: {w}." for w in evaluation.warnings)]).strip()),
         "Changes": {c.property: {"old": c.old, "new": c.new} for c in outcome.changes},
         "Attempt": context.attempt,
         "DurationMs": evaluation.duration_ms,
         "ResponderVersion": __version__,
+        **exposure_columns(evaluation),
     }
+    # texts that carry outside input (claims, headers, tag values, ARM messages): one clean line each
+    # (dlp/sanitize.py); IDs and names were validated by pattern on the way in
+    for key in _OUTSIDE_TEXT:
+        base[key] = clean(base[key])
     findings = assessment.findings if assessment is not None else ()
+    if not findings and evaluation.exposure is not None and evaluation.exposure.rule_id:
+        # an exposure evaluation: one row for the window, under the rule of the property that was open
+        return [{**base, "RuleId": evaluation.exposure.rule_id, "Severity": "high", "Status": FAIL,
+                 "Message": _text(evaluation.exposure.sentence)}]
     if not findings:
         return [{**base, "RuleId": "-", "Severity": "", "Status": "", "Message": _text(outcome.detail)}]
     return [{**base, "RuleId": f.rule_id, "Severity": f.severity, "Status": f.status, "Message": _text(f.message)}
             for f in findings]
+
+
+def exposure_columns(evaluation: Evaluation) -> dict[str, Any]:
+    """The Exposure* columns: null datetimes and seconds when there is no window (Log Analytics takes null)."""
+    window = evaluation.exposure
+    if window is None:
+        return {"ExposureOpenedAt": None, "ExposureClosedAt": None, "ExposureSeconds": None,
+                "ExposureOpenedBy": "", "ExposureClosedBy": ""}
+    return {"ExposureOpenedAt": window.opened_at or None, "ExposureClosedAt": window.closed_at or None,
+            "ExposureSeconds": window.seconds, "ExposureOpenedBy": window.opened_by,
+            "ExposureClosedBy": window.closed_by}
 
 
 def iso8601(value: str | datetime) -> str:
@@ -147,4 +189,5 @@ def iso8601(value: str | datetime) -> str:
 
 
 def _text(value: str) -> str:
+    value = clean(value)
     return value if len(value) <= MAX_TEXT else value[: MAX_TEXT - 1] + "…"

@@ -6,7 +6,7 @@ import json
 import logging
 from typing import Any
 
-from dlp import events, pipeline, runtime
+from dlp import events, pipeline, runtime, timeline
 from dlp.model import Evaluation
 
 log = logging.getLogger("dlp.handlers")
@@ -32,6 +32,8 @@ def on_retry(message: Any) -> list[Evaluation]:
     except (ValueError, UnicodeDecodeError, AttributeError):
         log.error("durable-retry message %s is not JSON; dropped", getattr(message, "id", "?"))
         return []
+    if isinstance(body, dict) and body.get("kind") == timeline.CHECK_KIND:
+        return timeline.run_check(body, runtime.services())
     target = pipeline.target_from_retry(body)
     if target is None:
         log.error("durable-retry message %s is not a registry target; dropped", getattr(message, "id", "?"))

@@ -12,12 +12,15 @@ and never carry a traceback.
 
 A function key is a shared secret that can trigger enforcement (`?remediate=true` in enforce
 mode), so docs/security.md shows how to put Entra ID sign-in (App Service Authentication) in front of
-it; the signed-in caller then arrives in `X-MS-CLIENT-PRINCIPAL-NAME` and is recorded. Without
-App Service Authentication that header is whatever the caller sent: recorded, never trusted.
+it; the signed-in caller then arrives in `X-MS-CLIENT-PRINCIPAL-*` and is recorded as who
+requested the re-check (never as who changed the registry). Without App Service Authentication
+(`WEBSITE_AUTH_ENABLED` is not `True`) those headers are whatever the caller sent: recorded,
+marked unverified, never trusted.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -31,9 +34,11 @@ import azure.functions as func
 
 from dlp import __version__, pipeline, remediation
 from dlp.budget import Budget
+from dlp.claims import MAX_ID, Caller, caller_from_claims
 from dlp.events import registry_of
 from dlp.model import A_DEFERRED, A_ERROR, A_GONE, Context, Evaluation, Target
-from dlp.settings import MODES, SCOPE_RE, ConfigError, Settings, load
+from dlp.sanitize import clean
+from dlp.settings import MODES, OUTPUT_OF, SCOPE_RE, ConfigError, Settings, load
 
 log = logging.getLogger("dlp.http")
 
@@ -43,7 +48,8 @@ MAX_CALLER_LENGTH = 256
 FIELDS = ("registryId", "scope")
 PRINCIPAL_NAME = "X-MS-CLIENT-PRINCIPAL-NAME"
 PRINCIPAL_ID = "X-MS-CLIENT-PRINCIPAL-ID"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+PRINCIPAL = "X-MS-CLIENT-PRINCIPAL"
+MAX_PRINCIPAL_BYTES = 16 * 1024
 
 
 class ApiError(Exception):
@@ -123,22 +129,52 @@ def _scope(value: str) -> str:
     return value
 
 
-def _header(headers: Mapping[str, str], name: str) -> str:
+def _header(headers: Mapping[str, str], name: str, limit: int = MAX_CALLER_LENGTH) -> str:
     value = headers.get(name) or headers.get(name.lower()) or ""
-    return _CONTROL.sub("", str(value)).strip()[:MAX_CALLER_LENGTH]
+    return clean(str(value), limit)
 
 
-def context_of(headers: Mapping[str, str]) -> Context:
-    """The record's context: trigger http, the caller App Service Authentication names, a fresh id."""
-    caller = _header(headers, PRINCIPAL_NAME)
-    if not caller:
-        principal_id = _header(headers, PRINCIPAL_ID)
-        caller = f"object:{principal_id}" if principal_id else ""
+def app_service_auth(environ: Mapping[str, str] | None = None) -> bool:
+    """App Service Authentication is on: the platform sets WEBSITE_AUTH_ENABLED=True, and only then does its
+    front end strip X-MS-CLIENT-PRINCIPAL-* from requests and set them itself."""
+    environ = os.environ if environ is None else environ
+    return str(environ.get("WEBSITE_AUTH_ENABLED", "")).strip().lower() == "true"
+
+
+def _principal_claims(headers: Mapping[str, str]) -> Mapping[str, Any]:
+    """The claims in X-MS-CLIENT-PRINCIPAL (base64 JSON {"claims": [{"typ", "val"}, ...]}); {} when unusable."""
+    raw = headers.get(PRINCIPAL) or headers.get(PRINCIPAL.lower()) or ""
+    if not raw or len(raw) > MAX_PRINCIPAL_BYTES:
+        return {}
+    try:
+        document = json.loads(base64.b64decode(raw, validate=False))
+    except (ValueError, RecursionError):
+        return {}
+    listed = document.get("claims") if isinstance(document, dict) else None
+    if not isinstance(listed, list):
+        return {}
+    return {c["typ"]: c["val"] for c in listed if isinstance(c, dict) and isinstance(c.get("typ"), str)
+            and isinstance(c.get("val"), str)}
+
+
+def context_of(headers: Mapping[str, str], *, verified: bool | None = None) -> Context:
+    """The record's context: trigger http, who asked for the re-check, a fresh id.
+
+    The requester is never "Changed by" (they did not make the drift). Their headers are trusted only when App
+    Service Authentication is on; otherwise anyone can send them, so the name is kept but marked unverified."""
+    verified = app_service_auth() if verified is None else verified
+    principal = caller_from_claims(_principal_claims(headers)) if verified else Caller()
+    name = _header(headers, PRINCIPAL_NAME) or principal.name
+    object_id = _header(headers, PRINCIPAL_ID, MAX_ID) or principal.object_id
+    if not name and object_id:
+        name = f"object:{object_id}"
     forwarded = _header(headers, "X-Forwarded-For").split(",")[0].strip()
     ip = forwarded if re.fullmatch(r"[0-9A-Fa-f:.\[\]]{2,64}", forwarded) else ""
     request_id = str(uuid.uuid4())
     return Context(trigger="http", event_id=request_id, event_type="recheck", operation_name="POST /api/recheck",
-                   correlation_id=request_id, caller=caller, caller_ip=ip)
+                   correlation_id=request_id, caller=name, caller_ip=ip, caller_name=principal.display_name,
+                   caller_object_id=object_id, caller_app_id=principal.app_id, caller_tenant_id=principal.tenant_id,
+                   caller_verified=verified and bool(name))
 
 
 def check_scope(kind: str, target: str, settings: Settings) -> None:
@@ -147,8 +183,12 @@ def check_scope(kind: str, target: str, settings: Settings) -> None:
     if remediation.in_scopes(target, settings.scopes):
         return
     what = "registry" if kind == "registryId" else "scope"
+    lookalike = remediation.scope_lookalike(target, settings.scopes)
+    if lookalike:
+        log.warning("re-check of a look-alike of a scope refused: %s", lookalike)
     raise ApiError(403, "OutOfScope", f"{what} {target} is outside DLP_SCOPES; "
-                                      "the responder only re-checks what it is configured to act on")
+                                      "the responder only re-checks what it is configured to act on"
+                                      + (f" ({lookalike})" if lookalike else ""))
 
 
 # --- the re-check ------------------------------------------------------------------------------------
@@ -255,6 +295,9 @@ def recheck(req: func.HttpRequest) -> func.HttpResponse:
 def health_report(environ: Mapping[str, str] | None = None) -> tuple[int, dict[str, Any]]:
     """Version, mode, which outputs are configured (never their values), and any configuration error.
 
+    200 "ok"; 200 "degraded" with `problems` when an optional-output setting is unusable (that output is off,
+    enforcement runs); 503 "misconfigured" when a setting that decides what is enforced is bad.
+
     A configuration error is reported (503) instead of crashing the host at import, so the
     function app keeps serving this endpoint while someone fixes the settings.
     """
@@ -265,10 +308,18 @@ def health_report(environ: Mapping[str, str] | None = None) -> tuple[int, dict[s
         raw_mode = str(environ.get("DLP_MODE", "audit") or "audit").strip().lower()
         return 503, {"status": "misconfigured", "version": __version__,
                      "mode": raw_mode if raw_mode in MODES else None, "outputs": None,
+                     "problems": _degraded(exc.degraded),
                      "configurationError": {"message": str(exc),
                                             "problems": [{"setting": name, "problem": why} for name, why in exc.problems]}}
-    return 200, {"status": "ok", "version": __version__, "mode": settings.mode, "outputs": settings.outputs(),
-                 "scopes": len(settings.scopes), "configurationError": None}
+    # A bad optional-output setting turned that output off: enforcement runs, so 200, but say what is off
+    problems = _degraded(settings.degraded)
+    return 200, {"status": "degraded" if problems else "ok", "version": __version__, "mode": settings.mode,
+                 "outputs": settings.outputs(), "scopes": len(settings.scopes), "problems": problems,
+                 "configurationError": None}
+
+
+def _degraded(degraded: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+    return [{"setting": name, "problem": why, "turnedOff": OUTPUT_OF.get(name, name)} for name, why in degraded]
 
 
 def health(req: func.HttpRequest) -> func.HttpResponse:

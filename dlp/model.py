@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from dlp import ids
+
 # Canonical spellings (Azure's own casing); inputs are matched case-insensitively.
 ENABLED, DISABLED = "Enabled", "Disabled"
 EXPORT_ENABLED, EXPORT_DISABLED = "enabled", "disabled"
@@ -131,9 +133,9 @@ class Registry:
         return m.group("rg") if m else ""
 
     def tag(self, name: str) -> str | None:
-        """Tag names are case-insensitive in Azure."""
+        """Tag names are case-insensitive in Azure (A-Z only: a look-alike tag name is another tag)."""
         for key, value in self.tags.items():
-            if key.lower() == name.lower():
+            if ids.fold(key) == ids.fold(name):
                 return value
         return None
 
@@ -145,8 +147,8 @@ def parse_registry_id(resource_id: str) -> tuple[str, str, str] | None:
 
 
 def registry_key(resource_id: str) -> str:
-    """Case-insensitive identity of a registry (ARM IDs are case-insensitive)."""
-    return resource_id.rstrip("/").lower()
+    """Case-insensitive identity of a registry: ARM IDs ignore case, for A-Z only (see dlp/ids.py)."""
+    return ids.key(resource_id)
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,9 @@ class Assessment:
                 "findings": [f.to_json() for f in self.findings]}
 
 
+# The one guard reason that makes an evaluation silent: a debug log line, no row, no alert state (issue 11)
+OUT_OF_SCOPE = "out-of-scope"
+
 # Remediation actions (the `Action` column and the `remediation.action` field)
 A_NONE = "none"
 A_WOULD = "would-remediate"
@@ -197,7 +202,8 @@ A_EXEMPT = "exempt"
 A_ERROR = "error"      # the evaluation itself failed (e.g. 403 on the read)
 A_GONE = "gone"        # the registry no longer exists
 A_DEFERRED = "deferred"  # handed to the durable retry
-ACTIONS = (A_NONE, A_WOULD, A_REMEDIATED, A_BLOCKED, A_FAILED, A_EXEMPT, A_ERROR, A_GONE, A_DEFERRED)
+A_EXPOSURE = "exposure"  # a window in which the registry was open, found in its change history (dlp/exposure.py)
+ACTIONS = (A_NONE, A_WOULD, A_REMEDIATED, A_BLOCKED, A_FAILED, A_EXEMPT, A_ERROR, A_GONE, A_DEFERRED, A_EXPOSURE)
 
 
 @dataclass(frozen=True)
@@ -244,10 +250,15 @@ class Context:
     event_type: str = ""
     operation_name: str = ""
     correlation_id: str = ""
-    caller: str = ""
+    caller: str = ""                  # UPN / unique_name / app:<appid> / object:<oid>; for http: the requester
     caller_ip: str = ""
     event_time: str = ""
     attempt: int = 0
+    caller_name: str = ""             # the free-text display name: shown second, never as the identity
+    caller_object_id: str = ""
+    caller_app_id: str = ""
+    caller_tenant_id: str = ""
+    caller_verified: bool = False     # claims from ARM, or a header App Service Authentication vouches for
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in ("", 0)}
@@ -282,6 +293,26 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class Exposure:
+    """How long a registry was open, as recorded and alerted: from its change history (dlp.exposure.Window)
+    or, for a remediation, from the event time until the responder's verified write."""
+
+    property: str = ""                # ARM path, e.g. "policies.exportPolicy.status"
+    opened_at: str = ""               # ISO 8601 UTC; "" when unknown
+    closed_at: str = ""               # "" while still open
+    seconds: float | None = None      # None when a bound is unknown
+    opened_by: str = ""               # display-safe text
+    closed_by: str = ""               # display-safe text, or "responder"
+    source: str = ""                  # "change-history" or "event-time"
+    sentence: str = ""                # "Registry was open for N s: ..."
+    key: str = ""                     # the window's de-duplication key (change history only)
+    rule_id: str = ""                 # the rule of the property (RuleId of the row of an exposure evaluation)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v not in ("", None)}
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """One pass of the pipeline over one registry: the unit that is recorded and alerted on."""
 
@@ -295,10 +326,18 @@ class Evaluation:
     duration_ms: float = 0.0
     tag_exemption: bool = False
     recent_callers: tuple[str, ...] = ()      # who changed it back, for revert-war alerts
+    warnings: tuple[str, ...] = ()            # what people must know beyond the outcome (a look-alike ID)
+    exposure: Exposure | None = None          # how long it was open (remediations, exposure evaluations)
 
     @property
     def compliant(self) -> bool | None:
         return None if self.assessment is None else self.assessment.compliant
+
+    @property
+    def out_of_scope(self) -> bool:
+        """Outside DLP_SCOPES: not ours. Anyone can write registries elsewhere as often as they like; that must
+        cost nothing and tell nobody anything, so it is logged at debug level only: no row, no alert."""
+        return self.outcome.reason == OUT_OF_SCOPE
 
     @property
     def registry_name(self) -> str:
@@ -315,4 +354,6 @@ class Evaluation:
             body = {"registryId": self.registry_id, "name": self.registry_name, "sku": "", "source": "arm",
                     "compliant": None, "findings": []}
         body["remediation"] = self.outcome.to_json()
+        if self.exposure is not None:
+            body["exposure"] = self.exposure.to_json()
         return body

@@ -96,10 +96,13 @@ class Defer(Exception):
 def run(targets: Sequence[Target], services: Services, *, enforce: bool | None = None,
         budget: Budget | None = None, digest: bool = False, record: bool = True) -> list[Evaluation]:
     """Evaluate targets within one budget, then record and notify."""
+    from dlp import timeline
+
     budget = budget or Budget.of(services.settings.time_budget_s)
     with budget.active():
         evaluations = [evaluate_target(target, services, budget, enforce=enforce) for target in targets]
         if record:
+            timeline.schedule_checks(evaluations, services)     # flip-and-restore: a delayed look at the history
             finish(evaluations, services, digest=digest)
     return evaluations
 
@@ -119,17 +122,27 @@ def evaluate_target(target: Target, services: Services, budget: Budget, *, enfor
     t0 = time.monotonic()
     evaluation_id = str(uuid.uuid4())
 
+    warnings = remediation.exemption_lookalikes(target.registry_id, settings.exemptions)
+
     def done(outcome: Outcome, assessment: Any = None, **extra: Any) -> Evaluation:
         return Evaluation(evaluation_id, target.registry_id, target.context, "enforce" if enforce else "audit",
-                          outcome, assessment, started.isoformat(), round((time.monotonic() - t0) * 1000, 1), **extra)
+                          outcome, assessment, started.isoformat(), round((time.monotonic() - t0) * 1000, 1),
+                          warnings=warnings, **extra)
 
     # The evaluation's Azure calls run on a shorter deadline, so that a dependency that hangs until the deadline
     # still leaves time to hand the work over (below, back on the caller's deadline) and to record it. (Its own
     # waits, for an Updating registry or a busy lease, keep larger reserves of the whole budget.)
     if not remediation.in_scopes(target.registry_id, settings.scopes):
-        # never read, never written: the identity may not even be allowed to read it
+        # never read, never written: the identity may not even be allowed to read it. Recorded at debug level
+        # and never alerted (dlp.recording, dlp.alerts.states), unless the ID only just misses a scope.
+        lookalike = remediation.scope_lookalike(target.registry_id, settings.scopes)
+        if lookalike:
+            log.warning("look-alike of a scope: %s", lookalike)
+            return done(Outcome(A_BLOCKED, remediation.R_SCOPE_LOOKALIKE, lookalike))
         return done(Outcome(A_BLOCKED, remediation.R_OUT_OF_SCOPE,
                             "the registry is outside DLP_SCOPES; the responder does not read or write it"))
+    for warning in warnings:
+        log.warning("look-alike of an exemption: %s", warning)
     try:
         with Budget(budget.deadline - HANDOVER_RESERVE_S).active():
             return _evaluate(target, services, budget, enforce, done)
@@ -235,7 +248,7 @@ def _evaluate(target: Target, services: Services, budget: Budget, enforce: bool,
         assessment = evaluate(registry)
     elif target.pending:
         return done(Outcome(A_REMEDIATED, "verified-later", "the deferred write is now visible", target.pending),
-                    assessment)
+                    assessment, exposure=_exposed(target, services, target.pending))
     plan = remediation.plan(assessment, policy, today=today)
     if not plan.writes:
         _drop(services, claim)
@@ -352,7 +365,17 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
                     assessment, recent_callers=callers)
     return done(Outcome(A_REMEDIATED, "", "reverted " + ", ".join(f"{c.property} {c.old} -> {c.new}"
                                                                  for c in plan.changes), plan.changes),
-                assessment, recent_callers=callers)
+                assessment, recent_callers=callers, exposure=_exposed(target, services, plan.changes))
+
+
+def _exposed(target: Target, services: Services, changes: Sequence[Change]) -> Any:
+    """The remediation's window, from what is at hand (no request): the event's time until now, the verified
+    write. The sweep replaces it with change history's when that has the opening write (dlp/timeline.py)."""
+    from dlp.exposure import remediation_exposure
+
+    context = target.context
+    opened = context.event_time if context.event_type else ""   # a sweep's or re-check's time is not a write's
+    return remediation_exposure(opened, context.caller, [c.property for c in changes], services.clock())
 
 
 def _defer(target: Target, services: Services, deferred: Defer, done: Callable[..., Evaluation],

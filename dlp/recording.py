@@ -54,7 +54,8 @@ class RecordingError(RuntimeError):
 
 def log_line(evaluation: Evaluation) -> None:
     """One structured line per evaluation (Application Insights `traces`). No claims, no secrets."""
-    log.info("evaluation registry=%s compliant=%s action=%s reason=%s trigger=%s correlation=%s duration_ms=%.0f",
+    log.log(logging.DEBUG if evaluation.out_of_scope else logging.INFO,
+            "evaluation registry=%s compliant=%s action=%s reason=%s trigger=%s correlation=%s duration_ms=%.0f",
              evaluation.registry_id, evaluation.compliant, evaluation.outcome.action, evaluation.outcome.reason or "-",
              evaluation.context.trigger, evaluation.context.correlation_id or "-", evaluation.duration_ms,
              extra={"dlp": {"evaluationId": evaluation.evaluation_id, "registryId": evaluation.registry_id,
@@ -124,8 +125,9 @@ class LogsRecorder:
         when rows of these evaluations could be neither sent nor kept."""
         for evaluation in evaluations:
             log_line(evaluation)
-        units = [_Unit(e.evaluation_id, findings.rows(e)) for e in evaluations]
-        self._deliver(self._backlog(BACKLOG_PER_RECORD) + units)
+        units = [_Unit(e.evaluation_id, findings.rows(e)) for e in evaluations if not e.out_of_scope]
+        if units:           # out of scope only: no row, not even a look at the backlog
+            self._deliver(self._backlog(BACKLOG_PER_RECORD) + units)
 
     # the timer function -------------------------------------------------------------------------
     def drain(self, *, budget_s: float = DRAIN_BUDGET_S, max_items: int = DRAIN_MAX_ITEMS) -> Delivery:

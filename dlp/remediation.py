@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
+from dlp.ids import lookalike, lookalike_of, odd_characters, within
 from dlp.model import (
     A_BLOCKED,
     A_EXEMPT,
@@ -19,13 +20,13 @@ from dlp.model import (
     DISABLED,
     EXPORT_DISABLED,
     FAIL,
+    OUT_OF_SCOPE,
     P_EXPORT,
     P_PUBLIC,
     Assessment,
     Change,
     Plan,
     Registry,
-    registry_key,
 )
 from dlp.settings import Exemption, Settings
 
@@ -34,7 +35,8 @@ EXPORT_RULE = "DLP.ACR.ExportPolicy"
 PUBLIC_RULE = "DLP.ACR.PublicNetworkAccess"
 
 # Guard reasons (the `ActionReason` column); stable strings that KQL and alerts rely on.
-R_OUT_OF_SCOPE = "out-of-scope"
+R_OUT_OF_SCOPE = OUT_OF_SCOPE
+R_SCOPE_LOOKALIKE = "scope-lookalike"     # outside DLP_SCOPES, but only because look-alike letters differ
 R_EXEMPTION = "exemption"
 R_TAG_EXEMPTION = "tag-exemption"
 R_NOT_PREMIUM = "not-premium"
@@ -69,8 +71,33 @@ def in_scopes(resource_id: str, scopes: tuple[str, ...]) -> bool:
     """True when no scopes are set, or the ID is one of them or beneath one (case-insensitive)."""
     if not scopes:
         return True
-    key = registry_key(resource_id)
-    return any(key == scope or key.startswith(scope.rstrip("/") + "/") for scope in scopes)
+    return any(within(resource_id, scope) for scope in scopes)
+
+
+def _near_miss(verdict: str, resource_id: str, entry: str, setting: str) -> str:
+    """The verdict and the characters first: a card cuts long facts."""
+    chars = odd_characters(resource_id + entry) or "look-alike characters"
+    return (f"{verdict} ({chars}): {resource_id} matches the {setting} entry {entry} only under Unicode case "
+            "folding; ARM treats them as different names")
+
+
+def scope_lookalike(resource_id: str, scopes: tuple[str, ...]) -> str:
+    """Why an ID outside DLP_SCOPES looks as if it were inside one ("" when it does not): someone may have
+    named a resource group to be mistaken for an enforced one. The ID stays out of scope."""
+    if not scopes or in_scopes(resource_id, scopes):
+        return ""
+    scope = lookalike_of(resource_id, scopes)
+    return "" if scope is None else _near_miss("outside DLP_SCOPES, neither read nor written", resource_id, scope,
+                                               "DLP_SCOPES")
+
+
+def exemption_lookalikes(resource_id: str, exemptions: tuple[Exemption, ...]) -> tuple[str, ...]:
+    """Warnings for DLP_EXEMPTIONS entries the ID only looks like it falls under (none when one truly
+    applies): the registry is enforced like any other, and people should know someone tried."""
+    if any(within(resource_id, entry.scope) for entry in exemptions):
+        return ()
+    return tuple(_near_miss("NOT exempt", resource_id, entry.scope, "DLP_EXEMPTIONS")
+                 for entry in exemptions if lookalike(resource_id, entry.scope))[:3]
 
 
 def needed_changes(assessment: Assessment) -> tuple[Change, ...]:
@@ -86,9 +113,8 @@ def needed_changes(assessment: Assessment) -> tuple[Change, ...]:
 
 
 def _exemption(registry: Registry, policy: Policy, today: date) -> str | None:
-    key = registry_key(registry.id)
     for entry in policy.exemptions:
-        if key == entry.scope or key.startswith(entry.scope + "/"):
+        if within(registry.id, entry.scope):
             if entry.until is None:
                 return f"DLP_EXEMPTIONS lists {entry.scope} with no end date"
             if entry.until >= today:

@@ -15,8 +15,10 @@ from typing import Any
 from urllib.parse import quote
 
 from dlp import __version__
+from dlp.ids import fold
 from dlp.model import FAIL, SEVERITIES, UNKNOWN, Assessment, Finding, Registry
 from dlp.rules import CATALOGUE, Rule
+from dlp.terraform import is_address
 
 FORMATS = ("table", "json", "sarif")
 
@@ -57,16 +59,19 @@ def attention(assessment: Assessment) -> list[Finding]:
 
 
 def summary(assessments: Sequence[Assessment]) -> str:
-    """One line: how many registries, how many compliant, failures by severity, unknowns."""
+    """One line: how many registries, how many compliant, failing and unknown findings by severity
+    (both counted: `--fail-on unknown` gates on the second)."""
     if not assessments:
         return "No registries evaluated."
     compliant = sum(1 for a in assessments if a.compliant)
-    failures = [f for a in assessments for f in a.findings if f.status == FAIL]
-    unknown = sum(1 for a in assessments for f in a.findings if f.status == UNKNOWN)
-    by_severity = ", ".join(f"{sum(1 for f in failures if f.severity == s)} {s}" for s in SEVERITIES)
+
+    def count(status: str) -> str:
+        found = [f for a in assessments for f in a.findings if f.status == status]
+        return f"{len(found)} ({', '.join(f'{sum(1 for f in found if f.severity == s)} {s}' for s in SEVERITIES)})"
+
     noun = "registry" if len(assessments) == 1 else "registries"
     return (f"{len(assessments)} {noun}: {compliant} compliant, {len(assessments) - compliant} not compliant; "
-            f"{len(failures)} failing findings ({by_severity}); {unknown} unknown.")
+            f"failing findings: {count(FAIL)}; unknown findings: {count(UNKNOWN)}.")
 
 
 def render_table(assessments: Sequence[Assessment]) -> str:
@@ -120,10 +125,12 @@ def artifact_uri(source: str) -> str:
 
 def line_of(text: str, registry: Registry) -> int:
     """Best-effort 1-based line where a registry is declared in its file's text (pure: the caller reads
-    the file): its ARM ID, else `"name": "<name>"`, else the first registries `type`; 1 when none."""
+    the file): its ARM ID or Terraform address, else `"name": "<name>"`, else the first registries `type`; 1 when none."""
     candidates = []
     if registry.is_arm_id:
         candidates.append(re.escape(json.dumps(registry.id)[1:-1]))
+    elif is_address(registry.id):                          # Terraform: the resource's "address"
+        candidates.append(r'"address"\s*:\s*' + re.escape(json.dumps(registry.id)))
     if registry.name and not registry.name.startswith("<"):
         candidates.append(r'"name"\s*:\s*' + re.escape(json.dumps(registry.name)))
     candidates.append(r'"type"\s*:\s*"microsoft\.containerregistry/registries"')
@@ -135,8 +142,7 @@ def line_of(text: str, registry: Registry) -> int:
 
 
 def _sarif_rule(rule: Rule) -> dict[str, Any]:
-    applies = "every SKU" if rule.skus == Rule.skus else "/".join(rule.skus) + " only"
-    full = (f"{rule.synopsis} Applies to {applies}. Severity {rule.severity}; "
+    full = (f"{rule.synopsis} Applies to {rule.applies_to}. Severity {rule.severity}; "
             f"{'the responder can remediate it' if rule.remediable else 'not remediated automatically'}.")
     links = "\n".join(f"- <{link}>" for link in rule.links)
     return {
@@ -150,6 +156,12 @@ def _sarif_rule(rule: Rule) -> dict[str, Any]:
         "properties": {"security-severity": SECURITY_SEVERITY.get(rule.severity, "5.5"),
                        "tags": list(SARIF_TAGS), "precision": "high", "remediable": rule.remediable},
     }
+
+
+def _label(registry: Registry) -> str:
+    """How a SARIF message names a registry: a Terraform one by its address too, which locates it in the plan."""
+    address = f" at {registry.id}" if is_address(registry.id) else ""
+    return f"{registry.name} ({registry.sku}){address}"
 
 
 def to_sarif(assessments: Sequence[Assessment], rules: Sequence[Rule] | None = None, *,
@@ -168,12 +180,12 @@ def to_sarif(assessments: Sequence[Assessment], rules: Sequence[Rule] | None = N
                 index[finding.rule_id] = len(driver_rules)
                 driver_rules.append(CATALOGUE[finding.rule_id])
             prefix = "" if finding.status == FAIL else "Cannot be verified: "
-            fingerprint = hashlib.sha256(f"{finding.rule_id}|{registry.id.lower()}".encode()).hexdigest()[:32]
+            fingerprint = hashlib.sha256(f"{finding.rule_id}|{fold(registry.id)}".encode()).hexdigest()[:32]
             results.append({
                 "ruleId": finding.rule_id,
                 "ruleIndex": index[finding.rule_id],
                 "level": sarif_level(finding),
-                "message": {"text": f"{prefix}Registry {registry.name} ({registry.sku}): {_one_line(finding.message)}"},
+                "message": {"text": f"{prefix}Registry {_label(registry)}: {_one_line(finding.message)}"},
                 "locations": [{
                     "physicalLocation": {
                         "artifactLocation": {"uri": artifact_uri(registry.source or registry.name)},

@@ -61,14 +61,41 @@ def build(settings: Settings, *, credential: Any = None, in_process: bool = Fals
 
 
 def services(environ: Mapping[str, str] | None = None) -> Services:
-    """The process's Services, built on first use. Raises ConfigError naming the bad settings."""
+    """The process's Services, built on first use. Raises ConfigError naming the bad settings that decide what
+    is enforced; a bad optional-output setting only turns that output off (`announce_degraded`)."""
     global _services
+    started = None
     with _lock:
         if _services is None:
             settings = load(os.environ if environ is None else environ)
-            _services = build(settings)
+            _services = started = build(settings)
             log.info("responder ready: mode=%s outputs=%s", settings.mode, settings.outputs())
-        return _services
+        current = _services
+    if started is not None and started.settings.degraded:
+        announce_degraded(started)
+    return current
+
+
+def announce_degraded(services_: Services) -> None:
+    """Start-up: an error log line per unusable optional setting, and one alert on the outputs that still work
+    (dlp/alerts/config.py). Never raises: the invocation that started the process goes on."""
+    from dlp.alerts.config import KEY, REMIND_AFTER, SEND_BUDGET_S, misconfiguration_alert, signature
+    from dlp.budget import Budget
+    from dlp.settings import OUTPUT_OF
+
+    settings = services_.settings
+    for name, problem in settings.degraded:
+        log.error("setting %s %s; turned off: %s (enforcement and the other outputs go on)", name, problem,
+                  OUTPUT_OF.get(name, name))
+    announce = getattr(services_.notifier, "announce", None)
+    if announce is None:
+        return
+    try:
+        with Budget.of(SEND_BUDGET_S).active():
+            announce(KEY, signature(settings), misconfiguration_alert(settings, at=services_.clock().isoformat()),
+                     remind_after=REMIND_AFTER)
+    except Exception:
+        log.exception("the misconfigured-output alert could not be sent")
 
 
 def configuration_error(environ: Mapping[str, str] | None = None) -> ConfigError | None:

@@ -10,6 +10,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
+
+from dlp.ids import fold
 
 # Where a setting comes from when deployed:
 #   "app"      set by infra/ as an app setting of the Function App
@@ -38,7 +41,7 @@ SETTINGS: tuple[Setting, ...] = (
             example="audit"),
     Setting("DLP_SCOPES", "",
             "Comma-separated subscription or resource-group IDs the responder acts on. "
-            "Empty: every scope its identity can see.",
+            "Empty: every scope its identity can see. Set but listing nothing (` , `) is an error.",
             example=""),
     Setting("DLP_EXEMPTIONS", "",
             "Comma-separated registry or resource-group IDs never remediated, each optionally "
@@ -70,7 +73,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DLP_LOGS_STREAM", "Custom-AcrDlpFindings",
             "Stream name declared in the DCR.", example="Custom-AcrDlpFindings"),
     Setting("DLP_TEAMS_WEBHOOK_URL", "",
-            "Teams Workflows webhook URL (carries a `sig` secret: a Key Vault reference in Azure). Empty: no Teams alerts.",
+            "Teams Workflows webhook URL (carries a `sig` secret: a Key Vault reference in Azure). Empty: no Teams alerts. "
+            "Unusable (or an unresolved Key Vault reference): Teams is off, the rest goes on (see `GET /api/health`).",
             kind="secret", example=""),
     Setting("DLP_EMAIL_ENDPOINT", "",
             "Azure Communication Services endpoint for email alerts. Empty: no email alerts.",
@@ -85,7 +89,8 @@ SETTINGS: tuple[Setting, ...] = (
             "`https://github.com/<org>/<repo>/blob/main/docs/rules/`. Empty: links go to the rule's Microsoft Learn page.",
             example=""),
     Setting("AZURE_CLIENT_ID", "",
-            "Client ID of the user-assigned managed identity the responder uses (read by azure-identity).",
+            "Client ID of the user-assigned managed identity the responder uses (read by azure-identity); change "
+            "history names the responder's own writes by it, so exposure windows it closed say `responder`.",
             kind="platform", example=""),
     Setting("AzureWebJobsStorage", "",
             "Storage connection string (Azurite locally). In Azure, the identity-based `__*ServiceUri` settings are used.",
@@ -109,24 +114,80 @@ RETRY_QUEUE = "dlp-retry"        # queue read by the durable-retry function (nam
 STATE_TABLE = "dlpstate"         # breaker counts, alert state, per-registry leases
 OUTBOX_TABLE = "dlpoutbox"       # findings and alerts not yet delivered
 
-_SUB = r"/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-_RG = _SUB + r"/resourceGroups/[-\w\._\(\)]{1,90}"
-_REG = _RG + r"/providers/Microsoft\.ContainerRegistry/registries/[a-zA-Z0-9]{5,50}"
-SCOPE_RE = re.compile(rf"^{_SUB}(?:/resourceGroups/[-\w\._\(\)]{{1,90}})?$", re.IGNORECASE)
+# Case-insensitive, but ASCII-only outside the resource-group name (`(?a:...)`): under re.IGNORECASE alone
+# "/\u017fubscriptions/" (long s) or a registry name with a Kelvin sign would pass.
+_SUB = r"(?a:/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
+_RG = _SUB + r"(?a:/resourceGroups/)[-\w\._\(\)]{1,90}"
+_REG = _RG + r"(?a:/providers/Microsoft\.ContainerRegistry/registries/[a-zA-Z0-9]{5,50})"
+SCOPE_RE = re.compile(rf"^{_SUB}(?:(?a:/resourceGroups/)[-\w\._\(\)]{{1,90}})?$", re.IGNORECASE)
 EXEMPTION_RE = re.compile(rf"^(?:{_REG}|{_RG})$", re.IGNORECASE)
+
+# Limits of the numeric and choice settings; infra/main.bicep carries the same (@minValue/@maxValue/@allowed on
+# the parameter that feeds the setting: tests/test_infra.py keeps them identical), so a value the app would refuse
+# never deploys.
+BOUNDS: dict[str, tuple[int, int]] = {
+    "DLP_MAX_REMEDIATIONS": (1, 100),
+    # Event Grid gives up (and redelivers) at 30 s; after a spent budget, handing over and keeping the record
+    # in the outbox may take a few seconds more
+    "DLP_TIME_BUDGET_S": (2, 22),
+}
+CHOICES: dict[str, tuple[str, ...]] = {"DLP_MODE": MODES, "DLP_ALLOW_LOCKOUT": ("true", "false")}
+EXEMPT_TAG_MAX = 512
+
+# NCRONTAB (Azure Functions timer): {second} {minute} {hour} {day} {month} {day-of-week}; day-of-week 0 is Sunday.
+_CRON_FIELDS = (("second", 0, 59, ()), ("minute", 0, 59, ()), ("hour", 0, 23, ()), ("day", 1, 31, ()),
+                ("month", 1, 12, ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")),
+                ("day-of-week", 0, 6, ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")))
+_CRON_ITEM = re.compile(r"^(?:(\*)|([0-9A-Za-z]+)(?:-([0-9A-Za-z]+))?)(?:/([0-9]+))?$")
+
+
+def ncrontab_problem(expression: str) -> str | None:
+    """Why `expression` is not a 6-field NCRONTAB schedule the Functions timer accepts, or None.
+
+    Each field is a comma list of `*`, `n` or `a-b` (names for months and days), each optionally `/step`.
+    """
+    fields = expression.split()
+    if len(fields) != 6:
+        return f"must be an NCRONTAB expression with 6 fields (second minute hour day month day-of-week), not {len(fields)}"
+    for text, (name, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
+        for item in text.split(","):
+            match = _CRON_ITEM.match(item)
+            if not match:
+                return f"{name} field {text[:20]!r} is not *, n, a-b or a list of them (each optionally /step)"
+            star, first, last, step = match.groups()
+            values = []
+            for part in (first, last):
+                if part is None:
+                    continue
+                if part.isdigit():
+                    values.append(int(part))
+                elif part.upper() in names:
+                    values.append(names.index(part.upper()) + low)
+                else:
+                    return f"{name} field: {part[:20]!r} is not a number"
+            if any(not low <= v <= high for v in values):
+                return f"{name} field: values must be between {low} and {high}"
+            if len(values) == 2 and values[0] > values[1]:
+                return f"{name} field: range {first}-{last} runs backwards"
+            if step is not None and not 1 <= int(step) <= high - low + 1:
+                return f"{name} field: step must be between 1 and {high - low + 1}"
+            if star is None and first is None:
+                return f"{name} field is empty"
+    return None
 
 
 class ConfigError(ValueError):
     """A setting has a value the responder cannot use; the message names the setting."""
 
-    def __init__(self, problems: list[tuple[str, str]]):
+    def __init__(self, problems: list[tuple[str, str]], degraded: tuple[tuple[str, str], ...] = ()):
         self.problems = tuple(problems)
+        self.degraded = degraded          # optional-output problems found as well (reported, not the cause)
         super().__init__("; ".join(f"{name}: {why}" for name, why in problems))
 
 
 @dataclass(frozen=True)
 class Exemption:
-    scope: str            # lower-cased registry or resource-group ID
+    scope: str            # registry or resource-group ID, A-Z lower-cased (dlp.ids.fold)
     until: date | None    # last day the exemption holds; None: no end
 
 
@@ -152,6 +213,8 @@ class Settings:
     storage_connection_string: str = field(default="", repr=False)
     storage_table_uri: str = ""
     storage_queue_uri: str = ""
+    degraded: tuple[tuple[str, str], ...] = ()    # (setting, problem): optional outputs turned off at start
+    client_id: str = ""      # AZURE_CLIENT_ID: the responder's own identity in change history (dlp/exposure.py)
 
     @property
     def logs_enabled(self) -> bool:
@@ -168,6 +231,12 @@ class Settings:
     @property
     def storage_configured(self) -> bool:
         return bool(self.storage_connection_string or self.storage_table_uri)
+
+    @property
+    def responder_identities(self) -> tuple[str, ...]:
+        """How change history names the responder's own writes (`changedBy`): its client ID when a user-assigned
+        identity is configured; empty otherwise (its writes then read as anyone else's)."""
+        return (self.client_id,) if self.client_id else ()
 
     @property
     def arm_scope(self) -> str:
@@ -196,34 +265,136 @@ def _csv(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
+KEY_VAULT_REFERENCE = "@microsoft.keyvault("
+
+# What a bad optional setting turns off (the rest of the responder goes on)
+OUTPUT_OF = {
+    "DLP_TEAMS_WEBHOOK_URL": "Teams alerts",
+    "DLP_EMAIL_ENDPOINT": "email alerts", "DLP_EMAIL_SENDER": "email alerts", "DLP_EMAIL_TO": "email alerts",
+    "DLP_LOGS_ENDPOINT": "Log Analytics findings (they go to the application log only)",
+    "DLP_LOGS_RULE_ID": "Log Analytics findings (they go to the application log only)",
+    "DLP_LOGS_STREAM": "Log Analytics findings (they go to the application log only)",
+    "DLP_RULE_DOCS_URL": "links to your rule pages (alerts link to Microsoft Learn instead)",
+}
+
+
+def turned_off(degraded: tuple[tuple[str, str], ...]) -> list[str]:
+    """The outputs the problems in `degraded` turned off, each once, in order."""
+    return list(dict.fromkeys(OUTPUT_OF.get(name, name) for name, _ in degraded))
+
+
+def _unresolved(value: str) -> bool:
+    """App Service hands a Key Vault reference it could not resolve (no access, wrong URI, vault firewall) to the
+    app as the literal `@Microsoft.KeyVault(...)` text."""
+    return value.strip().lower().startswith(KEY_VAULT_REFERENCE)
+
+
 def _https_url(name: str, value: str, problems: list[tuple[str, str]]) -> str:
     value = value.strip()
+    if value and _unresolved(value):
+        problems.append((name, "is an unresolved Key Vault reference: give the app's identity the Key Vault Secrets "
+                               "User role on the vault and check the secret URI"))
+        return ""
     if value and not re.match(r"^https://[^\s/?#]+(/[^\s]*)?$", value):
         # never echo the value: it may carry a secret (the Teams URL's `sig`)
         problems.append((name, "must be an https:// URL"))
+        return ""
     return value
 
 
+def _group(problems: list[tuple[str, str]], found: list[tuple[str, str]]) -> bool:
+    """Record a group's problems; True when the group is usable."""
+    problems.extend(found)
+    return not found
+
+
+def _outputs(get: Any, degraded: list[tuple[str, str]]) -> dict[str, Any]:
+    """Parse the settings that only feed an output (-> Settings fields). A bad one turns off its own output
+    (each group is empty when any of its settings is unusable) and says why in `degraded`; it never stops
+    enforcement, and never takes another output with it."""
+    found: list[tuple[str, str]] = []
+    logs_endpoint = _https_url("DLP_LOGS_ENDPOINT", get("DLP_LOGS_ENDPOINT"), found)
+    logs_rule_id = get("DLP_LOGS_RULE_ID")
+    logs_stream = get("DLP_LOGS_STREAM")
+    if _unresolved(logs_rule_id):
+        found.append(("DLP_LOGS_RULE_ID", "is an unresolved Key Vault reference"))
+    elif logs_rule_id and not re.match(r"^dcr-[0-9a-f]{32}$", logs_rule_id, re.IGNORECASE):
+        found.append(("DLP_LOGS_RULE_ID", "must be a DCR immutable ID (dcr- and 32 hex digits)"))
+    if not re.match(r"^Custom-[A-Za-z][A-Za-z0-9_]{0,60}$", logs_stream):
+        found.append(("DLP_LOGS_STREAM", "must look like Custom-<Name>"))
+    if bool(get("DLP_LOGS_ENDPOINT")) != bool(logs_rule_id):
+        missing = "DLP_LOGS_RULE_ID" if get("DLP_LOGS_ENDPOINT") else "DLP_LOGS_ENDPOINT"
+        found.append((missing, "must be set together with " +
+                      ("DLP_LOGS_ENDPOINT" if missing == "DLP_LOGS_RULE_ID" else "DLP_LOGS_RULE_ID")))
+    logs_on = _group(degraded, found) and bool(logs_endpoint and logs_rule_id)
+
+    found = []
+    teams = _https_url("DLP_TEAMS_WEBHOOK_URL", get("DLP_TEAMS_WEBHOOK_URL"), found)
+    _group(degraded, found)
+
+    found = []
+    email_endpoint = _https_url("DLP_EMAIL_ENDPOINT", get("DLP_EMAIL_ENDPOINT"), found)
+    email_sender = get("DLP_EMAIL_SENDER")
+    raw_to = get("DLP_EMAIL_TO")
+    email_to = tuple(_csv(raw_to))
+    address = re.compile(r"^[^@\s,]+@[^@\s,]+\.[^@\s,]+$")
+    if email_sender and not address.match(email_sender):
+        found.append(("DLP_EMAIL_SENDER", "is not an email address" if not _unresolved(email_sender)
+                      else "is an unresolved Key Vault reference"))
+    bad_to = [addr for addr in email_to if not address.match(addr)]
+    if bad_to:
+        found.append(("DLP_EMAIL_TO", f"{len(bad_to)} of {len(email_to)} entries are not email addresses"))
+    elif raw_to and not email_to:
+        found.append(("DLP_EMAIL_TO", "is set but lists no address"))
+    parts = {"DLP_EMAIL_ENDPOINT": get("DLP_EMAIL_ENDPOINT"), "DLP_EMAIL_SENDER": email_sender, "DLP_EMAIL_TO": raw_to}
+    if any(parts.values()) and not all(parts.values()):
+        found += [(name, "must be set when email alerts are configured") for name, value in parts.items() if not value]
+    email_on = _group(degraded, found)
+
+    found = []
+    docs = _https_url("DLP_RULE_DOCS_URL", get("DLP_RULE_DOCS_URL"), found)
+    _group(degraded, found)
+
+    return dict(
+        logs_endpoint=logs_endpoint if logs_on else "", logs_rule_id=logs_rule_id if logs_on else "",
+        logs_stream=logs_stream if logs_on else BY_NAME["DLP_LOGS_STREAM"].default, teams_webhook_url=teams,
+        email_endpoint=email_endpoint if email_on else "", email_sender=email_sender if email_on else "",
+        email_to=email_to if email_on else (), rule_docs_url=docs)
+
+
+def _entries(name: str, text: str, problems: list[tuple[str, str]]) -> list[str]:
+    """A comma-separated list. Set but empty (" , ") is a mistake, not "none" / "everywhere"."""
+    entries = _csv(text)
+    if _unresolved(text):
+        problems.append((name, "is an unresolved Key Vault reference"))
+        return []
+    if text.strip() and not entries:
+        problems.append((name, "is set but lists nothing; remove the setting, or list at least one ID"))
+    return entries
+
+
 def load(environ: Mapping[str, str]) -> Settings:
-    """Parse the environment once; raise ConfigError naming every bad setting."""
+    """Parse the environment once. Settings that decide what is enforced raise ConfigError naming every bad one;
+    settings that only feed an output turn that output off and are listed in `Settings.degraded`."""
     problems: list[tuple[str, str]] = []
+    degraded: list[tuple[str, str]] = []
 
     def get(name: str) -> str:
         return str(environ.get(name, BY_NAME[name].default) or "").strip()
 
     mode = get("DLP_MODE").lower() or "audit"
     if mode not in MODES:
-        problems.append(("DLP_MODE", f"must be one of {', '.join(MODES)}, not {mode!r}"))
+        problems.append(("DLP_MODE", f"must be one of {', '.join(MODES)}, not {mode[:40]!r}"))
 
     scopes = []
-    for entry in _csv(get("DLP_SCOPES")):
+    for entry in _entries("DLP_SCOPES", get("DLP_SCOPES"), problems):
         scope = entry.rstrip("/")
         if not SCOPE_RE.match(scope):
             problems.append(("DLP_SCOPES", f"{scope!r} is not a subscription or resource-group ID"))
-        scopes.append(scope.lower())
+        scopes.append(fold(scope))
 
     exemptions = []
-    for entry in _csv(get("DLP_EXEMPTIONS")):
+    for entry in _entries("DLP_EXEMPTIONS", get("DLP_EXEMPTIONS"), problems):
         scope, _, until_text = entry.partition("@")
         until = None
         if until_text:
@@ -233,10 +404,10 @@ def load(environ: Mapping[str, str]) -> Settings:
                 problems.append(("DLP_EXEMPTIONS", f"{entry!r}: date must be YYYY-MM-DD"))
         if not EXEMPTION_RE.match(scope.strip()):
             problems.append(("DLP_EXEMPTIONS", f"{scope!r} is not a registry or resource-group ID"))
-        exemptions.append(Exemption(scope.strip().rstrip("/").lower(), until))
+        exemptions.append(Exemption(fold(scope.strip().rstrip("/")), until))
 
     exempt_tag = get("DLP_EXEMPT_TAG")
-    if exempt_tag and not re.match(r"^[^<>%&\\?/]{1,512}$", exempt_tag):
+    if exempt_tag and not re.match(rf"^[^<>%&\\?/]{{1,{EXEMPT_TAG_MAX}}}$", exempt_tag):
         problems.append(("DLP_EXEMPT_TAG", "is not a valid tag name"))
 
     lockout_text = get("DLP_ALLOW_LOCKOUT").lower()
@@ -248,63 +419,32 @@ def load(environ: Mapping[str, str]) -> Settings:
         try:
             value = kind(text)
         except ValueError:
-            problems.append((name, f"must be a number, not {text!r}"))
+            problems.append((name, f"must be a number, not {text[:40]!r}"))
             return kind(BY_NAME[name].default)
         if not low <= value <= high:
             problems.append((name, f"must be between {low:g} and {high:g}"))
         return value
 
-    max_remediations = number("DLP_MAX_REMEDIATIONS", 1, 100)
-    # Event Grid gives up (and redelivers) at 30 s; after a spent budget, handing over and keeping the record
-    # in the outbox may take a few seconds more
-    budget = number("DLP_TIME_BUDGET_S", 2, 22, float)
+    max_remediations = number("DLP_MAX_REMEDIATIONS", *BOUNDS["DLP_MAX_REMEDIATIONS"])
+    budget = number("DLP_TIME_BUDGET_S", *BOUNDS["DLP_TIME_BUDGET_S"], float)
 
     arm = _https_url("DLP_ARM_ENDPOINT", get("DLP_ARM_ENDPOINT"), problems) or BY_NAME["DLP_ARM_ENDPOINT"].default
     schedule = get("DLP_SWEEP_SCHEDULE")
-    if len(schedule.split()) != 6:
-        problems.append(("DLP_SWEEP_SCHEDULE", "must be an NCRONTAB expression with 6 fields"))
+    schedule_problem = ncrontab_problem(schedule)
+    if schedule_problem:
+        problems.append(("DLP_SWEEP_SCHEDULE", schedule_problem))
 
-    logs_endpoint = _https_url("DLP_LOGS_ENDPOINT", get("DLP_LOGS_ENDPOINT"), problems)
-    logs_rule_id = get("DLP_LOGS_RULE_ID")
-    if bool(logs_endpoint) != bool(logs_rule_id):
-        missing = "DLP_LOGS_RULE_ID" if logs_endpoint else "DLP_LOGS_ENDPOINT"
-        problems.append((missing, "must be set together with " +
-                         ("DLP_LOGS_ENDPOINT" if logs_endpoint else "DLP_LOGS_RULE_ID")))
-    if logs_rule_id and not re.match(r"^dcr-[0-9a-f]{32}$", logs_rule_id, re.IGNORECASE):
-        problems.append(("DLP_LOGS_RULE_ID", "must be a DCR immutable ID (dcr- and 32 hex digits)"))
-    logs_stream = get("DLP_LOGS_STREAM")
-    if not re.match(r"^Custom-[A-Za-z][A-Za-z0-9_]{0,60}$", logs_stream):
-        problems.append(("DLP_LOGS_STREAM", "must look like Custom-<Name>"))
-
-    teams = _https_url("DLP_TEAMS_WEBHOOK_URL", get("DLP_TEAMS_WEBHOOK_URL"), problems)
-
-    email_endpoint = _https_url("DLP_EMAIL_ENDPOINT", get("DLP_EMAIL_ENDPOINT"), problems)
-    email_sender = get("DLP_EMAIL_SENDER")
-    email_to = tuple(_csv(get("DLP_EMAIL_TO")))
-    address = re.compile(r"^[^@\s,]+@[^@\s,]+\.[^@\s,]+$")
-    for addr in (email_sender, *email_to):
-        if addr and not address.match(addr):
-            which = "DLP_EMAIL_SENDER" if addr == email_sender else "DLP_EMAIL_TO"
-            problems.append((which, f"{addr!r} is not an email address"))
-    email_parts = {"DLP_EMAIL_ENDPOINT": email_endpoint, "DLP_EMAIL_SENDER": email_sender,
-                   "DLP_EMAIL_TO": ",".join(email_to)}
-    if any(email_parts.values()) and not all(email_parts.values()):
-        for name, value in email_parts.items():
-            if not value:
-                problems.append((name, "must be set when email alerts are configured"))
-
-    docs = _https_url("DLP_RULE_DOCS_URL", get("DLP_RULE_DOCS_URL"), problems)
+    outputs = _outputs(get, degraded)
 
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems, tuple(degraded))
     return Settings(
         mode=mode, scopes=tuple(scopes), exemptions=tuple(exemptions), exempt_tag=exempt_tag,
         allow_lockout=lockout_text == "true", max_remediations=int(max_remediations),
         time_budget_s=float(budget), arm_endpoint=arm.rstrip("/"), sweep_schedule=schedule,
-        logs_endpoint=logs_endpoint, logs_rule_id=logs_rule_id, logs_stream=logs_stream,
-        teams_webhook_url=teams, email_endpoint=email_endpoint, email_sender=email_sender,
-        email_to=email_to, rule_docs_url=docs,
+        **outputs, degraded=tuple(degraded),
         storage_connection_string=_storage(str(environ.get("AzureWebJobsStorage", "") or "")),
         storage_table_uri=str(environ.get("AzureWebJobsStorage__tableServiceUri", "") or ""),
         storage_queue_uri=str(environ.get("AzureWebJobsStorage__queueServiceUri", "") or ""),
+        client_id=str(environ.get("AZURE_CLIENT_ID", "") or "").strip(),
     )

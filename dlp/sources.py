@@ -37,6 +37,11 @@ class InputError(ValueError):
         super().__init__(f"{source}: {message}")
 
 
+class NoRegistry(InputError):
+    """A document this tool can read (or one that is no Azure shape at all) that holds no container registry:
+    an error for a file named explicitly, a skipped file in a directory walk."""
+
+
 class Unresolved:
     """A template expression we could not resolve; rules reading it answer `unknown`."""
 
@@ -176,7 +181,7 @@ def registry_from_resource(resource: Mapping[str, Any], source: str, *, resolve:
 def _registries_in(rows: Iterable[Any], source: str, what: str) -> list[Registry]:
     found = [registry_from_resource(row, source) for row in rows if is_registry(row)]
     if not found:
-        raise InputError(source, f"{what} holds no Microsoft.ContainerRegistry/registries resource")
+        raise NoRegistry(source, f"{what} holds no Microsoft.ContainerRegistry/registries resource")
     return found
 
 
@@ -189,15 +194,17 @@ def registries_from_document(document: Any, source: str, parameters: Mapping[str
 
 
 def _registries_from_document(document: Any, source: str, parameters: Mapping[str, Any] | None) -> list[Registry]:
-    from dlp import templates
+    from dlp import templates, terraform
 
     if isinstance(document, list):
         return _registries_in(document, source, "the array")
     if not isinstance(document, Mapping):
-        raise InputError(source, "expected a JSON object or array (a registry, an az acr list array, "
-                                 "a Resource Graph result or an ARM template)")
+        raise NoRegistry(source, "expected a JSON object or array (a registry, an az acr list array, "
+                                 "a Resource Graph result, an ARM template or `terraform show -json` output)")
     if templates.is_template(document):
         return templates.registries_from_template(document, source, parameters or {})
+    if terraform.is_terraform(document):
+        return terraform.registries_from_terraform(document, source)
     data = ci_get(document, "data")
     if isinstance(data, list):                                     # Resource Graph: REST or az graph query
         return _registries_in(data, source, "the Resource Graph result")
@@ -212,26 +219,35 @@ def _registries_from_document(document: Any, source: str, parameters: Mapping[st
         return _registries_in(value, source, "the ARM list response")
     if is_registry(document):
         return [registry_from_resource(document, source)]
-    raise InputError(source, "not a container registry: expected a resource with type "
+    raise NoRegistry(source, "not a container registry: expected a resource with type "
                              "Microsoft.ContainerRegistry/registries, an array of them, a Resource Graph "
-                             "result ({\"data\": [...]}) or an ARM template (resources)")
+                             "result ({\"data\": [...]}), an ARM template (resources) or `terraform show -json` output")
 
 
 def load_json(path: Path) -> Any:
+    return parse_json(read_text(path), str(path))
+
+
+def read_text(path: Path) -> str:
+    """A file's text (UTF-8, with or without a BOM), or InputError naming it."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InputError(str(path), f"not UTF-8 text ({exc.reason})") from None
     except OSError as exc:
         raise InputError(str(path), exc.strerror or str(exc)) from None
+
+
+def parse_json(text: str, source: str) -> Any:
+    """One JSON document, or InputError saying where it breaks."""
     if not text.strip():
-        raise InputError(str(path), "empty file; expected JSON")
+        raise InputError(source, "empty file; expected JSON")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError(str(path), f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise InputError(source, f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
-        raise InputError(str(path), "JSON nested too deeply") from None
+        raise InputError(source, "JSON nested too deeply") from None
 
 
 def registries_from_file(path: Path, parameters: Mapping[str, Any] | None = None) -> list[Registry]:

@@ -17,6 +17,12 @@ tenant full of Basic registries it would cost one GET per registry per sweep.
 All evaluations are recorded in one `pipeline.finish(..., digest=True)` call, so the alerts of
 a sweep go out as one digest. The sweep also drains the outbox of undelivered records.
 
+Exposure windows (dlp/timeline.py): before listing, the sweep runs one change-history query over
+the same scope since the previous sweep (paged by 1,000), records every closed window no event
+path recorded (an `exposure` evaluation each, in the same digest), and gives each remediation it
+makes the window change history shows for it. A history it cannot read costs the windows this
+once (logged; the cursor stays, so the next sweep looks again), never the sweep.
+
 Time budget: evaluating gets SWEEP_BUDGET_S, then recording, alerting and draining the outbox get
 RECORD_RESERVE_S, because host.json's `functionTimeout` is 5 minutes for every function of the app;
 tests/test_sweep.py checks they fit. Work the budget cannot hold (a failing dependency, thousands of drifted registries)
@@ -34,10 +40,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from dlp import pipeline, remediation
+from dlp import pipeline, remediation, timeline
 from dlp.budget import Budget
 from dlp.events import registry_of
-from dlp.model import A_ERROR, A_NONE, Context, Evaluation, Outcome, Target, parse_registry_id
+from dlp.ids import fold
+from dlp.model import A_BLOCKED, A_ERROR, A_NONE, Context, Evaluation, Outcome, Target, parse_registry_id, registry_key
 from dlp.remediation import R_EXEMPTION, R_NOT_PREMIUM, R_OUT_OF_SCOPE, R_TAG_EXEMPTION, Policy
 from dlp.rules import evaluate
 from dlp.sources import is_registry, registry_from_resource
@@ -69,11 +76,11 @@ class Listing:
         exact pairing (this group in that subscription) is checked on each row.
         """
         given = [s.rstrip("/") for s in scopes]
-        ids = tuple(dict.fromkeys(s.lower() for s in given))
+        ids = tuple(dict.fromkeys(fold(s) for s in given))
         subscriptions = tuple(dict.fromkeys(s.split("/")[2].lower() for s in given))
         groups = tuple(dict.fromkeys(s.split("/")[4] for s in given if s.count("/") >= 4))
-        # Narrow the query only by plain ASCII names: lower-casing (DLP_SCOPES is stored lower-case) can change
-        # other characters ("İ" -> "i" + U+0307), and whether `in~` still matches them is ARG's business.
+        # Narrow the query only by plain ASCII names: whether `in~` folds other letters as ARM does (A-Z only) is
+        # ARG's business. Rows the query returns too generously are dropped by the exact filter (dlp.ids.within).
         narrow = bool(given) and len(groups) == len(given) and all(g.isascii() for g in groups)
         return cls(subscriptions, groups if narrow else (), ids)
 
@@ -87,6 +94,7 @@ class Result:
     rows: int = 0
     from_rows: int = 0        # evaluated from the Resource Graph row (no ARM call)
     re_read: int = 0          # sent through the pipeline (ARM re-read)
+    windows: int = 0          # exposure windows recorded from change history
     timings: dict[str, float] = field(default_factory=dict)   # seconds per phase: listing, pipelines, record
 
     @property
@@ -108,7 +116,20 @@ def _from_row(registry: Any, context: Context, policy: Policy, mode: str, today:
         return None
     return Evaluation(str(uuid.uuid4()), registry.id, context, mode,
                       Outcome(plan.action, plan.reason, plan.detail, plan.changes), assessment, started.isoformat(),
-                      round((time.monotonic() - t0) * 1000, 1), tag_exemption=plan.tag_exemption)
+                      round((time.monotonic() - t0) * 1000, 1), tag_exemption=plan.tag_exemption,
+                      warnings=remediation.exemption_lookalikes(registry.id, policy.exemptions))
+
+
+def _lookalike(registry_id: str, listing: Listing, context: Context, mode: str,
+               clock: Callable[[], datetime]) -> Evaluation | None:
+    """A row outside the scopes whose ID only looks inside one (Unicode look-alike letters): recorded and alerted,
+    never written. None for any other row outside the scopes."""
+    why = remediation.scope_lookalike(registry_id, listing.scopes)
+    if not why:
+        return None
+    log.warning("look-alike of a scope: %s", why)
+    return Evaluation(str(uuid.uuid4()), registry_id, context, mode,
+                      Outcome(A_BLOCKED, remediation.R_SCOPE_LOOKALIKE, why), None, clock().isoformat())
 
 
 @dataclass
@@ -159,8 +180,12 @@ def collect(listing: Listing, services: pipeline.Services, *, context: Context, 
                     if not registry_id:
                         continue
                     evaluation = None
-                if not parse_registry_id(registry_id) or not remediation.in_scopes(registry_id, listing.scopes):
+                if not parse_registry_id(registry_id):
                     continue
+                if not remediation.in_scopes(registry_id, listing.scopes):
+                    evaluation = _lookalike(registry_id, listing, context, mode, services.clock)
+                    if evaluation is None:      # simply elsewhere: not ours, silent
+                        continue
                 pending.result.rows += 1
                 if evaluation is None:
                     pending.drifted.append((len(pending.slots), Target(registry_id, context)))
@@ -234,16 +259,51 @@ def sweep(services: pipeline.Services, *, budget: Budget | None = None, schedule
     run_id = str(uuid.uuid4())
     context = Context(trigger="sweep", event_id=run_id, correlation_id=run_id, event_time=scheduled_for[:64])
     started = time.monotonic()
-    result = assess(Listing.of_scopes(services.settings.scopes), services, context=context, budget=budget)
+    listing = Listing.of_scopes(services.settings.scopes)
+    history, cursor = _history(services, listing, budget)
+    result = assess(listing, services, context=context, budget=budget)
+    now = services.clock()
+    result.evaluations = [timeline.with_history(e, history.get(registry_key(e.registry_id), ()), now)
+                          for e in result.evaluations]
     recording = time.monotonic()
     with Budget.of(RECORD_RESERVE_S).active():     # this sweep's record first, then the backlog, both bounded
-        pipeline.finish(result.evaluations, services, digest=True)
+        windows, exposures = _exposures(services, history, run_id)
+        result.windows = len(exposures)
+        pipeline.finish(result.evaluations + exposures, services, digest=True)
+        timeline.done(windows, services)
+        if cursor is not None:
+            try:
+                services.state.set_exposure_cursor(cursor.isoformat())
+            except Exception:
+                log.warning("exposure cursor not saved; the next sweep looks at the same history again", exc_info=True)
         result.timings["record"] = round(time.monotonic() - recording, 3)
         drain_outbox(services)
-    log.info("sweep %s: %d registries in %d page(s), %d from rows, %d re-read; %s; %.1f s %s", run_id, result.rows,
-             result.pages, result.from_rows, result.re_read, result.by_action, time.monotonic() - started,
-             result.timings)
+    log.info("sweep %s: %d registries in %d page(s), %d from rows, %d re-read, %d exposure window(s); %s; %.1f s %s",
+             run_id, result.rows, result.pages, result.from_rows, result.re_read, result.windows, result.by_action,
+             time.monotonic() - started, result.timings)
     return result
+
+
+def _history(services: pipeline.Services, listing: Listing, budget: Budget) -> tuple[dict[str, Any], Any]:
+    """Windows per registry key from change history since the previous sweep, and the next cursor; ({}, None)
+    when the history cannot be read (the cursor stays where it was)."""
+    try:
+        with budget.active():
+            return timeline.sweep_windows(services, listing, services.clock())
+    except Exception:
+        log.exception("change history could not be read; exposure windows wait for the next sweep")
+        return {}, None
+
+
+def _exposures(services: pipeline.Services, history: dict[str, Any], run_id: str) -> tuple[list[Any], list[Evaluation]]:
+    """The closed windows this sweep claims, and their `exposure` evaluations."""
+    try:
+        windows = timeline.claim([w for found in history.values() for w in found], services, run_id)
+    except Exception:
+        log.exception("exposure windows could not be claimed in storage; they wait for the next sweep")
+        return [], []
+    mode, started = services.settings.mode, services.clock().isoformat()
+    return windows, [timeline.evaluation_of(w, trigger="sweep", mode=mode, started_at=started) for w in windows]
 
 
 def on_timer(timer: Any) -> Result:

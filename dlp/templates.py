@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from dlp.model import P_PRIVATE_ENDPOINTS, PrivateEndpoint, Registry
-from dlp.sources import PIPELINE_TYPE, REGISTRY_TYPE, InputError, Unresolved, ci_get, registry_from_resource
+from dlp.sources import PIPELINE_TYPE, REGISTRY_TYPE, InputError, NoRegistry, Unresolved, ci_get, registry_from_resource
 
 PRIVATE_ENDPOINT_TYPE = "microsoft.network/privateendpoints"
 DEPLOYMENT_TYPE = "microsoft.resources/deployments"
@@ -140,7 +140,7 @@ def registries_from_template(template: Mapping[str, Any], source: str, supplied:
             raise InputError(source, "the ARM template declares its registries inside nested deployments "
                                      "(Microsoft.Resources/deployments, e.g. Bicep modules), which are not read: "
                                      "evaluate the module's own template")
-        raise InputError(source, "the ARM template declares no Microsoft.ContainerRegistry/registries resource")
+        raise NoRegistry(source, "the ARM template declares no Microsoft.ContainerRegistry/registries resource")
 
     result = []
     for symbol, resource in registries:

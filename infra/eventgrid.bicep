@@ -49,9 +49,12 @@ resource deadLetterStorage 'Microsoft.Storage/storageAccounts@2023-05-01' existi
   scope: resourceGroup(appResourceGroupName)
 }
 
-resource systemTopics 'Microsoft.EventGrid/systemTopics@2025-02-15' existing = [for topic in topics: {
-  name: topic.name
+module topicIdentities 'app/topic-identity.bicep' = [for topic in topics: {
+  name: 'dlp-topic-identity-${uniqueString(topic.subscriptionId, topic.name)}'
   scope: resourceGroup(topic.subscriptionId, topic.resourceGroupName)
+  params: {
+    topicName: topic.name
+  }
 }]
 
 module deadLetterAccess 'app/dead-letter-access.bicep' = [for (topic, i) in topics: {
@@ -60,7 +63,7 @@ module deadLetterAccess 'app/dead-letter-access.bicep' = [for (topic, i) in topi
   params: {
     storageAccountName: deadLetterStorage.name
     containerName: deadLetterContainerName
-    principalId: systemTopics[i].identity.principalId
+    principalId: topicIdentities[i].outputs.principalId
   }
 }]
 

@@ -11,7 +11,41 @@ targetScope = 'subscription'
 param environmentName string
 
 @minLength(1)
-@description('Region of the responder (one where Flex Consumption is available, e.g. eastus, westeurope, swedencentral).')
+@description('Region of the responder: one that offers Flex Consumption (the list of Azure-Samples/functions-quickstart-python-http-azd; `az functionapp list-flexconsumption-locations` prints the current one).')
+@allowed([
+  'australiaeast'
+  'australiasoutheast'
+  'brazilsouth'
+  'canadacentral'
+  'centralindia'
+  'centralus'
+  'eastasia'
+  'eastus'
+  'eastus2'
+  'eastus2euap'
+  'francecentral'
+  'germanywestcentral'
+  'italynorth'
+  'japaneast'
+  'koreacentral'
+  'northcentralus'
+  'northeurope'
+  'norwayeast'
+  'southafricanorth'
+  'southcentralus'
+  'southeastasia'
+  'southindia'
+  'spaincentral'
+  'swedencentral'
+  'uaenorth'
+  'uksouth'
+  'ukwest'
+  'westcentralus'
+  'westeurope'
+  'westus'
+  'westus2'
+  'westus3'
+])
 @metadata({
   azd: {
     type: 'location'
@@ -28,8 +62,11 @@ param resourceGroupName string = ''
 @description('Comma-separated IDs of the subscriptions to monitor. Each gets the responder role, a system topic and (optionally) the policy. Empty: the deployment subscription.')
 param monitoredSubscriptionIds string = ''
 
-@description('Comma-separated resource IDs of existing Microsoft.Resources.Subscriptions system topics to reuse (only one per subscription may exist). Monitored subscriptions without one get a new topic.')
+@description('Comma-separated resource IDs of existing Microsoft.Resources.Subscriptions system topics to reuse (only one per subscription may exist). Overrides what the preprovision hook discovered. Monitored subscriptions without one get a new topic.')
 param existingSystemTopicIds string = ''
+
+@description('Set by infra/hooks/preprovision.*: the existing subscription system topic of each monitored subscription, found with Resource Graph. Reused, never created twice.')
+param discoveredSystemTopicIds string = ''
 
 @description('DLP_MODE: audit reports what would be done; enforce reverts exportPolicy / publicNetworkAccess.')
 @allowed([
@@ -45,6 +82,7 @@ param dlpScopes string = ''
 param dlpExemptions string = ''
 
 @description('DLP_EXEMPT_TAG: name of a registry tag that exempts it. Empty: tags never exempt (anyone who can drift a registry can tag it).')
+@maxLength(512)
 param dlpExemptTag string = ''
 
 @description('DLP_ALLOW_LOCKOUT: allow disabling public network access on a registry with no approved private endpoint.')
@@ -55,9 +93,9 @@ param dlpAllowLockout bool = false
 @maxValue(100)
 param dlpMaxRemediations int = 3
 
-@description('DLP_TIME_BUDGET_S: seconds an invocation may spend on Azure calls. Keep it under 30: Event Grid waits 30 s.')
+@description('DLP_TIME_BUDGET_S: seconds an invocation may spend on Azure calls (Event Grid waits 30 s; the app refuses more than 22).')
 @minValue(2)
-@maxValue(600)
+@maxValue(22)
 param dlpTimeBudgetSeconds int = 20
 
 @description('Hours between scheduled sweeps (DLP_SWEEP_SCHEDULE). The heartbeat alert fires after twice this without a sweep.')
@@ -73,7 +111,8 @@ param dlpTimeBudgetSeconds int = 20
 ])
 param sweepIntervalHours int = 6
 
-@description('DLP_SWEEP_SCHEDULE override (6-field NCRONTAB). Empty: every sweepIntervalHours hours. Keep sweepIntervalHours equal to its period, the heartbeat uses it.')
+@description('DLP_SWEEP_SCHEDULE override (6-field NCRONTAB: second minute hour day month day-of-week). Empty: every sweepIntervalHours hours. Keep sweepIntervalHours equal to its period, the heartbeat uses it. A value without 6 fields of 0-9 * , - / and names fails the deployment.')
+@maxLength(120)
 param dlpSweepSchedule string = ''
 
 @description('DLP_RULE_DOCS_URL: base URL of docs/rules/ in your fork, used in alert links. Empty: Microsoft Learn pages.')
@@ -97,6 +136,27 @@ param emailSenderRoleId string = ''
 
 @description('Comma-separated addresses notified when the responder itself fails: function failures, dead-lettered or dropped events, missing sweeps.')
 param operatorEmails string = ''
+
+@description('Entra ID application (client) ID that App Service authentication (Easy Auth) validates tokens for: every request to the app then needs a token of that app, except the Event Grid webhook and /api/health. Empty: no Easy Auth (function keys only).')
+param authClientId string = ''
+
+@description('Tenant that issues those tokens. Empty: the deployment tenant.')
+param authTenantId string = ''
+
+// ---------------------------------------------------------------------------------------------------------------
+// Network
+// ---------------------------------------------------------------------------------------------------------------
+@description('Private layout: the Function App integrated into a new VNet, its storage reachable only through private endpoints with public network access disabled, private DNS zones created. (The Key Vault stays public: Flex Consumption cannot resolve Key Vault references against a network-restricted vault.) false: public endpoints restricted by Entra ID only.')
+param vnetEnabled bool = true
+
+@description('Address space of that VNet (a /23 or larger: two /24 subnets are carved from it).')
+param vnetAddressPrefix string = '10.42.0.0/23'
+
+// ---------------------------------------------------------------------------------------------------------------
+// Dead letters
+// ---------------------------------------------------------------------------------------------------------------
+@description('Grant the responder identity read/write on the dead-letter container (for a dead-letter replay). false: only the system topics may write there.')
+param appDeadLetterAccess bool = false
 
 // ---------------------------------------------------------------------------------------------------------------
 // Guard rails (optional)
@@ -130,6 +190,8 @@ param maximumInstanceCount int = 40
 // ---------------------------------------------------------------------------------------------------------------
 // Names
 // ---------------------------------------------------------------------------------------------------------------
+// Every variable below that feeds a loop, a condition or a resource name is computed from parameters and
+// deployment functions only (Bicep BCP178/BCP182): none reads a module output or a resource property.
 var abbrs = loadJsonContent('abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
@@ -137,12 +199,17 @@ var tags = {
   workload: 'acr-dlp-responder'
 }
 var serviceName = 'responder'
+var resourceGroupNameResolved = !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'
 var functionAppName = '${abbrs.webSitesFunctions}dlp-${resourceToken}'
 var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
 var deadLetterContainerName = 'eventgrid-deadletters'
 var alertNamePrefix = 'acr-dlp-${resourceToken}-'
 var ownSubscriptionId = toLower(subscription().subscriptionId)
 var eventsResourceGroupName = '${abbrs.resourcesResourceGroups}${environmentName}-dlp-events'
+var systemTopicName = '${abbrs.eventGridSystemTopics}dlp-${resourceToken}'
+var policyAssignmentName = 'acr-dlp-exports-disabled-${take(resourceToken, 8)}'
+// The event subscription infra/eventgrid.bicep creates on every system topic (the guardrail alerts watch it).
+var eventSubscriptionName = 'acr-dlp-responder'
 
 // Names the code fixes (dlp.settings): the retry queue the trigger binds, and the state and outbox tables.
 var retryQueueName = 'dlp-retry'
@@ -151,22 +218,56 @@ var outboxTableName = 'dlpoutbox'
 
 var requestedSubscriptions = filter(map(split(monitoredSubscriptionIds, ','), s => toLower(trim(s))), s => !empty(s))
 var monitoredSubscriptions = empty(requestedSubscriptions) ? [ownSubscriptionId] : union(requestedSubscriptions, []) // union: no duplicates
-var reusedTopicIds = filter(map(split(existingSystemTopicIds, ','), id => trim(id)), id => !empty(id))
-var reusedTopicBySubscription = toObject(reusedTopicIds, id => toLower(split(id, '/')[2]))
+// Reused topics: what the preprovision hook discovered, overridden per subscription by what the user set.
+var discoveredTopicIds = filter(map(split(discoveredSystemTopicIds, ','), id => trim(id)), id => !empty(id))
+var explicitTopicIds = filter(map(split(existingSystemTopicIds, ','), id => trim(id)), id => !empty(id))
+var reusedTopicBySubscription = union(toObject(discoveredTopicIds, id => toLower(split(id, '/')[2])), toObject(explicitTopicIds, id => toLower(split(id, '/')[2])))
+// The topic of each monitored subscription, reused or the one subscription-access.bicep creates. Computed from
+// names (not from module outputs) so that it may feed loops and outputs alike.
+var systemTopicIds = [for s in monitoredSubscriptions: contains(reusedTopicBySubscription, s) ? reusedTopicBySubscription[s] : '/subscriptions/${s}/resourceGroups/${s == ownSubscriptionId ? resourceGroupNameResolved : eventsResourceGroupName}/providers/Microsoft.EventGrid/systemTopics/${systemTopicName}']
+var reusedTopicIds = [for s in monitoredSubscriptions: contains(reusedTopicBySubscription, s) ? reusedTopicBySubscription[s] : '']
 
-var sweepSchedule = empty(dlpSweepSchedule) ? '0 0 */${sweepIntervalHours} * * *' : dlpSweepSchedule
+// DLP_SWEEP_SCHEDULE: Bicep has no pattern decorator, so the override is checked here as far as string functions
+// go (6 fields of digits, names, * , - /); dlp.settings.ncrontab_problem checks the ranges when the app starts.
+var sweepSchedule = empty(dlpSweepSchedule) ? '0 0 */${sweepIntervalHours} * * *' : trim(dlpSweepSchedule)
+var sweepFields = filter(split(sweepSchedule, ' '), f => !empty(f))
+// what is left of each field once digits and * , - / are blanked out: only month and day names may remain
+var sweepFieldWords = flatten(map(sweepFields, f => filter(split(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(toUpper(f), '*', ' '), ',', ' '), '-', ' '), '/', ' '), '0', ' '), '1', ' '), '2', ' '), '3', ' '), '4', ' '), '5', ' '), '6', ' '), '7', ' '), '8', ' '), '9', ' '), ' '), word => !empty(word))))
+var sweepNames = [
+  'JAN'
+  'FEB'
+  'MAR'
+  'APR'
+  'MAY'
+  'JUN'
+  'JUL'
+  'AUG'
+  'SEP'
+  'OCT'
+  'NOV'
+  'DEC'
+  'SUN'
+  'MON'
+  'TUE'
+  'WED'
+  'THU'
+  'FRI'
+  'SAT'
+]
+var sweepScheduleLooksValid = length(sweepFields) == 6 && empty(filter(sweepFieldWords, word => !contains(sweepNames, word)))
 var scopes = empty(dlpScopes) ? join(map(monitoredSubscriptions, s => '/subscriptions/${s}'), ',') : dlpScopes
 var teamsEnabled = !empty(teamsWebhookUrl)
 var emailEnabled = !empty(dlpEmailTo)
+var authEnabled = !empty(authClientId)
 
-// The only permissions the responder's identity has on monitored subscriptions: read registries (ARM and
-// Resource Graph), list export pipelines and private endpoint connections (guards), PATCH a registry and follow
-// the long-running operation. No delete, no listCredentials, no tokens, no data plane.
+// The only permissions the responder's identity has on monitored subscriptions (docs/deploy.md says why each):
+// read registries (ARM and Resource Graph), list export pipelines (the export-policy guard), PATCH a registry
+// and follow the long-running operation. Private endpoint connections come embedded in the registry GET, so no
+// privateEndpointConnections/read. No delete, no listCredentials, no tokens, no data plane.
 var responderActions = [
   'Microsoft.ContainerRegistry/registries/read'
   'Microsoft.ContainerRegistry/registries/write'
   'Microsoft.ContainerRegistry/registries/exportPipelines/read'
-  'Microsoft.ContainerRegistry/registries/privateEndpointConnections/read'
   'Microsoft.ContainerRegistry/registries/operationStatuses/read'
   'Microsoft.ResourceGraph/resources/read'
 ]
@@ -175,7 +276,7 @@ var responderActions = [
 // Resources
 // ---------------------------------------------------------------------------------------------------------------
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
-  name: !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'
+  name: resourceGroupNameResolved
   location: location
   tags: tags
 }
@@ -208,6 +309,17 @@ module identity 'app/identity.bicep' = {
   }
 }
 
+module network 'app/network.bicep' = if (vnetEnabled) {
+  name: 'network'
+  scope: rg
+  params: {
+    name: '${abbrs.networkVirtualNetworks}dlp-${resourceToken}'
+    location: location
+    tags: tags
+    addressPrefix: vnetAddressPrefix
+  }
+}
+
 module storage 'app/storage.bicep' = {
   name: 'storage'
   scope: rg
@@ -216,12 +328,39 @@ module storage 'app/storage.bicep' = {
     location: location
     tags: tags
     deploymentContainerName: deploymentContainerName
-    deadLetterContainerName: deadLetterContainerName
     retryQueueName: retryQueueName
     tableNames: [
       stateTableName
       outboxTableName
     ]
+    privateOnly: vnetEnabled
+  }
+}
+
+// Dead letters get their own account: Event Grid writes them over the public endpoint as a trusted Microsoft
+// service, which an account with public network access disabled (the app's, when vnetEnabled) would refuse.
+module deadLetterStorage 'app/dead-letter-storage.bicep' = {
+  name: 'dead-letter-storage'
+  scope: rg
+  params: {
+    name: '${abbrs.storageStorageAccounts}dlq${resourceToken}'
+    location: location
+    tags: tags
+    containerName: deadLetterContainerName
+  }
+}
+
+module privateEndpoints 'app/private-endpoints.bicep' = if (vnetEnabled) {
+  name: 'private-endpoints'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    namePrefix: '${abbrs.networkPrivateEndpoints}dlp-${resourceToken}'
+    subnetId: vnetEnabled ? network.outputs.privateEndpointSubnetId : ''
+    storageAccountId: storage.outputs.id
+    deadLetterStorageAccountId: deadLetterStorage.outputs.id
+    dnsZoneIds: vnetEnabled ? network.outputs.dnsZoneIds : {}
   }
 }
 
@@ -253,14 +392,37 @@ module queries 'app/queries.bicep' = {
   }
 }
 
+module exposureWorkbook 'app/exposure-workbook.bicep' = {
+  name: 'exposure-workbook'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    workspaceName: monitoring.outputs.workspaceName
+    workbookName: guid(rg.id, 'acr-dlp-exposure-workbook')
+  }
+}
+
 module rbac 'app/rbac.bicep' = {
   name: 'rbac'
   scope: rg
   params: {
     principalId: identity.outputs.principalId
     storageAccountName: storage.outputs.name
+    blobContainerNames: storage.outputs.appContainerNames
     appInsightsName: monitoring.outputs.appInsightsName
     dcrName: monitoring.outputs.dcrName
+  }
+}
+
+// The slot for a dead-letter replay: the app's identity on the dead-letter container only, when asked for.
+module appDeadLetterAccessGrant 'app/dead-letter-access.bicep' = if (appDeadLetterAccess) {
+  name: 'app-dead-letter-access'
+  scope: rg
+  params: {
+    storageAccountName: deadLetterStorage.outputs.name
+    containerName: deadLetterContainerName
+    principalId: identity.outputs.principalId
   }
 }
 
@@ -295,21 +457,27 @@ module subscriptionAccess 'app/subscription-access.bicep' = [for (s, i) in monit
   params: {
     principalId: identity.outputs.principalId
     responderRoleGuid: responderRole.name
+    responderRoleId: responderRole.id
     assignExportPolicy: assignExportPolicy
     exportPolicyEffect: exportPolicyEffect
-    policyAssignmentName: 'acr-dlp-exports-disabled-${take(resourceToken, 8)}'
+    policyAssignmentName: policyAssignmentName
     location: location
     tags: tags
-    // The topic lives in the monitored subscription: the responder's own group there, a dedicated one elsewhere.
+    // The topic lives in the monitored subscription: the responder's own group there, a dedicated one elsewhere
+    // (which also holds the guardrail alerts).
     eventsResourceGroupName: s == ownSubscriptionId ? rg.name : eventsResourceGroupName
-    createEventsResourceGroup: s != ownSubscriptionId && !contains(reusedTopicBySubscription, s)
-    reusedSystemTopicId: contains(reusedTopicBySubscription, s) ? reusedTopicBySubscription[s] : ''
-    systemTopicName: '${abbrs.eventGridSystemTopics}dlp-${resourceToken}'
+    createEventsResourceGroup: s != ownSubscriptionId
+    reusedSystemTopicId: reusedTopicIds[i]
+    systemTopicName: systemTopicName
+    systemTopicId: systemTopicIds[i]
+    eventSubscriptionName: eventSubscriptionName
+    actionGroupId: monitoring.outputs.actionGroupId
+    alertNamePrefix: alertNamePrefix
   }
 }]
 
 // Every app setting of the Function App, in one place. tests/test_infra.py checks these names against
-// dlp.settings.SETTINGS (kinds app, secret, platform) both ways.
+// dlp.settings.SETTINGS (kinds app, secret, platform) both ways, and the limits of the parameters that feed them.
 var appSettings = {
   // Functions host and SDK (platform)
   AzureWebJobsStorage__credential: 'managedidentity'
@@ -329,7 +497,9 @@ var appSettings = {
   DLP_MAX_REMEDIATIONS: string(dlpMaxRemediations)
   DLP_TIME_BUDGET_S: string(dlpTimeBudgetSeconds)
   DLP_ARM_ENDPOINT: environment().resourceManager
-  DLP_SWEEP_SCHEDULE: sweepSchedule
+  // A schedule that is not 6 NCRONTAB-looking fields stops the deployment here (int() of a sentence fails, and
+  // ARM evaluates only the branch taken), with the setting's name in the error.
+  DLP_SWEEP_SCHEDULE: sweepScheduleLooksValid ? sweepSchedule : string(int('DLP_SWEEP_SCHEDULE (dlpSweepSchedule) must be a 6-field NCRONTAB expression'))
   DLP_RULE_DOCS_URL: dlpRuleDocsUrl
   // Findings (app): the DCR's own logs-ingestion endpoint, its immutable ID and the stream it declares
   DLP_LOGS_ENDPOINT: monitoring.outputs.logsIngestionEndpoint
@@ -356,11 +526,15 @@ module api 'app/api.bicep' = {
     deploymentContainerName: deploymentContainerName
     appSettings: appSettings
     maximumInstanceCount: maximumInstanceCount
+    subnetId: vnetEnabled ? network.outputs.appSubnetId : ''
+    authClientId: authClientId
+    authTenantId: !empty(authTenantId) ? authTenantId : tenant().tenantId
   }
   dependsOn: [
-    // The host starts with these: storage, telemetry and Key Vault access must already be granted.
+    // The host starts with these: storage, telemetry and Key Vault access (and the storage private endpoints) first.
     rbac
     keyVault
+    privateEndpoints
   ]
 }
 
@@ -376,22 +550,23 @@ module deleteLock 'app/lock.bicep' = if (enableDeleteLock) {
 // ---------------------------------------------------------------------------------------------------------------
 // Outputs: azd stores them in the environment; the hooks read them.
 // ---------------------------------------------------------------------------------------------------------------
-var systemTopicIds = [for i in range(0, length(monitoredSubscriptions)): subscriptionAccess[i].outputs.systemTopicId]
-
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = api.outputs.name
 output AZURE_FUNCTION_APP_URL string = 'https://${api.outputs.defaultHostName}'
+output AZURE_FUNCTION_APP_AUTH string = authEnabled ? 'entra-id' : 'function-keys'
 output RESPONDER_PRINCIPAL_ID string = identity.outputs.principalId
 output RESPONDER_ROLE_GUID string = responderRole.name
 output RESPONDER_MONITORED_SUBSCRIPTIONS string = join(monitoredSubscriptions, ',')
-output RESPONDER_POLICY_ASSIGNMENT string = assignExportPolicy ? 'acr-dlp-exports-disabled-${take(resourceToken, 8)}' : ''
+output RESPONDER_POLICY_ASSIGNMENT string = assignExportPolicy ? policyAssignmentName : ''
+output RESPONDER_VNET_ENABLED bool = vnetEnabled
 output EVENTGRID_SYSTEM_TOPIC_IDS string = join(systemTopicIds, ',')
-output EVENTGRID_REUSED_TOPIC_IDS string = join(reusedTopicIds, ',')
+output EVENTGRID_REUSED_TOPIC_IDS string = join(filter(reusedTopicIds, id => !empty(id)), ',')
 output EVENTGRID_EVENTS_RESOURCE_GROUP string = eventsResourceGroupName
-output EVENTGRID_DEADLETTER_STORAGE_ACCOUNT string = storage.outputs.name
-output EVENTGRID_DEADLETTER_CONTAINER string = storage.outputs.deadLetterContainerName
+output EVENTGRID_SUBSCRIPTION_NAME string = eventSubscriptionName
+output EVENTGRID_DEADLETTER_STORAGE_ACCOUNT string = deadLetterStorage.outputs.name
+output EVENTGRID_DEADLETTER_CONTAINER string = deadLetterContainerName
 output ALERT_ACTION_GROUP_ID string = monitoring.outputs.actionGroupId
 output ALERT_NAME_PREFIX string = alertNamePrefix
 output LOG_ANALYTICS_WORKSPACE_ID string = monitoring.outputs.workspaceId

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -58,6 +59,14 @@ EXPECTED = {  # source -> [(name, sku, compliant, failing rule IDs)]
     "examples/template-registry.json": [("contosobuildacr", "Premium", False, ["ExportPolicy", "PublicNetworkAccess"])],
     "examples/template-v2-symbolic.json": [("contosoedgeacr", "Premium", False,
                                             ["ExportPolicy", "ExportPipelines", "TrustedServices"])],
+    "examples/terraform/plan-with-module.json": [
+        ("contosobuildacr", "Premium", False, ["ExportPolicy", "PublicNetworkAccess", "TrustedServices"]),
+        ("contosocoreacr", "Premium", True, []),
+        ("contosomirroracr", "Premium", False, ["ExportPolicy", "PublicNetworkAccess", "Firewall", "ExportPipelines",
+                                                "DataEndpoint", "TrustedServices"])],
+    "examples/terraform/state.json": [
+        ("contososharedacr", "Premium", False, ["TrustedServices"]),
+        ("contosoutilacr", "Basic", False, ["ExportPolicy", "PublicNetworkAccess", "PremiumSku", "AdminUser"])],
 }
 
 
@@ -78,7 +87,8 @@ def test_examples_json_matches_the_contract(capsys):
     assert got == EXPECTED
     ids = {item["name"]: item["registryId"] for item in document}
     assert ids["contosoprodacr"].startswith("/subscriptions/6c1f2f46-")
-    assert ids["contosobuildacr"] == "Microsoft.ContainerRegistry/registries/contosobuildacr"   # template: name-based
+    assert ids["contosoedgeacr"] == "Microsoft.ContainerRegistry/registries/contosoedgeacr"     # template: name-based
+    assert ids["contosomirroracr"] == "module.acr.module.mirror.azapi_resource.registry"     # Terraform: the address
 
 
 def test_parameters_file_resolves_the_template(capsys):
@@ -262,20 +272,22 @@ def test_directory_walk_still_reports_templates_hiding_registries_in_nested_depl
     assert code == 2 and "inside nested deployments" in err
 
 
-def test_directory_without_json_and_other_json_in_a_walk_are_errors(capsys, tmp_path):
+def test_directory_without_json_is_an_error_and_a_walk_finding_no_registry_is_one_line(capsys, tmp_path):
     (tmp_path / "empty").mkdir()
     code, _, err = run(capsys, str(tmp_path / "empty"))
     assert code == 2 and err.endswith("no *.json file in this directory\n")
     write(tmp_path / "other" / "host.json", {"version": "2.0"})
-    code, _, err = run(capsys, str(tmp_path / "other"))
-    assert code == 2 and "host.json: not a container registry" in err
+    code, out, err = run(capsys, str(tmp_path / "other"), "-o", "json")
+    assert (code, json.loads(out)) == (2, [])
+    assert err == (f"python -m dlp evaluate: error: no container registry found in {tmp_path / 'other'} "
+                   "(1 JSON file skipped: no container registry in them; --verbose lists them)\n")
 
 
 def test_a_file_named_twice_is_evaluated_once(capsys):
     _, out, _ = run(capsys, "examples/premium-compliant.json", "./examples/premium-compliant.json", "examples",
                     "--format", "json")
     names = [item["name"] for item in json.loads(out)]
-    assert names.count("contosoprodacr") == 1 and len(names) == 11
+    assert names.count("contosoprodacr") == 1 and len(names) == 16
 
 
 # --- the real entry point ---------------------------------------------------------------------------
@@ -288,4 +300,200 @@ def test_python_dash_m_dlp_runs_the_quick_start(tmp_path):
     assert done.returncode == 1, done.stderr
     assert done.stderr == ""
     assert done.stdout.splitlines()[-1] == (
-        "11 registries: 1 compliant, 10 not compliant; 33 failing findings (21 high, 8 medium, 4 low); 6 unknown.")
+        "16 registries: 2 compliant, 14 not compliant; failing findings: 47 (29 high, 10 medium, 8 low); "
+        "unknown findings: 10 (5 high, 4 medium, 1 low).")
+
+
+# --- the gate: --fail-on, nothing found, what a walk skips ------------------------------------------
+
+PARAMETERS_SCHEMA = "https://schema.management.azure.com/schemas/2019-04-01/deploymentParameters.json#"
+TEMPLATE = ("examples/template-registry.json", "--parameters", "examples/parameters/template-registry.parameters.json")
+
+
+def test_fail_on_unknown_makes_an_unverifiable_finding_fail_the_gate(capsys):
+    code, default_out, _ = run(capsys, *TEMPLATE, "-o", "json")     # passes, TrustedServices unknown
+    assert code == 0
+    code, strict_out, err = run(capsys, *TEMPLATE, "-o", "json", "--fail-on", "unknown")
+    assert (code, err) == (1, "")
+    assert strict_out == default_out                                 # the JSON contract does not change
+    assert json.loads(strict_out)[0]["compliant"] is True
+    assert run(capsys, *TEMPLATE, "--fail-on", "fail")[0] == 0
+    assert run(capsys, "examples/premium-compliant.json", "--fail-on", "unknown")[0] == 0   # nothing unknown
+    assert run(capsys, *TEMPLATE, "--fail-on", "maybe")[0] == 2
+
+
+def test_the_summary_counts_failing_and_unknown_findings(capsys):
+    _, out, _ = run(capsys, *TEMPLATE)
+    assert out.splitlines()[-1] == ("1 registry: 1 compliant, 0 not compliant; failing findings: 0 (0 high, 0 medium, "
+                                    "0 low); unknown findings: 1 (0 high, 0 medium, 1 low).")
+
+
+NOT_REGISTRIES = {
+    "package.json": {"name": "infra", "version": "1.0.0", "scripts": {"build": "bicep build"}},
+    "abbreviations.json": {"containerRegistryRegistries": "cr", "storageStorageAccounts": "st"},
+    "bicepconfig.json": '{\n  // Bicep linter settings (JSON with comments)\n  "analyzers": {"core": {"enabled": true}}\n}',
+    "findings-columns.json": [{"name": "TimeGenerated", "type": "datetime"}, {"name": "RegistryId", "type": "string"}],
+    "scalar.json": "42",
+    # a REST API spec example: it has a "parameters" key, but it is no deployment parameters file
+    "Registries_Get.json": {"parameters": {"subscriptionId": "00000000-0000-0000-0000-000000000000",
+                                           "resourceGroupName": "myResourceGroup", "registryName": "myRegistry",
+                                           "api-version": "2025-04-01"},
+                            "responses": {"200": {"body": {
+                                "id": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/"
+                                      "myResourceGroup/providers/Microsoft.ContainerRegistry/registries/myRegistry",
+                                "name": "myRegistry", "type": "Microsoft.ContainerRegistry/registries"}}}},
+    "main.parameters.json": {"$schema": PARAMETERS_SCHEMA, "contentVersion": "1.0.0.0",
+                             "parameters": {"location": {"value": "westeurope"}}},
+    "network.json": {"$schema": "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#",
+                     "contentVersion": "1.0.0.0", "resources": [{"type": "Microsoft.Network/virtualNetworks"}]},
+    "tfstate.json": {"format_version": "1.0", "terraform_version": "1.14.0"},
+}
+
+
+def test_a_walk_skips_json_that_holds_no_registry_and_says_so_under_verbose(capsys, tmp_path):
+    for name, document in NOT_REGISTRIES.items():
+        write(tmp_path / "infra" / name, document)
+    shutil.copy(EXAMPLES / "premium-compliant.json", tmp_path / "infra" / "registry.json")
+    code, out, err = run(capsys, str(tmp_path / "infra"), "-o", "json")
+    assert (code, err) == (0, "")
+    assert [item["name"] for item in json.loads(out)] == ["contosoprodacr"]
+    code, _, err = run(capsys, str(tmp_path / "infra"), "--verbose")
+    assert code == 0
+    notes = err.splitlines()
+    assert len(notes) == len(NOT_REGISTRIES)
+    assert all(line.startswith(f"python -m dlp evaluate: note: skipped {tmp_path / 'infra'}/") for line in notes)
+    assert any("bicepconfig.json: not JSON" in line for line in notes)
+    assert any("main.parameters.json: a deployment parameters file" in line for line in notes)
+
+
+@pytest.mark.parametrize("name", sorted(NOT_REGISTRIES))
+def test_a_file_named_explicitly_must_hold_registries(capsys, tmp_path, name):
+    path = write(tmp_path / name, NOT_REGISTRIES[name])
+    code, _, err = run(capsys, str(path))
+    assert code == 2
+    assert err.startswith(f"python -m dlp evaluate: error: {path}: ") and err.count("\n") == 1
+
+
+def test_parameters_files_are_recognised_by_schema_only(capsys, tmp_path):
+    rest_example = write(tmp_path / "example.json", NOT_REGISTRIES["Registries_Get.json"])
+    _, _, err = run(capsys, str(rest_example))
+    assert "not a container registry" in err and "parameters file" not in err
+    params = write(tmp_path / "p.json", {"$schema": PARAMETERS_SCHEMA.upper(), "parameters": {}})
+    _, _, err = run(capsys, str(params))
+    assert "a deployment parameters file, not registries: pass it with --parameters" in err
+
+
+def test_a_broken_file_that_mentions_a_registry_is_an_error_even_in_a_walk(capsys, tmp_path):
+    write(tmp_path / "acr.json", '{"type": "Microsoft.ContainerRegistry/registries", "name": ')
+    write(tmp_path / "tfplan.json", '{"resource_changes": [{"type": "azurerm_container_registry"')
+    shutil.copy(EXAMPLES / "premium-compliant.json", tmp_path / "ok.json")
+    code, out, err = run(capsys, str(tmp_path), "-o", "json")
+    assert code == 2 and [item["name"] for item in json.loads(out)] == ["contosoprodacr"]
+    assert [line.split(": ")[2] for line in err.splitlines()] == [str(tmp_path / "acr.json"),
+                                                                  str(tmp_path / "tfplan.json")]
+
+
+def test_this_repository_infra_runs_as_the_ci_recipe_says(capsys):
+    """infra/ here is Bicep (no compiled template) and holds no registry: the gate must say so in one line
+    and exit 2, not trip over abbreviations.json or the column list, and not pass."""
+    code, out, err = run(capsys, "infra/", "-o", "sarif")
+    json_files = len(list((ROOT / "infra").rglob("*.json")))
+    assert code == 2 and json_files >= 3
+    assert err == (f"python -m dlp evaluate: error: no container registry found in infra/ ({json_files} JSON files "
+                   "skipped: no container registry in them; --verbose lists them)\n")
+    assert json.loads(out)["runs"][0]["results"] == []
+
+
+# --- stdin, -o ----------------------------------------------------------------------------------------
+
+def feed(monkeypatch, data: bytes) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+
+
+def test_dash_reads_one_json_document_from_stdin(capsys, monkeypatch):
+    feed(monkeypatch, (EXAMPLES / "template-v2-symbolic.json").read_bytes())
+    code, out, err = run(capsys, "-", "-o", "json")
+    assert (code, err) == (1, "")
+    assert [(item["name"], item["source"]) for item in json.loads(out)] == [("contosoedgeacr", "<stdin>")]
+
+
+def test_stdin_name_is_where_sarif_locates_a_compiled_bicep_file(capsys, monkeypatch):
+    feed(monkeypatch, b"\xef\xbb\xbf" + (EXAMPLES / "template-v2-symbolic.json").read_bytes())   # a BOM, as az may write
+    code, out, _ = run(capsys, "-", "--stdin-name", "infra/main.bicep", "--output", "sarif")
+    assert code == 1
+    locations = [r["locations"][0]["physicalLocation"] for r in json.loads(out)["runs"][0]["results"]]
+    assert {loc["artifactLocation"]["uri"] for loc in locations} == {"infra/main.bicep"}
+    assert {loc["region"]["startLine"] for loc in locations} == {1}   # lines of the compiled JSON are not the .bicep's
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (b"", "<stdin>: empty file; expected JSON"),
+    (b"{}{}", "<stdin>: not JSON: Extra data at line 1 column 3"),
+    (b"\xff", "<stdin>: not UTF-8 text (invalid start byte)"),
+    (b'{"name": "x"}', "<stdin>: not a container registry"),
+])
+def test_bad_stdin_is_one_line(capsys, monkeypatch, data, message):
+    feed(monkeypatch, data)
+    code, _, err = run(capsys, "-")
+    assert code == 2 and err.startswith(f"python -m dlp evaluate: error: {message}") and err.count("\n") == 1
+
+
+def test_dash_twice_reads_stdin_once_next_to_files(capsys, monkeypatch):
+    feed(monkeypatch, (EXAMPLES / "premium-compliant.json").read_bytes())
+    code, out, err = run(capsys, "-", "examples/premium-exports-reenabled.json", "-", "-o", "json")
+    assert (code, err) == (1, "")
+    assert [item["source"] for item in json.loads(out)] == ["<stdin>", "examples/premium-exports-reenabled.json"]
+
+
+def test_a_terminal_on_stdin_is_an_error_not_a_hang(capsys, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdin", Terminal())
+    code, _, err = run(capsys, "-")
+    assert code == 2 and "stdin is a terminal" in err
+
+
+def test_output_is_an_alias_of_format(capsys):
+    outputs = {run(capsys, "examples/premium-compliant.json", *flag, "json")[1] for flag in (["-o"], ["--output"],
+                                                                                              ["--format"])}
+    assert len(outputs) == 1 and json.loads(outputs.pop())[0]["name"] == "contosoprodacr"
+
+
+def test_bicep_through_a_real_pipe(tmp_path):
+    """`az bicep build --stdout | python -m dlp evaluate -`, with `cat` standing in for the compiler."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(f"cat examples/template-registry.json | {sys.executable} -m dlp evaluate - --fail-on unknown",
+                          shell=True, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1 and done.stderr == ""
+    assert "contosobuildacr" in done.stdout and "<stdin>" in done.stdout
+
+
+# --- Terraform through the CLI ----------------------------------------------------------------------
+
+def test_terraform_plan_in_sarif_names_the_address_at_the_plan_file(capsys):
+    code, out, err = run(capsys, "examples/terraform/plan-with-module.json", "-o", "sarif")
+    assert (code, err) == (1, "")
+    results = json.loads(out)["runs"][0]["results"]
+    mirror = [r for r in results if "contosomirroracr" in r["message"]["text"]]
+    assert mirror and all("at module.acr.module.mirror.azapi_resource.registry" in r["message"]["text"] for r in mirror)
+    text = (ROOT / "examples/terraform/plan-with-module.json").read_text(encoding="utf-8").splitlines()
+    line = mirror[0]["locations"][0]["physicalLocation"]["region"]["startLine"]
+    assert '"address": "module.acr.module.mirror.azapi_resource.registry"' in text[line - 1]
+    assert mirror[0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == (
+        "examples/terraform/plan-with-module.json")
+    assert mirror[0]["properties"]["registryId"] == "module.acr.module.mirror.azapi_resource.registry"
+
+
+def test_terraform_plan_with_only_unknowns_left_passes_by_default_and_fails_strict(capsys, tmp_path):
+    plan = json.loads((ROOT / "examples/terraform/plan-with-module.json").read_text(encoding="utf-8"))
+    plan["resource_changes"] = [c for c in plan["resource_changes"] if c["address"].startswith("module.acr.azurerm")]
+    path = write(tmp_path / "plan.json", plan)
+    assert run(capsys, str(path))[0] == 0
+    plan["resource_changes"][0]["change"]["after_unknown"]["network_rule_bypass_option"] = True
+    del plan["resource_changes"][0]["change"]["after"]["network_rule_bypass_option"]
+    write(path, plan)
+    code, out, _ = run(capsys, str(path), "--fail-on", "unknown")
+    assert code == 1 and "unknown  low     DLP.ACR.TrustedServices" in out
+    assert run(capsys, str(path))[0] == 0

@@ -134,21 +134,41 @@ def test_subject_falls_back_to_resource_uri():
     assert intake.targets[0].registry_id == REG
 
 
-@pytest.mark.parametrize(("claims", "expected"), [
-    ({UPN: "alice@contoso.com", "name": "Alice"}, "alice@contoso.com"),
-    ({"name": "Alice Example"}, "Alice Example"),
-    ({"appid": "00000000-aaaa-bbbb-cccc-000000000000"}, "app:00000000-aaaa-bbbb-cccc-000000000000"),
-    ({"http://schemas.microsoft.com/identity/claims/objectidentifier": "oid-1"}, "object:oid-1"),
-    ({}, ""),
+XMLSOAP_NAME = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name"
+OID = "http://schemas.microsoft.com/identity/claims/objectidentifier"
+
+
+@pytest.mark.parametrize(("claims", "expected", "display"), [
+    ({UPN: "alice@contoso.com", "name": "Alice"}, "alice@contoso.com", "Alice"),
+    # the free-text display name is never the identity, whatever it claims to be
+    ({"name": "Security Team (approved)", "appid": "00000000-aaaa-bbbb-cccc-000000000000"},
+     "app:00000000-aaaa-bbbb-cccc-000000000000", "Security Team (approved)"),
+    ({"name": "Alice Example"}, "", "Alice Example"),
+    ({"unique_name": "bob@contoso.com", "name": "alice@contoso.com"}, "bob@contoso.com", "alice@contoso.com"),
+    ({XMLSOAP_NAME: "live.com#carol@example.com", "appid": "x"}, "live.com#carol@example.com", ""),
+    ({"appid": "00000000-aaaa-bbbb-cccc-000000000000"}, "app:00000000-aaaa-bbbb-cccc-000000000000", ""),
+    ({"azp": "11111111-aaaa-bbbb-cccc-000000000000"}, "app:11111111-aaaa-bbbb-cccc-000000000000", ""),
+    ({OID: "oid-1"}, "object:oid-1", ""),
+    ({UPN: "  \u200b\u202e ", "appid": "app-1"}, "app:app-1", ""),       # an "empty" UPN made of format characters
+    ({}, "", ""),
 ])
-def test_caller_precedence(claims, expected):
-    caller, _ip = events.caller_of(data(claims=claims))
-    assert caller == expected
+def test_caller_precedence(claims, expected, display):
+    caller = events.caller_of(data(claims=claims))
+    assert (caller.name, caller.display_name) == (expected, display)
+
+
+def test_object_app_and_tenant_ids_are_kept_whatever_the_name():
+    claims = {UPN: "alice@contoso.com", OID: "0b1c", "appid": "c44b",
+              "http://schemas.microsoft.com/identity/claims/tenantid": "72f9"}
+    caller = events.caller_of(data(claims=claims))
+    assert (caller.object_id, caller.app_id, caller.tenant_id) == ("0b1c", "c44b", "72f9")
+    short = events.caller_of(data(claims={"oid": "o-2", "azp": "a-2", "tid": "t-2"}))
+    assert (short.name, short.object_id, short.app_id, short.tenant_id) == ("app:a-2", "o-2", "a-2", "t-2")
 
 
 def test_client_ip_falls_back_to_ipaddr_claim():
     body = data(ip="")
-    assert events.caller_of(body)[1] == "198.51.100.1"
+    assert events.caller_of(body).ip == "198.51.100.1"
 
 
 def test_raw_json_both_schemas():

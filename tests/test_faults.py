@@ -256,6 +256,8 @@ class World:
         found = []
         for message in self.queue.receive_messages(max_messages=32, visibility_timeout=1):
             body = base64.b64decode(message.content).decode()
+            if json.loads(body).get("kind") == "exposure-check":      # delayed exposure checks: not retries
+                continue
             if json.loads(body).get("registryId", "").lower() == registry_id.lower():
                 found.append((message, body))
         return found

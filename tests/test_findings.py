@@ -109,6 +109,11 @@ def test_one_row_per_rule_with_exactly_the_declared_columns():
         "CorrelationId": "corr-1",
         "Caller": "alice@contoso.com",
         "CallerIpAddress": "203.0.113.7",
+        "CallerName": "",
+        "CallerObjectId": "",
+        "CallerAppId": "",
+        "CallerTenantId": "",
+        "CallerVerified": False,
         "OperationName": "Microsoft.ContainerRegistry/registries/write",
         "Mode": "enforce",
         "Action": "remediated",
@@ -118,6 +123,8 @@ def test_one_row_per_rule_with_exactly_the_declared_columns():
         "Attempt": 0,
         "DurationMs": 412.5,
         "ResponderVersion": __version__,
+        "ExposureOpenedAt": None, "ExposureClosedAt": None, "ExposureSeconds": None, "ExposureOpenedBy": "",
+        "ExposureClosedBy": "",
     }
 
 
@@ -165,6 +172,14 @@ def test_each_query_reads_the_table_and_deduplicates_on_evaluation_and_rule(name
     assert findings.TABLE in code
     assert re.search(r"summarize\s+arg_max\(\s*TimeGenerated\s*,\s*\*\s*\)\s+by\s+EvaluationId\s*,\s*RuleId", code), name
     assert text.lstrip().startswith("//"), "every query starts with a comment saying what it answers"
+
+
+@pytest.mark.parametrize("name", EXPECTED_QUERIES)
+def test_no_query_folds_registry_ids_beyond_a_to_z(name: str):
+    """tolower()/toupper() fold "\u212a" (Kelvin sign) to k: a look-alike resource group's registry would merge
+    into another's line (and could hide it). IDs are compared A-Z folded only, as ARM and dlp/ids.py do."""
+    code = "\n".join(line.split("//", 1)[0] for line in (QUERIES / name).read_text().splitlines())
+    assert not re.search(r"\bto(lower|upper)\s*\(\s*RegistryId", code), name
 
 
 @pytest.mark.parametrize("name", EXPECTED_QUERIES)

@@ -156,3 +156,71 @@ def test_huge_documents_are_handled():
     assert found is not None and len(found) == 2_000
     with pytest.raises(InputError):
         registries_from_document({"data": [{"type": big}] * 1000}, "fuzz.json")
+
+
+# --- Terraform: any plan or state shape, any attribute values ---------------------------------------
+
+TF_TYPES = ["azurerm_container_registry", "azapi_resource", "azapi_update_resource", "azurerm_private_endpoint",
+            "azurerm_storage_account", ""]
+AZAPI_TYPES = ["Microsoft.ContainerRegistry/registries@2025-04-01", "microsoft.containerregistry/registries",
+               "Microsoft.ContainerRegistry/registries/exportPipelines@2025-04-01", "Microsoft.Storage/x@1", "@"]
+TF_KEYS = ["name", "sku", "admin_enabled", "anonymous_pull_enabled", "data_endpoint_enabled", "export_policy_enabled",
+           "public_network_access_enabled", "network_rule_bypass_option", "network_rule_bypass_for_tasks_enabled",
+           "network_rule_set", "default_action", "type", "body", "parent_id", "id", "resource_group_name",
+           "private_service_connection", "private_connection_resource_id", "subresource_names", "is_manual_connection"]
+tf_values = st.recursive(scalars | st.sampled_from([*AZAPI_TYPES, "registry", "Deny"]),
+                         lambda children: st.lists(children, max_size=3)
+                         | st.dictionaries(st.sampled_from(TF_KEYS) | st.text(max_size=8), children, max_size=6),
+                         max_leaves=30)
+tf_attributes = st.dictionaries(st.sampled_from(TF_KEYS), tf_values, max_size=10) | tf_values
+tf_resource = st.fixed_dictionaries({"type": st.sampled_from(TF_TYPES) | tf_values}, optional={
+    "address": st.text(max_size=40) | tf_values, "mode": st.sampled_from(["managed", "data"]) | tf_values,
+    "values": tf_attributes})
+tf_change = st.fixed_dictionaries({"type": st.sampled_from(TF_TYPES) | tf_values}, optional={
+    "address": st.text(max_size=40) | tf_values, "mode": st.sampled_from(["managed", "data"]) | tf_values,
+    "change": st.fixed_dictionaries({}, optional={"actions": tf_values, "after": tf_attributes,
+                                                  "after_unknown": tf_attributes | st.booleans()}) | tf_values})
+tf_module = st.recursive(st.fixed_dictionaries({}, optional={"resources": st.lists(tf_resource | tf_values, max_size=3)
+                                                             | tf_values}),
+                         lambda children: st.fixed_dictionaries({}, optional={
+                             "resources": st.lists(tf_resource, max_size=3), "child_modules": st.lists(children, max_size=2)
+                             | tf_values}), max_leaves=6)
+terraform_documents = st.fixed_dictionaries({"format_version": st.sampled_from(["1.0", "1.2", "0.1", "2.0", "x"])}, optional={
+    "terraform_version": st.just("1.14.0"), "values": st.fixed_dictionaries({"root_module": tf_module | tf_values}) | tf_values,
+    "planned_values": st.fixed_dictionaries({"root_module": tf_module}) | tf_values,
+    "resource_changes": st.lists(tf_change | tf_values, max_size=4) | tf_values,
+    "configuration": tf_values})
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(document=terraform_documents)
+def test_any_terraform_document_gives_registries_or_an_input_error(document):
+    check(document)
+
+
+registry_attributes = st.fixed_dictionaries({}, optional={key: tf_values for key in TF_KEYS})
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kind=st.sampled_from(["azurerm_container_registry", "azapi_resource"]), after=registry_attributes,
+       unknown=registry_attributes | st.booleans(), body=tf_values,
+       others=st.lists(tf_change.filter(lambda c: c["type"] not in ("azapi_resource", "azurerm_container_registry",
+                                                                    "azapi_update_resource")),
+                       max_size=3),
+       state_shape=st.booleans())
+def test_a_terraform_registry_with_any_attribute_values_is_evaluated(kind, after, unknown, body, others, state_shape):
+    """An azurerm_container_registry or azapi registries resource is always read, whatever its attribute values
+    and the plan's unknown marks: odd values take defaults or leave rules unknown; nothing crashes."""
+    if kind == "azapi_resource":
+        after = {**after, "type": "Microsoft.ContainerRegistry/registries@2025-04-01", "body": body}
+    resource = {"address": f"{kind}.fuzz", "mode": "managed", "type": kind}
+    if state_shape:
+        document = {"format_version": "1.0", "values": {"root_module": {"resources": [{**resource, "values": after}]}}}
+    else:
+        document = {"format_version": "1.2", "resource_changes": [
+            {**resource, "change": {"actions": ["create"], "after": after, "after_unknown": unknown}}, *others]}
+    found = check(document)
+    if found is not None:
+        assert found[0].id == f"{kind}.fuzz"
+    else:                                  # only an azapi body that is no object (nor JSON text of one) refuses it
+        assert kind == "azapi_resource" and not isinstance(body, dict) and body is not None

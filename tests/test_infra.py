@@ -9,10 +9,13 @@ A small reader below understands just enough Bicep for that: comments, strings (
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -203,7 +206,8 @@ def test_every_abbreviation_used_is_defined():
 def test_secrets_are_secure_params():
     for path in BICEP_FILES:
         text = read(path)
-        for match in re.finditer(r"^param (\w*(?:[Ww]ebhook|[Ss]ecret|[Pp]assword|[Kk]ey)\w*) string", text, re.MULTILINE):
+        secretish = r"^param (\w*(?:[Ww]ebhook|[Ss]ecret|[Pp]assword|[Kk]ey(?!Vault))\w*) string"
+        for match in re.finditer(secretish, text, re.MULTILINE):
             before = text[:match.start()].rstrip().splitlines()
             decorators = [line for line in reversed(before) if line.startswith("@")][:3]
             assert any(d.startswith("@secure()") for d in decorators), f"{path.name}: {match.group(1)} must be @secure()"
@@ -365,7 +369,6 @@ RESPONDER_ACTIONS = {
     "Microsoft.ContainerRegistry/registries/read",
     "Microsoft.ContainerRegistry/registries/write",
     "Microsoft.ContainerRegistry/registries/exportPipelines/read",
-    "Microsoft.ContainerRegistry/registries/privateEndpointConnections/read",
     "Microsoft.ContainerRegistry/registries/operationStatuses/read",
     "Microsoft.ResourceGraph/resources/read",
 }
@@ -481,3 +484,639 @@ def test_hook_outputs_exist():
     for hook in sorted((INFRA / "hooks").iterdir()):
         used = set(re.findall(r"\b(?:EVENTGRID|RESPONDER|ALERT)_[A-Z_]+\b", read(hook)))
         assert used <= outputs, f"{hook.name} reads values main.bicep does not output: {sorted(used - outputs)}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Resource types, API versions and property names against Azure's published schemas
+# (tests/azure_types/types.json: a subset of Azure/bicep-types-az, see its "source" and tests/azure_types/vendor.py)
+# ---------------------------------------------------------------------------------------------------------------
+AZURE_TYPES = json.loads((ROOT / "tests" / "azure_types" / "types.json").read_text(encoding="utf-8"))
+RESOURCE_DECLARATION = re.compile(r"^resource (\w+) '([^'@]+)@([^']+)'( existing)? = ", re.MULTILINE)
+BICEP_ONLY_KEYS = {"parent", "scope", "dependsOn"}   # resource keywords of Bicep, not properties of the body
+FLAG_READ_ONLY, FLAG_REQUIRED = 2, 1
+
+
+@dataclass
+class Expr:
+    """A Bicep expression that is not an object or array literal (kept as text)."""
+    text: str
+
+
+def _skip_blank(masked: str, i: int) -> int:
+    while i < len(masked) and masked[i] in " \t\r\n,":
+        i += 1
+    return i
+
+
+def _expression_end(masked: str, i: int, stop: str) -> int:
+    depth = 0
+    while i < len(masked):
+        c = masked[i]
+        if c in PAIRS:
+            depth += 1
+        elif c in PAIRS.values():
+            if depth == 0:
+                return i
+            depth -= 1
+        elif depth == 0 and (c == "\n" or c in stop):
+            return i
+        i += 1
+    return i
+
+
+def parse_value(text: str, masked: str, i: int, stop: str = "") -> tuple[object, int]:
+    """The Bicep value starting at text[i]: dict (object literal), list (array literal) or Expr; and its end."""
+    i = _skip_blank(masked, i) if masked[i] in " \t" else i
+    if masked[i] == "{":
+        return parse_object(text, masked, i)
+    if masked[i] == "[":
+        return parse_array(text, masked, i)
+    end = _expression_end(masked, i, stop)
+    return Expr(text[i:end].strip()), end
+
+
+def parse_object(text: str, masked: str, i: int) -> tuple[dict, int]:
+    assert masked[i] == "{"
+    i += 1
+    entries: dict[str, object] = {}
+    while True:
+        i = _skip_blank(masked, i)
+        if masked[i] == "}":
+            return entries, i + 1
+        match = re.compile(r"'((?:[^'\\]|\\.)*)'|([A-Za-z_$][\w$]*)").match(text, i)
+        assert match, f"object key expected at {text[i:i + 40]!r}"
+        key = match.group(1) if match.group(1) is not None else match.group(2)
+        i = match.end()
+        while masked[i] in " \t":
+            i += 1
+        assert masked[i] == ":", f"':' expected after key {key!r}: {text[i:i + 40]!r}"
+        value, i = parse_value(text, masked, i + 1)
+        entries[key] = value
+
+
+def parse_array(text: str, masked: str, i: int) -> tuple[list, int]:
+    assert masked[i] == "["
+    i += 1
+    head = re.compile(r"\s*for\s").match(masked, i)
+    if head:   # [for x in y: <item>]: the item stands for every element
+        colon = i
+        depth = 0
+        while not (masked[colon] == ":" and depth == 0):
+            depth += masked[colon] in PAIRS
+            depth -= masked[colon] in PAIRS.values()
+            colon += 1
+        item, i = parse_value(text, masked, _skip_blank(masked, colon + 1), stop="]")
+        i = _skip_blank(masked, i)
+        assert masked[i] == "]", f"']' expected: {text[i:i + 40]!r}"
+        return [item], i + 1
+    items: list[object] = []
+    while True:
+        i = _skip_blank(masked, i)
+        if masked[i] == "]":
+            return items, i + 1
+        item, i = parse_value(text, masked, i, stop=",")
+        items.append(item)
+
+
+def literals_in(expr: Expr) -> list[object]:
+    """Object and array literals inside an expression (the branches of `c ? {...} : []`, `union(x, {...})`)."""
+    masked = mask(expr.text)
+    found = []
+    i = 0
+    while i < len(masked):
+        if masked[i] in "{[" and not re.search(r"\w$", masked[:i]):   # not an index like x[0]
+            value, i = parse_value(expr.text, masked, i)
+            found.append(value)
+        else:
+            i += 1
+    return found
+
+
+def declared_resources() -> list[tuple[str, str, str, str, bool, dict]]:
+    """(file, symbol, type, api version, existing, body) of every resource declaration in infra/."""
+    out = []
+    for path in BICEP_FILES:
+        text = read(path)
+        masked = mask(text)
+        code = mask(text, strings=False)
+        for match in RESOURCE_DECLARATION.finditer(code):
+            i = match.end()
+            if masked.startswith("if", i):   # skip the condition: if (...) {
+                depth, i = 0, masked.index("(", i)
+                while True:
+                    depth += masked[i] == "("
+                    depth -= masked[i] == ")"
+                    i += 1
+                    if depth == 0:
+                        break
+            i = _skip_blank(masked, i)
+            value, _ = parse_value(text, masked, i)
+            body = value[0] if isinstance(value, list) else value
+            assert isinstance(body, dict), f"{path.name}: resource {match.group(1)} has no object body"
+            out.append((str(path.relative_to(INFRA)), match.group(1), match.group(2), match.group(3),
+                        bool(match.group(4)), body))
+    return out
+
+
+def _plain_string(expr: Expr) -> str | None:
+    match = re.fullmatch(r"'((?:[^'\\$]|\\.|\$(?!\{))*)'", expr.text)
+    return match.group(1) if match else None
+
+
+def schema_problems(node_index: int, value: object, path: str) -> list[str]:
+    node = AZURE_TYPES["types"][node_index]
+    if node in ("any", None):
+        return []
+    if isinstance(value, Expr):
+        literal = _plain_string(value)
+        if isinstance(node, dict) and "enum" in node and literal is not None and literal not in node["enum"]:
+            # a closed enum takes nothing else; an open (extensible) one anything, but a near miss is a typo
+            near = difflib.get_close_matches(literal, node["enum"], n=1, cutoff=0.8)
+            if not node["open"] or near:
+                return [f"{path}: {literal!r} is not one of {node['enum']}" + (f" (did you mean {near[0]!r}?)" if near else "")]
+            return []
+        if node == "scalar" or "enum" in node:
+            return []
+        problems = []
+        for candidate in literals_in(value):
+            problems += schema_problems(node_index, candidate, path)
+        return problems
+    if isinstance(value, list):
+        if node == "scalar" or "items" not in node:
+            return [f"{path}: an array where the schema expects {node if node == 'scalar' else sorted(node)}"]
+        return [p for item in value for p in schema_problems(node["items"], item, f"{path}[]")]
+    assert isinstance(value, dict)
+    if node == "scalar" or not ({"props", "disc"} & node.keys()):
+        return [f"{path}: an object where the schema expects a scalar"]
+    if "disc" in node:
+        chosen = value.get(node["disc"])
+        literal = _plain_string(chosen) if isinstance(chosen, Expr) else None
+        if literal is None:
+            return [f"{path}: discriminator {node['disc']!r} must be a literal, one of {sorted(node['cases'])}"]
+        if literal not in node["cases"]:
+            return [f"{path}: {node['disc']} {literal!r} is not one of {sorted(node['cases'])}"]
+        case = AZURE_TYPES["types"][node["cases"][literal]]
+        props, extra = {**node["base"], **case["props"]}, case["extra"]
+    else:
+        props, extra = node["props"], node["extra"]
+    problems = []
+    for key, item in value.items():
+        where = f"{path}.{key}"
+        if key in props:
+            child, flags = props[key]
+            if flags & FLAG_READ_ONLY and not flags & FLAG_REQUIRED:
+                problems.append(f"{where}: read-only property")
+            problems += schema_problems(child, item, where)
+        elif extra is not None:
+            problems += schema_problems(extra, item, where)
+        else:
+            near = difflib.get_close_matches(key, list(props), n=1)
+            problems.append(f"{where}: no such property" + (f" (did you mean {near[0]}?)" if near else
+                                                            f"; known: {sorted(props)}"))
+    return problems
+
+
+RESOURCES = declared_resources()
+
+
+def test_every_resource_declaration_was_read():
+    declared = sum(len(RESOURCE_DECLARATION.findall(mask(read(p), strings=False))) for p in BICEP_FILES)
+    assert declared == len(RESOURCES) > 30
+
+
+@pytest.mark.parametrize("resource", RESOURCES, ids=lambda r: f"{r[0]}:{r[1]}")
+def test_resource_type_api_version_and_properties_exist_in_azure_schemas(resource):
+    file, symbol, type_name, version, existing, body = resource
+    key = f"{type_name}@{version}"
+    assert key in AZURE_TYPES["resources"], (
+        f"{file}: {symbol} uses {key}, which Azure/bicep-types-az does not publish (a misspelt type or an API "
+        f"version that does not exist); if it is real, re-vendor: {AZURE_TYPES['source']['regenerate']}")
+    if existing:
+        assert set(body) <= {"name", "parent", "scope"}, f"{file}: existing {symbol} sets {sorted(body)}"
+        return
+    own = {k: v for k, v in body.items() if k not in BICEP_ONLY_KEYS}
+    problems = schema_problems(AZURE_TYPES["resources"][key], own, f"{file}:{symbol}")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_schema_check_catches_a_misspelt_property_a_bad_enum_and_a_bad_api_version():
+    text = """{
+  name: 'x'
+  properties: {
+    publicNetworkAcess: 'Disabled'
+    minimumTlsVersion: 'TLS1_4'
+    networkAcls: {
+      defaultAction: 'Deny'
+    }
+  }
+}"""
+    body, _ = parse_object(text, mask(text), 0)
+    problems = schema_problems(AZURE_TYPES["resources"]["Microsoft.Storage/storageAccounts@2023-05-01"], body, "t")
+    assert any("publicNetworkAcess: no such property (did you mean publicNetworkAccess?)" in p for p in problems)
+    assert any("'TLS1_4' is not one of" in p for p in problems)
+    assert len(problems) == 2
+    assert "Microsoft.Storage/storageAccounts@2023-05-02" not in AZURE_TYPES["resources"]
+    # and a discriminated type: the config resource named 'authsettingsV2' has its own property set
+    auth = "{\n  name: 'authsettingsV2'\n  properties: {\n    platform: {\n      enabeld: true\n    }\n  }\n}"
+    body, _ = parse_object(auth, mask(auth), 0)
+    problems = schema_problems(AZURE_TYPES["resources"]["Microsoft.Web/sites/config@2024-04-01"], body, "t")
+    assert problems == ["t.properties.platform.enabeld: no such property (did you mean enabled?)"] or \
+        problems[0].startswith("t.properties.platform.enabeld: no such property")
+
+
+def test_vendored_schemas_say_where_they_come_from():
+    source = AZURE_TYPES["source"]
+    assert source["repository"] == "https://github.com/Azure/bicep-types-az"
+    assert re.fullmatch(r"[0-9a-f]{40}", source["commit"])
+    used = {f"{t}@{v}" for _f, _s, t, v, _e, _b in RESOURCES}
+    assert used == set(AZURE_TYPES["resources"]), "re-vendor: " + source["regenerate"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Parameters the app would refuse must not deploy: Bicep limits == dlp.settings limits
+# ---------------------------------------------------------------------------------------------------------------
+def param_decorators(text: str, name: str) -> dict[str, list[str]]:
+    """Decorators of `param name` -> their argument text (@allowed: the listed literals)."""
+    code = mask(text, strings=False)
+    match = re.search(rf"^param {name} ", code, re.MULTILINE)
+    assert match, f"param {name} not found"
+    lines = text[:match.start()].rstrip("\n").splitlines()
+    decorators: dict[str, list[str]] = {}
+    i = len(lines) - 1
+    collected: list[str] = []
+    while i >= 0 and (lines[i].startswith(("@", " ", "]", "}", ")")) or not lines[i].strip()) and lines[i].strip():
+        collected.insert(0, lines[i])
+        i -= 1
+    joined = "\n".join(collected)
+    for found in re.finditer(r"^@(\w+)\(", joined, re.MULTILINE):
+        args = block(joined[found.start():] + "\n", r"@\w+") if joined[found.end()] in "[{" else \
+            joined[found.end():joined.index(")", found.end())]
+        decorators[found.group(1)] = [a.strip().strip("'") for a in re.split(r"[\n,]", args.strip("[]{}")) if a.strip()]
+    return decorators
+
+
+def feeding_param(setting: str) -> str:
+    """The main.bicep parameter an app setting is built from."""
+    value = app_settings()[setting]
+    params = set(re.findall(r"^param (\w+)", read(MAIN), re.MULTILINE))
+    used = [name for name in re.findall(r"\b(\w+)\b", mask(value)) if name in params]
+    assert used, f"{setting} = {value} is not built from a parameter"
+    return used[0]
+
+
+@pytest.mark.parametrize("setting", sorted(settings.BOUNDS))
+def test_numeric_settings_have_the_apps_bounds_in_bicep(setting):
+    decorators = param_decorators(read(MAIN), feeding_param(setting))
+    low, high = settings.BOUNDS[setting]
+    assert decorators.get("minValue") == [str(low)], f"{setting}: @minValue must be {low}"
+    assert decorators.get("maxValue") == [str(high)], f"{setting}: @maxValue must be {high} (the app refuses more)"
+
+
+def test_choice_settings_have_the_apps_choices_in_bicep():
+    assert set(param_decorators(read(MAIN), feeding_param("DLP_MODE"))["allowed"]) == set(settings.CHOICES["DLP_MODE"])
+    lockout = app_settings()["DLP_ALLOW_LOCKOUT"]
+    assert re.search(r"^param dlpAllowLockout bool ", read(MAIN), re.MULTILINE)
+    assert lockout == "dlpAllowLockout ? 'true' : 'false'" and set(settings.CHOICES["DLP_ALLOW_LOCKOUT"]) == {"true", "false"}
+    assert param_decorators(read(MAIN), feeding_param("DLP_EXEMPT_TAG"))["maxLength"] == [str(settings.EXEMPT_TAG_MAX)]
+
+
+def test_every_bicep_parameter_behind_an_app_setting_is_bounded_or_checked_by_the_app():
+    """A new numeric/choice parameter feeding a DLP_ setting must come with limits (or be free text the app parses)."""
+    free_text = {"DLP_SCOPES", "DLP_EXEMPTIONS", "DLP_RULE_DOCS_URL", "DLP_EMAIL_TO", "DLP_SWEEP_SCHEDULE"}
+    for setting, value in app_settings().items():
+        if not setting.startswith("DLP_") or setting in free_text or "outputs." in value or "environment()" in value:
+            continue
+        if setting == "DLP_TEAMS_WEBHOOK_URL":
+            continue   # a Key Vault reference
+        name = feeding_param(setting)
+        kind = re.search(rf"^param {name} (\w+)", read(MAIN), re.MULTILINE).group(1)
+        decorators = param_decorators(read(MAIN), name)
+        assert kind == "bool" or {"allowed", "minValue", "maxLength"} & decorators.keys(), f"{setting} ({name}) unbounded"
+        assert setting in settings.BOUNDS or setting in settings.CHOICES or setting == "DLP_EXEMPT_TAG", setting
+
+
+def test_sweep_schedule_default_and_intervals_are_valid_ncrontab():
+    main = read(MAIN)
+    for hours in param_decorators(main, "sweepIntervalHours")["allowed"]:
+        assert settings.ncrontab_problem(f"0 0 */{hours} * * *") is None
+    assert "var sweepSchedule = empty(dlpSweepSchedule) ? '0 0 */${sweepIntervalHours} * * *'" in main
+    assert settings.ncrontab_problem(settings.BY_NAME["DLP_SWEEP_SCHEDULE"].default) is None
+
+
+def bicep_sweep_check(schedule: str) -> bool:
+    """What main.bicep's sweepScheduleLooksValid computes, in Python (the test below pins the Bicep to it)."""
+    fields = [f for f in schedule.strip().split(" ") if f]
+    words = []
+    for field in fields:
+        blanked = field.upper()
+        for ch in "*,-/0123456789":
+            blanked = blanked.replace(ch, " ")
+        words += [w for w in blanked.split(" ") if w]
+    names = {"JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+             "SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"}
+    return len(fields) == 6 and all(w in names for w in words)
+
+
+def test_bicep_refuses_a_schedule_that_is_not_six_ncrontab_fields():
+    main = read(MAIN)
+    words = re.search(r"^var sweepFieldWords = (.*)$", main, re.MULTILINE).group(1)
+    for ch in "*,-/0123456789":
+        assert f"'{ch}', ' ')" in words, f"sweepFieldWords must blank {ch!r}"
+    names = set(strings_in(block(main, r"^var sweepNames = ")))
+    assert len(names) == 19
+    assert "length(sweepFields) == 6 && empty(filter(sweepFieldWords, word => !contains(sweepNames, word)))" in main
+    assert "DLP_SWEEP_SCHEDULE: sweepScheduleLooksValid ? sweepSchedule : string(int(" in main
+    # what gets through Bicep, the app then checks completely; what Bicep refuses, the app refuses too
+    for schedule in ("0 0 */6 * * *", "0 30 9 * Jan Mon", "0 0 * * *", "0 0 * * * * *", "0 0 L * * *",
+                     "0 0 9 ? * *", "00:05:00", "0 0 */6 * * FOO", "60 0 * * * *"):
+        if not bicep_sweep_check(schedule):
+            assert settings.ncrontab_problem(schedule), schedule
+
+
+def test_location_is_limited_to_flex_consumption_regions():
+    allowed = param_decorators(read(MAIN), "location")["allowed"]
+    assert {"eastus", "westeurope", "swedencentral", "australiaeast"} <= set(allowed)
+    assert not {"westindia", "chinanorth", "germanynorth"} & set(allowed)   # no Flex Consumption there
+    assert len(allowed) == len(set(allowed)) >= 20
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Existing system topics, private network, least privilege, guardrail alerts, Easy Auth
+# ---------------------------------------------------------------------------------------------------------------
+def test_system_topic_ids_do_not_loop_over_module_outputs():
+    main = mask(read(MAIN), strings=False)
+    for match in re.finditer(r"^var (\w+) = \[for ", main, re.MULTILINE):
+        body = block(main[match.start():], r"= ")
+        assert ".outputs." not in body and "reference(" not in body, f"var {match.group(1)} loops over runtime values (BCP182)"
+    topic_ids = block(main, r"^var systemTopicIds = ")
+    assert "reusedTopicBySubscription[s]" in topic_ids
+    assert "/providers/Microsoft.EventGrid/systemTopics/${systemTopicName}" in topic_ids
+    access = block(main, r"^module subscriptionAccess ")
+    assert "systemTopicName: systemTopicName" in access and "reusedSystemTopicId: reusedTopicIds[i]" in access
+    # the name the topic module creates is the name the ID is built from
+    topic_module = block(read(APP / "subscription-access.bicep"), r"^module systemTopic ")
+    assert "name: systemTopicName" in topic_module and "scope: resourceGroup(eventsResourceGroupName)" in topic_module
+
+
+def test_no_variable_feeding_a_loop_condition_or_name_reads_runtime_values():
+    """BCP178/BCP182 in every file: loops, conditions and names only see parameters and other such variables."""
+    for path in BICEP_FILES:
+        code = mask(read(path), strings=False)
+        runtime = set()
+        for match in re.finditer(r"^var (\w+) = (.*)$", code, re.MULTILINE):
+            rest = code[match.start():]
+            body = block(rest, r"= ") if match.group(2).strip()[:1] in "[{" else match.group(2)
+            if re.search(r"\.outputs\.|\.properties\.|reference\(|list\w*\(", body):
+                runtime.add(match.group(1))
+        for match in re.finditer(r"\[for [^:]+ in (\w+)|if \((.+?)\) \{|^\s+name: (.+)$", code, re.MULTILINE):
+            used = " ".join(g for g in match.groups() if g)
+            assert not set(re.findall(r"\w+", used)) & runtime, f"{path.name}: {match.group(0).strip()} reads {runtime}"
+            assert ".outputs." not in used and ".properties." not in used, f"{path.name}: {match.group(0).strip()}"
+
+
+@pytest.mark.parametrize("hook", ["preprovision.sh", "preprovision.ps1"])
+def test_preprovision_discovers_existing_system_topics_with_resource_graph(hook):
+    text = read(INFRA / "hooks" / hook)
+    assert "/providers/Microsoft.ResourceGraph/resources?api-version=" in text
+    assert "microsoft.eventgrid/systemtopics" in text and "Microsoft.Resources.Subscriptions" in text
+    assert "MONITORED_SUBSCRIPTION_IDS" in text and "azd env set DISCOVERED_SYSTEM_TOPIC_IDS" in text
+    assert "tags['azd-env-name']" in text   # its own topics are not "existing"
+    yaml = read(ROOT / "azure.yaml")
+    assert f"run: ./infra/hooks/{hook}" in yaml and re.search(r"^  preprovision:$", yaml, re.MULTILINE)
+    parameters = json.loads(read(INFRA / "main.parameters.json"))["parameters"]
+    assert parameters["discoveredSystemTopicIds"]["value"] == "${DISCOVERED_SYSTEM_TOPIC_IDS=}"
+
+
+def test_explicit_topic_ids_override_discovered_ones():
+    reused = block(read(MAIN), r"^var reusedTopicBySubscription = ") if "= union(\n" in read(MAIN) else \
+        re.search(r"^var reusedTopicBySubscription = (.*)$", read(MAIN), re.MULTILINE).group(1)
+    # union(): the later object wins per key (subscription)
+    assert reused.index("discoveredTopicIds") < reused.index("explicitTopicIds")
+
+
+def test_vnet_enabled_makes_storage_and_key_vault_private():
+    main = read(MAIN)
+    assert re.search(r"^param vnetEnabled bool = true$", main, re.MULTILINE)
+    assert "privateOnly: vnetEnabled" in block(main, r"^module storage ")
+    assert "subnetId: vnetEnabled ? network.outputs.appSubnetId : ''" in block(main, r"^module api ")
+    storage = read(APP / "storage.bicep")
+    assert "publicNetworkAccess: privateOnly ? 'Disabled' : 'Enabled'" in storage
+    assert "defaultAction: privateOnly ? 'Deny' : 'Allow'" in storage
+    # Flex Consumption cannot resolve Key Vault references against a network-restricted vault: keep it reachable,
+    # or DLP_TEAMS_WEBHOOK_URL silently stops resolving when vnetEnabled
+    vault = block(read(APP / "keyvault.bicep"), r"^resource vault ")
+    assert "publicNetworkAccess: 'Enabled'" in vault and "defaultAction: 'Allow'" in vault
+    assert "virtualNetworkSubnetId: empty(subnetId) ? null : subnetId" in read(APP / "api.bicep")
+    network = read(APP / "network.bicep")
+    assert "serviceName: 'Microsoft.App/environments'" in network
+    groups = {m for m in re.findall(r"^\s+(\w+): 'privatelink\.", network, re.MULTILINE)}
+    endpoints = read(APP / "private-endpoints.bicep")
+    assert groups == set(re.findall(r"group: '(\w+)'", endpoints)) == {"blob", "queue", "table"}
+    assert "privateDnsZoneId: dnsZoneIds[endpoint.group]" in endpoints
+
+
+def test_dead_letters_live_in_their_own_firewalled_account():
+    text = read(APP / "dead-letter-storage.bicep")
+    assert "defaultAction: 'Deny'" in text and "bypass: 'AzureServices'" in text and "allowSharedKeyAccess: false" in text
+    assert "EVENTGRID_DEADLETTER_STORAGE_ACCOUNT string = deadLetterStorage.outputs.name" in read(MAIN)
+    assert "deadLetterContainerName" not in read(APP / "storage.bicep")
+
+
+def test_app_blob_access_is_scoped_to_its_containers():
+    rbac = read(APP / "rbac.bicep")
+    blob = block(rbac, r"^resource containerAccess ")
+    assert "scope: containers[i]" in blob and "roles.storageBlobDataContributor" in blob
+    account = block(rbac, r"^resource storageAccess ")
+    assert "scope: storage" in account and "storageBlobDataContributor" not in block(rbac, r"^var accountRoles = ")
+    # the host's account-level calls (list containers, blob service properties): actions only, no blob data
+    lister = block(rbac, r"^resource hostStorageLister ")
+    assert set(strings_in(block(lister, r"actions: "))) == {
+        "Microsoft.Storage/storageAccounts/blobServices/read",
+        "Microsoft.Storage/storageAccounts/blobServices/containers/read"}
+    assert re.search(r"dataActions: \[\]", lister)
+    assert "scope: storage" in block(rbac, r"^resource containerListing ")
+    for hook in ("postdown.sh", "postdown.ps1"):
+        assert "ACR DLP host storage lister" in read(INFRA / "hooks" / hook)
+    storage = read(APP / "storage.bicep")
+    assert set(strings_in(block(storage, r"^var hostContainerNames = "))) == {"azure-webjobs-hosts", "azure-webjobs-secrets"}
+    assert "output appContainerNames array = concat([deploymentContainerName], hostContainerNames)" in storage
+    assert "blobContainerNames: storage.outputs.appContainerNames" in block(read(MAIN), r"^module rbac ")
+
+
+def test_app_reaches_the_dead_letter_container_only_when_asked():
+    main = read(MAIN)
+    assert re.search(r"^param appDeadLetterAccess bool = false$", main, re.MULTILINE)
+    grant = block(main, r"^module appDeadLetterAccessGrant 'app/dead-letter-access\.bicep' = if \(appDeadLetterAccess\) ")
+    assert "principalId: identity.outputs.principalId" in grant and "containerName: deadLetterContainerName" in grant
+
+
+GUARDRAIL_OPERATIONS = {
+    "Microsoft.Authorization/roleAssignments/delete", "Microsoft.Authorization/roleDefinitions/write",
+    "Microsoft.Authorization/roleDefinitions/delete", "Microsoft.EventGrid/systemTopics/write",
+    "Microsoft.EventGrid/systemTopics/delete", "Microsoft.EventGrid/systemTopics/eventSubscriptions/write",
+    "Microsoft.EventGrid/systemTopics/eventSubscriptions/delete", "Microsoft.Authorization/policyExemptions/write",
+    "Microsoft.Authorization/policyAssignments/write", "Microsoft.Authorization/denyAssignments/write",
+    "Microsoft.Authorization/locks/write", "Microsoft.Resources/deploymentStacks/write",
+}
+
+
+def test_guardrail_alerts_in_every_monitored_subscription():
+    access = read(APP / "subscription-access.bicep")
+    module = block(access, r"^module guardrailAlerts ")
+    assert "roleAssignmentId: responderAccess.id" in module and "systemTopicId: systemTopicId" in module
+    assert "eventSubscriptionId: '${systemTopicId}/eventSubscriptions/${eventSubscriptionName}'" in module
+    assert "actionGroupId: monitoring.outputs.actionGroupId" in block(read(MAIN), r"^module subscriptionAccess ")
+    alerts = read(APP / "guardrail-alerts.bicep")
+    operations = set(strings_in(block(alerts, r"^var guardrails = "))) | set(strings_in(block(alerts, r"^var blockers = ")))
+    assert GUARDRAIL_OPERATIONS <= operations
+    for resource in ("guardrailAlert", "blockerAlert"):
+        alert = block(alerts, rf"^resource {resource} ")
+        assert "subscriptionScope" in alert and "actionGroups: actionGroups" in alert
+    # the event subscription name the alert watches is the one the second stage creates
+    assert bicep_var(read(MAIN), "eventSubscriptionName") == bicep_var(read(INFRA / "eventgrid.bicep"), "eventSubscriptionName")
+
+
+def test_easy_auth_is_an_option_that_leaves_the_event_grid_webhook_open():
+    api = read(APP / "api.bicep")
+    auth = block(api, r"^resource authSettings ")
+    assert "= if (!empty(authClientId))" in api and "name: 'authsettingsV2'" in auth
+    assert "requireAuthentication: true" in auth and "unauthenticatedClientAction: 'Return401'" in auth
+    paths = strings_in(block(api, r"^var unauthenticatedPaths = "))
+    assert "/runtime/webhooks/eventgrid" in paths and not any(p.startswith("/api/recheck") for p in paths)
+    assert "clientSecret" not in auth
+
+
+@pytest.mark.parametrize("hook", ["postdeploy.sh", "postdeploy.ps1"])
+def test_postdeploy_refuses_an_easy_auth_that_does_not_block_anonymous_callers(hook):
+    text = read(INFRA / "hooks" / hook)
+    assert "AZURE_FUNCTION_APP_AUTH" in text and "/api/recheck" in text and "401" in text
+    # with the function key: otherwise the Functions host's own 401 (no key) would pass for Easy Auth's
+    assert "x-functions-key" in text and "functionKeys.default" in text
+    assert "output AZURE_FUNCTION_APP_AUTH string = authEnabled ? 'entra-id' : 'function-keys'" in read(MAIN)
+
+
+def test_no_existing_resource_loops_across_subscriptions():
+    """A topic's identity in another subscription is read by a module at its scope, not an `existing` loop."""
+    for path in BICEP_FILES:
+        code = mask(read(path), strings=False)
+        for match in re.finditer(r"^resource (\w+) '[^']+' existing = \[for ", code, re.MULTILINE):
+            assert "scope:" not in block(code[match.start():], r"= "), f"{path.name}: existing loop {match.group(1)} with a scope"
+    stage_two = read(INFRA / "eventgrid.bicep")
+    assert "principalId: topicIdentities[i].outputs.principalId" in stage_two
+    assert "scope: resourceGroup(topic.subscriptionId, topic.resourceGroupName)" in block(stage_two, r"^module topicIdentities ")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The preprovision hook, run for real against stand-in `az` and `azd` commands that record what they are asked
+# ---------------------------------------------------------------------------------------------------------------
+FAKE_AZ = """#!/bin/sh
+printf '%s\\n' "$*" >> "$FAKE_DIR/calls"
+case "$1" in
+  cloud) echo "https://management.azure.com/" ;;
+  functionapp) printf 'eastus\\nswedencentral\\nwesteurope\\n' ;;
+  rest)
+    while [ $# -gt 0 ]; do
+      [ "$1" = --body ] && printf '%s' "$2" > "$FAKE_DIR/body"
+      [ "$1" = --url ] && printf '%s' "$2" > "$FAKE_DIR/url"
+      shift
+    done
+    cat "$FAKE_DIR/topics" ;;
+  *) exit 1 ;;
+esac
+"""
+FAKE_AZD = """#!/bin/sh
+printf '%s\\n' "$@" > "$FAKE_DIR/azd"
+"""
+SUB_A = "0000000A-0000-0000-0000-000000000001"
+SUB_B = "0000000b-0000-0000-0000-000000000002"
+
+
+def run_preprovision(tmp_path: Path, topics: list[str], **env: str) -> subprocess.CompletedProcess:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, text in (("az", FAKE_AZ), ("azd", FAKE_AZD)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    (tmp_path / "topics").write_text("".join(t + "\n" for t in topics))
+    environ = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_DIR": str(tmp_path), "AZURE_ENV_NAME": "acr-dlp",
+               "AZURE_SUBSCRIPTION_ID": SUB_A, "AZURE_LOCATION": "swedencentral", **env}
+    return subprocess.run(["sh", str(INFRA / "hooks" / "preprovision.sh")], check=False, env=environ, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="no POSIX shell")
+def test_preprovision_queries_every_monitored_subscription_and_stores_the_topics(tmp_path):
+    topic_a = f"/subscriptions/{SUB_A.lower()}/resourceGroups/defender/providers/Microsoft.EventGrid/systemTopics/t1"
+    topic_b = f"/subscriptions/{SUB_B}/resourceGroups/ops/providers/Microsoft.EventGrid/systemTopics/t2"
+    done = run_preprovision(tmp_path, [topic_a, topic_b], MONITORED_SUBSCRIPTION_IDS=f"{SUB_A}, {SUB_B}")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "url").read_text() == (
+        "https://management.azure.com/providers/Microsoft.ResourceGraph/resources?api-version=2022-10-01")
+    body = json.loads((tmp_path / "body").read_text())
+    assert body["subscriptions"] == [SUB_A.lower(), SUB_B]
+    assert "tostring(tags['azd-env-name']) != 'acr-dlp'" in body["query"]
+    assert "=~ 'Microsoft.Resources.Subscriptions'" in body["query"]
+    assert (tmp_path / "azd").read_text().splitlines() == ["env", "set", "DISCOVERED_SYSTEM_TOPIC_IDS",
+                                                            f"{topic_a},{topic_b}"]
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="no POSIX shell")
+def test_preprovision_with_no_existing_topic_stores_an_empty_list(tmp_path):
+    done = run_preprovision(tmp_path, [])
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "body").read_text())["subscriptions"] == [SUB_A.lower()]
+    assert (tmp_path / "azd").read_text().splitlines() == ["env", "set", "DISCOVERED_SYSTEM_TOPIC_IDS", ""]
+    assert "a new system topic is created" in done.stdout
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="no POSIX shell")
+@pytest.mark.parametrize(("env", "message"), [
+    ({"AZURE_ENV_NAME": "x' or 1==1 or 'y"}, "AZURE_ENV_NAME"),                # would break out of the KQL string
+    ({"MONITORED_SUBSCRIPTION_IDS": f'{SUB_A},x"]}}'}, "is not a subscription ID"),  # would break the JSON body
+    ({"AZURE_LOCATION": "westindia"}, "does not offer Flex Consumption"),
+])
+def test_preprovision_refuses_hostile_or_impossible_input_before_querying(tmp_path, env, message):
+    done = run_preprovision(tmp_path, [], **env)
+    assert done.returncode != 0 and message in done.stderr
+    assert not (tmp_path / "body").exists() and not (tmp_path / "azd").exists()
+
+
+FAKE_CURL = """#!/bin/sh
+cat > "$FAKE_DIR/curl-config"
+printf '%s\\n' "$*" > "$FAKE_DIR/curl-args"
+cat "$FAKE_DIR/status"
+"""
+FAKE_AZ_DEPLOY = """#!/bin/sh
+printf '%s\\n' "$*" >> "$FAKE_DIR/calls"
+case "$1 $2" in
+  "functionapp function") echo on_registry_event ;;
+  "functionapp keys") echo s3cr3t-key ;;
+esac
+"""
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="no POSIX shell")
+@pytest.mark.parametrize(("status", "ok"), [("401", True), ("400", False), ("200", False), ("000", False)])
+def test_postdeploy_trusts_easy_auth_only_when_a_keyed_tokenless_call_gets_401(tmp_path, status, ok):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("az", FAKE_AZ_DEPLOY), ("curl", FAKE_CURL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    (tmp_path / "status").write_text(status)
+    environ = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_DIR": str(tmp_path), "AZURE_ENV_NAME": "acr-dlp",
+               "AZURE_SUBSCRIPTION_ID": SUB_A, "AZURE_LOCATION": "swedencentral", "AZURE_RESOURCE_GROUP": "rg-acr-dlp",
+               "AZURE_FUNCTION_APP_NAME": "func-dlp-x", "EVENTGRID_SYSTEM_TOPIC_IDS": "/subscriptions/x/t",
+               "EVENTGRID_DEADLETTER_STORAGE_ACCOUNT": "stdlqx", "EVENTGRID_DEADLETTER_CONTAINER": "eventgrid-deadletters",
+               "ALERT_NAME_PREFIX": "acr-dlp-x-", "AZURE_FUNCTION_APP_AUTH": "entra-id",
+               "AZURE_FUNCTION_APP_URL": "https://func-dlp-x.azurewebsites.net"}
+    done = subprocess.run(["sh", str(INFRA / "hooks" / "postdeploy.sh")], check=False, env=environ, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode == 0) is ok, done.stderr
+    # the key travels on stdin (not on the command line) and the call carries no bearer token
+    assert (tmp_path / "curl-config").read_text() == 'header = "x-functions-key: s3cr3t-key"\n'
+    args = (tmp_path / "curl-args").read_text()
+    assert "s3cr3t-key" not in args and "Authorization" not in args
+    assert args.rstrip().endswith("https://func-dlp-x.azurewebsites.net/api/recheck")
+    if not ok:
+        assert f"got HTTP {status}, not 401" in done.stderr

@@ -104,12 +104,14 @@ def test_ci_runs_the_quick_start_install_and_test_commands():
 
 
 def test_quick_start_output_is_what_the_command_prints():
-    """The pasted table is the real output of `python -m dlp evaluate examples/` (refresh it when rules change)."""
-    pasted = code_blocks(section("Quick start"))[1].rstrip("\n")
+    """The whole table on docs/cli.md and its summary line in the README are the real output of
+    `python -m dlp evaluate examples/` (refresh them when rules or examples change)."""
     done = subprocess.run([sys.executable, "-m", "dlp", "evaluate", "examples/"], cwd=ROOT, capture_output=True,
                           text=True, timeout=60, check=False)
     assert done.returncode == 1
-    assert pasted == done.stdout.rstrip("\n")
+    printed = done.stdout.rstrip("\n")
+    assert code_blocks(section("What `evaluate examples/` prints", "docs/cli.md"))[0].rstrip("\n") == printed
+    assert code_blocks(section("Quick start"))[1].rstrip("\n") == printed.splitlines()[-1]
 
 
 # --- rules ------------------------------------------------------------------------------------------
@@ -151,6 +153,15 @@ def test_local_settings_sample_lists_exactly_the_settings():
 def test_gitignore_keeps_local_secrets_and_node_modules_out():
     ignored = (ROOT / ".gitignore").read_text(encoding="utf-8").splitlines()
     assert "local.settings.json" in ignored and ".ci/node/" in ignored
+    assert ".venv" in ignored and ".ci/node" in ignored           # also as symlinks, which a trailing '/' misses
+
+
+def test_no_virtual_environment_or_node_modules_is_committed():
+    """A committed `.venv` symlink would make the quick start's `python3 -m venv .venv` (and `.ci/run`'s
+    `--clear`) write into whatever it points at."""
+    tracked = subprocess.run(["git", "ls-files", "--", ".venv", ".ci/node", "local.settings.json"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout.split()
+    assert tracked == []
 
 
 # --- links --------------------------------------------------------------------------------------------

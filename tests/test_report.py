@@ -66,8 +66,8 @@ def test_table_shows_registries_failures_then_unknowns_and_a_summary(assessments
     assert lines[4].split()[:3] == ["unknown", "high", "DLP.ACR.ExportPipelines"]
     assert lines[3].endswith("exportPolicy.status is enabled; must be disabled")
     # driftedacr 1 high + openacr 2 high, 3 medium, 2 low + basicacr 3 high; an unknown pipeline lookup each
-    assert lines[-1] == ("4 registries: 1 compliant, 3 not compliant; 11 failing findings (6 high, 3 medium, 2 low); "
-                         "2 unknown.")
+    assert lines[-1] == ("4 registries: 1 compliant, 3 not compliant; failing findings: 11 (6 high, 3 medium, 2 low); "
+                         "unknown findings: 2 (2 high, 0 medium, 0 low).")
     assert lines[-2] == ""
     # passes and not-applicable findings stay out of the table
     assert not any(line.split()[0] in (PASS, NOT_APPLICABLE) for line in lines[1:-2])
@@ -93,7 +93,8 @@ def test_table_of_nothing_says_so():
 
 def test_summary_counts_a_single_registry():
     assert report.summary([evaluate(registry("lockedacr", **LOCKED))]) == (
-        "1 registry: 1 compliant, 0 not compliant; 0 failing findings (0 high, 0 medium, 0 low); 0 unknown.")
+        "1 registry: 1 compliant, 0 not compliant; failing findings: 0 (0 high, 0 medium, 0 low); "
+        "unknown findings: 0 (0 high, 0 medium, 0 low).")
 
 
 def test_multiline_messages_stay_on_one_line():

@@ -199,7 +199,7 @@ def test_guard_out_of_scope(responder, azurite_env, local_azure, monkeypatch):
     local_azure.arm.create(SUB, RG, "acrscope01", export="enabled")
     fresh_instance()
     handle_event(event(rid("acrscope01")))
-    assert responder.actions() == [("blocked", "out-of-scope")]
+    assert responder.actions() == []                          # silent: a debug line only (tests/test_adversarial.py)
     assert arm_requests(local_azure) == []                    # not even read
 
 
@@ -327,7 +327,7 @@ def test_persistent_5xx_is_answered_in_budget_then_fixed_by_the_durable_retry(re
 
     local_azure.arm.faults.clear()
     queue = QueueClient.from_connection_string(azurite, RETRY_QUEUE)
-    (message,) = list(queue.receive_messages(max_messages=5))
+    (message,) = [m for m in queue.receive_messages(max_messages=32) if not _exposure_check(m)]
     body = base64.b64decode(message.content).decode()
     assert json.loads(body)["registryId"] == reg and json.loads(body)["attempt"] == 1
     handle_retry(func.QueueMessage(id=message.id, body=body.encode(), pop_receipt=message.pop_receipt))
@@ -396,9 +396,15 @@ def test_updating_registry_is_reread_before_any_write(responder, azurite_env, lo
 # --- regressions from the safety review ------------------------------------------------------------
 
 
+def _exposure_check(message) -> bool:
+    """Delayed exposure checks (dlp/timeline.py) of earlier tests' compliant events share the queue: not ours here."""
+    return json.loads(base64.b64decode(message.content).decode()).get("kind") == "exposure-check"
+
+
 def _retry_messages(azurite):
     queue = QueueClient.from_connection_string(azurite, RETRY_QUEUE)
-    return [(m, json.loads(base64.b64decode(m.content).decode())) for m in queue.receive_messages(max_messages=32)]
+    return [(m, json.loads(base64.b64decode(m.content).decode())) for m in queue.receive_messages(max_messages=32)
+            if not _exposure_check(m)]
 
 
 def _replay(messages):

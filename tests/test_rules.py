@@ -204,12 +204,116 @@ def test_export_pipelines_after_a_lookup():
 # --- unresolved values: unknown, never a silent pass -------------------------------------------
 
 @pytest.mark.parametrize("rule_id", list(CATALOGUE))
-def test_every_property_a_rule_reads_makes_it_unknown_when_unresolved(rule_id):
+def test_every_property_a_rule_reads_makes_it_unknown_when_unresolved_and_nothing_known_fails(rule_id):
+    """On a registry that passes every rule, an unresolved property the verdict depends on gives `unknown`."""
     rule = CATALOGUE[rule_id]
     for prop in rule.reads:
-        finding = rule.evaluate(premium(unresolved=frozenset({prop})))
+        baseline = LOCKED_SNAPSHOT
+        if rule_id == "DLP.ACR.Firewall":      # either of public access / deny-by-default passes on its own
+            baseline = replace(LOCKED_SNAPSHOT, **{model.P_PUBLIC: "Enabled", model.P_DEFAULT_ACTION: "Allow"})
+            baseline = replace(baseline, **{prop: getattr(LOCKED_SNAPSHOT, prop)})
+        if rule_id == "DLP.ACR.ExportPipelines" and prop == model.P_EXPORT:
+            baseline = replace(LOCKED_SNAPSHOT, export_pipelines=None)
+        if prop == model.P_PRIVATE_ENDPOINTS:  # a known approved connection passes whatever else exists: none known
+            baseline = replace(LOCKED_SNAPSHOT, private_endpoints=())
+        else:
+            assert rule.evaluate(baseline).status == PASS, (rule_id, prop)
+        finding = rule.evaluate(replace(baseline, unresolved=frozenset({prop})))
         assert finding.status == UNKNOWN, (rule_id, prop)
         assert "cannot be determined" in finding.message
+
+
+LOCKED_SNAPSHOT = Registry(
+    id="/subscriptions/s/resourceGroups/g/providers/Microsoft.ContainerRegistry/registries/r", name="r",
+    sku="Premium", export_policy="disabled", public_network_access="Disabled", network_default_action="Deny",
+    network_bypass_options="None", private_endpoints=(model.PrivateEndpoint("pe", "Approved"),),
+    data_endpoint_enabled=True, export_pipelines=())
+
+# rule -> [(case, snapshot changes, unresolved properties, expected status)]: fail dominates unknown
+MIXED: dict[str, list[tuple[str, dict[str, Any], set[str], str]]] = {
+    "DLP.ACR.ExportPolicy": [
+        ("exports unresolved, public access known on", {"public_network_access": "Enabled"}, {model.P_EXPORT}, FAIL),
+        ("public access unresolved, exports known on", {"export_policy": "enabled"}, {model.P_PUBLIC}, FAIL),
+        ("both unresolved", {}, {model.P_EXPORT, model.P_PUBLIC}, UNKNOWN),
+        ("exports unresolved, public access off", {}, {model.P_EXPORT}, UNKNOWN),
+        ("SKU unresolved, public access on", {"public_network_access": "Enabled"}, {model.P_SKU}, FAIL),
+        ("SKU unresolved, both off", {}, {model.P_SKU}, UNKNOWN),
+        ("SKU and exports unresolved, public on", {"public_network_access": "Enabled"}, {model.P_SKU, model.P_EXPORT},
+         FAIL),
+    ],
+    "DLP.ACR.PublicNetworkAccess": [
+        ("public access unresolved", {}, {model.P_PUBLIC}, UNKNOWN),
+        ("SKU unresolved (every SKU), public on", {"public_network_access": "Enabled"}, {model.P_SKU}, FAIL),
+    ],
+    "DLP.ACR.Firewall": [
+        ("public unresolved, default Allow", {"network_default_action": "Allow"}, {model.P_PUBLIC}, UNKNOWN),
+        ("public unresolved, default Deny", {}, {model.P_PUBLIC}, PASS),
+        ("default unresolved, public on", {"public_network_access": "Enabled"}, {model.P_DEFAULT_ACTION}, UNKNOWN),
+        ("both unresolved", {}, {model.P_PUBLIC, model.P_DEFAULT_ACTION}, UNKNOWN),
+        ("SKU unresolved, open: not applicable below Premium", {"public_network_access": "Enabled",
+                                                                "network_default_action": "Allow"}, {model.P_SKU},
+         UNKNOWN),
+    ],
+    "DLP.ACR.PrivateEndpoint": [
+        ("connections unresolved, none known", {"private_endpoints": ()}, {model.P_PRIVATE_ENDPOINTS}, UNKNOWN),
+        ("connections unresolved, one pending known", {"private_endpoints": (model.PrivateEndpoint("p", "Pending"),)},
+         {model.P_PRIVATE_ENDPOINTS}, UNKNOWN),
+        ("connections unresolved, one approved known", {}, {model.P_PRIVATE_ENDPOINTS}, PASS),
+    ],
+    "DLP.ACR.PremiumSku": [("SKU unresolved", {}, {model.P_SKU}, UNKNOWN)],
+    "DLP.ACR.ExportPipelines": [
+        ("pipelines declared, exports unresolved", {"export_pipelines": ("p",)}, {model.P_EXPORT}, FAIL),
+        ("pipelines unknown, exports unresolved", {"export_pipelines": None}, {model.P_EXPORT}, UNKNOWN),
+        ("none declared, exports unresolved", {"export_pipelines": ()}, {model.P_EXPORT}, PASS),
+        ("pipelines unresolved, exports off", {}, {model.P_PIPELINES}, UNKNOWN),
+        ("pipelines unresolved, SKU unresolved", {"export_pipelines": ("p",)}, {model.P_SKU}, UNKNOWN),
+        ("one pipeline declared, more may exist", {"export_pipelines": ("p",)}, {model.P_PIPELINES}, FAIL),
+    ],
+    "DLP.ACR.AdminUser": [
+        ("admin unresolved", {}, {model.P_ADMIN}, UNKNOWN),
+        ("SKU unresolved (every SKU), admin on", {"admin_user_enabled": True}, {model.P_SKU}, FAIL),
+    ],
+    "DLP.ACR.AnonymousPull": [
+        ("anonymous unresolved", {}, {model.P_ANONYMOUS}, UNKNOWN),
+        ("SKU unresolved, anonymous on: Basic is out of scope", {"anonymous_pull_enabled": True}, {model.P_SKU},
+         UNKNOWN),
+        ("SKU unresolved, anonymous off", {}, {model.P_SKU}, UNKNOWN),
+    ],
+    "DLP.ACR.DataEndpoint": [("data endpoint unresolved", {}, {model.P_DATA_ENDPOINT}, UNKNOWN)],
+    "DLP.ACR.TrustedServices": [
+        ("bypass unresolved", {}, {model.P_BYPASS}, UNKNOWN),
+        ("bypass on, an unrelated property unresolved", {"network_bypass_options": "AzureServices"}, {model.P_ADMIN},
+         FAIL),
+    ],
+    "DLP.ACR.TasksBypass": [
+        ("tasks bypass unresolved", {}, {model.P_TASKS_BYPASS}, UNKNOWN),
+        ("tasks bypass on, public access unresolved", {"tasks_bypass": True}, {model.P_PUBLIC}, FAIL),
+    ],
+}
+
+
+def test_every_rule_has_mixed_cases():
+    assert set(MIXED) == set(CATALOGUE)
+
+
+@pytest.mark.parametrize(("rule_id", "case", "changes", "unresolved", "expected"),
+                         [(rule_id, *case) for rule_id, cases in MIXED.items() for case in cases],
+                         ids=[f"{rule_id}: {case[0]}" for rule_id, cases in MIXED.items() for case in cases])
+def test_fail_dominates_unknown(rule_id, case, changes, unresolved, expected):
+    registry = replace(LOCKED_SNAPSHOT, unresolved=frozenset(unresolved), **changes)
+    rule = CATALOGUE[rule_id]
+    finding = rule.evaluate(registry)
+    assert finding.status == expected, finding.message
+    relevant = set(rule.reads) | ({model.P_SKU} if rule.applies_to != "every SKU" else set())
+    if expected == FAIL and unresolved & relevant:
+        assert "whatever" in finding.message and "cannot be determined offline" in finding.message
+
+
+def test_a_failure_names_only_what_is_known_to_fail():
+    registry = replace(LOCKED_SNAPSHOT, public_network_access="Enabled", unresolved=frozenset({model.P_EXPORT}))
+    assert CATALOGUE["DLP.ACR.ExportPolicy"].evaluate(registry).message == (
+        "publicNetworkAccess is Enabled; must be Disabled (whatever policies.exportPolicy.status turns out to be: "
+        "it cannot be determined offline)")
 
 
 def test_unknown_sku_keeps_every_sku_rules_evaluated():
@@ -230,7 +334,7 @@ def test_unknown_sku_keeps_every_sku_rules_evaluated():
         "DLP.ACR.TasksBypass": UNKNOWN,
     }
     locked = replace(registry, public_network_access="Disabled", export_policy="disabled")
-    assert evaluate(locked).finding("DLP.ACR.ExportPolicy").status == UNKNOWN
+    assert evaluate(locked).finding("DLP.ACR.ExportPolicy").status == UNKNOWN   # Premium passes, Basic fails
 
 
 def test_an_unrecognised_sku_is_not_applicable_to_sku_specific_rules_only():

@@ -26,7 +26,8 @@ def test_every_documented_default_loads():
     ("DLP_MODE", "fix-it"), ("DLP_SCOPES", "/subscriptions/not-a-guid"), ("DLP_EXEMPTIONS", f"{SUB}/resourceGroups/rg@tomorrow"),
     ("DLP_EXEMPTIONS", "acrprod01"), ("DLP_ALLOW_LOCKOUT", "yes"), ("DLP_MAX_REMEDIATIONS", "0"),
     ("DLP_TIME_BUDGET_S", "29"), ("DLP_TIME_BUDGET_S", "soon"), ("DLP_ARM_ENDPOINT", "http://management.azure.com"),
-    ("DLP_SWEEP_SCHEDULE", "every 6 hours"), ("DLP_LOGS_STREAM", "AcrDlpFindings"), ("DLP_EMAIL_TO", "not-an-address"),
+    ("DLP_SWEEP_SCHEDULE", "every 6 hours"), ("DLP_SCOPES", " , "), ("DLP_EXEMPTIONS", ","),
+    ("DLP_SCOPES", "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/scopes/)"),
 ])
 def test_a_bad_value_names_its_setting(name, value):
     with pytest.raises(ConfigError) as raised:
@@ -41,21 +42,45 @@ def test_all_problems_are_reported_at_once():
     assert {p[0] for p in raised.value.problems} == {"DLP_MODE", "DLP_MAX_REMEDIATIONS"}
 
 
-def test_a_bad_webhook_url_is_named_but_never_echoed():
-    secret = "http://prod.westeurope.logic.azure.com/workflows/x?sig=TOPSECRET"
-    with pytest.raises(ConfigError) as raised:
-        load({"DLP_TEAMS_WEBHOOK_URL": secret})
-    assert "DLP_TEAMS_WEBHOOK_URL" in str(raised.value) and "TOPSECRET" not in str(raised.value)
-    assert "TOPSECRET" not in repr(load({"DLP_TEAMS_WEBHOOK_URL": secret.replace("http:", "https:")}))
+@pytest.mark.parametrize(("name", "value", "output"), [
+    ("DLP_TEAMS_WEBHOOK_URL", "http://prod.westeurope.logic.azure.com/workflows/x?sig=TOPSECRET", "teams"),
+    ("DLP_TEAMS_WEBHOOK_URL", "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/teams/)", "teams"),
+    ("DLP_TEAMS_WEBHOOK_URL", "@Microsoft.KeyVault(VaultName=kv;SecretName=teams)", "teams"),
+    ("DLP_LOGS_STREAM", "AcrDlpFindings", "logAnalytics"), ("DLP_LOGS_RULE_ID", "dcr-nothex", "logAnalytics"),
+    ("DLP_EMAIL_TO", "not-an-address", "email"), ("DLP_EMAIL_TO", " , ", "email"),
+    ("DLP_EMAIL_SENDER", "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/s/)", "email"),
+    ("DLP_RULE_DOCS_URL", "ftp://docs.example/rules/", None),
+])
+def test_a_bad_output_setting_turns_off_that_output_only_and_is_named(name, value, output):
+    working = {"DLP_LOGS_ENDPOINT": "https://dce.westeurope-1.ingest.monitor.azure.com",
+               "DLP_LOGS_RULE_ID": "dcr-" + "0" * 32, "DLP_TEAMS_WEBHOOK_URL": "https://teams.example/hook?sig=x",
+               "DLP_EMAIL_ENDPOINT": "https://acs.communication.azure.com", "DLP_EMAIL_SENDER": "dlp@contoso.com",
+               "DLP_EMAIL_TO": "secops@contoso.com", "DLP_RULE_DOCS_URL": "https://docs.example/rules/",
+               "DLP_MODE": "enforce"}
+    settings = load({**working, name: value})
+    assert settings.mode == "enforce"                           # enforcement untouched
+    assert name in {setting for setting, _ in settings.degraded}
+    assert value not in str(settings.degraded) and "TOPSECRET" not in repr(settings)
+    expected = {"logAnalytics": True, "teams": True, "email": True, "storage": False}
+    if output:
+        expected[output] = False
+    assert settings.outputs() == expected
+    assert (settings.rule_docs_url == "") == (name == "DLP_RULE_DOCS_URL")
 
 
-def test_outputs_must_be_configured_whole():
+def test_an_output_configured_in_part_is_off_and_names_what_is_missing():
+    settings = load({"DLP_LOGS_ENDPOINT": "https://dcr.example.ingest.monitor.azure.com"})
+    assert settings.degraded[0][0] == "DLP_LOGS_RULE_ID" and not settings.logs_enabled
+    settings = load({"DLP_EMAIL_ENDPOINT": "https://acs.communication.azure.com"})
+    assert {p[0] for p in settings.degraded} == {"DLP_EMAIL_SENDER", "DLP_EMAIL_TO"} and not settings.email_enabled
+
+
+def test_a_set_but_empty_scope_list_is_an_error_not_everywhere():
     with pytest.raises(ConfigError) as raised:
-        load({"DLP_LOGS_ENDPOINT": "https://dcr.example.ingest.monitor.azure.com"})
-    assert raised.value.problems[0][0] == "DLP_LOGS_RULE_ID"
-    with pytest.raises(ConfigError) as raised:
-        load({"DLP_EMAIL_ENDPOINT": "https://acs.communication.azure.com"})
-    assert {p[0] for p in raised.value.problems} == {"DLP_EMAIL_SENDER", "DLP_EMAIL_TO"}
+        load({"DLP_SCOPES": " , "})
+    assert raised.value.problems == (("DLP_SCOPES", "is set but lists nothing; remove the setting, or list at least "
+                                                    "one ID"),)
+    assert load({"DLP_SCOPES": ""}).scopes == ()            # unset (or empty) still means every scope
 
 
 def test_scopes_and_exemptions_are_parsed_case_insensitively_with_dates():
@@ -75,3 +100,34 @@ def test_development_storage_is_expanded_for_the_storage_sdks():
 def test_sovereign_cloud_token_scope_follows_the_endpoint():
     assert load({"DLP_ARM_ENDPOINT": "https://management.usgovcloudapi.net/"}).arm_scope == \
         "https://management.usgovcloudapi.net/.default"
+
+
+@pytest.mark.parametrize("schedule", [
+    "0 0 */6 * * *", "0 */5 * * * *", "0 30 9 * Jan Mon", "0 0 9-17 * * MON-FRI", "5 0 0 1,15 * *",
+    "0 0 0 * * 0", "59 59 23 31 12 6", "0 0 1-23/2 * * *",
+])
+def test_real_ncrontab_schedules_load(schedule):
+    assert load({"DLP_SWEEP_SCHEDULE": schedule}).sweep_schedule == schedule
+
+
+@pytest.mark.parametrize(("schedule", "why"), [
+    ("0 0 */6 * *", "6 fields"),                 # 5-field cron: the Functions host would read it differently
+    ("0 0 */6 * * * *", "6 fields"),
+    ("60 0 * * * *", "second field: values must be between 0 and 59"),
+    ("0 60 * * * *", "minute field"), ("0 0 24 * * *", "hour field"), ("0 0 0 0 * *", "day field"),
+    ("0 0 0 32 * *", "day field"), ("0 0 0 * 13 *", "month field"), ("0 0 0 * * 7", "day-of-week field"),
+    ("0 0 */0 * * *", "step must be between 1 and 24"), ("0 0 17-9 * * *", "runs backwards"),
+    ("0 0 0 L * *", "day field"), ("0 0 0 ? * *", "day field"), ("0 0 0 * FOO *", "month field"),
+    ("00:05:00", "6 fields"),                    # TimeSpan schedules run only on dedicated plans, not Flex
+    ("0 0 ,1 * * *", "hour field"), ("", "6 fields"),
+])
+def test_a_schedule_that_is_not_ncrontab_is_refused_with_the_field_named(schedule, why):
+    with pytest.raises(ConfigError) as raised:
+        load({"DLP_SWEEP_SCHEDULE": schedule})
+    assert "DLP_SWEEP_SCHEDULE: " in str(raised.value) and why in str(raised.value)
+
+
+def test_time_budget_bound_is_what_event_grid_leaves():
+    assert load({"DLP_TIME_BUDGET_S": "22"}).time_budget_s == 22.0
+    with pytest.raises(ConfigError, match="DLP_TIME_BUDGET_S: must be between 2 and 22"):
+        load({"DLP_TIME_BUDGET_S": "23"})

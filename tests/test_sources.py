@@ -271,9 +271,10 @@ def test_ci_get_is_case_insensitive_and_tolerates_non_objects():
 # --- malformed input: the documented InputError, never a traceback ----------------------------
 
 NOT_A_SHAPE = ("not a container registry: expected a resource with type Microsoft.ContainerRegistry/registries, "
-               "an array of them, a Resource Graph result ({\"data\": [...]}) or an ARM template (resources)")
-NOT_AN_OBJECT = ("expected a JSON object or array (a registry, an az acr list array, a Resource Graph result "
-                 "or an ARM template)")
+               "an array of them, a Resource Graph result ({\"data\": [...]}), an ARM template (resources) or "
+               "`terraform show -json` output")
+NOT_AN_OBJECT = ("expected a JSON object or array (a registry, an az acr list array, a Resource Graph result, "
+                 "an ARM template or `terraform show -json` output)")
 
 
 @pytest.mark.parametrize(("content", "message"), [

@@ -78,10 +78,23 @@ def test_unresolvable_expressions_make_only_the_rules_reading_them_unknown(value
     doc = template(registry(**public(value), adminUserEnabled=True), parameters=parameters)
     found = statuses(doc)
     assert found["PublicNetworkAccess"] == UNKNOWN
-    assert found["ExportPolicy"] == UNKNOWN
+    assert found["ExportPolicy"] == FAIL         # no exportPolicy declared: enabled, fails whatever public access is
     assert found["Firewall"] == UNKNOWN
     assert found["AdminUser"] == FAIL            # unaffected rules still answer
     assert found["PremiumSku"] == PASS
+
+
+def test_fail_dominates_unknown_in_the_template_the_issue_found():
+    """No exportPolicy (Azure's default: enabled) next to an `if(...)` publicNetworkAccess: a known failure."""
+    doc = template(registry(**public("[if(parameters('locked'), 'Disabled', 'Enabled')]")),
+                   parameters={"locked": {"type": "bool"}})
+    finding = next(f for f in evaluate(registries_from_document(doc, "main.json")[0]).findings
+                   if f.rule_id == "DLP.ACR.ExportPolicy")
+    assert finding.status == FAIL
+    assert finding.message.startswith("exportPolicy.status is enabled; must be disabled (whatever publicNetworkAccess")
+    locked_exports = template(registry(**public("[parameters('pna')]"), policies={"exportPolicy": {"status": "disabled"}}),
+                              parameters={"pna": {"type": "string"}})
+    assert statuses(locked_exports)["ExportPolicy"] == UNKNOWN    # nothing known fails
 
 
 def test_a_supplied_expression_is_not_a_value():

@@ -8,7 +8,7 @@ first attempt would have said.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 from urllib.parse import quote
 
@@ -19,8 +19,10 @@ from dlp.alerts.states import (
     S_COMPLIANT,
     S_ERROR,
     S_EXEMPT,
+    S_EXPOSED,
     S_FAILED,
     S_GONE,
+    S_MISCONFIGURED,
     S_NONCOMPLIANT,
     S_REMEDIATED,
     S_TAG_EXEMPT,
@@ -28,6 +30,7 @@ from dlp.alerts.states import (
     previous_label,
 )
 from dlp.model import A_NONE, A_WOULD, SEVERITIES, Evaluation, parse_registry_id
+from dlp.sanitize import clean
 
 PORTAL = "https://portal.azure.com/#@/resource"
 
@@ -42,13 +45,15 @@ HEADLINES = {
     S_EXEMPT: "Drift on an exempt registry",
     S_TAG_EXEMPT: "Tag exemption used",
     S_GONE: "Registry deleted",
+    S_MISCONFIGURED: "Output misconfigured",
+    S_EXPOSED: "Registry was open",
 }
 
 # How bad it is, for the card's colour and the email's banner: needs a human / fine / informational.
 SEVERITY = {
     S_COMPLIANT: "good", S_REMEDIATED: "good", S_GONE: "info", S_EXEMPT: "warning", S_TAG_EXEMPT: "warning",
     S_NONCOMPLIANT: "attention", S_BLOCKED: "attention", S_BREAKER: "attention", S_FAILED: "attention",
-    S_ERROR: "attention",
+    S_ERROR: "attention", S_MISCONFIGURED: "warning", S_EXPOSED: "attention",
 }
 
 
@@ -85,6 +90,28 @@ class Alert:
     trigger: str = ""
     evaluation_id: str = ""
     recent_callers: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()            # e.g. an ID that only looks like an exempt one
+    caller_name: str = ""                     # display name the caller chose: shown second, labelled as such
+    caller_object_id: str = ""
+    caller_app_id: str = ""
+    caller_tenant_id: str = ""
+    caller_verified: bool = False
+
+    exposure: str = ""            # "Registry was open for N s: ..." (display-safe, from dlp.exposure)
+
+    def __post_init__(self) -> None:
+        """Every text is one clean line (dlp/sanitize.py), whether built now or loaded from an old outbox item:
+        a bidi override or a newline in a display name must not reach a card or a mail."""
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, str):
+                tidy = clean(value)
+            elif isinstance(value, tuple):
+                tidy = tuple(_clean_nested(v) for v in value)
+            else:
+                continue
+            if tidy != value:
+                object.__setattr__(self, item.name, tidy)
 
     @property
     def label(self) -> str:
@@ -101,6 +128,8 @@ class Alert:
     @property
     def title(self) -> str:
         """The state change in one line: what happened, to which registry, from what to what."""
+        if self.state == S_MISCONFIGURED:
+            return f"{self.headline}: {self.registry_name}"
         return f"{self.headline}: {self.registry_name} ({self.previous} → {self.label})"
 
     @property
@@ -110,37 +139,62 @@ class Alert:
 
     @property
     def portal_url(self) -> str:
+        if not self.registry_id:          # an alert about the responder itself
+            return "https://portal.azure.com/"
         return PORTAL + quote(self.registry_id, safe="/")
 
     @property
     def facts(self) -> list[tuple[str, str]]:
         """The (label, value) facts every channel shows, in order: one list, so card and mail agree."""
+        if self.state == S_MISCONFIGURED:
+            return [("Settings", self.reason), ("Mode", self.mode or "-"), ("When", self.at)]
         facts = [("Registry", self.registry_name), ("Resource group", self.resource_group or "-"),
                  ("Subscription", self.subscription_id or "-"), ("State", f"{self.previous} → {self.label}"),
                  ("Changed by", self.who)]
+        if self.trigger == "http":
+            facts.append(("Re-check requested by", self.requester))
+        if self.caller_name and self.caller_name != self.caller:
+            facts.append(("Display name (set by the caller)", self.caller_name))
+        facts += [(label, value) for label, value in (("Caller object ID", self.caller_object_id),
+                                                      ("Caller app ID", self.caller_app_id),
+                                                      ("Caller tenant ID", self.caller_tenant_id)) if value]
         if self.caller_ip:
             facts.append(("Caller IP", self.caller_ip))
         facts.append(("Mode", self.mode or "-"))
         if self.correlation_id:
             facts.append(("Correlation ID", self.correlation_id))
         facts.append(("When", self.event_time or self.at))
+        facts += [("Warning", warning) for warning in self.warnings]
+        if self.exposure:
+            facts.append(("Exposed", self.exposure))
         return facts
 
     @property
     def who(self) -> str:
-        if self.caller:
+        """Who changed the registry. A re-check's caller only asked to look: never shown as the one who changed it."""
+        if self.caller and self.trigger != "http":
             return self.caller
         return {"sweep": "unknown (found by the scheduled sweep)", "http": "unknown (manual re-check)",
                 "retry": "unknown (durable retry)"}.get(self.trigger, "unknown")
 
     @property
+    def requester(self) -> str:
+        """Who asked for a re-check; unverified unless App Service Authentication vouched for the headers."""
+        name = self.caller or "unknown"
+        return name if self.caller_verified else f"{name} (unverified: App Service Authentication is off)"
+
+    @property
     def done(self) -> str:
         """What the responder did about it, in one sentence."""
         changes = ", ".join(f"{p} {old} → {new}" for p, old, new in self.changes)
+        if self.state == S_MISCONFIGURED:
+            return f"Turned off {self.registry_name}. Enforcement and the other outputs go on."
         if self.state == S_REMEDIATED:
             return f"Reverted {changes}." if changes else (self.detail or "Reverted the drift.")
         if self.state == S_COMPLIANT:
             return "Nothing: every high-severity rule passes again."
+        if self.state == S_EXPOSED:
+            return f"Nothing to revert: it was closed again. {self.exposure}."
         if self.state == S_GONE:
             return "Nothing: the registry no longer exists."
         if self.state == S_ERROR:
@@ -164,8 +218,13 @@ class Alert:
         return text[:1].upper() + text[1:]
 
     def _todo(self) -> str:
+        if self.state == S_MISCONFIGURED:
+            return f"Fix the app settings ({self.detail}). GET /api/health lists what is still wrong."
         if self.state in (S_COMPLIANT, S_GONE):
             return "Nothing."
+        if self.state == S_EXPOSED:
+            return (f"Find out what left the registry while it was open (its diagnostic logs for that interval) "
+                    f"and whether the change by {self.who} was intended.")
         if self.state == S_REMEDIATED:
             return f"Nothing, unless the change by {self.who} was intended: then agree an exemption with the operators."
         if self.state == S_BREAKER:
@@ -199,6 +258,7 @@ class Alert:
         known["changes"] = tuple(tuple(str(x) for x in c) for c in known.get("changes") or ())
         known["failing"] = tuple(FailingRule(**f) for f in known.get("failing") or ())
         known["recent_callers"] = tuple(known.get("recent_callers") or ())
+        known["warnings"] = tuple(known.get("warnings") or ())
         return cls(**known)
 
 
@@ -221,8 +281,21 @@ def build_alert(evaluation: Evaluation, previous: Stored | None, state: str, *, 
         changes=tuple((c.property, c.old, c.new) for c in outcome.changes), failing=failing,
         caller=context.caller, caller_ip=context.caller_ip, correlation_id=context.correlation_id,
         event_time=context.event_time, trigger=context.trigger, evaluation_id=evaluation.evaluation_id,
-        recent_callers=evaluation.recent_callers,
+        recent_callers=evaluation.recent_callers, warnings=evaluation.warnings, caller_name=context.caller_name,
+        caller_object_id=context.caller_object_id, caller_app_id=context.caller_app_id,
+        caller_tenant_id=context.caller_tenant_id, caller_verified=context.caller_verified,
+        exposure=evaluation.exposure.sentence if evaluation.exposure is not None else "",
     )
+
+
+def _clean_nested(value: Any) -> Any:
+    if isinstance(value, str):
+        return clean(value)
+    if isinstance(value, tuple):
+        return tuple(_clean_nested(v) for v in value)
+    if isinstance(value, FailingRule):
+        return FailingRule(clean(value.rule_id), clean(value.severity), clean(value.message))
+    return value
 
 
 def rule_doc_url(rule_id: str, docs_base: str = "") -> str:

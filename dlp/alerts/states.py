@@ -56,8 +56,12 @@ S_ERROR = "error"
 S_EXEMPT = "exempt"
 S_TAG_EXEMPT = "tag-exempt"
 S_GONE = "gone"
+S_EXPOSED = "exposed"      # not a state the registry stays in: a window found in change history (never stored)
 STATES = (S_COMPLIANT, S_NONCOMPLIANT, S_REMEDIATED, S_BLOCKED, S_BREAKER, S_FAILED, S_ERROR, S_EXEMPT,
-          S_TAG_EXEMPT, S_GONE)
+          S_TAG_EXEMPT, S_GONE, S_EXPOSED)
+
+# Not a registry's state: an optional output turned off at start (dlp/alerts/config.py); never in STATES
+S_MISCONFIGURED = "output-misconfigured"
 
 # Human labels, used in titles ("compliant -> drift remediated") and in the digest list.
 LABELS = {
@@ -71,6 +75,8 @@ LABELS = {
     S_EXEMPT: "exempt",
     S_TAG_EXEMPT: "tag exemption used",
     S_GONE: "deleted",
+    S_MISCONFIGURED: "output misconfigured",
+    S_EXPOSED: "was open",
 }
 
 # States after which compliant (or deleted) is not news: the registry was fine already.
@@ -112,9 +118,16 @@ def _digest(*parts: str) -> str:
 
 def observe(evaluation: Evaluation) -> Observed | None:
     """The alert state an evaluation shows; None when it shows none (deferred, or nothing known)."""
+    seen = _observe(evaluation)
+    if seen is None or not evaluation.warnings or seen.state == S_COMPLIANT:
+        return seen
+    return Observed(seen.state, _digest(seen.signature, *evaluation.warnings))     # a new warning is news
+
+
+def _observe(evaluation: Evaluation) -> Observed | None:
     outcome = evaluation.outcome
     action = outcome.action
-    if action == A_DEFERRED:
+    if action == A_DEFERRED or evaluation.out_of_scope:     # out of scope: silent, no state at all
         return None
     if action == A_GONE:
         return Observed(S_GONE)

@@ -32,9 +32,11 @@ import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from dlp.budget import BudgetRetryPolicy
+from dlp.ids import fold
 
 API_VERSION = "2021-03-01"        # what azure-mgmt-resourcegraph 8.x sends; tenant-scope queries need >= 2021-03-01
 PAGE_SIZE = 1000                  # ARG's maximum `$top`
@@ -44,6 +46,7 @@ REGISTRY_TYPE = "microsoft.containerregistry/registries"
 COLUMNS = ("id", "name", "type", "location", "resourceGroup", "subscriptionId", "sku", "tags", "properties")
 
 _SAFE_VALUE = re.compile(r"[^'\"\\\x00-\x1f\x7f]{1,180}")  # safe inside a KQL '...' literal (names are validated upstream)
+_SAFE_ID = re.compile(r"[^'\"\\\x00-\x1f\x7f]{1,600}")    # a registry ID inside a KQL '...' literal
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _CLOCK = re.compile(r"^(\d{1,2}):(\d{2}):(\d{2})$")
 
@@ -77,7 +80,8 @@ def registry_query(resource_groups: Sequence[str] = ()) -> str:
     """The KQL of the sweep. Resource-group names are validated, never spliced in raw."""
     lines = ["resources", f"| where type =~ '{REGISTRY_TYPE}'"]
     # As given (`in~` ignores case): lower-casing can change a name's characters ("İ" -> "i" + U+0307).
-    groups = list({g.casefold(): g for g in reversed(list(resource_groups))}.values())[::-1]
+    # De-duplicated by A-Z folding only: casefold() would merge "sandbox-\u212a" into "sandbox-k" and drop a group.
+    groups = list({fold(g): g for g in reversed(list(resource_groups))}.values())[::-1]
     for group in groups:
         if not _SAFE_VALUE.fullmatch(group):
             raise ValueError(f"not a resource-group name: {group[:100]!r}")
@@ -85,6 +89,39 @@ def registry_query(resource_groups: Sequence[str] = ()) -> str:
         lines.append("| where resourceGroup in~ (" + ", ".join(f"'{g}'" for g in groups) + ")")
     lines.append("| project " + ", ".join(COLUMNS))
     lines.append("| order by id asc")
+    return "\n".join(lines)
+
+
+def changes_query(since: datetime, registry_ids: Sequence[str] = (), resource_groups: Sequence[str] = ()) -> str:
+    """The KQL over `resourcechanges`: registry changes since `since` that touch a DLP property or delete the
+    registry, oldest first. IDs and names are validated, never spliced in raw."""
+    from dlp.events import registry_of
+    from dlp.exposure import WATCHED
+
+    moment = since.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    lines = ["resourcechanges",
+             "| extend changeTime = todatetime(properties.changeAttributes.timestamp), "
+             "targetResourceId = tostring(properties.targetResourceId)",
+             f"| where properties.targetResourceType =~ '{REGISTRY_TYPE}'",
+             f"| where changeTime >= datetime({moment})"]
+    ids = []
+    for registry_id in registry_ids:
+        found = registry_of(registry_id)
+        if found is None or not found[1] or not _SAFE_ID.fullmatch(registry_id):
+            raise ValueError(f"not a registry ID: {registry_id[:200]!r}")
+        ids.append(found[0])
+    if ids:
+        lines.append("| where targetResourceId in~ (" + ", ".join(f"'{i}'" for i in dict.fromkeys(ids)) + ")")
+    groups = list(dict.fromkeys(resource_groups))
+    for group in groups:
+        if not _SAFE_VALUE.fullmatch(group):
+            raise ValueError(f"not a resource-group name: {group[:100]!r}")
+    if groups:
+        lines.append("| where resourceGroup in~ (" + ", ".join(f"'{g}'" for g in groups) + ")")
+    touched = " or ".join(f"isnotnull(properties.changes['{w.change_key}'])" for w in WATCHED)
+    lines.append(f"| where properties.changeType =~ 'Delete' or {touched}")
+    lines.append("| project id, properties, changeTime")
+    lines.append("| order by changeTime asc, id asc")
     return "\n".join(lines)
 
 
@@ -158,7 +195,21 @@ class ResourceGraph:
         for sub in subs:
             if not _GUID.match(sub):
                 raise ValueError(f"not a subscription ID: {sub[:100]!r}")
-        query = registry_query(resource_groups)
+        return self._query(registry_query(resource_groups), subs, on_page)
+
+    def changes(self, since: datetime, *, registry_ids: Sequence[str] = (), subscriptions: Sequence[str] = (),
+                resource_groups: Sequence[str] = (), on_page: Callable[[Page], None] | None = None
+                ) -> Iterator[Page]:
+        """Pages of `resourcechanges` rows of registries since `since` that touch a DLP property (or delete the
+        registry), oldest first: of these registries, or of every registry in these subscriptions (none:
+        tenant scope). Raises the SDK's HttpResponseError, or GraphError."""
+        subs = list(dict.fromkeys(s.lower() for s in subscriptions))
+        for sub in subs:
+            if not _GUID.match(sub):
+                raise ValueError(f"not a subscription ID: {sub[:100]!r}")
+        return self._query(changes_query(since, registry_ids, resource_groups), subs, on_page)
+
+    def _query(self, query: str, subs: list[str], on_page: Callable[[Page], None] | None) -> Iterator[Page]:
         chunks: list[list[str] | None] = (
             [subs[i:i + MAX_SUBSCRIPTIONS] for i in range(0, len(subs), MAX_SUBSCRIPTIONS)] if subs else [None])
         number = 0

@@ -25,6 +25,7 @@ class RetryQueue:
         self._queue = queue_client
         self._created = False
         self.base_delay_s = base_delay_s     # tests and the demo use 0 to replay at once
+        self.check_delay_s: float | None = None   # delayed exposure checks; None: dlp.timeline.CHECK_DELAY_S
 
     @classmethod
     def from_settings(cls, settings: Any, credential: Any) -> RetryQueue:
@@ -46,6 +47,11 @@ class RetryQueue:
 
     def hand_over(self, message: dict[str, Any], attempt: int) -> None:
         """Raises when the queue cannot take it: then the invocation must fail so Event Grid redelivers."""
+        self.schedule(message, backoff_s(attempt, self.base_delay_s))
+
+    def schedule(self, message: dict[str, Any], delay_s: float) -> None:
+        """Send `message`, invisible for `delay_s` seconds (at most 7 days, the queue's limit). Raises when the
+        queue cannot take it."""
         from azure.core.exceptions import ResourceExistsError
 
         if not self._created:
@@ -55,4 +61,4 @@ class RetryQueue:
                 pass
             self._created = True
         self._queue.send_message(json.dumps(message, separators=(",", ":")),
-                                 visibility_timeout=backoff_s(attempt, self.base_delay_s))
+                                 visibility_timeout=int(max(0, min(delay_s, 7 * 24 * 3600))))

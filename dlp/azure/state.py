@@ -4,6 +4,8 @@ Azure Table storage (the Function App's AzureWebJobsStorage), one partition per 
   RowKey "lease"            who may write the registry now (deleted on release)
   RowKey "rem|<utc>|<id>"   one row per write attempt (written before the PATCH), counted by the breaker
   RowKey "alert"            the registry's alert state (dlp/alerts/store.py)
+  RowKey "exp|<key>"        one exposure window recorded (or being recorded) from change history (dlp/timeline.py)
+Partition "sweep", RowKey "exposure-cursor": where the last sweep's change-history query began.
 `MemoryState` is the same contract inside one process (CLI, demo, storage not configured).
 """
 
@@ -23,6 +25,9 @@ LEASE_ROW = "lease"
 LEASE_POLL_S = 0.25          # while another instance writes: each poll costs one create + one read
 REMEDIATION_PREFIX = "rem|"
 BREAKER_WINDOW = timedelta(hours=1)
+EXPOSURE_PREFIX = "exp|"
+CLAIM_TTL = timedelta(minutes=10)   # a claim on a window by a process that died is taken over after this
+CURSOR_PARTITION, CURSOR_ROW = "sweep", "exposure-cursor"
 
 
 def partition_of(registry_id: str) -> str:
@@ -52,6 +57,17 @@ class StateStore(Protocol):
     def record_remediation(self, registry_id: str, record: Remediation) -> None: ...
     def acquire(self, registry_id: str, *, ttl_s: float, wait_s: float) -> Lease | None: ...
     def release(self, lease: Lease) -> None: ...
+    def claim_exposure(self, registry_id: str, key: str, owner: str, now: datetime) -> bool: ...
+    def finish_exposure(self, registry_id: str, key: str) -> None: ...
+    def exposure_cursor(self) -> str: ...
+    def set_exposure_cursor(self, value: str) -> None: ...
+
+
+def _claim_stale(claimed_at: str, now: datetime) -> bool:
+    try:
+        return datetime.fromisoformat(claimed_at) <= now - CLAIM_TTL
+    except ValueError:
+        return True
 
 
 class _LocalLocks:
@@ -74,6 +90,8 @@ class MemoryState:
         self._released: dict[str, float] = {}
         self._locks = _LocalLocks()
         self._guard = threading.Lock()
+        self._windows: dict[tuple[str, str], tuple[str, str, str]] = {}
+        self._cursor = ""
 
     def recent_remediations(self, registry_id: str, now: datetime) -> list[Remediation]:
         cutoff = (now - BREAKER_WINDOW).isoformat()
@@ -92,6 +110,28 @@ class MemoryState:
 
     def release(self, lease: Lease) -> None:
         self._locks.get(partition_of(lease.registry_id)).release()
+
+    def claim_exposure(self, registry_id: str, key: str, owner: str, now: datetime) -> bool:
+        """True when this owner may record the window: nobody did, the same owner is retrying, or a claim
+        went stale. False once it is recorded or another owner is recording it now."""
+        row = (partition_of(registry_id), key)
+        with self._guard:
+            found = self._windows.get(row)
+            if found is not None and (found[0] == "done" or (found[1] != owner
+                                                             and not _claim_stale(found[2], now))):
+                return False
+            self._windows[row] = ("claimed", owner, now.isoformat())
+            return True
+
+    def finish_exposure(self, registry_id: str, key: str) -> None:
+        with self._guard:
+            self._windows[(partition_of(registry_id), key)] = ("done", "", "")
+
+    def exposure_cursor(self) -> str:
+        return self._cursor
+
+    def set_exposure_cursor(self, value: str) -> None:
+        self._cursor = value
 
 
 class LazyTable:
@@ -189,6 +229,50 @@ class TableState:
             pass   # expired and taken over: the new holder re-reads anyway
         finally:
             self._locks.get(partition_of(lease.registry_id)).release()
+
+    def claim_exposure(self, registry_id: str, key: str, owner: str, now: datetime) -> bool:
+        """As MemoryState.claim_exposure; one create, plus a read (and an ETag-guarded update) when a row exists."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        table = self._client()
+        mine = {"PartitionKey": partition_of(registry_id), "RowKey": EXPOSURE_PREFIX + key, "State": "claimed",
+                "Owner": owner[:128], "ClaimedAt": now.isoformat()}
+        try:
+            table.create_entity(mine)
+            return True
+        except ResourceExistsError:
+            pass
+        try:
+            current = table.get_entity(mine["PartitionKey"], mine["RowKey"])
+        except ResourceNotFoundError:      # rows are never deleted: answer "not mine" rather than loop
+            return False
+        if current.get("State") == "done":
+            return False
+        if current.get("Owner") != mine["Owner"] and not _claim_stale(str(current.get("ClaimedAt", "")), now):
+            return False
+        try:
+            table.update_entity(mine, mode=UpdateMode.REPLACE, etag=current.metadata["etag"],
+                                match_condition=MatchConditions.IfNotModified)
+            return True
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+
+    def finish_exposure(self, registry_id: str, key: str) -> None:
+        self._client().upsert_entity({"PartitionKey": partition_of(registry_id), "RowKey": EXPOSURE_PREFIX + key,
+                                      "State": "done", "Owner": "", "ClaimedAt": ""})
+
+    def exposure_cursor(self) -> str:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return str(self._client().get_entity(CURSOR_PARTITION, CURSOR_ROW).get("Since", ""))
+        except ResourceNotFoundError:
+            return ""
+
+    def set_exposure_cursor(self, value: str) -> None:
+        self._client().upsert_entity({"PartitionKey": CURSOR_PARTITION, "RowKey": CURSOR_ROW, "Since": value})
 
 
 def table_service(settings: Any, credential: Any) -> Any:

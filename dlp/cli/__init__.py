@@ -19,7 +19,7 @@ from dlp import __version__
 
 # `acr-dlp` when installed with pip (pyproject [project.scripts]), else the module form
 PROG = "acr-dlp" if os.path.basename(sys.argv[0] if sys.argv else "") == "acr-dlp" else "python -m dlp"
-COMMANDS: tuple[str, ...] = ("evaluate", "scan", "demo")
+COMMANDS: tuple[str, ...] = ("evaluate", "scan", "exposure", "demo", "rules")
 
 # Exit codes shared by every command (docs/cli.md)
 EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
 def error(command: str, message: str) -> None:
     """One line on stderr per problem, never a traceback."""
     print(f"{PROG} {command}: error: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+def note(command: str, message: str) -> None:
+    """One informational line on stderr (e.g. --verbose), never mistaken for an error."""
+    print(f"{PROG} {command}: note: {' '.join(str(message).split())}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,7 +1,8 @@
-"""`python -m dlp evaluate PATH...`: the rules over JSON files a user already has, offline.
+"""`python -m dlp evaluate PATH...`: the rules over JSON files a user already has, offline: the CI gate.
 
 Every file is evaluated even when others are broken: a broken file is one line on stderr and
-exit code 2, never a traceback, and never hides the results of the other files.
+exit code 2, never a traceback, and never hides the results of the other files. A run that found
+no registry at all is exit code 2 too: a gate pointed at the wrong folder must not pass.
 """
 
 from __future__ import annotations
@@ -13,48 +14,67 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from dlp import report
-from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, error
-from dlp.model import Assessment, Registry
+from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, error, note
+from dlp.model import FAIL, UNKNOWN, Assessment, Registry
 from dlp.rules import CATALOGUE, Rule, evaluate, rules
-from dlp.sources import InputError, ci_get, is_registry, load_json, registries_from_document
-from dlp.templates import is_template, parameters_from_file
+from dlp.sources import InputError, NoRegistry, ci_get, load_json, parse_json, read_text, registries_from_document
+from dlp.templates import parameters_from_file
 
 NAME = "evaluate"
-_REGISTRY_TYPE_VALUE = re.compile(r"'type': 'microsoft\.containerregistry/registries'")
+STDIN = "-"
+STDIN_NAME = "<stdin>"      # the source reported for `-` unless --stdin-name names the file it was built from
+FAIL_ON = ("fail", "unknown")
+# text that may hold a registry even though it cannot be parsed: then an unreadable file is an error in a walk too
+_MENTIONS_REGISTRY = re.compile(r"microsoft\.containerregistry/registries|azurerm_container_registry", re.IGNORECASE)
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        NAME, help="evaluate registry JSON files offline (az acr show/list, ARM GET, Resource Graph, ARM templates)",
-        description="Evaluate the DLP rules over registry JSON files. Directories are searched recursively for "
-                    "*.json (hidden directories and node_modules are skipped; so are deployment parameters files "
-                    "and ARM templates that declare no container registry). Exit code: 0 nothing fails, "
-                    "1 a finding fails, 2 usage or input errors (the other files are still evaluated and reported).")
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="a JSON file or a directory")
-    parser.add_argument("--format", choices=report.FORMATS, default="table", help="output format (default: table)")
+        NAME, help="evaluate registry JSON offline (az acr show/list, ARM GET, Resource Graph, ARM templates, "
+                   "terraform show -json)",
+        description="Evaluate the DLP rules over registry JSON files, or one JSON document on stdin ('-'). "
+                    "Directories are searched recursively for *.json (hidden directories and node_modules are "
+                    "skipped; so is every JSON file that holds no container registry: --verbose lists them). "
+                    "Exit code: 0 nothing fails, 1 a finding fails (or, with --fail-on unknown, cannot be "
+                    "verified), 2 usage or input errors, or no registry found at all (the other files are still "
+                    "evaluated and reported).")
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="a JSON file, a directory, or - for one JSON document on stdin")
+    parser.add_argument("-o", "--output", "--format", dest="format", choices=report.FORMATS, default="table",
+                        help="output format (default: table)")
+    parser.add_argument("--fail-on", choices=FAIL_ON, default="fail",
+                        help="exit 1 when a finding fails (default), or also when one is unknown (cannot be verified)")
     parser.add_argument("--parameters", metavar="FILE", type=Path,
                         help="ARM deployment parameters file whose values resolve [parameters('x')] in every template")
     parser.add_argument("--rule", action="append", metavar="ID", default=[],
                         help="evaluate only this rule (repeatable, or comma-separated); default: all rules")
+    parser.add_argument("--stdin-name", metavar="NAME", default=STDIN_NAME,
+                        help="the file name findings read from stdin are reported at (e.g. main.bicep for "
+                             "`az bicep build --stdout`); default: <stdin>")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="say on stderr which files a directory walk skipped, and why")
     parser.set_defaults(run=run)
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one `evaluate` run produced: the assessments in input order and one line per input error."""
+    """What one `evaluate` run produced: the assessments in input order, one line per input error,
+    one note per file a directory walk skipped."""
 
     assessments: tuple[Assessment, ...]
     errors: tuple[str, ...]
     texts: Mapping[str, str] = field(default_factory=dict)   # source -> file text, for SARIF line numbers
+    skipped: tuple[str, ...] = ()
 
-    @property
-    def exit_code(self) -> int:
-        if self.errors:
+    def exit_code(self, fail_on: str = "fail") -> int:
+        if self.errors or not self.assessments:
             return EXIT_ERROR
-        return EXIT_OK if all(a.compliant for a in self.assessments) else EXIT_FAIL
+        gate = (FAIL, UNKNOWN) if fail_on == "unknown" else (FAIL,)
+        failing = any(f.status in gate for a in self.assessments for f in a.findings)
+        return EXIT_FAIL if failing else EXIT_OK
 
 
 def selected_rules(ids: Sequence[str]) -> tuple[Rule, ...] | None:
@@ -64,14 +84,10 @@ def selected_rules(ids: Sequence[str]) -> tuple[Rule, ...] | None:
 
 
 def is_parameters_file(document: Any) -> bool:
-    """A deployment parameters file (`{"parameters": {"x": {"value": ...}}}`): input to --parameters, not registries."""
-    if not isinstance(document, Mapping):
-        return False
-    schema = ci_get(document, "$schema")
-    if isinstance(schema, str) and "deploymentparameters" in schema.lower():
-        return True
-    return (isinstance(ci_get(document, "parameters"), Mapping) and ci_get(document, "resources") is None
-            and not is_registry(document))
+    """A deployment parameters file, recognised by its `$schema` (…/deploymentParameters.json#) only:
+    a REST-spec example also has a `parameters` key and is no such file."""
+    schema = ci_get(document, "$schema") if isinstance(document, Mapping) else None
+    return isinstance(schema, str) and "deploymentparameters" in schema.lower()
 
 
 def _walk(directory: Path) -> Iterator[Path]:
@@ -84,19 +100,22 @@ def _walk(directory: Path) -> Iterator[Path]:
 
 def discover(paths: Sequence[str]) -> list[tuple[Path, bool, str | None]]:
     """(file, named explicitly, error) in argument order without duplicates: files to read, and
-    missing paths or empty directories as errors in their place, so messages follow the arguments."""
+    missing paths or empty directories as errors in their place, so messages follow the arguments.
+    `-` (stdin) is a file named explicitly, read once however often it is given."""
     found: list[tuple[Path, bool, str | None]] = []
-    seen: set[Path] = set()
+    seen: set[Path | str] = set()
 
     def add(path: Path, explicit: bool) -> None:
-        key = path.resolve()
+        key: Path | str = STDIN if str(path) == STDIN else path.resolve()
         if key not in seen:
             seen.add(key)
             found.append((path, explicit, None))
 
     for text in paths:
         path = Path(text)
-        if path.is_dir():
+        if text == STDIN:
+            add(path, True)
+        elif path.is_dir():
             files = list(_walk(path))
             if not files:
                 found.append((path, True, f"{text}: no *.json file in this directory"))
@@ -109,52 +128,75 @@ def discover(paths: Sequence[str]) -> list[tuple[Path, bool, str | None]]:
     return found
 
 
-def _mentions_registry(document: Any) -> bool:
-    """Whether any resource anywhere has the registry type (e.g. inside a nested deployment we do not
-    read); a template that only refers to a registry's ID does not count."""
+def _read(path: Path, source: str, stdin: TextIO | None) -> str:
+    if str(path) != STDIN:
+        return read_text(path)
+    stream = stdin if stdin is not None else sys.stdin
+    if stream is None or stream.isatty():
+        raise InputError(source, "- reads one JSON document from stdin, but stdin is a terminal: pipe the JSON in")
+    data = stream.buffer.read() if hasattr(stream, "buffer") else stream.read()
+    if isinstance(data, bytes):
+        try:
+            return data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise InputError(source, f"not UTF-8 text ({exc.reason})") from None
+    return data.lstrip("\ufeff")
+
+
+def registries_in(text: str, source: str, explicit: bool, parameters: Mapping[str, Any] | None) -> list[Registry]:
+    """Snapshots in one file's text. InputError for anything unreadable; NoRegistry for a file holding no
+    registry (an error when named explicitly, a skipped file in a directory walk)."""
     try:
-        return _REGISTRY_TYPE_VALUE.search(repr(document).lower()) is not None
-    except RecursionError:
-        return True
-
-
-def registries_in(path: Path, explicit: bool, parameters: Mapping[str, Any] | None) -> list[Registry]:
-    """Snapshots in one file; [] for a file a directory walk should skip; InputError for anything unreadable."""
-    document = load_json(path)
+        document = parse_json(text, source)
+    except InputError as exc:
+        if explicit or _MENTIONS_REGISTRY.search(text):
+            raise
+        raise NoRegistry(source, str(exc).removeprefix(f"{source}: ")) from None
     if is_parameters_file(document):
         if explicit:
-            raise InputError(str(path), "a deployment parameters file, not registries: pass it with --parameters")
-        return []
-    if not explicit and isinstance(document, Mapping) and is_template(document) and not _mentions_registry(document):
-        return []                       # a template for other resources, found by a directory walk
-    return registries_from_document(document, str(path), parameters)
+            raise InputError(source, "a deployment parameters file, not registries: pass it with --parameters")
+        raise NoRegistry(source, "a deployment parameters file")
+    return registries_from_document(document, source, parameters)
 
 
 def evaluate_paths(paths: Sequence[str], *, parameters: Mapping[str, Any] | None = None,
-                   selected: tuple[Rule, ...] | None = None, keep_text: bool = False) -> Outcome:
+                   selected: tuple[Rule, ...] | None = None, keep_text: bool = False,
+                   stdin: TextIO | None = None, stdin_name: str = STDIN_NAME) -> Outcome:
     """Discover, read, normalise and evaluate; every file is tried whatever happened to the others."""
     errors: list[str] = []
+    skipped: list[str] = []
     assessments: list[Assessment] = []
     texts: dict[str, str] = {}
     for path, explicit, problem in discover(paths):
         if problem:
             errors.append(problem)
             continue
+        source = stdin_name if str(path) == STDIN else str(path)
         try:
-            registries = registries_in(path, explicit, parameters)
+            text = _read(path, source, stdin)
+            registries = registries_in(text, source, explicit, parameters)
             assessments.extend([evaluate(registry, selected) for registry in registries])
+        except NoRegistry as exc:
+            (errors if explicit else skipped).append(str(exc))
+            continue
         except InputError as exc:
             errors.append(str(exc))
             continue
         except Exception as exc:        # a bug of ours: still one line, and the other files still count
-            errors.append(f"{path}: internal error ({type(exc).__name__}: {exc}); please report it with the file")
+            errors.append(f"{source}: internal error ({type(exc).__name__}: {exc}); please report it with the file")
             continue
-        if keep_text and registries:
-            try:
-                texts[str(path)] = path.read_text(encoding="utf-8-sig")
-            except (OSError, UnicodeDecodeError):
-                pass                    # only costs the SARIF line number
-    return Outcome(tuple(assessments), tuple(errors), texts)
+        if keep_text and registries and not (str(path) == STDIN and stdin_name != STDIN_NAME):
+            texts[source] = text        # a named stdin (main.bicep) is compiled JSON: its lines are not the file's
+    return Outcome(tuple(assessments), tuple(errors), texts, tuple(skipped))
+
+
+def nothing_found(paths: Sequence[str], skipped: int, verbose: bool = False) -> str:
+    """The one line of a run that found no registry: a gate pointed at the wrong folder must not pass."""
+    files = ""
+    if skipped:
+        files = (f" ({skipped} JSON file{'s' if skipped != 1 else ''} skipped: no container registry in them"
+                 f"{'' if verbose else '; --verbose lists them'})")
+    return f"no container registry found in {', '.join(paths)}{files}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -172,9 +214,15 @@ def run(args: argparse.Namespace) -> int:
             error(NAME, str(exc))
             return EXIT_ERROR
 
-    outcome = evaluate_paths(args.paths, parameters=parameters, selected=selected, keep_text=args.format == "sarif")
+    outcome = evaluate_paths(args.paths, parameters=parameters, selected=selected, keep_text=args.format == "sarif",
+                             stdin_name=args.stdin_name)
     for message in outcome.errors:
         error(NAME, message)
+    if args.verbose:
+        for message in outcome.skipped:
+            note(NAME, f"skipped {message}")
+    if not outcome.assessments and not outcome.errors:
+        error(NAME, nothing_found(args.paths, len(outcome.skipped), args.verbose))
 
     def locate(registry: Registry) -> int:
         text = outcome.texts.get(registry.source)
@@ -182,4 +230,4 @@ def run(args: argparse.Namespace) -> int:
 
     sys.stdout.write(report.render(outcome.assessments, args.format, rules=selected, locate=locate) + "\n")
     sys.stdout.flush()
-    return outcome.exit_code
+    return outcome.exit_code(args.fail_on)

@@ -48,7 +48,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--remediate", action="store_true",
                         help="disable public network access / exports where the guards allow it (asks first)")
     parser.add_argument("--yes", "-y", action="store_true", help="do not ask before --remediate writes")
-    parser.add_argument("--format", choices=report.FORMATS, default="table", help="output format (default: table)")
+    parser.add_argument("-o", "--output", "--format", dest="format", choices=report.FORMATS, default="table",
+                        help="output format (default: table)")
     parser.set_defaults(run=run)
 
 

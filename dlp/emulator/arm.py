@@ -1,7 +1,8 @@
 """Azure Resource Manager for container registries, plus Resource Graph on the same host.
 
-Log labels: "arm" (resource reads/writes/lists), "graph" (Resource Graph queries) and
-"arm-op" (polls of operationStatuses / operationResults URLs), so a test can assert
+Log labels: "arm" (resource reads/writes/lists), "graph" (Resource Graph queries of `resources`),
+"graph-changes" (queries of `resourcechanges`, dlp/emulator/changes.py) and "arm-op" (polls of
+operationStatuses / operationResults URLs), so a test can assert
 e.g. `arm.log.count(service="arm", method="GET") == 1`.
 
 Paths match without case (`resourcegroups` == `resourceGroups`); every request needs a
@@ -15,6 +16,11 @@ PATCH is a long-running operation configured by `lro` (global) or `set_lro(id, .
 polled `polls` times with `InProgress` and then answers `Succeeded` (or `Failed`, which
 restores the previous properties with provisioningState `Failed`). Changed properties are
 visible at once, only provisioningState waits (as ACR shows them).
+
+Every write applied (and the restore of a failed one) appends a row to Resource Graph's
+`resourcechanges` table (`graph.changes`, dlp/emulator/changes.py): `changedBy` is the caller's
+client ID (the identity emulator's `client_id`, the system identity's when none was asked for).
+`write(id, body, caller=...)` applies a write by someone else, as a test's attacker or colleague.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from dlp.emulator.arm_update import PatchError, apply_patch
 from dlp.emulator.base import Emulator, Request, Response
 from dlp.emulator.graph import Graph
 from dlp.emulator.registries import RegistryStore, key_of, make_registry
-from dlp.emulator.tokens import TokenStore
+from dlp.emulator.tokens import SYSTEM_CLIENT_ID, TokenStore
 
 ARM_AUDIENCES = ("https://management.azure.com", "https://management.core.windows.net")
 # api-versions ARM accepts for Microsoft.ContainerRegistry/registries (azure-mgmt-containerregistry 15 sends 2025-11-01)
@@ -124,6 +130,30 @@ class ArmEmulator(Emulator):
     def set_pipelines(self, resource_id: str, pipelines: list[Any]) -> None:
         self.registries.set_pipelines(resource_id, pipelines)
 
+    def write(self, resource_id: str, body: dict[str, Any], *, caller: str, client_type: str = "Azure Portal",
+              at: Any = None) -> dict[str, Any]:
+        """Apply a PATCH body as someone else would (no HTTP, no LRO) and record its change row."""
+        with self._lock, self.registries.lock:
+            registry = self.registries.get(resource_id)
+            if registry is None:
+                raise KeyError(resource_id)
+            after = apply_patch(registry, body, self.registries.pipelines(key_of(resource_id)))
+            before = copy.deepcopy(registry)
+            registry.clear()
+            registry.update(after)
+            registry["properties"]["provisioningState"] = "Succeeded"
+            self.graph.changes.record(before, registry, changed_by=caller, client_type=client_type, at=at)
+            return copy.deepcopy(registry)
+
+    def delete(self, resource_id: str, *, caller: str, at: Any = None) -> bool:
+        """Delete a registry as someone else would, recording its Delete change row."""
+        registry = self.registries.get(resource_id)
+        if registry is None:
+            return False
+        self.graph.changes.record(registry, registry, changed_by=caller, change_type="Delete", at=at,
+                                  operation="microsoft.containerregistry/registries/delete")
+        return self.registries.remove(resource_id)
+
     def set_lro(self, resource_id: str | None = None, **changes: Any) -> None:
         """Change LRO behaviour globally (no id) or for one registry: mode, polls, retry_after, outcome."""
         with self._lock:
@@ -145,7 +175,7 @@ class ArmEmulator(Emulator):
     def classify(self, request: Request) -> str:
         path = request.path.rstrip("/")
         if R_GRAPH.match(path):
-            return "graph"
+            return "graph-changes" if b"resourcechanges" in request.body.lower() else "graph"
         if R_OPERATION.match(path):
             return "arm-op"
         return "arm"
@@ -243,6 +273,11 @@ class ArmEmulator(Emulator):
             before = copy.deepcopy(registry)
             registry.clear()
             registry.update(after)
+            token = self.tokens.get(request.bearer or "")
+            self.graph.changes.record(before, registry, changed_by=(token.client_id if token else None)
+                                      or SYSTEM_CLIENT_ID, client_type="azure-sdk-for-python",
+                                      changed_by_type="Application",
+                                      correlation_id=request.headers.get("x-ms-correlation-request-id") or "")
             if config.mode == "sync":
                 registry["properties"]["provisioningState"] = "Succeeded"
                 return Response.json(200, self._shape(registry, version))
@@ -264,9 +299,12 @@ class ArmEmulator(Emulator):
         if op.status == "Succeeded":
             registry["properties"]["provisioningState"] = "Succeeded"
         else:
+            applied = copy.deepcopy(registry)
             registry.clear()
             registry.update(op.before)
             registry["properties"]["provisioningState"] = "Failed"
+            self.graph.changes.record(applied, registry, changed_by="Azure Resource Manager",
+                                      client_type="Azure Resource Manager", changed_by_type="System")
 
     def _poll(self, request: Request, kind: str, op_id: str) -> Response:
         with self._lock, self.registries.lock:
@@ -330,7 +368,7 @@ class ArmEmulator(Emulator):
         with self.registries.lock:
             keys = self.registries.keys_in([sub])
             if rg is not None:
-                keys = [k for k in keys if k.split("/")[4] == rg.lower()]
+                keys = [k for k in keys if k.split("/")[4] == key_of(rg)]
             page = [self._shape(self.registries.get_by_key(k), version) for k in keys[start:start + self.page_size]]
             payload: dict[str, Any] = {"value": page}
             if start + self.page_size < len(keys):

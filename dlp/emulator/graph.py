@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from dlp.emulator.base import Response, arm_error
+from dlp.emulator.changes import ChangeLog
 from dlp.emulator.registries import RegistryStore, split_registry_id
 
 MAX_PAGE = 1000
@@ -95,12 +96,14 @@ class Graph:
 
     def __init__(self, store: RegistryStore) -> None:
         self.store = store
+        self.changes = ChangeLog()        # the `resourcechanges` table (dlp/emulator/changes.py)
         self.quota: int | None = None     # requests allowed per window; None: never throttled
         self.window_s = 5.0
         self._calls: list[float] = []
         self._lock = threading.Lock()
 
     def reset(self) -> None:
+        self.changes.reset()
         self.quota = None
         self.window_s = 5.0
         with self._lock:
@@ -151,18 +154,29 @@ class Graph:
         except ValueError:
             return _bad("The $skipToken is invalid.", "InvalidSkipToken")
 
+        if "resourcechanges" in body["query"].lower():
+            every = self.changes.matching(body["query"], subscriptions)
+            return _page(every[start:start + page], len(every), start + page < len(every), start + page,
+                         options, quota_headers, tuple((n, "object" if n == "properties" else "string")
+                                                       for n in every[0]) if every else ())
         filters = parse_filters(body["query"])
         with self.store.lock:
             keys = [] if filters is None else self._matching(subscriptions, filters)
             rows = [to_row(self.store.get_by_key(k)) for k in keys[start:start + page]]
-            payload: dict[str, Any] = {"totalRecords": len(keys), "count": len(rows)}
-            if options.get("resultFormat", "objectArray") == "table":
-                payload["data"] = {"columns": [{"name": n, "type": t} for n, t in _ROW_COLUMNS],
-                                   "rows": [[row[n] for n, _ in _ROW_COLUMNS] for row in rows]}
-            else:
-                payload["data"] = rows
-            payload["facets"] = []
-            payload["resultTruncated"] = "false"
-            if start + page < len(keys):
-                payload["$skipToken"] = _token(start + page)
-            return Response.json(200, payload, quota_headers)
+            return _page(rows, len(keys), start + page < len(keys), start + page, options, quota_headers,
+                         _ROW_COLUMNS)
+
+
+def _page(rows: list[dict[str, Any]], total: int, more: bool, next_offset: int, options: Mapping[str, Any],
+          headers: dict[str, str], columns: tuple[tuple[str, str], ...]) -> Response:
+    payload: dict[str, Any] = {"totalRecords": total, "count": len(rows)}
+    if options.get("resultFormat", "objectArray") == "table":
+        payload["data"] = {"columns": [{"name": n, "type": t} for n, t in columns],
+                           "rows": [[row[n] for n, _ in columns] for row in rows]}
+    else:
+        payload["data"] = rows
+    payload["facets"] = []
+    payload["resultTruncated"] = "false"
+    if more:
+        payload["$skipToken"] = _token(next_offset)
+    return Response.json(200, payload, headers)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import secrets
 
 from dlp.emulator.base import Emulator, Request, Response
-from dlp.emulator.tokens import TokenStore
+from dlp.emulator.tokens import SYSTEM_CLIENT_ID, TokenStore
 
 TOKEN_PATH = "/msi/token"
 API_VERSION = "2019-08-01"
@@ -56,7 +56,7 @@ class IdentityEmulator(Emulator):
             return _msi_error(400, f"No user-assigned identity with id '{client_id}' is assigned to this app")
         token = self.tokens.mint(resource, client_id)
         payload = {"access_token": token.value, "expires_on": str(token.expires_on), "resource": resource,
-                   "token_type": "Bearer", "client_id": client_id or "00000000-0000-0000-0000-00000000e11a"}
+                   "token_type": "Bearer", "client_id": client_id or SYSTEM_CLIENT_ID}
         return Response.json(200, payload)
 
 

@@ -36,8 +36,12 @@ def split_registry_id(resource_id: str) -> tuple[str, str, str]:
     return parts[1], parts[3], parts[7]
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 def key_of(resource_id: str) -> str:
-    return resource_id.strip().rstrip("/").lower()
+    """ARM compares IDs ignoring case for A-Z only: a resource group named with a Kelvin sign is another group."""
+    return resource_id.strip().rstrip("/").translate(_ASCII_LOWER)
 
 
 def private_endpoint_connection(reg_id: str, name: str, status: str = "Approved") -> dict[str, Any]:
@@ -165,7 +169,7 @@ class RegistryStore:
             self._registries[key] = stored
             self._pipelines[key] = [p if isinstance(p, Mapping) else export_pipeline(stored["id"], p, stored.get("location", ""))
                                     for p in pipelines]
-            self._groups.add((sub.lower(), rg.lower()))
+            self._groups.add((key_of(sub), key_of(rg)))
             self._by_subscription = None
         return stored
 
@@ -204,11 +208,11 @@ class RegistryStore:
     def add_resource_group(self, subscription: str, resource_group: str) -> None:
         """Make an empty resource group exist (a missing one answers ResourceGroupNotFound)."""
         with self.lock:
-            self._groups.add((subscription.lower(), resource_group.lower()))
+            self._groups.add((key_of(subscription), key_of(resource_group)))
 
     def has_resource_group(self, subscription: str, resource_group: str) -> bool:
         with self.lock:
-            return (subscription.lower(), resource_group.lower()) in self._groups
+            return (key_of(subscription), key_of(resource_group)) in self._groups
 
     # export pipelines ----------------------------------------------------------------------
     def pipelines(self, resource_id: str) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOpt
 from dlp.emulator.base import Request, Response, arm_error
 
 DEFAULT_LIFETIME_S = 24 * 3600   # App Service hands out tokens valid ~24 h
+SYSTEM_CLIENT_ID = "00000000-0000-0000-0000-00000000e11a"   # the system-assigned identity's client (app) ID
 
 
 def resource_of_scope(scope: str) -> str:

@@ -1,4 +1,4 @@
-from dlp.model import FAIL, P_EXPORT, P_PUBLIC, P_SKU, PASS, UNKNOWN, Registry
+from dlp.model import FAIL, P_EXPORT, P_PUBLIC, P_SKU, PASS, Registry
 from dlp.rules.base import LEARN_DLP, POLICY, PSRULE, Rule, Verdict, register
 
 
@@ -11,7 +11,7 @@ class ExportPolicy(Rule):
                       "to Disabled (Premium SKU only).")
     links = (LEARN_DLP, PSRULE + "Azure.ACR.ExportPolicy/", POLICY + "ACR_ExportPolicy_AuditDeny.json")
     remediable = True
-    reads = (P_EXPORT, P_PUBLIC)
+    reads = (P_EXPORT, P_PUBLIC, P_SKU)
 
     def check(self, registry: Registry) -> Verdict:
         problems = []
@@ -19,11 +19,6 @@ class ExportPolicy(Rule):
             problems.append(f"exportPolicy.status is {registry.export_policy}; must be disabled")
         if not registry.public_disabled:
             problems.append(f"publicNetworkAccess is {registry.public_network_access}; must be Disabled")
-        if P_SKU in registry.unresolved:
-            if problems:                   # fails whatever the SKU is
-                return Verdict(FAIL, "; ".join(problems))
-            return Verdict(UNKNOWN, "exports and public access are disabled, but sku.name cannot be determined "
-                                    "(exports can only be disabled on Premium)")
         if not registry.premium:
             problems.append(f"sku.name is {registry.sku}; exports can only be disabled on Premium")
         if problems:

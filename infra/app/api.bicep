@@ -1,4 +1,5 @@
-// The responder: a Python 3.11 Function App on Flex Consumption (FC1, Linux) running as the user-assigned identity.
+// The responder: a Python 3.11 Function App on Flex Consumption (FC1, Linux) running as the user-assigned identity,
+// optionally integrated into a VNet and behind App Service authentication (Entra ID).
 // Flex takes its runtime and package location from functionAppConfig, so FUNCTIONS_WORKER_RUNTIME and
 // WEBSITE_RUN_FROM_PACKAGE are not set. Its app settings come in whole from main.bicep (one place to read them).
 param name string
@@ -21,6 +22,19 @@ param maximumInstanceCount int
   4096
 ])
 param instanceMemoryMB int = 2048
+@description('vnetEnabled: the subnet (delegated to Microsoft.App/environments) the app is integrated into. Empty: none.')
+param subnetId string
+@description('Entra ID app (client) ID for App Service authentication. Empty: no Easy Auth.')
+param authClientId string
+param authTenantId string
+
+// The Event Grid trigger's webhook (Event Grid authenticates with the system key, it cannot get an Entra ID token
+// for our app) and the health probe stay reachable without a token; everything else needs one.
+var unauthenticatedPaths = [
+  '/runtime/webhooks/eventgrid'
+  '/runtime/webhooks/EventGrid'
+  '/api/health'
+]
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
@@ -50,6 +64,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    virtualNetworkSubnetId: empty(subnetId) ? null : subnetId
     // Key Vault references (DLP_TEAMS_WEBHOOK_URL) resolve with the user-assigned identity, not a system one.
     keyVaultReferenceIdentity: identityId
     siteConfig: {
@@ -83,6 +98,48 @@ resource appSettingsConfig 'Microsoft.Web/sites/config@2024-04-01' = {
   parent: functionApp
   name: 'appsettings'
   properties: appSettings
+}
+
+// Entra ID in front of the app (App Service authentication, "Easy Auth"): tokens for authClientId are validated by
+// the platform, which then sets X-MS-CLIENT-PRINCIPAL-NAME / -ID (and strips them from client requests); the
+// platform also sets WEBSITE_AUTH_ENABLED=True, which the app checks before trusting those headers.
+// No client secret: the app only validates bearer tokens, it never signs users in interactively.
+resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(authClientId)) {
+  parent: functionApp
+  name: 'authsettingsV2'
+  properties: {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'Return401'
+      excludedPaths: unauthenticatedPaths
+    }
+    httpSettings: {
+      requireHttps: true
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: authClientId
+          openIdIssuer: '${environment().authentication.loginEndpoint}${authTenantId}/v2.0'
+        }
+        validation: {
+          allowedAudiences: [
+            'api://${authClientId}'
+            authClientId
+          ]
+        }
+      }
+    }
+    login: {
+      tokenStore: {
+        enabled: false
+      }
+    }
+  }
 }
 
 // No publishing passwords: deployments go through Entra ID (azd uses the deployer's token), so who may deploy

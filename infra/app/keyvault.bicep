@@ -23,6 +23,9 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enableSoftDelete: true
     softDeleteRetentionInDays: 7
     // Purge protection stays off so that `azd down --purge` can remove the vault; the secret is a rotatable URL.
+    // Public even with vnetEnabled: Flex Consumption cannot resolve Key Vault references against a network-restricted
+    // vault, "even when the function app has Virtual Network integration enabled" (Flex Consumption plan page,
+    // Considerations). Access is Entra ID + RBAC: only the responder's identity may read, and only this one secret.
     publicNetworkAccess: 'Enabled'
     networkAcls: {
       defaultAction: 'Allow'
@@ -51,6 +54,7 @@ resource secretReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
+output id string = vault.id
 output name string = vault.name
 @description('Versionless secret URI: a rotated secret is picked up without redeploying.')
 output teamsWebhookSecretUri string = teamsWebhookSecret.properties.secretUri

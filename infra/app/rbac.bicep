@@ -1,8 +1,17 @@
 // Data-plane roles of the responder's identity inside its own resource group, each on the narrowest resource:
-// storage (host state, deployment package, retry queue, state/outbox tables), Application Insights (local auth
-// is off, so telemetry needs Monitoring Metrics Publisher) and the findings DCR (Logs Ingestion API).
+// - Storage Blob Data Contributor on the named containers only (deployment package, host leases, host keys), not
+//   the account: the dead-letter account and any other container stay out of reach;
+// - on the account, a custom role that lists containers and reads the blob service's properties, and nothing of
+//   their content: the Functions host makes those account-level calls at start-up (ListContainers,
+//   GetBlobServiceProperties: azure-functions-host issue 11938 lists them), which container-scoped roles refuse;
+// - Storage Queue Data Contributor and Storage Table Data Contributor on the account (the retry queue and its
+//   poison queue; the state and outbox tables: all of the account's queues and tables are the app's);
+// - Monitoring Metrics Publisher on Application Insights (local auth is off) and on the findings DCR (Logs
+//   Ingestion API).
 param principalId string
 param storageAccountName string
+@description('Containers the app reads and writes (storage.bicep output appContainerNames).')
+param blobContainerNames array
 param appInsightsName string
 param dcrName string
 
@@ -12,15 +21,48 @@ var roles = {
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
 }
-var storageRoles = [
-  roles.storageBlobDataContributor
+var accountRoles = [
   roles.storageQueueDataContributor
   roles.storageTableDataContributor
 ]
 
+// Actions, not data actions: no blob can be read or written with it.
+resource hostStorageLister 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
+  name: guid(resourceGroup().id, 'acr-dlp-host-storage-lister')
+  properties: {
+    roleName: 'ACR DLP host storage lister (${resourceGroup().name})'
+    description: 'List the containers and read the blob service properties of the responder\'s storage account; no blob data.'
+    type: 'CustomRole'
+    permissions: [
+      {
+        actions: [
+          'Microsoft.Storage/storageAccounts/blobServices/read'
+          'Microsoft.Storage/storageAccounts/blobServices/containers/read'
+        ]
+        notActions: []
+        dataActions: []
+        notDataActions: []
+      }
+    ]
+    assignableScopes: [
+      resourceGroup().id
+    ]
+  }
+}
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' existing = {
+  parent: storage
+  name: 'default'
+}
+
+resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = [for name in blobContainerNames: {
+  parent: blobService
+  name: name
+}]
 
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: appInsightsName
@@ -30,7 +72,27 @@ resource dcr 'Microsoft.Insights/dataCollectionRules@2023-03-11' existing = {
   name: dcrName
 }
 
-resource storageAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for roleId in storageRoles: {
+resource containerAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (name, i) in blobContainerNames: {
+  name: guid(containers[i].id, principalId, roles.storageBlobDataContributor)
+  scope: containers[i]
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}]
+
+resource containerListing 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, principalId, hostStorageLister.id)
+  scope: storage
+  properties: {
+    roleDefinitionId: hostStorageLister.id
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource storageAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for roleId in accountRoles: {
   name: guid(storage.id, principalId, roleId)
   scope: storage
   properties: {

@@ -1,10 +1,13 @@
-// Per monitored subscription: the responder's custom role, the optional "exports disabled" policy, and the
-// Event Grid system topic that raises resource write/delete events for the whole subscription.
+// Per monitored subscription: the responder's custom role, the optional "exports disabled" policy, the Event Grid
+// system topic that raises resource write/delete events for the whole subscription, and the activity-log alerts
+// that watch those guardrails.
 targetScope = 'subscription'
 
 param principalId string
 @description('GUID of the responder custom role (defined once, assignable in every monitored subscription).')
 param responderRoleGuid string
+@description('Resource ID of that role definition (the alerts watch changes to it).')
+param responderRoleId string
 param assignExportPolicy bool
 @allowed([
   'Audit'
@@ -14,12 +17,19 @@ param exportPolicyEffect string
 param policyAssignmentName string
 param location string
 param tags object = {}
-@description('Resource group that holds the system topic (created here when createEventsResourceGroup).')
+@description('Resource group that holds the system topic and the guardrail alerts (created here when createEventsResourceGroup).')
 param eventsResourceGroupName string
 param createEventsResourceGroup bool
 @description('Resource ID of an existing Microsoft.Resources.Subscriptions system topic for this subscription (only one may exist). Empty: create one.')
 param reusedSystemTopicId string
 param systemTopicName string
+@description('Resource ID of this subscription\'s system topic, reused or created (computed by main.bicep from names).')
+param systemTopicId string
+@description('Name of the event subscription infra/eventgrid.bicep creates on that topic.')
+param eventSubscriptionName string
+@description('Action group of the alerts on the responder. Empty: alerts only show in the portal.')
+param actionGroupId string
+param alertNamePrefix string
 
 // Built-in "Container registries should have exports disabled" (Audit/Deny only: no Modify exists for exports).
 var exportsDisabledPolicy = '524b0254-c285-4903-bee6-bb8126cde579'
@@ -67,5 +77,22 @@ module systemTopic 'system-topic.bicep' = if (empty(reusedSystemTopicId)) {
   ]
 }
 
-output systemTopicId string = empty(reusedSystemTopicId) ? systemTopic.outputs.id : reusedSystemTopicId
+module guardrailAlerts 'guardrail-alerts.bicep' = {
+  name: 'dlp-guardrails-${uniqueString(subscription().id, systemTopicName)}'
+  scope: resourceGroup(eventsResourceGroupName)
+  params: {
+    tags: tags
+    alertNamePrefix: alertNamePrefix
+    actionGroupId: actionGroupId
+    roleAssignmentId: responderAccess.id
+    responderRoleId: responderRoleId
+    systemTopicId: systemTopicId
+    eventSubscriptionId: '${systemTopicId}/eventSubscriptions/${eventSubscriptionName}'
+  }
+  dependsOn: [
+    eventsResourceGroup
+  ]
+}
+
+output systemTopicId string = systemTopicId
 output policyAssignmentId string = assignExportPolicy ? exportsDisabled.id : ''

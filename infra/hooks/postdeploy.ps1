@@ -55,3 +55,22 @@ az deployment sub create `
     --output none
 if ($LASTEXITCODE -ne 0) { throw 'deployment of infra/eventgrid.bicep failed' }
 Write-Host "Event subscriptions ready: registry writes in every monitored subscription now reach $functionName."
+
+# App Service authentication on Flex Consumption: the preview-era Flex Consumption page said "EasyAuth isn't
+# currently supported. Unauthenticated callers currently aren't blocked when EasyAuth is enabled". Trust it only
+# once it is seen to refuse a caller without a token. The probe carries the function key, so that a 401 can only
+# come from App Service authentication (the Functions host answers 401 to a missing key as well).
+if ($env:AZURE_FUNCTION_APP_AUTH -eq 'entra-id' -and $env:AZURE_FUNCTION_APP_URL) {
+    $key = az functionapp keys list --subscription $env:AZURE_SUBSCRIPTION_ID --resource-group $env:AZURE_RESOURCE_GROUP `
+        --name $env:AZURE_FUNCTION_APP_NAME --query functionKeys.default --output tsv
+    $status = 0
+    try {
+        $response = Invoke-WebRequest -Method Post -Uri "$($env:AZURE_FUNCTION_APP_URL)/api/recheck" -Body '{}' `
+            -Headers @{ 'x-functions-key' = $key } -ContentType 'application/json' -TimeoutSec 30 -SkipHttpErrorCheck
+        $status = [int]$response.StatusCode
+    } catch { $status = 0 }
+    if ($status -ne 401) {
+        throw "App Service authentication is configured but an unauthenticated POST /api/recheck got HTTP $status, not 401: Easy Auth is not enforced on this app; do not rely on X-MS-CLIENT-PRINCIPAL-* headers. Unset AUTH_CLIENT_ID (azd env set AUTH_CLIENT_ID '') and put Entra ID in front with API Management instead (docs/deploy.md)."
+    }
+    Write-Host 'App Service authentication refuses callers without a token (HTTP 401).'
+}

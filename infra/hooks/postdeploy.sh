@@ -59,3 +59,22 @@ az deployment sub create \
     environmentName="$AZURE_ENV_NAME" \
   --output none
 echo "Event subscriptions ready: registry writes in every monitored subscription now reach ${FUNCTION_NAME}."
+
+# App Service authentication on Flex Consumption: the preview-era Flex Consumption page said "EasyAuth isn't
+# currently supported. Unauthenticated callers currently aren't blocked when EasyAuth is enabled". Trust it only
+# once it is seen to refuse a caller without a token. The probe carries the function key, so that a 401 can only
+# come from App Service authentication (the Functions host answers 401 to a missing key as well).
+if [ "${AZURE_FUNCTION_APP_AUTH:-}" = "entra-id" ] && [ -n "${AZURE_FUNCTION_APP_URL:-}" ]; then
+  key=$(az functionapp keys list --subscription "$AZURE_SUBSCRIPTION_ID" --resource-group "$AZURE_RESOURCE_GROUP" \
+    --name "$AZURE_FUNCTION_APP_NAME" --query functionKeys.default --output tsv)
+  status=$(printf 'header = "x-functions-key: %s"\n' "$key" | curl --silent --output /dev/null --write-out '%{http_code}' \
+    --max-time 30 --request POST --config - \
+    --header 'Content-Type: application/json' --data '{}' "${AZURE_FUNCTION_APP_URL}/api/recheck" || echo 000)
+  if [ "$status" != "401" ]; then
+    echo "error: App Service authentication is configured but an unauthenticated POST /api/recheck got HTTP ${status}, not 401:" >&2
+    echo "  Easy Auth is not enforced on this app; do not rely on X-MS-CLIENT-PRINCIPAL-* headers. Unset AUTH_CLIENT_ID" >&2
+    echo "  (azd env set AUTH_CLIENT_ID '') and put Entra ID in front with API Management instead (docs/deploy.md)." >&2
+    exit 1
+  fi
+  echo "App Service authentication refuses callers without a token (HTTP 401)."
+fi

@@ -47,11 +47,13 @@ if ($env:RESPONDER_ROLE_GUID) {
     if ($LASTEXITCODE -ne 0) { Warn "role definition $($env:RESPONDER_ROLE_GUID)" }
 }
 if ($env:AZURE_RESOURCE_GROUP) {
-    $emailRole = az role definition list --subscription $own --custom-role-only true `
-        --name "ACR DLP email sender ($($env:AZURE_RESOURCE_GROUP))" --query '[0].name' --output tsv 2>$null
-    if ($emailRole) {
-        az role definition delete --name $emailRole --scope "/subscriptions/$own" --output none
-        if ($LASTEXITCODE -ne 0) { Warn "role definition ACR DLP email sender ($($env:AZURE_RESOURCE_GROUP))" }
+    foreach ($roleName in "ACR DLP email sender ($($env:AZURE_RESOURCE_GROUP))", "ACR DLP host storage lister ($($env:AZURE_RESOURCE_GROUP))") {
+        $role = az role definition list --subscription $own --custom-role-only true `
+            --name $roleName --query '[0].name' --output tsv 2>$null
+        if ($role) {
+            az role definition delete --name $role --scope "/subscriptions/$own" --output none
+            if ($LASTEXITCODE -ne 0) { Warn "role definition $roleName" }
+        }
     }
 }
 exit 0

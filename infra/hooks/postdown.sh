@@ -52,11 +52,13 @@ if [ -n "${RESPONDER_ROLE_GUID:-}" ]; then
     || warn "role definition ${RESPONDER_ROLE_GUID}"
 fi
 if [ -n "${AZURE_RESOURCE_GROUP:-}" ]; then
-  email_role=$(az role definition list --subscription "$own" --custom-role-only true \
-    --name "ACR DLP email sender (${AZURE_RESOURCE_GROUP})" --query "[0].name" --output tsv 2>/dev/null)
-  if [ -n "$email_role" ]; then
-    az role definition delete --name "$email_role" --scope "/subscriptions/${own}" --output none \
-      || warn "role definition ACR DLP email sender (${AZURE_RESOURCE_GROUP})"
-  fi
+  for role_name in "ACR DLP email sender (${AZURE_RESOURCE_GROUP})" "ACR DLP host storage lister (${AZURE_RESOURCE_GROUP})"; do
+    role=$(az role definition list --subscription "$own" --custom-role-only true \
+      --name "$role_name" --query "[0].name" --output tsv 2>/dev/null)
+    if [ -n "$role" ]; then
+      az role definition delete --name "$role" --scope "/subscriptions/${own}" --output none \
+        || warn "role definition ${role_name}"
+    fi
+  done
 fi
 exit 0

@@ -1,0 +1,146 @@
+"""`python -m dlp exposure`: every window in which a registry was open, from Azure's change history.
+
+Why: the live state shows only the present. A registry whose exports were enabled and disabled again
+reads compliant; its change history (Resource Graph's `resourcechanges`, kept 14 days) still shows who
+opened it, when, and who closed it. This prints those windows per registry, oldest first, for the DLP
+properties (export policy, public network access, firewall default action, anonymous pull, admin user).
+
+`DefaultAzureCredential` (works after `az login`); one Resource Graph query per 1,000 change rows.
+Exit codes: 0 no window, 1 at least one window (open or closed), 2 usage or Azure errors.
+Every name shown comes from outside (`changedBy`) and is printed through `exposure.display_text`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, error
+
+NAME = "exposure"
+MAX_SINCE = timedelta(days=14)           # Resource Graph keeps change history 14 days
+_SCOPE = re.compile(r"^/subscriptions/[0-9a-fA-F-]{36}(/resourceGroups/[-\w\.\(\)]{1,90}"
+                    r"(/providers/Microsoft\.ContainerRegistry/registries/[a-zA-Z0-9]{5,50})?)?/?$", re.IGNORECASE)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        NAME, help="print every window in which a registry was open, from Azure's change history",
+        description="Read Resource Graph's change history (resourcechanges, 14 days) and print, per registry, the "
+                    "intervals in which a DLP property held its non-compliant value, who opened and who closed "
+                    "each. Exit code: 0 no window, 1 a window found, 2 usage or Azure errors.")
+    parser.add_argument("--scope", action="append", required=True, metavar="ID",
+                        help="subscription, resource-group or registry ID (repeatable)")
+    parser.add_argument("--since", default="7d", help="how far back: 7d, 36h, 90m (default 7d, at most 14d)")
+    parser.add_argument("--responder", action="append", default=[], metavar="ID",
+                        help="the responder identity's client ID (repeatable): windows it closed say 'responder'")
+    parser.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
+    parser.set_defaults(run=run)
+
+
+def scopes_of(values: Sequence[str]) -> list[str]:
+    """--scope values -> scope IDs; ValueError names the bad one."""
+    scopes = []
+    for value in values:
+        for raw in value.split(","):
+            part = raw.strip()
+            if not _SCOPE.match(part):
+                raise ValueError(f"--scope {part!r} is not a subscription, resource-group or registry ID")
+            scopes.append(part.rstrip("/"))
+    return scopes
+
+
+def since_of(text: str) -> timedelta:
+    from dlp.exposure import parse_since
+
+    span = timedelta(seconds=parse_since(text))
+    if span <= timedelta(0) or span > MAX_SINCE:
+        raise ValueError(f"--since {text!r} must be more than 0 and at most 14d (Azure keeps 14 days of changes)")
+    return span
+
+
+def timeline(scopes: Sequence[str], since: datetime, graph: Any, responder: Sequence[str]) -> dict[str, tuple]:
+    """Windows per registry key in these scopes: registries by ID, the rest by subscription/resource group."""
+    from dlp import exposure, remediation
+    from dlp.sweep import Listing
+
+    registries = [s for s in scopes if s.count("/") >= 8]
+    others = [s for s in scopes if s.count("/") < 8]
+    rows: list[Any] = []
+    if registries:
+        rows += [r for page in graph.changes(since, registry_ids=registries) for r in page.rows]
+    if others:
+        listing = Listing.of_scopes(others)
+        rows += [r for page in graph.changes(since, subscriptions=listing.subscriptions,
+                                             resource_groups=listing.resource_groups) for r in page.rows]
+    found = exposure.windows(rows, responder=responder)
+    return {key: windows for key, windows in sorted(found.items())
+            if windows and remediation.in_scopes(windows[0].registry_id, tuple(scopes))}
+
+
+def table(found: dict[str, tuple], now: datetime) -> str:
+    from dlp.exposure import CLOSED_BY_RESPONDER, STILL_OPEN, display_text, iso
+
+    if not found:
+        return "No exposure window in the change history of this scope."
+    lines = []
+    for windows in found.values():
+        still = sum(1 for w in windows if w.closer == STILL_OPEN)
+        lines.append(f"{windows[0].registry_id}  ({len(windows)} window{'s' if len(windows) != 1 else ''}"
+                     + (f", {still} still open" if still else "") + ")")
+        lines.append(f"  {'OPENED (UTC)':<27} {'CLOSED (UTC)':<27} {'SECONDS':>9}  {'PROPERTY':<29} "
+                     f"{'OPENED BY':<32} CLOSED BY")
+        for w in windows:
+            seconds = w.seconds(now)
+            closed = {STILL_OPEN: "still open"}.get(w.closer, iso(w.closed_at))
+            closer = {CLOSED_BY_RESPONDER: "responder", STILL_OPEN: "-"}.get(w.closer, display_text(w.closed_by, 48))
+            lines.append(f"  {iso(w.opened_at) or 'before the history':<27} {closed:<27} "
+                         f"{'?' if seconds is None else f'{seconds:g}':>9}  {w.property:<29} "
+                         f"{display_text(w.opened_by, 32) or '?':<32} {closer}")
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+def run(args: argparse.Namespace) -> int:
+    from dlp.azure.errors import classify
+    from dlp.azure.graph import ResourceGraph
+    from dlp.budget import Budget
+    from dlp.settings import ConfigError, load
+
+    try:
+        scopes = scopes_of(args.scope)
+        span = since_of(args.since)
+    except ValueError as exc:
+        error(NAME, str(exc))
+        return EXIT_ERROR
+    try:
+        settings = load(os.environ)
+    except ConfigError as exc:
+        error(NAME, f"invalid settings in the environment: {exc}")
+        return EXIT_ERROR
+    from dlp.azure.credential import get_credential
+
+    now = datetime.now(timezone.utc)
+    graph = ResourceGraph(settings.arm_endpoint, get_credential())
+    try:
+        with Budget.of(600.0).active():
+            found = timeline(scopes, now - span, graph, args.responder)
+    except Exception as exc:
+        failure = classify(exc)
+        error(NAME, f"Resource Graph could not read the change history: {failure}")
+        return EXIT_ERROR
+    finally:
+        graph.close()
+    if args.format == "json":
+        text = json.dumps([{"registryId": w[0].registry_id, "windows": [x.to_json(now) for x in w]}
+                           for w in found.values()], indent=2)
+    else:
+        text = table(found, now)
+    sys.stdout.write(text + "\n")
+    return EXIT_FAIL if found else EXIT_OK

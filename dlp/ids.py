@@ -1,0 +1,66 @@
+"""Comparing Azure resource IDs the way ARM does: case-insensitive for A-Z only.
+
+Resource-group names may hold Unicode letters, and `str.lower()` / `casefold()` map some of
+them onto ASCII: "\u212a" (KELVIN SIGN) lower-cases to "k", "\u017f" (LONG S) case-folds to
+"s". ARM keeps such names apart from their ASCII look-alikes (it compares ordinally, ignoring
+case only for the invariant mappings, which do not send non-ASCII letters to ASCII), so a
+resource group `sandbox-\u212a` is not `sandbox-k`. If the responder folded the whole string,
+anyone who can create a resource group could borrow another scope's exemption, or step into a
+scope that is not theirs. So every ID comparison here folds A-Z <-> a-z and nothing else.
+
+A *near miss* (the IDs differ under that folding but agree once Unicode case folding and
+compatibility forms are applied) is almost always deliberate: the caller gets to know
+(`lookalike_of`), and the pipeline records and alerts it.
+"""
+
+from __future__ import annotations
+
+import string
+import unicodedata
+from collections.abc import Iterable
+
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+# What Unicode-aware folding still leaves apart but a reader (or a Turkish-locale fold) would not:
+# dotless i, and the combining dot "İ".lower() leaves behind.
+_LOOSE_EXTRA = str.maketrans({"\u0131": "i", "\u0307": None})
+
+
+def fold(text: str) -> str:
+    """`text` with A-Z lower-cased and every other character kept as it is."""
+    return text.translate(_ASCII_LOWER)
+
+
+def key(resource_id: str) -> str:
+    """The identity of an ARM ID: trailing slashes dropped, ASCII-folded."""
+    return fold(resource_id.rstrip("/"))
+
+
+def within(resource_id: str, scope: str) -> bool:
+    """The ID is `scope` or lies beneath it (ASCII-only case folding)."""
+    resource, parent = key(resource_id), key(scope)
+    return resource == parent or resource.startswith(parent + "/")
+
+
+def _loose(text: str) -> str:
+    """A fold that maps look-alikes together: compatibility forms (fullwidth, Kelvin sign), case folding
+    (long s), dotless i. Only for *detecting* near misses, never for deciding a match."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold()).translate(_LOOSE_EXTRA)
+
+
+def lookalike(resource_id: str, scope: str) -> bool:
+    """The ID would be `scope` or beneath it under Unicode folding, but is not under ASCII folding."""
+    if within(resource_id, scope):
+        return False
+    resource, parent = _loose(resource_id.rstrip("/")), _loose(scope.rstrip("/"))
+    return resource == parent or resource.startswith(parent + "/")
+
+
+def lookalike_of(resource_id: str, scopes: Iterable[str]) -> str | None:
+    """The first of `scopes` the ID only looks like it belongs to; None when there is none."""
+    return next((scope for scope in scopes if lookalike(resource_id, scope)), None)
+
+
+def odd_characters(text: str) -> str:
+    """The non-ASCII characters of `text`, named, for a message a person can act on."""
+    seen = dict.fromkeys(ch for ch in text if not ch.isascii())
+    return ", ".join(f"U+{ord(ch):04X} {unicodedata.name(ch, 'unnamed')}" for ch in seen)
