@@ -51,6 +51,15 @@ def outbox_drain(timer: func.TimerRequest) -> None:
         drain_alerts()
 
 
+@app.timer_trigger(schedule="30 */5 * * * *", arg_name="timer", run_on_startup=False, use_monitor=False)
+def dead_letter_replay(timer: func.TimerRequest) -> None:
+    """Every 5 minutes (offset from the outbox drain): events Event Grid could not deliver and dead-lettered
+    into DLP_DEADLETTER_CONTAINER run through the pipeline like live ones (dlp/deadletter.py)."""
+    from dlp.deadletter import on_timer
+
+    on_timer(timer)
+
+
 @app.timer_trigger(schedule="%DLP_SWEEP_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
 def sweep(timer: func.TimerRequest) -> None:
     """The scheduled sweep: every registry in DLP_SCOPES through one Resource Graph query (dlp/sweep.py)."""

@@ -40,7 +40,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("Status", "string", "pass, fail, not-applicable or unknown."),
     Column("Message", "string", "What was found and what is required."),
     Column("Compliant", "boolean", "No finding of this evaluation failed; empty when the registry could not be read."),
-    Column("Trigger", "string", "event, http, sweep, cli or retry (the durable retry)."),
+    Column("Trigger", "string", "event, http, sweep, cli, retry (the durable retry) or dead-letter "
+                                "(a replayed dead-lettered event)."),
     Column("EventId", "string", "Event Grid event ID, when an event triggered the evaluation."),
     Column("CorrelationId", "string", "ARM correlation ID of the write that raised the event."),
     Column("Caller", "string", "Who made the write: the UPN, else unique_name, else app:<app ID>, else "
@@ -61,6 +62,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("ActionDetail", "string", "What a human must do, or what happened."),
     Column("Changes", "dynamic", "Property -> {old, new} written or planned."),
     Column("Attempt", "int", "Durable-retry attempt (0 for the first)."),
+    Column("DeadLetterReason", "string", "For a replayed dead-lettered event (Trigger dead-letter): Event Grid's "
+                                         "deadLetterReason, e.g. MaxDeliveryAttemptsExceeded."),
+    Column("ReplayDelaySeconds", "int", "For a replayed dead-lettered event: seconds from the event to its replay."),
     Column("DurationMs", "real", "Time the evaluation took."),
     Column("ResponderVersion", "string", "Version of the responder that wrote the row."),
     Column("ExposureOpenedAt", "datetime", "When the registry became open (change history, else the event time); "
@@ -150,6 +154,8 @@ def rows(evaluation: Evaluation) -> list[dict[str, Any]]:
         "ActionDetail": _text(" ".join([outcome.detail, *(f"Warning: {w}." for w in evaluation.warnings)]).strip()),
         "Changes": {c.property: {"old": c.old, "new": c.new} for c in outcome.changes},
         "Attempt": context.attempt,
+        "DeadLetterReason": context.dead_letter_reason,
+        "ReplayDelaySeconds": context.replay_delay_s,
         "DurationMs": evaluation.duration_ms,
         "ResponderVersion": __version__,
         **exposure_columns(evaluation),

@@ -313,13 +313,36 @@ def health_report(environ: Mapping[str, str] | None = None) -> tuple[int, dict[s
                                             "problems": [{"setting": name, "problem": why} for name, why in exc.problems]}}
     # A bad optional-output setting turned that output off: enforcement runs, so 200, but say what is off
     problems = _degraded(settings.degraded)
-    return 200, {"status": "degraded" if problems else "ok", "version": __version__, "mode": settings.mode,
-                 "outputs": settings.outputs(), "scopes": len(settings.scopes), "problems": problems,
-                 "configurationError": None}
+    body: dict[str, Any] = {"status": "degraded" if problems else "ok", "version": __version__,
+                            "mode": settings.mode, "outputs": settings.outputs(), "scopes": len(settings.scopes),
+                            "problems": problems, "configurationError": None}
+    if settings.deadletter_enabled:
+        backlog = body["deadLetters"] = dead_letter_backlog()
+        if backlog.get("pending") or backlog.get("malformed") or backlog.get("error"):
+            body["status"] = "degraded"
+    return 200, body
 
 
 def _degraded(degraded: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
     return [{"setting": name, "problem": why, "turnedOff": OUTPUT_OF.get(name, name)} for name, why in degraded]
+
+
+HEALTH_STORAGE_BUDGET_S = 5.0
+
+
+def dead_letter_backlog() -> dict[str, Any]:
+    """Dead-lettered events waiting for the replay timer: they mean Event Grid could not reach the responder."""
+    from dlp import runtime
+    from dlp.azure.errors import classify
+
+    try:
+        with Budget.of(HEALTH_STORAGE_BUDGET_S).active():
+            container = runtime.services().dead_letters
+            backlog = container.backlog()
+    except Exception as exc:
+        return {"error": str(classify(exc))[:300]}
+    return {"container": container.name, "pending": backlog.pending, "oldestAgeSeconds": backlog.oldest_age_s,
+            "malformed": backlog.malformed}
 
 
 def health(req: func.HttpRequest) -> func.HttpResponse:

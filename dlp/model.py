@@ -259,6 +259,8 @@ class Context:
     caller_app_id: str = ""
     caller_tenant_id: str = ""
     caller_verified: bool = False     # claims from ARM, or a header App Service Authentication vouches for
+    dead_letter_reason: str = ""      # a replayed dead-lettered event: why Event Grid gave up on it
+    replay_delay_s: int = 0           # and how long after the event it was handled
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v not in ("", 0)}

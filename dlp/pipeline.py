@@ -82,6 +82,7 @@ class Services:
     retry: Any = None
     clock: Callable[[], datetime] = field(default=utcnow)
     graph: Any = None      # Resource Graph adapter (sweep, scope re-check, scan); dlp.azure.graph.graph_for builds it
+    dead_letters: Any = None   # dlp.deadletter.DeadLetterContainer when DLP_DEADLETTER_CONTAINER is set
 
 
 class Defer(Exception):

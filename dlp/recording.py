@@ -59,7 +59,8 @@ def log_line(evaluation: Evaluation) -> None:
              evaluation.registry_id, evaluation.compliant, evaluation.outcome.action, evaluation.outcome.reason or "-",
              evaluation.context.trigger, evaluation.context.correlation_id or "-", evaluation.duration_ms,
              extra={"dlp": {"evaluationId": evaluation.evaluation_id, "registryId": evaluation.registry_id,
-                            "compliant": evaluation.compliant, "action": evaluation.outcome.action}})
+                            "compliant": evaluation.compliant, "action": evaluation.outcome.action,
+                            "trigger": evaluation.context.trigger}})
 
 
 class LogRecorder:

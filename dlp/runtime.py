@@ -36,6 +36,7 @@ def build(settings: Settings, *, credential: Any = None, in_process: bool = Fals
     from dlp.azure.arm import ArmGateway
     from dlp.azure.credential import get_credential
     from dlp.azure.state import MemoryState, TableState, table_service
+    from dlp.deadletter import DeadLetterContainer
     from dlp.recording import build_recorder
 
     credential = credential or get_credential()
@@ -57,6 +58,7 @@ def build(settings: Settings, *, credential: Any = None, in_process: bool = Fals
         retry=retry,
         recorder=build_recorder(settings, credential, tables),
         notifier=build_notifier(settings, credential, tables),
+        dead_letters=DeadLetterContainer.from_settings(settings, credential),
     )
 
 

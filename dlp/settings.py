@@ -88,6 +88,12 @@ SETTINGS: tuple[Setting, ...] = (
             "Base URL of the rule pages (docs/rules/) used in alert links, e.g. your fork's "
             "`https://github.com/<org>/<repo>/blob/main/docs/rules/`. Empty: links go to the rule's Microsoft Learn page.",
             example=""),
+    Setting("DLP_DEADLETTER_CONTAINER", "",
+            "Blob container where Event Grid dead-letters the events it could not deliver; the replay timer re-runs "
+            "them every 5 minutes. A container name (on the app's own storage, `AzureWebJobsStorage`) or a container "
+            "URL `https://<account>.blob.core.windows.net/<container>` (read with the managed identity; `infra/` sets "
+            "this, its dead-letter account being separate). Empty: replay off.",
+            example=""),
     Setting("AZURE_CLIENT_ID", "",
             "Client ID of the user-assigned managed identity the responder uses (read by azure-identity); change "
             "history names the responder's own writes by it, so exposure windows it closed say `responder`.",
@@ -120,6 +126,8 @@ _SUB = r"(?a:/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-f
 _RG = _SUB + r"(?a:/resourceGroups/)[-\w\._\(\)]{1,90}"
 _REG = _RG + r"(?a:/providers/Microsoft\.ContainerRegistry/registries/[a-zA-Z0-9]{5,50})"
 SCOPE_RE = re.compile(rf"^{_SUB}(?:(?a:/resourceGroups/)[-\w\._\(\)]{{1,90}})?$", re.IGNORECASE)
+# Blob container names: https://learn.microsoft.com/rest/api/storageservices/naming-and-referencing-containers--blobs--and-metadata
+CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9]))*$")
 EXEMPTION_RE = re.compile(rf"^(?:{_REG}|{_RG})$", re.IGNORECASE)
 
 # Limits of the numeric and choice settings; infra/main.bicep carries the same (@minValue/@maxValue/@allowed on
@@ -213,6 +221,9 @@ class Settings:
     storage_connection_string: str = field(default="", repr=False)
     storage_table_uri: str = ""
     storage_queue_uri: str = ""
+    storage_blob_uri: str = ""
+    deadletter_container: str = ""
+    deadletter_account_url: str = ""       # https://<account>.blob...: the container is on that account, not the app's
     degraded: tuple[tuple[str, str], ...] = ()    # (setting, problem): optional outputs turned off at start
     client_id: str = ""      # AZURE_CLIENT_ID: the responder's own identity in change history (dlp/exposure.py)
 
@@ -233,6 +244,11 @@ class Settings:
         return bool(self.storage_connection_string or self.storage_table_uri)
 
     @property
+    def deadletter_enabled(self) -> bool:
+        return bool(self.deadletter_container and (self.deadletter_account_url or self.storage_connection_string
+                                                    or self.storage_blob_uri))
+
+    @property
     def responder_identities(self) -> tuple[str, ...]:
         """How change history names the responder's own writes (`changedBy`): its client ID when a user-assigned
         identity is configured; empty otherwise (its writes then read as anyone else's)."""
@@ -245,7 +261,8 @@ class Settings:
     def outputs(self) -> dict[str, bool]:
         """Which outputs are configured, never their values (for /api/health and the start-up notice)."""
         return {"logAnalytics": self.logs_enabled, "teams": self.teams_enabled,
-                "email": self.email_enabled, "storage": self.storage_configured}
+                "email": self.email_enabled, "storage": self.storage_configured,
+                "deadLetterReplay": self.deadletter_enabled}
 
 
 DEVELOPMENT_STORAGE = (
@@ -275,6 +292,7 @@ OUTPUT_OF = {
     "DLP_LOGS_RULE_ID": "Log Analytics findings (they go to the application log only)",
     "DLP_LOGS_STREAM": "Log Analytics findings (they go to the application log only)",
     "DLP_RULE_DOCS_URL": "links to your rule pages (alerts link to Microsoft Learn instead)",
+    "DLP_DEADLETTER_CONTAINER": "dead-letter replay (dead-lettered drift waits for the next sweep)",
 }
 
 
@@ -300,6 +318,28 @@ def _https_url(name: str, value: str, problems: list[tuple[str, str]]) -> str:
         problems.append((name, "must be an https:// URL"))
         return ""
     return value
+
+
+def _dead_letter_container(value: str, problems: list[tuple[str, str]]) -> tuple[str, str]:
+    """DLP_DEADLETTER_CONTAINER -> (container name, account URL or "" for the app's own storage)."""
+    from urllib.parse import urlsplit
+
+    if not value:
+        return "", ""
+    account, name = "", value
+    if "://" in value:
+        parts = urlsplit(value)
+        segments = [s for s in parts.path.split("/") if s]
+        if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment or len(segments) != 1:
+            problems.append(("DLP_DEADLETTER_CONTAINER", "a URL must be https://<account host>/<container>, "
+                                                         "with no query (no SAS: the managed identity reads it)"))
+            return "", ""
+        account, name = f"https://{parts.netloc}", segments[0]
+    if not CONTAINER_RE.match(name):
+        problems.append(("DLP_DEADLETTER_CONTAINER", "must name a blob container (3-63 lower-case letters, digits "
+                                                     "and single hyphens, starting with a letter or digit)"))
+        return "", ""
+    return name, account
 
 
 def _group(problems: list[tuple[str, str]], found: list[tuple[str, str]]) -> bool:
@@ -436,6 +476,10 @@ def load(environ: Mapping[str, str]) -> Settings:
 
     outputs = _outputs(get, degraded)
 
+    # Replay is a second chance for events Event Grid could not deliver: a bad value turns it off (the sweep
+    # still finds their drift), it never stops enforcement
+    deadletter, deadletter_account = _dead_letter_container(get("DLP_DEADLETTER_CONTAINER"), degraded)
+
     if problems:
         raise ConfigError(problems, tuple(degraded))
     return Settings(
@@ -446,5 +490,7 @@ def load(environ: Mapping[str, str]) -> Settings:
         storage_connection_string=_storage(str(environ.get("AzureWebJobsStorage", "") or "")),
         storage_table_uri=str(environ.get("AzureWebJobsStorage__tableServiceUri", "") or ""),
         storage_queue_uri=str(environ.get("AzureWebJobsStorage__queueServiceUri", "") or ""),
+        storage_blob_uri=str(environ.get("AzureWebJobsStorage__blobServiceUri", "") or ""),
+        deadletter_container=deadletter, deadletter_account_url=deadletter_account,
         client_id=str(environ.get("AZURE_CLIENT_ID", "") or "").strip(),
     )

@@ -23,6 +23,7 @@ from types import MappingProxyType
 from typing import Any
 
 from dlp import model
+from dlp.ids import fold
 from dlp.model import PrivateEndpoint, Registry
 
 REGISTRY_TYPE = "microsoft.containerregistry/registries"
@@ -58,7 +59,9 @@ Resolver = Callable[[Any], Any]
 
 
 def ci_get(mapping: Any, *path: str) -> Any:
-    """`mapping[path...]` with case-insensitive keys; None when any step is absent or not an object."""
+    """`mapping[path...]` with keys compared ignoring A-Z case only (as ARM does); None when any step is absent or not
+    an object. Never `str.lower()`: "publicNetwor\u212aAccess" (Kelvin sign) is not a property ARM knows, and must
+    not stand in for publicNetworkAccess in a template."""
     node = mapping
     for key in path:
         if type(node) is not dict and not isinstance(node, Mapping):   # dict first: the ABC check is slow
@@ -66,9 +69,9 @@ def ci_get(mapping: Any, *path: str) -> Any:
         if key in node:
             node = node[key]
             continue
-        lowered = key.lower()
+        lowered = fold(key)
         for k, v in node.items():
-            if isinstance(k, str) and k.lower() == lowered:
+            if isinstance(k, str) and fold(k) == lowered:
                 node = v
                 break
         else:
@@ -118,6 +121,16 @@ class _Reader:
             return value.strip().lower() == "true"
         self.unresolved.add(prop)
         return default
+
+
+READ_ONLY_PROPERTIES = frozenset({"privateendpointconnections", "provisioningstate"})
+
+
+def writable_properties(properties: Mapping[str, Any]) -> dict[str, Any]:
+    """Declared properties (a template, a Terraform body) without the read-only ones ARM ignores on a write: a
+    `privateEndpointConnections: [{... Approved}]` written into a template is no private endpoint, and must not
+    make DLP.ACR.PrivateEndpoint pass. (A live read keeps them: there ARM reports what exists.)"""
+    return {k: v for k, v in properties.items() if not (isinstance(k, str) and fold(k) in READ_ONLY_PROPERTIES)}
 
 
 def registry_from_resource(resource: Mapping[str, Any], source: str, *, resolve: Resolver = _identity,

@@ -12,7 +12,16 @@ from dataclasses import replace
 from typing import Any
 
 from dlp.model import P_PRIVATE_ENDPOINTS, PrivateEndpoint, Registry
-from dlp.sources import PIPELINE_TYPE, REGISTRY_TYPE, InputError, NoRegistry, Unresolved, ci_get, registry_from_resource
+from dlp.sources import (
+    PIPELINE_TYPE,
+    REGISTRY_TYPE,
+    InputError,
+    NoRegistry,
+    Unresolved,
+    ci_get,
+    registry_from_resource,
+    writable_properties,
+)
 
 PRIVATE_ENDPOINT_TYPE = "microsoft.network/privateendpoints"
 DEPLOYMENT_TYPE = "microsoft.resources/deployments"
@@ -153,8 +162,12 @@ def registries_from_template(template: Mapping[str, Any], source: str, supplied:
                 if len(registries) == 1 or symbol.lower() in target or (name and name.lower() in target)]
         identifier = f"Microsoft.ContainerRegistry/registries/{name or symbol}"
         named = resource
+        properties = ci_get(resource, "properties")
+        if isinstance(properties, Mapping):      # read-only properties a template declares are ignored by ARM
+            named = {**{k: v for k, v in resource.items() if not (isinstance(k, str) and k.lower() == "properties")},
+                     "properties": writable_properties(properties)}
         if name is None:
-            named = {**resource, "name": f"<{symbol}>" if not symbol.isdigit() else f"<resources[{symbol}]>"}
+            named = {**named, "name": f"<{symbol}>" if not symbol.isdigit() else f"<resources[{symbol}]>"}
             identifier = f"{source}#resources/{symbol}"
         registry = registry_from_resource(named, source, resolve=lambda v: v, identifier=identifier,
                                           export_pipelines=tuple(declared) if declared else None)

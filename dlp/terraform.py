@@ -25,7 +25,16 @@ from typing import Any
 
 from dlp import ids, model
 from dlp.model import PrivateEndpoint, Registry, parse_registry_id
-from dlp.sources import PIPELINE_TYPE, REGISTRY_TYPE, InputError, NoRegistry, Unresolved, ci_get, registry_from_resource
+from dlp.sources import (
+    PIPELINE_TYPE,
+    REGISTRY_TYPE,
+    InputError,
+    NoRegistry,
+    Unresolved,
+    ci_get,
+    registry_from_resource,
+    writable_properties,
+)
 
 AZURERM_REGISTRY = "azurerm_container_registry"
 AZURERM_PRIVATE_ENDPOINT = "azurerm_private_endpoint"
@@ -213,15 +222,6 @@ def _azapi_body(resource: _Resource, source: str) -> Mapping[str, Any] | Unresol
     return body
 
 
-_READ_ONLY = frozenset({"privateendpointconnections", "provisioningstate"})
-
-
-def _writable(properties: Mapping[str, Any]) -> dict[str, Any]:
-    """A body's properties without the read-only ones ARM ignores on a write: a declared
-    `privateEndpointConnections: [{... Approved}]` is no private endpoint."""
-    return {k: v for k, v in properties.items() if not (isinstance(k, str) and ids.fold(k) in _READ_ONLY)}
-
-
 def _azapi_registry(resource: _Resource, source: str) -> dict[str, Any]:
     """azapi_resource Microsoft.ContainerRegistry/registries@... -> ARM body (name and location are attributes)."""
     body = _azapi_body(resource, source)
@@ -232,7 +232,7 @@ def _azapi_registry(resource: _Resource, source: str) -> dict[str, Any]:
     if isinstance(properties, Unresolved):
         properties = _all_unresolved(_EVERY_PROPERTY_UNKNOWN)
     elif isinstance(properties, Mapping):
-        properties = _writable(properties)
+        properties = writable_properties(properties)
     sku = ci_get(body, "sku")
     return {"type": REGISTRY_TYPE, "name": resource.values.get("name"),
             "location": resource.values.get("location") if isinstance(resource.values.get("location"), str) else "",
@@ -428,7 +428,7 @@ def _apply_updates(resources: list[_Resource], registries: list[tuple[_Resource,
             update = {"sku": {"name": update}, "properties": _all_unresolved(_EVERY_PROPERTY_UNKNOWN)}
         patch = {key: ci_get(update, key) for key in ("sku", "properties") if ci_get(update, key) is not None}
         if isinstance(patch.get("properties"), Mapping):
-            patch["properties"] = _writable(patch["properties"])
+            patch["properties"] = writable_properties(patch["properties"])
         target = _update_target(resource, targets)
         if target is None and len(registries) == 1:
             target = 0

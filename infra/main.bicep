@@ -153,12 +153,6 @@ param vnetEnabled bool = true
 param vnetAddressPrefix string = '10.42.0.0/23'
 
 // ---------------------------------------------------------------------------------------------------------------
-// Dead letters
-// ---------------------------------------------------------------------------------------------------------------
-@description('Grant the responder identity read/write on the dead-letter container (for a dead-letter replay). false: only the system topics may write there.')
-param appDeadLetterAccess bool = false
-
-// ---------------------------------------------------------------------------------------------------------------
 // Guard rails (optional)
 // ---------------------------------------------------------------------------------------------------------------
 @description('Assign the built-in policy "Container registries should have exports disabled" on every monitored subscription.')
@@ -347,6 +341,7 @@ module deadLetterStorage 'app/dead-letter-storage.bicep' = {
     location: location
     tags: tags
     containerName: deadLetterContainerName
+    privateOnly: vnetEnabled
   }
 }
 
@@ -415,8 +410,9 @@ module rbac 'app/rbac.bicep' = {
   }
 }
 
-// The slot for a dead-letter replay: the app's identity on the dead-letter container only, when asked for.
-module appDeadLetterAccessGrant 'app/dead-letter-access.bicep' = if (appDeadLetterAccess) {
+// The replay timer (dlp/deadletter.py) reads dead-letter blobs and moves them to processed/: the app's identity
+// gets read/write on the dead-letter container only (nothing else of that account).
+module appDeadLetterAccessGrant 'app/dead-letter-access.bicep' = {
   name: 'app-dead-letter-access'
   scope: rg
   params: {
@@ -501,6 +497,7 @@ var appSettings = {
   // ARM evaluates only the branch taken), with the setting's name in the error.
   DLP_SWEEP_SCHEDULE: sweepScheduleLooksValid ? sweepSchedule : string(int('DLP_SWEEP_SCHEDULE (dlpSweepSchedule) must be a 6-field NCRONTAB expression'))
   DLP_RULE_DOCS_URL: dlpRuleDocsUrl
+  DLP_DEADLETTER_CONTAINER: '${deadLetterStorage.outputs.blobEndpoint}${deadLetterContainerName}'
   // Findings (app): the DCR's own logs-ingestion endpoint, its immutable ID and the stream it declares
   DLP_LOGS_ENDPOINT: monitoring.outputs.logsIngestionEndpoint
   DLP_LOGS_RULE_ID: monitoring.outputs.dcrImmutableId

@@ -121,6 +121,8 @@ def test_one_row_per_rule_with_exactly_the_declared_columns():
         "ActionDetail": "reverted",
         "Changes": {"publicNetworkAccess": {"old": "Enabled", "new": "Disabled"}},
         "Attempt": 0,
+        "DeadLetterReason": "",
+        "ReplayDelaySeconds": 0,
         "DurationMs": 412.5,
         "ResponderVersion": __version__,
         "ExposureOpenedAt": None, "ExposureClosedAt": None, "ExposureSeconds": None, "ExposureOpenedBy": "",

@@ -917,8 +917,12 @@ def test_vnet_enabled_makes_storage_and_key_vault_private():
 
 def test_dead_letters_live_in_their_own_firewalled_account():
     text = read(APP / "dead-letter-storage.bicep")
-    assert "defaultAction: 'Deny'" in text and "bypass: 'AzureServices'" in text and "allowSharedKeyAccess: false" in text
-    assert "EVENTGRID_DEADLETTER_STORAGE_ACCOUNT string = deadLetterStorage.outputs.name" in read(MAIN)
+    assert "defaultAction: privateOnly ? 'Deny' : 'Allow'" in text and "bypass: 'AzureServices'" in text
+    assert "allowSharedKeyAccess: false" in text
+    main = read(MAIN)
+    assert "EVENTGRID_DEADLETTER_STORAGE_ACCOUNT string = deadLetterStorage.outputs.name" in main
+    # private with the VNet (the app reads through its private endpoint), open to OAuth callers without it
+    assert "privateOnly: vnetEnabled" in block(main, r"^module deadLetterStorage ")
     assert "deadLetterContainerName" not in read(APP / "storage.bicep")
 
 
@@ -943,11 +947,14 @@ def test_app_blob_access_is_scoped_to_its_containers():
     assert "blobContainerNames: storage.outputs.appContainerNames" in block(read(MAIN), r"^module rbac ")
 
 
-def test_app_reaches_the_dead_letter_container_only_when_asked():
+def test_app_reads_the_dead_letter_container_it_is_told_and_nothing_else_of_that_account():
     main = read(MAIN)
-    assert re.search(r"^param appDeadLetterAccess bool = false$", main, re.MULTILINE)
-    grant = block(main, r"^module appDeadLetterAccessGrant 'app/dead-letter-access\.bicep' = if \(appDeadLetterAccess\) ")
+    grant = block(main, r"^module appDeadLetterAccessGrant 'app/dead-letter-access\.bicep' = \{")
     assert "principalId: identity.outputs.principalId" in grant and "containerName: deadLetterContainerName" in grant
+    assert "storageAccountName: deadLetterStorage.outputs.name" in grant
+    assert "DLP_DEADLETTER_CONTAINER: '${deadLetterStorage.outputs.blobEndpoint}${deadLetterContainerName}'" in main
+    assert "scope: container" in read(APP / "dead-letter-access.bicep")
+    assert "param appDeadLetterAccess" not in main and "APP_DEAD_LETTER_ACCESS" not in read(INFRA / "main.parameters.json")
 
 
 GUARDRAIL_OPERATIONS = {

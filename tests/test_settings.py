@@ -15,7 +15,8 @@ def test_defaults_are_audit_mode_and_every_output_off():
     settings = load({})
     assert settings.mode == "audit" and settings.scopes == () and settings.exempt_tag == ""
     assert settings.max_remediations == 3 and settings.time_budget_s == 20.0 and not settings.allow_lockout
-    assert settings.outputs() == {"logAnalytics": False, "teams": False, "email": False, "storage": False}
+    assert settings.outputs() == {"logAnalytics": False, "teams": False, "email": False, "storage": False,
+                                  "deadLetterReplay": False}
 
 
 def test_every_documented_default_loads():
@@ -61,7 +62,7 @@ def test_a_bad_output_setting_turns_off_that_output_only_and_is_named(name, valu
     assert settings.mode == "enforce"                           # enforcement untouched
     assert name in {setting for setting, _ in settings.degraded}
     assert value not in str(settings.degraded) and "TOPSECRET" not in repr(settings)
-    expected = {"logAnalytics": True, "teams": True, "email": True, "storage": False}
+    expected = {"logAnalytics": True, "teams": True, "email": True, "storage": False, "deadLetterReplay": False}
     if output:
         expected[output] = False
     assert settings.outputs() == expected
@@ -100,6 +101,49 @@ def test_development_storage_is_expanded_for_the_storage_sdks():
 def test_sovereign_cloud_token_scope_follows_the_endpoint():
     assert load({"DLP_ARM_ENDPOINT": "https://management.usgovcloudapi.net/"}).arm_scope == \
         "https://management.usgovcloudapi.net/.default"
+
+
+@pytest.mark.parametrize("name", ["ab", "-dead", "dead--letters", "Dead", "dead_letters", "a" * 64, "dead letters",
+                                  "http://st.blob.core.windows.net/dl", "https://st.blob.core.windows.net/dl?sv=1&sig=x",
+                                  "https://st.blob.core.windows.net/", "https://st.blob.core.windows.net/a/b",
+                                  "https://st.blob.core.windows.net/Dead"])
+def test_a_dead_letter_container_azure_would_refuse_turns_replay_off_and_names_the_setting(name):
+    settings = load({"DLP_DEADLETTER_CONTAINER": name, "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+                     "DLP_MODE": "enforce"})
+    assert [setting for setting, _ in settings.degraded] == ["DLP_DEADLETTER_CONTAINER"]
+    assert not settings.deadletter_enabled and settings.mode == "enforce"     # enforcement goes on
+
+
+def test_dead_letter_replay_needs_the_container_and_the_apps_blob_endpoint():
+    assert not load({"DLP_DEADLETTER_CONTAINER": "eventgrid-deadletters"}).deadletter_enabled
+    assert load({"DLP_DEADLETTER_CONTAINER": "eventgrid-deadletters",
+                 "AzureWebJobsStorage__blobServiceUri": "https://st.blob.core.windows.net"}).deadletter_enabled
+    assert not load({"AzureWebJobsStorage": "UseDevelopmentStorage=true"}).deadletter_enabled
+
+
+def test_a_dead_letter_container_url_names_its_own_account():
+    settings = load({"DLP_DEADLETTER_CONTAINER": "https://stdlq1.blob.core.windows.net/eventgrid-deadletters"})
+    assert settings.deadletter_container == "eventgrid-deadletters"
+    assert settings.deadletter_account_url == "https://stdlq1.blob.core.windows.net"
+    assert settings.deadletter_enabled          # no AzureWebJobsStorage needed: the managed identity reads it
+
+
+def test_the_dead_letter_client_points_at_the_named_account_with_the_identity():
+    from dlp.deadletter import DeadLetterContainer
+
+    class Credential:                      # a TokenCredential: never asked for a token here (no request is made)
+        def get_token(self, *scopes, **kwargs):
+            raise AssertionError("no request expected")
+
+    credential = Credential()
+    url = load({"DLP_DEADLETTER_CONTAINER": "https://stdlq1.blob.core.windows.net/eventgrid-deadletters",
+                "AzureWebJobsStorage": "UseDevelopmentStorage=true"})
+    container = DeadLetterContainer.from_settings(url, credential)
+    assert container._client.url == "https://stdlq1.blob.core.windows.net/eventgrid-deadletters"
+    assert container._client.credential is credential
+    local = DeadLetterContainer.from_settings(load({"DLP_DEADLETTER_CONTAINER": "deadletters",
+                                                    "AzureWebJobsStorage": "UseDevelopmentStorage=true"}), credential)
+    assert local._client.url == "http://127.0.0.1:10000/devstoreaccount1/deadletters"
 
 
 @pytest.mark.parametrize("schedule", [

@@ -109,8 +109,13 @@ def test_every_shape_reads_every_property(shape):
     assert registry.admin_user_enabled is False
     assert registry.anonymous_pull_enabled is False
     assert registry.data_endpoint_enabled is True
-    assert registry.private_endpoints == (PrivateEndpoint("pe1", "Approved"),)
-    assert registry.unresolved == frozenset()
+    if shape in TEMPLATE_SHAPES:
+        # read-only in a template: ARM ignores a declared connection, so it proves nothing (unknown, not a pass)
+        assert registry.private_endpoints == ()
+        assert registry.unresolved == frozenset({model.P_PRIVATE_ENDPOINTS})
+    else:
+        assert registry.private_endpoints == (PrivateEndpoint("pe1", "Approved"),)
+        assert registry.unresolved == frozenset()
     assert registry.source == "input.json"
     if shape in TEMPLATE_SHAPES:
         assert registry.id == "Microsoft.ContainerRegistry/registries/contosoacr"   # name-based: no ARM ID offline
@@ -341,3 +346,26 @@ def test_examples_cover_every_shape_and_load():
     loaded = {path.name: registries_from_file(path) for path in examples.glob("*.json")}
     assert len(loaded) >= 8
     assert sum(len(regs) for regs in loaded.values()) >= 11
+
+
+@pytest.mark.parametrize("shape", TEMPLATE_SHAPES)
+def test_a_template_cannot_fake_a_private_endpoint_with_a_read_only_property(shape):
+    """A developer who writes `privateEndpointConnections: [{... Approved}]` into a registry's template properties
+    gets no private endpoint from ARM (read-only), so the gate must not pass DLP.ACR.PrivateEndpoint on it."""
+    from dlp.rules import evaluate
+
+    props = json.loads(json.dumps(LOCKED))
+    props["PrivateEndpointConnections"] = props.pop("privateEndpointConnections")     # any casing
+    registry = only(SHAPES[shape]("Premium", props))
+    assert registry.private_endpoints == ()
+    assert evaluate(registry).finding("DLP.ACR.PrivateEndpoint").status != "pass"
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_look_alike_property_name_is_not_the_property(shape):
+    """ARM matches property names ignoring A-Z case only: a Kelvin-sign key is an unknown property it ignores,
+    so it must not make an open registry read as closed."""
+    props = {"publicNetwor\u212aAccess": "Disabled", "policies": {"exportPolicy": {"\u017ftatus": "disabled"}}}
+    registry = only(SHAPES[shape]("Premium", props))
+    assert registry.public_network_access == model.ENABLED          # Azure's default for the absent property
+    assert registry.export_policy == model.EXPORT_ENABLED

@@ -17,6 +17,7 @@ from dlp.alerts.states import (
     S_BLOCKED,
     S_BREAKER,
     S_COMPLIANT,
+    S_DEAD_LETTERED,
     S_ERROR,
     S_EXEMPT,
     S_EXPOSED,
@@ -46,6 +47,7 @@ HEADLINES = {
     S_TAG_EXEMPT: "Tag exemption used",
     S_GONE: "Registry deleted",
     S_MISCONFIGURED: "Output misconfigured",
+    S_DEAD_LETTERED: "Events were dead-lettered",
     S_EXPOSED: "Registry was open",
 }
 
@@ -53,7 +55,7 @@ HEADLINES = {
 SEVERITY = {
     S_COMPLIANT: "good", S_REMEDIATED: "good", S_GONE: "info", S_EXEMPT: "warning", S_TAG_EXEMPT: "warning",
     S_NONCOMPLIANT: "attention", S_BLOCKED: "attention", S_BREAKER: "attention", S_FAILED: "attention",
-    S_ERROR: "attention", S_MISCONFIGURED: "warning", S_EXPOSED: "attention",
+    S_ERROR: "attention", S_MISCONFIGURED: "warning", S_DEAD_LETTERED: "attention", S_EXPOSED: "attention",
 }
 
 
@@ -128,7 +130,7 @@ class Alert:
     @property
     def title(self) -> str:
         """The state change in one line: what happened, to which registry, from what to what."""
-        if self.state == S_MISCONFIGURED:
+        if self.state in (S_MISCONFIGURED, S_DEAD_LETTERED):
             return f"{self.headline}: {self.registry_name}"
         return f"{self.headline}: {self.registry_name} ({self.previous} → {self.label})"
 
@@ -148,6 +150,9 @@ class Alert:
         """The (label, value) facts every channel shows, in order: one list, so card and mail agree."""
         if self.state == S_MISCONFIGURED:
             return [("Settings", self.reason), ("Mode", self.mode or "-"), ("When", self.at)]
+        if self.state == S_DEAD_LETTERED:
+            return [("Dead-letter reason", self.reason), ("Registries", self.detail or "-"),
+                    ("Mode", self.mode or "-"), ("When", self.at)]
         facts = [("Registry", self.registry_name), ("Resource group", self.resource_group or "-"),
                  ("Subscription", self.subscription_id or "-"), ("State", f"{self.previous} → {self.label}"),
                  ("Changed by", self.who)]
@@ -189,6 +194,9 @@ class Alert:
         changes = ", ".join(f"{p} {old} → {new}" for p, old, new in self.changes)
         if self.state == S_MISCONFIGURED:
             return f"Turned off {self.registry_name}. Enforcement and the other outputs go on."
+        if self.state == S_DEAD_LETTERED:
+            return ("Replayed them through the pipeline with a fresh read of each registry; each outcome is recorded "
+                    "with Trigger dead-letter and alerted like any state change.")
         if self.state == S_REMEDIATED:
             return f"Reverted {changes}." if changes else (self.detail or "Reverted the drift.")
         if self.state == S_COMPLIANT:
@@ -220,6 +228,10 @@ class Alert:
     def _todo(self) -> str:
         if self.state == S_MISCONFIGURED:
             return f"Fix the app settings ({self.detail}). GET /api/health lists what is still wrong."
+        if self.state == S_DEAD_LETTERED:
+            return ("Find out why Event Grid could not reach the responder (the function app stopped or failing to "
+                    "start, a deployment, a removed event subscription endpoint): until then drift waits for this "
+                    "replay or the sweep.")
         if self.state in (S_COMPLIANT, S_GONE):
             return "Nothing."
         if self.state == S_EXPOSED:

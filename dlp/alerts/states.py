@@ -62,6 +62,9 @@ STATES = (S_COMPLIANT, S_NONCOMPLIANT, S_REMEDIATED, S_BLOCKED, S_BREAKER, S_FAI
 
 # Not a registry's state: an optional output turned off at start (dlp/alerts/config.py); never in STATES
 S_MISCONFIGURED = "output-misconfigured"
+# Not a registry's state either: Event Grid dead-lettered events, replayed (dlp/alerts/dead_letters.py)
+S_DEAD_LETTERED = "dead-lettered"
+NOTICES = (S_MISCONFIGURED, S_DEAD_LETTERED)     # alerts about the responder itself, sent by AlertNotifier.announce
 
 # Human labels, used in titles ("compliant -> drift remediated") and in the digest list.
 LABELS = {
@@ -76,6 +79,7 @@ LABELS = {
     S_TAG_EXEMPT: "tag exemption used",
     S_GONE: "deleted",
     S_MISCONFIGURED: "output misconfigured",
+    S_DEAD_LETTERED: "dead-lettered events replayed",
     S_EXPOSED: "was open",
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -21,9 +22,14 @@ def get_credential() -> Any:
 
             # The token request (managed identity at cold start and at refresh) is bounded by the
             # invocation's budget like every other call: azure-identity builds its pipeline from these.
-            _credential = DefaultAzureCredential(exclude_interactive_browser_credential=True,
-                                                 retry_policy_class=BudgetRetryPolicy,
-                                                 connection_timeout=5, read_timeout=10)
+            # Only where the platform's managed-identity endpoint is set (App Service / Functions): without it
+            # DefaultAzureCredential builds an ImdsCredential, which sets its own retry_policy_class and raises
+            # TypeError when given one (azure-identity 1.27), so `dlp scan` / `dlp replay` on a workstation
+            # would crash before `az login` is even tried.
+            options: dict = {"connection_timeout": 5, "read_timeout": 10}
+            if os.environ.get("IDENTITY_ENDPOINT"):
+                options["retry_policy_class"] = BudgetRetryPolicy
+            _credential = DefaultAzureCredential(exclude_interactive_browser_credential=True, **options)
         return _credential
 
 

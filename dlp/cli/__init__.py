@@ -19,7 +19,7 @@ from dlp import __version__
 
 # `acr-dlp` when installed with pip (pyproject [project.scripts]), else the module form
 PROG = "acr-dlp" if os.path.basename(sys.argv[0] if sys.argv else "") == "acr-dlp" else "python -m dlp"
-COMMANDS: tuple[str, ...] = ("evaluate", "scan", "exposure", "demo", "rules")
+COMMANDS: tuple[str, ...] = ("evaluate", "scan", "exposure", "replay", "demo", "rules")
 
 # Exit codes shared by every command (docs/cli.md)
 EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2

@@ -1,4 +1,5 @@
-// A system topic's identity may write dead letters into the one dead-letter container, nothing else.
+// One identity gets read/write on the one dead-letter container, nothing else: each system topic's identity
+// (to write dead letters) and the responder's (to replay them and move them to processed/).
 param storageAccountName string
 param containerName string
 param principalId string

@@ -1,11 +1,14 @@
-// The Event Grid dead-letter account: one container, written by the system topics' own identities only
-// (infra/app/dead-letter-access.bicep grants each topic Storage Blob Data Contributor on the container).
+// The Event Grid dead-letter account: one container, written by the system topics' own identities and read (then
+// moved to processed/) by the responder's replay timer (infra/app/dead-letter-access.bicep grants each of them
+// Storage Blob Data Contributor on the container only).
 // A separate account because Event Grid reaches it as a trusted Microsoft service over the public endpoint: the
 // firewall denies everyone else, and the app's own account can then keep public network access disabled.
 param name string
 param location string
 param tags object = {}
 param containerName string
+@description('true (vnetEnabled): the firewall admits trusted Azure services only (Event Grid writes, the app reads through its private endpoint). false: any network, OAuth only (the app has no fixed outbound address).')
+param privateOnly bool = true
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
@@ -25,7 +28,7 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     supportsHttpsTrafficOnly: true
     publicNetworkAccess: 'Enabled'
     networkAcls: {
-      defaultAction: 'Deny'
+      defaultAction: privateOnly ? 'Deny' : 'Allow'
       bypass: 'AzureServices'
       ipRules: []
       virtualNetworkRules: []
@@ -59,3 +62,4 @@ resource container 'Microsoft.Storage/storageAccounts/blobServices/containers@20
 output id string = storage.id
 output name string = storage.name
 output containerName string = container.name
+output blobEndpoint string = storage.properties.primaryEndpoints.blob
