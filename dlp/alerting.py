@@ -169,8 +169,8 @@ class AlertNotifier:
                     ) -> Alert | None:
         now = self._clock().astimezone(timezone.utc).isoformat()
 
-        def alert(previous: Stored | None, alert_id: str) -> Alert:
-            return build_alert(evaluation, previous, seen.state, alert_id=alert_id, at=now)
+        def alert(previous: Stored | None, alert_id: str, new: tuple[str, ...] = ()) -> Alert:
+            return build_alert(evaluation, previous, seen.state, alert_id=alert_id, at=now, escalation=new)
 
         if known is None:       # storage is down: better a repeated alert than a lost one
             return alert(None, str(uuid.uuid4())) if decide(None, seen).alert else None
@@ -183,14 +183,14 @@ class AlertNotifier:
             alert_id = str(uuid.uuid4()) if decision.alert else (previous.alert_id if previous else "")
             try:
                 committed = self._store.commit(evaluation.registry_id, previous,
-                                               Stored(seen.state, seen.signature, alert_id, now))
+                                               Stored(seen.state, decision.signature or seen.signature, alert_id, now))
             except Exception as exc:
                 log.warning("alert state of %s not saved (%s): alerting without de-duplication",
                             evaluation.registry_id, _reason(exc))
-                return alert(previous, alert_id) if decision.alert else None
+                return alert(previous, alert_id, decision.new) if decision.alert else None
             if committed is not None:
                 known[key] = committed
-                return alert(previous, alert_id) if decision.alert else None
+                return alert(previous, alert_id, decision.new) if decision.alert else None
             try:                # another instance committed first: decide again from what it wrote
                 previous = self._store.get(evaluation.registry_id)
             except Exception as exc:

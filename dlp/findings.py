@@ -55,6 +55,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("CallerVerified", "boolean", "The caller comes from ARM's claims, or from App Service Authentication for "
                                         "a re-check; false: a header anyone could send."),
     Column("OperationName", "string", "ARM operation, e.g. Microsoft.ContainerRegistry/registries/write."),
+    Column("AnsweredEvents", "dynamic", "Other events this evaluation answered (a burst for one registry read "
+                                        "once): a list of {eventId, caller}; empty for a single event."),
     Column("Mode", "string", "audit or enforce."),
     Column("Action", "string", "Remediation outcome: none, would-remediate, remediated, blocked, failed, exempt, "
                                "error, gone, deferred; or exposure (a window found in change history)."),
@@ -148,6 +150,7 @@ def rows(evaluation: Evaluation) -> list[dict[str, Any]]:
         "CallerTenantId": context.caller_tenant_id,
         "CallerVerified": context.caller_verified if context.caller else None,
         "OperationName": context.operation_name,
+        "AnsweredEvents": [{"eventId": c.event_id, "caller": c.caller} for c in evaluation.answered],
         "Mode": evaluation.mode,
         "Action": outcome.action,
         "ActionReason": outcome.reason,

@@ -38,5 +38,6 @@ def on_retry(message: Any) -> list[Evaluation]:
     if target is None:
         log.error("durable-retry message %s is not a registry target; dropped", getattr(message, "id", "?"))
         return []
-    enforce = body.get("enforce") if isinstance(body.get("enforce"), bool) else None   # None: DLP_MODE decides
-    return pipeline.run([target], runtime.services(), enforce=enforce)
+    services = runtime.services()
+    # The mode in force now decides, narrowed by what the queuing trigger was allowed: never widened.
+    return pipeline.run([target], services, enforce=pipeline.retry_may_write(body, services.settings))

@@ -225,6 +225,7 @@ class Plan:
     detail: str = ""                  # human sentence: what a person must do
     changes: tuple[Change, ...] = ()
     tag_exemption: bool = False       # a tag exemption was used: always alert
+    withheld: tuple[Change, ...] = () # a write that goes ahead without these (`reason` says why: export pipelines)
 
     @property
     def writes(self) -> bool:
@@ -285,12 +286,20 @@ class Outcome:
     detail: str = ""
     changes: tuple[Change, ...] = ()
     error_code: str = ""
+    applied: tuple[Change, ...] = ()    # of `changes`, those written and verified although the action is blocked
+
+    @property
+    def withheld(self) -> tuple[Change, ...]:
+        """Changes planned but not written (all of them unless part was applied)."""
+        return tuple(c for c in self.changes if c not in self.applied)
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"action": self.action, "reason": self.reason, "detail": self.detail,
                                 "changes": [c.to_json() for c in self.changes]}
         if self.error_code:
             body["errorCode"] = self.error_code
+        if self.applied:
+            body["applied"] = [c.to_json() for c in self.applied]
         return body
 
 
@@ -328,8 +337,15 @@ class Evaluation:
     duration_ms: float = 0.0
     tag_exemption: bool = False
     recent_callers: tuple[str, ...] = ()      # who changed it back, for revert-war alerts
+    answered: tuple[Context, ...] = ()        # other events this evaluation answered (a burst read once)
     warnings: tuple[str, ...] = ()            # what people must know beyond the outcome (a look-alike ID)
     exposure: Exposure | None = None          # how long it was open (remediations, exposure evaluations)
+    next_attempt: str = ""                    # deferred: when the durable retry runs next (ISO 8601 UTC)
+
+    @property
+    def callers(self) -> tuple[str, ...]:
+        """Everyone whose write this evaluation answered, first seen first."""
+        return tuple(dict.fromkeys(c.caller for c in (self.context, *self.answered) if c.caller))
 
     @property
     def compliant(self) -> bool | None:

@@ -14,11 +14,12 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 from dlp import remediation
 from dlp.budget import Budget
+from dlp.bursts import Bursts
 from dlp.model import (
     A_BLOCKED,
     A_DEFERRED,
@@ -50,7 +51,9 @@ R_RETRIES_EXHAUSTED = "retries-exhausted"
 R_LEASE_BUSY = "lease-busy"
 LRO_RESERVE_S = 1.0            # stop waiting for a slow PATCH this long before the deadline, then defer
 RELEASE_BUDGET_S = 2.0         # giving a lease back may run past a spent budget by this much
+SPECULATIVE_TTL_S = 1.0        # a lease taken during the read: a crashed reader blocks writers this long at most
 HANDOVER_RESERVE_S = 1.0       # kept back from an evaluation's Azure calls to hand it to the durable retry
+BREAKER_RECHECK_MARGIN = timedelta(seconds=60)   # after the breaker's window ends: the re-check then sees it open
 
 _EXECUTOR: ThreadPoolExecutor | None = None
 _EXECUTOR_LOCK = threading.Lock()
@@ -82,15 +85,21 @@ class Services:
     retry: Any = None
     clock: Callable[[], datetime] = field(default=utcnow)
     graph: Any = None      # Resource Graph adapter (sweep, scope re-check, scan); dlp.azure.graph.graph_for builds it
+    identity: Any = None   # dlp.own_writes.Identity: who the responder is (its own writes' events are skipped)
+    bursts: Bursts = field(default_factory=Bursts)   # events of one registry arriving together share one read
     dead_letters: Any = None   # dlp.deadletter.DeadLetterContainer when DLP_DEADLETTER_CONTAINER is set
 
 
 class Defer(Exception):
-    """Work a failing dependency kept from finishing: goes to the durable retry."""
+    """Work a failing dependency kept from finishing: goes to the durable retry.
 
-    def __init__(self, code: str, message: str, pending: tuple[Change, ...] = ()):
+    `assessment` is what the registry showed when that is known (the deferral then alerts as "drift
+    detected, remediation pending" at once, rather than after the retries)."""
+
+    def __init__(self, code: str, message: str, pending: tuple[Change, ...] = (), assessment: Any = None):
         self.code = code
         self.pending = pending
+        self.assessment = assessment
         super().__init__(message)
 
 
@@ -101,11 +110,47 @@ def run(targets: Sequence[Target], services: Services, *, enforce: bool | None =
 
     budget = budget or Budget.of(services.settings.time_budget_s)
     with budget.active():
+        targets = [target for target in targets if not _own_write(target, services)]
+        if record and len(targets) == 1 and targets[0].context.trigger == "event" and not targets[0].pending:
+            return [_coalesced(targets[0], services, budget, enforce, digest)]
         evaluations = [evaluate_target(target, services, budget, enforce=enforce) for target in targets]
         if record:
             timeline.schedule_checks(evaluations, services)     # flip-and-restore: a delayed look at the history
             finish(evaluations, services, digest=digest)
     return evaluations
+
+
+def _coalesced(target: Target, services: Services, budget: Budget, enforce: bool | None, digest: bool) -> Evaluation:
+    """An event's evaluation, shared with the other events of its registry that arrive before its read starts
+    (dlp.bursts): one read, at most one PATCH, one record and one alert naming every caller."""
+
+    def evaluate_round(targets: list[Target]) -> Evaluation:
+        first = replace(targets[0], deleted=any(t.deleted for t in targets))
+        evaluation = evaluate_target(first, services, budget, enforce=enforce)
+        if len(targets) > 1:
+            log.info("one evaluation of %s answered %d events", first.registry_id, len(targets))
+            evaluation = replace(evaluation, answered=tuple(t.context for t in targets[1:]))
+        return evaluation
+
+    def finish_round(evaluation: Evaluation) -> None:
+        from dlp import timeline
+
+        timeline.schedule_checks([evaluation], services)     # flip-and-restore: a delayed look at the history
+        finish([evaluation], services, digest=digest)
+
+    return services.bursts.run(target, enforce, evaluate=evaluate_round, finish=finish_round,
+                               wait_s=budget.remaining() + RELEASE_BUDGET_S)
+
+
+def _own_write(target: Target, services: Services) -> bool:
+    """The event of the responder's own write: recorded at debug level only (dlp.own_writes says why)."""
+    from dlp.own_writes import is_own_write
+
+    if not is_own_write(target.context, target.registry_id, services.identity, services.state, services.clock()):
+        return False
+    log.debug("own write: event %s on %s (app %s, object %s) needs no evaluation", target.context.event_id,
+              target.registry_id, target.context.caller_app_id or "-", target.context.caller_object_id or "-")
+    return True
 
 
 def finish(evaluations: Sequence[Evaluation], services: Services, *, digest: bool = False) -> None:
@@ -170,7 +215,8 @@ def _read(target: Target, services: Services, budget: Budget) -> Registry | None
         if registry.provisioning_state.lower() in ("succeeded", "failed", "canceled"):
             return registry
         if waited >= UPDATING_MAX_WAIT_S or budget.remaining() < UPDATING_WAIT_S + 2:
-            raise Defer(remediation.R_UPDATING, f"registry is {registry.provisioning_state}", target.pending)
+            raise Defer(remediation.R_UPDATING, f"registry is {registry.provisioning_state}", target.pending,
+                        evaluate(registry))
         time.sleep(UPDATING_WAIT_S)
         waited += UPDATING_WAIT_S
 
@@ -188,10 +234,13 @@ def _with_pipelines(registry: Registry, services: Services) -> Registry:
         return registry
     try:
         return replace(registry, export_pipelines=services.arm.list_export_pipelines(registry.id))
-    except HttpResponseError as exc:
-        failure = classify(exc)
-        if failure.transient:
+    except Exception as exc:
+        deferred = _as_deferral(exc, evaluate(registry))
+        if deferred is not exc:   # transient: deferred with what was read, so a known drift alerts at once
+            raise deferred from exc
+        if not isinstance(exc, HttpResponseError):
             raise
+        failure = classify(exc)
         log.warning("export pipelines of %s could not be listed: %s", registry.id, failure)
         return registry
 
@@ -213,8 +262,12 @@ class _Claim:
     recent: tuple[Any, ...]
 
 
-def _claim(services: Services, registry_id: str, budget: Budget) -> _Claim | None:
-    lease = services.state.acquire(registry_id, ttl_s=budget.remaining() + 30, wait_s=max(0.0, budget.remaining() - 3.0))
+def _claim(services: Services, registry_id: str, budget: Budget, *, wait: bool = True) -> _Claim | None:
+    """The lease and the breaker's rows; `wait=False`: one attempt only (None when someone holds it), for
+    SPECULATIVE_TTL_S (extended before a write, `_count_attempt`)."""
+    wait_s = max(0.0, budget.remaining() - 3.0) if wait else 0.0
+    ttl_s = budget.remaining() + 30 if wait else SPECULATIVE_TTL_S
+    lease = services.state.acquire(registry_id, ttl_s=ttl_s, wait_s=wait_s)
     if lease is None:
         return None
     try:
@@ -227,50 +280,125 @@ def _claim(services: Services, registry_id: str, budget: Budget) -> _Claim | Non
 
 def _evaluate(target: Target, services: Services, budget: Budget, enforce: bool,
               done: Callable[..., Evaluation]) -> Evaluation:
-    registry = _read(target, services, budget)
-    if registry is None:
-        return done(Outcome(A_GONE, "deleted" if target.deleted else "not-found",
-                            "the registry no longer exists"))
-    policy = remediation.Policy.from_settings(services.settings, enforce=enforce)
-    today = services.clock().date()
-
-    assessment = evaluate(registry)
-    claim: Future | None = None
-    if remediation.needed_changes(assessment):
-        # Likely to write? Then take the lease and read the breaker while ARM lists the pipelines.
-        hopeful = evaluate(replace(registry, export_pipelines=registry.export_pipelines or ()))
-        if remediation.plan(hopeful, policy, today=today).writes:
-            claim = _background(lambda: _claim(services, registry.id, budget))
-        try:
-            registry = _with_pipelines(registry, services)
-        except BaseException:
-            _drop(services, claim)
-            raise
-        assessment = evaluate(registry)
-    elif target.pending:
-        return done(Outcome(A_REMEDIATED, "verified-later", "the deferred write is now visible", target.pending),
-                    assessment, exposure=_exposed(target, services, target.pending))
-    plan = remediation.plan(assessment, policy, today=today)
-    if not plan.writes:
-        _drop(services, claim)
-        return done(Outcome(plan.action, plan.reason, plan.detail, plan.changes), assessment,
-                    tag_exemption=plan.tag_exemption)
-
-    granted = claim.result() if claim is not None else _claim(services, registry.id, budget)
-    if granted is None:
-        raise Defer(R_LEASE_BUSY, "another invocation is remediating this registry")
+    # Enforce mode: one attempt at the lease (with the breaker's rows) runs while ARM answers the read, so a
+    # drift costs no round trip for it. Given back once the outcome is known when nothing is written.
+    claim = _background(lambda: _claim(services, target.registry_id, budget, wait=False)) if enforce else None
+    keep = False
     try:
-        if granted.lease.waited or granted.recent:
-            # Another writer may have changed it since our read: we waited for the lease, or the registry was
+        registry = _read(target, services, budget)
+        if registry is None:
+            return done(Outcome(A_GONE, "deleted" if target.deleted else "not-found",
+                                "the registry no longer exists"))
+        policy = remediation.Policy.from_settings(services.settings, enforce=enforce)
+        today = services.clock().date()
+        assessment = evaluate(registry)
+        if not remediation.needed_changes(assessment) and target.pending:
+            return done(Outcome(A_REMEDIATED, "verified-later", "the deferred write is now visible", target.pending),
+                        assessment, exposure=_exposed(target, services, target.pending))
+        if not remediation.plan(evaluate(_optimistic(registry)), policy, today=today).writes:
+            # Nothing will be written: list the export pipelines (when they matter) so the record names them.
+            if remediation.needed_changes(assessment):
+                registry = _with_pipelines(registry, services)
+                assessment = evaluate(registry)
+            plan = remediation.plan(assessment, policy, today=today)
+            return done(Outcome(plan.action, plan.reason, plan.detail, plan.changes), assessment,
+                        tag_exemption=plan.tag_exemption)
+        keep = True
+    finally:
+        if not keep:
+            _drop(services, claim)     # after `done`: not part of the evaluation's time
+
+    try:
+        granted = claim.result() if claim is not None else None
+        busy = granted is None
+        if granted is None:     # someone held it while we read: wait for it now, then re-read below
+            granted = _claim(services, registry.id, budget)
+    except Exception as exc:
+        deferred = _as_deferral(exc, assessment)
+        if deferred is exc:
+            raise
+        raise deferred from exc
+    if granted is None:
+        raise Defer(R_LEASE_BUSY, "another invocation is remediating this registry", assessment=assessment)
+    held = _Held(granted.lease, short=not busy)
+    try:
+        if busy or granted.lease.waited or granted.recent:
+            # Another writer may have changed it since our read: the lease was busy, or the registry was
             # written in the breaker window (its row is written before its PATCH, so a read taken after the row
             # can still predate the write). Decide from a fresh read; clocks of other instances are not compared.
-            registry = _reread(target, services, budget, registry.export_pipelines)
+            registry = _read(target, services, budget)
             if registry is None:
                 return done(Outcome(A_GONE, "not-found", "the registry no longer exists"))
-        return _decide_and_apply(target, services, budget, done, registry, policy, today, granted.recent,
+        return _decide_and_apply(target, services, budget, done, registry, policy, today, granted.recent, held,
                                  conflict_retry=True)
+    except Exception as exc:
+        deferred = _as_deferral(exc, assessment)
+        if deferred is exc:
+            raise
+        raise deferred from exc
     finally:
-        _release(services, granted.lease)
+        _release(services, held.lease)
+
+
+@dataclass
+class _Held:
+    """The lease an evaluation holds; a new value once extended (its ETag changes)."""
+
+    lease: Any
+    short: bool          # taken during the read for SPECULATIVE_TTL_S: extend it before the write
+
+
+def _count_attempt(services: Services, held: _Held, registry_id: str, caller: str, budget: Budget,
+                   assessment: Any = None) -> None:
+    """The breaker row (before the PATCH: it counts write attempts) and, at the same time (no extra round trip),
+    the speculative lease extended to cover the write. Lost meanwhile (it expired and another instance took it):
+    nothing is written, the durable retry comes back."""
+    from dlp.azure.state import Remediation
+
+    extension = (_background(lambda: services.state.extend(held.lease, ttl_s=budget.remaining() + 30))
+                 if held.short else None)
+    try:
+        services.state.record_remediation(registry_id, Remediation(services.clock().isoformat(), caller,
+                                                                   str(uuid.uuid4())))
+    except BaseException:
+        if extension is not None:
+            _settle(extension, held)
+        raise
+    if extension is not None:
+        extended = extension.result()
+        if extended is None:
+            raise Defer(R_LEASE_BUSY, "the lease expired during the read and another instance took it",
+                        assessment=assessment)
+        held.lease, held.short = extended, False
+
+
+def _settle(extension: Future, held: _Held) -> None:
+    """Keep the extended lease if the extension got through, so that it can be given back (never raises)."""
+    try:
+        extended = extension.result()
+    except Exception:
+        return
+    if extended is not None:
+        held.lease, held.short = extended, False
+
+
+def _optimistic(registry: Registry) -> Registry:
+    """The registry as planning sees it before any listing: no export pipelines. ARM refuses to disable exports
+    while pipelines exist, so the write itself is the check; only a refusal makes us list them."""
+    return registry if registry.export_pipelines is not None else replace(registry, export_pipelines=())
+
+
+def _as_deferral(exc: Exception, assessment: Any) -> Exception:
+    """A failure once the registry was read: a transient one becomes a `Defer` that carries what was read (so a
+    known drift alerts at once as "remediation pending"); a `Defer` without it gets it; others stay as they are."""
+    from dlp.azure.errors import classify
+
+    if isinstance(exc, Defer):
+        if exc.assessment is None:
+            exc.assessment = assessment
+        return exc
+    failure = classify(exc)
+    return Defer(failure.code, str(failure), assessment=assessment) if failure.transient else exc
 
 
 def _release(services: Services, lease: Any) -> None:
@@ -284,49 +412,56 @@ def _release(services: Services, lease: Any) -> None:
 
 
 def _drop(services: Services, claim: Future | None) -> None:
-    """Give back a lease taken speculatively (never raises: the lease also expires on its own)."""
+    """Give back a lease taken speculatively (one attempt, so never a long wait; never raises: the lease also
+    expires on its own)."""
     if claim is None:
         return
     try:
         granted = claim.result()
-        if granted is not None:
-            _release(services, granted.lease)
     except Exception:
-        log.warning("could not release a speculative lease; it expires on its own", exc_info=True)
+        log.warning("a speculative lease could not be taken; nothing to give back", exc_info=True)
+        return
+    if granted is not None:
+        _release(services, granted.lease)
 
 
-def _reread(target: Target, services: Services, budget: Budget, pipelines: tuple[str, ...] | None = None) -> Registry | None:
-    """A fresh GET under the lease. The export pipelines listed moments ago in this invocation are reused:
-    one created in between would make ARM refuse the export write (a recorded failure, never harm)."""
-    registry = _read(target, services, budget)
-    if registry is None:
-        return None
-    return _with_pipelines(replace(registry, export_pipelines=pipelines) if pipelines is not None else registry,
-                           services)
+def _refusal(failure: Any) -> bool:
+    """ARM refused the write as a whole: a 400/409, or a long-running operation that ended Failed (azure-core
+    raises it with the poll's 2xx status)."""
+    return failure.status in (400, 409) or (failure.status is not None and 200 <= failure.status < 300)
 
 
 def _decide_and_apply(target: Target, services: Services, budget: Budget, done: Callable[..., Evaluation],
-                      registry: Registry, policy: remediation.Policy, today: Any, recent: tuple[Any, ...], *,
-                      conflict_retry: bool) -> Evaluation:
+                      registry: Registry, policy: remediation.Policy, today: Any, recent: tuple[Any, ...],
+                      held: _Held, *, conflict_retry: bool, listed: bool = False) -> Evaluation:
     """Under the lease: final plan with the breaker count, the breaker row, the PATCH, verification.
 
     The breaker row is written before the PATCH (it counts write attempts), so a write whose answer is
     lost still counts; anything that goes wrong once the PATCH may have reached ARM is deferred with the
     planned changes pending, so the durable retry verifies (and reports) what actually happened.
+
+    Export pipelines are not listed before the write (`_optimistic`): when ARM refuses a PATCH that disables
+    exports, they are listed once; if any exist (or the listing is refused), the export part is reported blocked
+    and public access is written alone (`listed`: they were listed after a refusal, so this remediation's breaker
+    row is already written and an unknown listing stays unknown).
     """
     from azure.core.exceptions import HttpResponseError
 
     from dlp.azure.errors import classify
-    from dlp.azure.state import Remediation
 
     assessment = evaluate(registry)
-    plan = remediation.plan(assessment, policy, today=today, recent_remediations=len(recent))
+    planned = registry if listed else _optimistic(registry)
+    plan = remediation.plan(evaluate(planned), policy, today=today, recent_remediations=len(recent))
     callers = tuple(dict.fromkeys(r.caller for r in recent if r.caller))
     if not plan.writes:
-        return done(Outcome(plan.action, plan.reason, plan.detail, plan.changes), assessment,
+        detail = plan.detail
+        if plan.reason == remediation.R_BREAKER:
+            detail = f"{detail.rstrip('.')}. {_recheck_when_breaker_ends(target, services, registry.id, recent, policy)}"
+        return done(Outcome(plan.action, plan.reason, detail, plan.changes), assessment,
                     tag_exemption=plan.tag_exemption, recent_callers=callers)
-    services.state.record_remediation(registry.id, Remediation(services.clock().isoformat(), target.context.caller,
-                                                               str(uuid.uuid4())))
+    unlisted = registry.export_pipelines is None and any(c.property == ARM_PATHS[P_EXPORT] for c in plan.changes)
+    if not listed:
+        _count_attempt(services, held, registry.id, target.context.caller, budget, assessment)
     try:
         result = services.arm.update_registry(registry.id, plan.patch_body(), reserve_s=LRO_RESERVE_S)
     except HttpResponseError as exc:
@@ -335,17 +470,27 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
             return done(Outcome(A_BLOCKED, R_SCOPE_LOCKED,
                                 f"a ReadOnly lock prevents the write ({failure.message}); remove it or exempt the registry",
                                 plan.changes, failure.code), assessment, recent_callers=callers)
+        pipelines = registry.export_pipelines
+        if unlisted and _refusal(failure):
+            pipelines = _with_pipelines(registry, services).export_pipelines   # once; transient: deferred
+            if pipelines is None or pipelines:
+                log.info("%s %s on %s with export pipelines %s: writing public access alone", failure.status,
+                         failure.code, registry.id, pipelines)
+                return _decide_and_apply(target, services, budget, done, replace(registry, export_pipelines=pipelines),
+                                         policy, today, recent, held, conflict_retry=conflict_retry, listed=True)
         if failure.status == 409 and conflict_retry:
             log.info("409 %s on %s: re-reading once", failure.code, registry.id)
-            fresh = _reread(target, services, budget)
+            fresh = _read(target, services, budget)
             if fresh is None:
                 return done(Outcome(A_GONE, "not-found", "the registry no longer exists"))
-            return _decide_and_apply(target, services, budget, done, fresh, policy, today, recent,
+            if pipelines is not None:
+                fresh = replace(fresh, export_pipelines=pipelines)
+            return _decide_and_apply(target, services, budget, done, fresh, policy, today, recent, held,
                                      conflict_retry=False)
         if failure.status == 404:
             return done(Outcome(A_GONE, "not-found", "the registry was deleted before the write"), assessment)
         if failure.transient:
-            raise Defer(failure.code, str(failure), plan.changes) from exc
+            raise Defer(failure.code, str(failure), plan.changes, assessment) from exc
         # 403: missing permission, an Azure Policy deny or a deny assignment: an error, never retried
         action = A_ERROR if failure.status in (401, 403) else A_FAILED
         return done(Outcome(action, failure.code, str(failure), plan.changes, failure.code), assessment,
@@ -354,19 +499,27 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
         raise
     except Exception as exc:          # timeout, dropped connection, budget: the PATCH may have landed
         failure = classify(exc)
-        raise Defer(failure.code, str(failure), plan.changes) from exc
+        raise Defer(failure.code, str(failure), plan.changes, assessment) from exc
 
     if not result.done:
-        raise Defer("lro-pending", "the update was accepted but did not finish within the time budget", plan.changes)
+        raise Defer("lro-pending", "the update was accepted but did not finish within the time budget", plan.changes,
+                    assessment)
     after = registry_from_resource(result.registry or {}, "arm")
     missing = remediation.still_needed(plan, after)
     if missing:
         detail = "; ".join(f"{c.property} is still {c.old}" for c in missing)
         return done(Outcome(A_FAILED, R_VERIFICATION, f"ARM accepted the update but {detail}", plan.changes),
                     assessment, recent_callers=callers)
-    return done(Outcome(A_REMEDIATED, "", "reverted " + ", ".join(f"{c.property} {c.old} -> {c.new}"
-                                                                 for c in plan.changes), plan.changes),
-                assessment, recent_callers=callers, exposure=_exposed(target, services, plan.changes))
+    reverted = ", ".join(f"{c.property} {c.old} -> {c.new}" for c in plan.changes)
+    if unlisted:      # ARM disabled exports, which it refuses while export pipelines exist: there were none
+        assessment = evaluate(replace(registry, export_pipelines=()))
+    if plan.withheld:
+        # the alert says both: what was closed, and what a human must do about the rest
+        return done(Outcome(A_BLOCKED, plan.reason, f"reverted {reverted}; not written: {plan.detail}",
+                            plan.changes + plan.withheld, applied=plan.changes), assessment, recent_callers=callers,
+                    exposure=_exposed(target, services, plan.changes))
+    return done(Outcome(A_REMEDIATED, "", "reverted " + reverted, plan.changes), assessment, recent_callers=callers,
+                exposure=_exposed(target, services, plan.changes))
 
 
 def _exposed(target: Target, services: Services, changes: Sequence[Change]) -> Any:
@@ -379,25 +532,74 @@ def _exposed(target: Target, services: Services, changes: Sequence[Change]) -> A
     return remediation_exposure(opened, context.caller, [c.property for c in changes], services.clock())
 
 
+def _recheck_when_breaker_ends(target: Target, services: Services, registry_id: str, recent: Sequence[Any],
+                               policy: remediation.Policy) -> str:
+    """Schedule a re-check of a registry the breaker holds for when its window lets a write through again (a
+    message on the durable-retry queue, invisible until then), so that it is not left drifted until someone
+    writes to it again. Once per window: every instance computes the same moment and the state store remembers
+    it (a second message, from a race, only costs a GET). Never raises: says what was (or was not) arranged."""
+    from dlp.azure.state import BREAKER_WINDOW
+
+    if services.retry is None or not policy.enforce:
+        return "It is not re-checked automatically (no durable retry, or not enforcing): re-check it by hand."
+    whens = sorted(r.when for r in recent)
+    try:
+        due = datetime.fromisoformat(whens[len(whens) - policy.max_remediations]) + BREAKER_WINDOW + BREAKER_RECHECK_MARGIN
+        due = due.astimezone(timezone.utc).replace(microsecond=0)
+        when = due.isoformat()
+        if not services.state.recheck_scheduled(registry_id, when):
+            context = Context(trigger="retry", operation_name="re-check when the revert-war breaker's window ends",
+                              correlation_id=target.context.correlation_id)
+            delay = max(0.0, (due - services.clock()).total_seconds())
+            services.retry.later(retry_message(registry_id, context, enforce=policy.enforce, attempt=0,
+                                               reason="the revert-war breaker's window ends"), delay)
+            services.state.mark_recheck(registry_id, when)
+    except Exception as exc:
+        from dlp.azure.errors import classify
+
+        log.warning("re-check of %s after the breaker window could not be scheduled: %s", registry_id, classify(exc))
+        return "The automatic re-check could not be scheduled: the next sweep or write re-checks it."
+    return f"It is re-checked automatically when the breaker's window ends, at {when}."
+
+
 def _defer(target: Target, services: Services, deferred: Defer, done: Callable[..., Evaluation],
            enforce: bool) -> Evaluation:
+    """Hand the work to the durable retry. The evaluation says when the next attempt runs and, when the
+    registry was read, what it showed: a known drift alerts now ("remediation pending"), not hours later."""
     from dlp.azure.retryqueue import MAX_ATTEMPTS
 
     attempt = target.context.attempt + 1
     pending = deferred.pending or target.pending
+    assessment = deferred.assessment
     if services.retry is None:
         return done(Outcome(A_ERROR, deferred.code, f"{deferred} (no durable retry in this mode)", pending,
-                            deferred.code))
+                            deferred.code), assessment)
     if attempt > MAX_ATTEMPTS:
         return done(Outcome(A_FAILED, R_RETRIES_EXHAUSTED, f"gave up after {MAX_ATTEMPTS} retries: {deferred}",
-                            pending, deferred.code))
-    # `enforce` travels with the work: a plan-only re-check must not become a write on retry
-    message = {"registryId": target.registry_id, "deleted": target.deleted, "attempt": attempt, "enforce": enforce,
-               "context": target.context.to_json(), "pending": [c.to_json() for c in pending],
-               "reason": str(deferred)[:500]}
-    services.retry.hand_over(message, attempt)       # raises if the queue is down: the trigger must retry
-    log.warning("deferred %s to the durable retry (attempt %d): %s", target.registry_id, attempt, deferred)
-    return done(Outcome(A_DEFERRED, deferred.code, str(deferred), pending))
+                            pending, deferred.code), assessment)
+    message = retry_message(target.registry_id, target.context, enforce=enforce, attempt=attempt,
+                            deleted=target.deleted, pending=pending, reason=str(deferred))
+    delay = services.retry.hand_over(message, attempt)       # raises if the queue is down: the trigger must retry
+    next_attempt = (services.clock() + timedelta(seconds=delay)).astimezone(timezone.utc).isoformat(timespec="seconds")
+    log.warning("deferred %s to the durable retry (attempt %d at %s): %s", target.registry_id, attempt, next_attempt,
+                deferred)
+    return done(Outcome(A_DEFERRED, deferred.code, f"{deferred}; next attempt (#{attempt}) at {next_attempt}", pending),
+                assessment, next_attempt=next_attempt)
+
+
+def retry_message(registry_id: str, context: Context, *, enforce: bool, attempt: int, deleted: bool = False,
+                  pending: Sequence[Change] = (), reason: str = "") -> dict[str, Any]:
+    """A durable-retry queue message. `enforce` records whether the trigger that queued the work was allowed to
+    write: the retry may narrow that (see `retry_may_write`), never widen it."""
+    return {"registryId": registry_id, "deleted": deleted, "attempt": attempt, "enforce": enforce,
+            "context": context.to_json(), "pending": [c.to_json() for c in pending], "reason": reason[:500]}
+
+
+def retry_may_write(body: Any, settings: Settings) -> bool:
+    """Whether a queued piece of work may write now: only when DLP_MODE is `enforce` at the time of the retry AND
+    the trigger that queued it was allowed to write (`"enforce": true`). A message without that flag, or with
+    anything but JSON true, may not. Switching the app to audit therefore stops every pending write at once."""
+    return settings.mode == "enforce" and isinstance(body, dict) and body.get("enforce") is True
 
 
 def target_from_retry(body: Any) -> Target | None:
@@ -423,5 +625,5 @@ def target_from_retry(body: Any) -> Target | None:
     return Target(found[0], context, deleted=bool(body.get("deleted")), pending=pending)
 
 
-__all__ = ["A_NONE", "Defer", "Notifier", "Recorder", "Services", "evaluate_target", "finish", "run",
-           "target_from_retry"]
+__all__ = ["A_NONE", "Defer", "Notifier", "Recorder", "Services", "evaluate_target", "finish", "retry_may_write",
+           "retry_message", "run", "target_from_retry"]

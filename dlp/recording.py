@@ -60,7 +60,9 @@ def log_line(evaluation: Evaluation) -> None:
              evaluation.context.trigger, evaluation.context.correlation_id or "-", evaluation.duration_ms,
              extra={"dlp": {"evaluationId": evaluation.evaluation_id, "registryId": evaluation.registry_id,
                             "compliant": evaluation.compliant, "action": evaluation.outcome.action,
-                            "trigger": evaluation.context.trigger}})
+                            "trigger": evaluation.context.trigger,
+                            "eventIds": [c.event_id for c in (evaluation.context, *evaluation.answered)
+                                         if c.event_id]}})
 
 
 class LogRecorder:

@@ -162,14 +162,9 @@ def plan(assessment: Assessment, policy: Policy, *, today: date, recent_remediat
     if registry.provisioning_state.lower() not in ("succeeded", "failed", "canceled"):
         return Plan(A_BLOCKED, R_UPDATING,
                     f"the registry is {registry.provisioning_state}; it is re-checked once the update ends", changes)
-    if any(c.property == ARM_PATHS[P_EXPORT] for c in changes):
-        if registry.export_pipelines is None:
-            return Plan(A_BLOCKED, R_PIPELINES_UNKNOWN, "export pipelines could not be listed; exports stay as they are",
-                        changes)
-        if registry.export_pipelines:
-            names = ", ".join(registry.export_pipelines)
-            return Plan(A_BLOCKED, R_PIPELINES,
-                        f"delete export pipeline(s) {names} (the responder never deletes them), then re-check", changes)
+    export_guard = _pipelines_guard(registry, changes)
+    if export_guard is not None and export_guard.changes == changes:
+        return export_guard          # the export write was all there was to do
     if any(c.property == ARM_PATHS[P_PUBLIC] for c in changes) and not registry.approved_private_endpoints \
             and not policy.allow_lockout:
         return Plan(A_BLOCKED, R_NO_PRIVATE_ENDPOINT,
@@ -181,7 +176,28 @@ def plan(assessment: Assessment, policy: Policy, *, today: date, recent_remediat
                     "find out who before the responder writes again", changes)
     if not policy.enforce:
         return Plan(A_WOULD, R_AUDIT, "audit mode: set DLP_MODE=enforce to revert automatically", changes)
+    if export_guard is not None:
+        # Pipelines block only the export write: public access is still closed, the export part is reported
+        withheld = export_guard.changes
+        return Plan(REMEDIATE, export_guard.reason, export_guard.detail,
+                    tuple(c for c in changes if c not in withheld), withheld=withheld)
     return Plan(REMEDIATE, "", "", changes)
+
+
+def _pipelines_guard(registry: Registry, changes: tuple[Change, ...]) -> Plan | None:
+    """The export write withheld while export pipelines exist or could not be listed (ARM refuses to disable
+    exports while pipelines exist; the responder never deletes them). Only the export change is blocked."""
+    export = tuple(c for c in changes if c.property == ARM_PATHS[P_EXPORT])
+    if not export:
+        return None
+    if registry.export_pipelines is None:
+        return Plan(A_BLOCKED, R_PIPELINES_UNKNOWN, "export pipelines could not be listed; exports stay as they are",
+                    export)
+    if registry.export_pipelines:
+        names = ", ".join(registry.export_pipelines)
+        return Plan(A_BLOCKED, R_PIPELINES,
+                    f"delete export pipeline(s) {names} (the responder never deletes them), then re-check", export)
+    return None
 
 
 def still_needed(plan_: Plan, after: Registry) -> tuple[Change, ...]:

@@ -37,9 +37,11 @@ def build(settings: Settings, *, credential: Any = None, in_process: bool = Fals
     from dlp.azure.credential import get_credential
     from dlp.azure.state import MemoryState, TableState, table_service
     from dlp.deadletter import DeadLetterContainer
+    from dlp.own_writes import Identity, LearningCredential
     from dlp.recording import build_recorder
 
     credential = credential or get_credential()
+    identity = Identity(settings.client_id)
     tables = table_service(settings, credential) if settings.storage_configured else None
     if tables is not None:
         state: Any = TableState(tables)
@@ -53,11 +55,12 @@ def build(settings: Settings, *, credential: Any = None, in_process: bool = Fals
         retry = RetryQueue.from_settings(settings, credential)
     return Services(
         settings=settings,
-        arm=ArmGateway(settings.arm_endpoint, credential),
+        arm=ArmGateway(settings.arm_endpoint, LearningCredential(credential, identity)),   # learns who we are
         state=state,
         retry=retry,
         recorder=build_recorder(settings, credential, tables),
         notifier=build_notifier(settings, credential, tables),
+        identity=identity,
         dead_letters=DeadLetterContainer.from_settings(settings, credential),
     )
 

@@ -96,7 +96,8 @@ SETTINGS: tuple[Setting, ...] = (
             example=""),
     Setting("AZURE_CLIENT_ID", "",
             "Client ID of the user-assigned managed identity the responder uses (read by azure-identity); change "
-            "history names the responder's own writes by it, so exposure windows it closed say `responder`.",
+            "history names the responder's own writes by it, so exposure windows it closed say `responder`, and "
+            "the events of its own writes cost nothing.",
             kind="platform", example=""),
     Setting("AzureWebJobsStorage", "",
             "Storage connection string (Azurite locally). In Azure, the identity-based `__*ServiceUri` settings are used.",

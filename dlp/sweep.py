@@ -6,8 +6,8 @@ subscription the identity can see) with one Resource Graph query, paged by 1,000
 the same rules over each row. A registry the rules pass costs no further ARM call: it is
 evaluated and recorded straight from the row. Only a registry that needs a write
 (`remediation.needed_changes`) goes through the per-registry pipeline, which re-reads it
-from ARM before anything is written (Resource Graph lags ARM by seconds to minutes, and the
-pipeline's guards need export pipelines, which no row carries).
+from ARM before anything is written (Resource Graph lags ARM by seconds to minutes; the write
+itself is the export-pipelines check, see dlp.pipeline).
 
 One exception keeps "needs a write" honest: a drift the responder would refuse for a standing
 reason it can read from the row (outside DLP_SCOPES, exempt by DLP_EXEMPTIONS or a tag, not

@@ -3,6 +3,7 @@ the emulators and Azurite the way dlp.runtime wires them (real SDK clients, noth
 
 from __future__ import annotations
 
+import threading
 import uuid
 from dataclasses import replace
 
@@ -110,3 +111,37 @@ def notifier(service, *, teams_url: str = "", email=None, state_table: str = "",
         channels.append(EmailChannel(endpoint, credential, sender, recipients))
     outbox = Outbox(service, outbox_table or table_name("outbox"))
     return AlertNotifier(TableAlertStore(service, state_table or table_name("state")), channels, outbox), outbox
+
+
+class ReadTogether(TableAlertStore):
+    """Both instances read the row before either commits: the race the ETag must settle."""
+
+    def __init__(self, service, table, barrier: threading.Barrier):
+        super().__init__(service, table)
+        self._barrier: threading.Barrier | None = barrier
+        self.lost = 0
+
+    def get(self, registry_id):
+        stored = super().get(registry_id)
+        barrier, self._barrier = self._barrier, None     # only the first read waits for the other instance
+        if barrier is not None:
+            barrier.wait(timeout=10)
+        return stored
+
+    def commit(self, registry_id, previous, new):
+        committed = super().commit(registry_id, previous, new)
+        self.lost += committed is None
+        return committed
+
+
+def racing_instances(connection_string: str, teams_url: str, state_table: str,
+                     outbox_table: str = "") -> list[tuple[AlertNotifier, ReadTogether]]:
+    """Two app instances (own Table clients, own notifiers) on one alert-state table, reading it together."""
+    barrier = threading.Barrier(2)
+    instances = []
+    for _ in range(2):
+        service = tables(connection_string)
+        store = ReadTogether(service, state_table, barrier)
+        instances.append((AlertNotifier(store, [TeamsChannel(teams_url)],
+                                        Outbox(service, outbox_table or table_name("outbox"))), store))
+    return instances

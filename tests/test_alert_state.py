@@ -37,15 +37,22 @@ from dlp.alerts.states import (
     observe,
 )
 from dlp.alerts.store import MemoryAlertStore, TableAlertStore
-from dlp.alerts.teams import TeamsChannel
 from dlp.azure.state import partition_of
 from dlp.budget import Budget
 from dlp.emulator import LocalAzure
 from dlp.model import Context
-from dlp.outbox import Outbox
 from dlp.rules import evaluate
 from dlp.settings import Settings, load
-from tests.alerts_support import evaluation, locked, notifier, registry_id, table_name, tables, unique_name
+from tests.alerts_support import (
+    evaluation,
+    locked,
+    notifier,
+    racing_instances,
+    registry_id,
+    table_name,
+    tables,
+    unique_name,
+)
 
 # --- pure: what each evaluation means, and what each change does ---------------------------------------
 
@@ -200,38 +207,10 @@ def test_a_registry_that_stays_compliant_never_gets_a_row(azurite_env: str, loca
     assert TableAlertStore(service, state).get_all() == {} and local_azure.teams.messages == []
 
 
-class _ReadTogether(TableAlertStore):
-    """Both instances read the row before either commits: the race the ETag must settle."""
-
-    def __init__(self, service, table, barrier: threading.Barrier):
-        super().__init__(service, table)
-        self._barrier: threading.Barrier | None = barrier
-        self.lost = 0
-
-    def get(self, registry_id):
-        stored = super().get(registry_id)
-        barrier, self._barrier = self._barrier, None     # only the first read waits for the other instance
-        if barrier is not None:
-            barrier.wait(timeout=10)
-        return stored
-
-    def commit(self, registry_id, previous, new):
-        committed = super().commit(registry_id, previous, new)
-        self.lost += committed is None
-        return committed
-
-
 @pytest.mark.parametrize("kind", ["non-compliant", "breaker", "tag-exempt"])
 def test_two_concurrent_invocations_for_one_change_send_one_alert(azurite_env: str, local_azure: LocalAzure, kind):
     """Two app instances (own Table clients, own notifiers) evaluate the same drift at the same moment."""
-    state, outbox_table = table_name("state"), table_name("outbox")
-    barrier = threading.Barrier(2)
-    instances = []
-    for _ in range(2):
-        service = tables(azurite_env)
-        store = _ReadTogether(service, state, barrier)
-        instances.append((AlertNotifier(store, [TeamsChannel(local_azure.teams.webhook_url())],
-                                        Outbox(service, outbox_table)), store))
+    instances = racing_instances(azurite_env, local_azure.teams.webhook_url(), table_name("state"))
     rid = registry_id(unique_name())
     errors: list[BaseException] = []
 

@@ -157,6 +157,23 @@ def test_the_failing_rules_and_what_was_done_are_specific():
     assert "Grant the responder's identity the role it lacks" in error
 
 
+def test_a_partial_write_says_what_was_closed_and_what_was_not():
+    """Issue 11 item 3: export pipelines block only the export write; the alert names both parts."""
+    from dlp.model import Change
+
+    closed = (Change("publicNetworkAccess", "Enabled", "Disabled"),)
+    ev = evaluation(registry_id("acrprod", "rg-prod"), "pipelines", applied=closed,
+                    detail="reverted publicNetworkAccess Enabled -> Disabled; not written: delete export pipeline(s) "
+                           "nightly, then re-check")
+    alert = build_alert(ev, None, observe(ev).state, alert_id="0d5e2f7a-1111-4222-8333-944445555667",
+                        at="2026-03-01T10:00:02+00:00")
+    assert Alert.from_json(json.loads(json.dumps(alert.to_json()))) == alert        # survives the outbox
+    shown = texts(card.message([alert]))
+    assert "Reverted publicNetworkAccess Enabled → Disabled." in shown
+    assert "Not written (blocked by the export-pipelines guard): policies.exportPolicy.status enabled → disabled." in shown
+    assert "Nothing written" not in shown and "delete export pipeline(s) nightly" in shown.lower()
+
+
 def test_rule_links_follow_dlp_rule_docs_url():
     message = card.message([alert_for("non-compliant")], docs_base="https://github.com/org/repo/blob/main/docs/rules/")
     urls = [a["url"] for a in message["attachments"][0]["content"]["actions"]]

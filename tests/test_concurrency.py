@@ -136,6 +136,19 @@ def by_registry(records: list[dict], estate: Estate) -> dict[str, Counter]:
     return result
 
 
+def answered(records: list[dict]) -> Counter:
+    """Events answered, over all evaluations (a burst of one registry is answered by one evaluation)."""
+    return Counter(event_id for record in records for event_id in record["eventIds"])
+
+
+def ids_of(events: list) -> Counter:
+    return Counter(e.id for e in events)
+
+
+def registry_gets(azure) -> int:
+    return sum(1 for r in azure.arm.log.filter(service="arm", method="GET") if "exportpipelines" not in r.path.lower())
+
+
 def check_logs(estate: Estate, records: list[dict]) -> None:
     """Every evaluation's rows are in Log Analytics, each row once."""
     logged = estate.logged_evaluations()
@@ -151,27 +164,37 @@ def test_64_concurrent_invocations_over_16_registries(responder, azurite, local_
 
     # round 1: half the registries drifted, 4 events each, all at once
     estate.drift()
-    assert all(result is None for result in all_at_once([lambda e=e: handle_event(e) for e in estate.events()]))
+    events = estate.events()
+    gets = registry_gets(local_azure)
+    assert all(result is None for result in all_at_once([lambda e=e: handle_event(e) for e in events]))
     records = responder.take()
     seen += records
-    assert len(records) == EVENTS
+    # every event answered exactly once; events of one registry that arrive while its read is in flight share
+    # the next read (how many do depends on thread scheduling; tests/test_responder.py pins a burst down)
+    assert answered(records) == ids_of(events)
+    assert len(records) == registry_gets(local_azure) - gets     # one GET per evaluation (a first drift: no re-read)
     assert estate.compliant()
     assert estate.patches() == Counter({name: 1 for name in drifted})
     outcomes = by_registry(records, estate)
     for name in drifted:
-        assert outcomes[name] == Counter({("remediated", "-"): 1, ("none", "-"): 3}), (name, outcomes[name])
+        assert outcomes[name][("remediated", "-")] == 1, (name, outcomes[name])
+        assert set(outcomes[name]) <= {("remediated", "-"), ("none", "-")}, (name, outcomes[name])
     for name in clean:
-        assert outcomes[name] == Counter({("none", "-"): 4}), (name, outcomes[name])
+        assert set(outcomes[name]) == {("none", "-")}, (name, outcomes[name])
     assert estate.teams_cards() == Counter({name: 1 for name in drifted})
     assert estate.emails() == Counter({name: 1 for name in drifted})
     assert estate.remediation_rows() == Counter({name: 1 for name in drifted}) + Counter({name: 0 for name in clean})
     assert estate.leases() == 0
 
     # round 2: nothing drifted; the shared clients (ARM, tables, queue, Logs, Teams, email) still serve everyone
-    all_at_once([lambda e=e: handle_event(e) for e in estate.events()])
+    events = estate.events()
+    gets = registry_gets(local_azure)
+    all_at_once([lambda e=e: handle_event(e) for e in events])
     records = responder.take()
     seen += records
-    assert Counter((r["action"], r["reason"]) for r in records) == Counter({("none", "-"): EVENTS})
+    assert answered(records) == ids_of(events)
+    assert {(r["action"], r["reason"]) for r in records} == {("none", "-")}
+    assert len(records) == registry_gets(local_azure) - gets           # one GET per evaluation, nothing else
     assert estate.patches() == Counter({name: 1 for name in drifted})
     assert estate.teams_cards() == Counter({name: 1 for name in drifted})
 
@@ -192,7 +215,7 @@ def test_64_concurrent_invocations_over_16_registries(responder, azurite, local_
     seen += records
     outcomes = by_registry(records, estate)
     for name in drifted:
-        assert outcomes[name] == Counter({("blocked", "revert-war"): 4}), (name, outcomes[name])
+        assert set(outcomes[name]) == {("blocked", "revert-war")}, (name, outcomes[name])
     assert estate.patches() == Counter({name: 2 for name in drifted})
     assert estate.teams_cards() == Counter({name: 3 for name in drifted})       # "breaker tripped", once
     assert estate.remediation_rows() == Counter({name: 2 for name in drifted})
@@ -240,12 +263,15 @@ def test_two_app_instances_sharing_storage(responder, azurite, local_azure):
             child.kill()
     assert child.returncode == 0, err[-3000:]
     theirs = json.loads(out.strip().splitlines()[-1])
-    records = responder.take() + theirs
-    assert len(theirs) == EVENTS // 2 and len(records) == EVENTS
+    ours = responder.take()
+    records = ours + theirs
+    # each instance answers each of its events exactly once (a burst within one instance shares a read)
+    assert answered(ours) == ids_of(mine)
+    assert sum(answered(theirs).values()) == EVENTS // 2 and max(answered(theirs).values()) == 1
     assert estate.compliant()
     assert estate.patches() == Counter({name: 1 for name in drifted})
     actions = Counter(r["action"] for r in records)
-    assert actions == Counter({"remediated": len(drifted), "none": EVENTS - len(drifted)}), actions
+    assert actions["remediated"] == len(drifted) and set(actions) == {"remediated", "none"}, actions
     assert estate.teams_cards() == Counter({name: 1 for name in drifted})
     assert estate.emails() == Counter({name: 1 for name in drifted})
     assert estate.remediation_rows() == Counter({name: 1 for name in drifted}) + Counter(

@@ -115,6 +115,7 @@ def test_one_row_per_rule_with_exactly_the_declared_columns():
         "CallerTenantId": "",
         "CallerVerified": False,
         "OperationName": "Microsoft.ContainerRegistry/registries/write",
+        "AnsweredEvents": [],
         "Mode": "enforce",
         "Action": "remediated",
         "ActionReason": "",

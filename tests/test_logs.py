@@ -172,7 +172,10 @@ def test_exact_rows_for_a_compliant_a_remediated_and_a_blocked_evaluation(world:
     assert {(r["Compliant"], r["Action"], r["ActionReason"]) for r in held} == {(False, "blocked", "export-pipelines")}
     assert all(r["Changes"] == reverted for r in held)    # what would have been written
     assert "nightly" in held[0]["ActionDetail"]
-    assert arm.get(piped["id"])["properties"]["publicNetworkAccess"] == "Enabled"   # blocked: nothing written
+    # only the export part is blocked: public access is closed in the same invocation, and the detail says so
+    assert held[0]["ActionDetail"].startswith("reverted publicNetworkAccess Enabled -> Disabled; not written: ")
+    assert arm.get(piped["id"])["properties"]["publicNetworkAccess"] == "Disabled"
+    assert arm.get(piped["id"])["properties"]["policies"]["exportPolicy"]["status"] == "enabled"
 
     assert world.outbox.count(FINDINGS) == 0 and world.outbox.count(REJECTED) == 0
 

@@ -128,6 +128,22 @@ def test_unlisted_pipelines_block_export_write():
     assert plan.action == A_BLOCKED and plan.reason == r.R_PIPELINES_UNKNOWN
 
 
+@pytest.mark.parametrize(("pipelines", "reason"), [(("nightly",), r.R_PIPELINES), (None, r.R_PIPELINES_UNKNOWN)])
+def test_pipelines_withhold_only_the_export_write(pipelines, reason):
+    """Issue 11 item 3: public access is still closed; the export change is withheld with the guard's reason."""
+    plan = plan_for(registry(export_policy="enabled", public_network_access="Enabled", export_pipelines=pipelines))
+    assert plan.writes and plan.reason == reason
+    assert [c.property for c in plan.changes] == ["publicNetworkAccess"]
+    assert [c.property for c in plan.withheld] == ["policies.exportPolicy.status"]
+    assert plan.patch_body() == {"properties": {"publicNetworkAccess": "Disabled"}}
+
+
+def test_pipelines_and_another_guard_write_nothing():
+    plan = plan_for(registry(export_policy="enabled", public_network_access="Enabled", export_pipelines=("p",),
+                             private_endpoints=()))
+    assert plan.action == A_BLOCKED and plan.reason == r.R_NO_PRIVATE_ENDPOINT and len(plan.changes) == 2
+
+
 def test_pipelines_do_not_block_a_public_access_only_fix():
     plan = plan_for(registry(public_network_access="Enabled", export_pipelines=None))
     assert plan.writes

@@ -25,6 +25,7 @@ from dlp.alerts.states import (
     S_GONE,
     S_MISCONFIGURED,
     S_NONCOMPLIANT,
+    S_PENDING,
     S_REMEDIATED,
     S_TAG_EXEMPT,
     Stored,
@@ -46,9 +47,19 @@ HEADLINES = {
     S_EXEMPT: "Drift on an exempt registry",
     S_TAG_EXEMPT: "Tag exemption used",
     S_GONE: "Registry deleted",
+    S_PENDING: "Drift detected, remediation pending",
     S_MISCONFIGURED: "Output misconfigured",
     S_DEAD_LETTERED: "Events were dead-lettered",
     S_EXPOSED: "Registry was open",
+}
+
+# The headline when a held registry exposes something new (dlp.alerts.states: holds never hide an escalation).
+ESCALATION_HEADLINES = {
+    S_BREAKER: "New exposure while the revert-war breaker holds",
+    S_EXEMPT: "New exposure on an exempt registry",
+    S_TAG_EXEMPT: "New exposure on a tag-exempt registry",
+    S_PENDING: "Drift grew while remediation is pending",
+    S_BLOCKED: "New exposure while remediation is blocked",
 }
 
 # How bad it is, for the card's colour and the email's banner: needs a human / fine / informational.
@@ -56,6 +67,7 @@ SEVERITY = {
     S_COMPLIANT: "good", S_REMEDIATED: "good", S_GONE: "info", S_EXEMPT: "warning", S_TAG_EXEMPT: "warning",
     S_NONCOMPLIANT: "attention", S_BLOCKED: "attention", S_BREAKER: "attention", S_FAILED: "attention",
     S_ERROR: "attention", S_MISCONFIGURED: "warning", S_DEAD_LETTERED: "attention", S_EXPOSED: "attention",
+    S_PENDING: "attention",
 }
 
 
@@ -92,6 +104,7 @@ class Alert:
     trigger: str = ""
     evaluation_id: str = ""
     recent_callers: tuple[str, ...] = ()
+    applied: tuple[tuple[str, str, str], ...] = ()        # of `changes`, written although the rest was blocked
     warnings: tuple[str, ...] = ()            # e.g. an ID that only looks like an exempt one
     caller_name: str = ""                     # display name the caller chose: shown second, labelled as such
     caller_object_id: str = ""
@@ -100,6 +113,8 @@ class Alert:
     caller_verified: bool = False
 
     exposure: str = ""            # "Registry was open for N s: ..." (display-safe, from dlp.exposure)
+    escalation: tuple[str, ...] = ()      # exposure items new since the hold's last alert ("rule:<id>", "change:<path>")
+    next_attempt: str = ""                # remediation pending: when the durable retry runs next (ISO 8601 UTC)
 
     def __post_init__(self) -> None:
         """Every text is one clean line (dlp/sanitize.py), whether built now or loaded from an old outbox item:
@@ -121,7 +136,24 @@ class Alert:
 
     @property
     def headline(self) -> str:
+        if self.escalation and self.state in ESCALATION_HEADLINES:
+            return ESCALATION_HEADLINES[self.state]
         return HEADLINES.get(self.state, self.state)
+
+    @property
+    def news(self) -> str:
+        """The escalation in words: the rules that now fail and the changes now withheld."""
+        changes = {p: (old, new) for p, old, new in self.changes}
+        words = []
+        for item in self.escalation:
+            kind, _, name = item.partition(":")
+            if kind == "rule":
+                words.append(f"{name} fails")
+            elif name in changes:
+                words.append(f"{name} is {changes[name][0]} (withheld: → {changes[name][1]})")
+            else:
+                words.append(f"{name} changed")
+        return "; ".join(words)
 
     @property
     def severity(self) -> str:
@@ -163,12 +195,16 @@ class Alert:
         facts += [(label, value) for label, value in (("Caller object ID", self.caller_object_id),
                                                       ("Caller app ID", self.caller_app_id),
                                                       ("Caller tenant ID", self.caller_tenant_id)) if value]
+        if self.escalation:
+            facts.append(("New exposure", self.news))
         if self.caller_ip:
             facts.append(("Caller IP", self.caller_ip))
         facts.append(("Mode", self.mode or "-"))
         if self.correlation_id:
             facts.append(("Correlation ID", self.correlation_id))
         facts.append(("When", self.event_time or self.at))
+        if self.next_attempt:
+            facts.append(("Next attempt", self.next_attempt))
         facts += [("Warning", warning) for warning in self.warnings]
         if self.exposure:
             facts.append(("Exposed", self.exposure))
@@ -211,6 +247,13 @@ class Alert:
             return f"Tried to write {changes}; the write failed ({self.error_code or self.reason}): {self.detail}"
         if self.state in (S_EXEMPT, S_TAG_EXEMPT):
             return f"Nothing written: {self.detail}." + (f" Withheld: {changes}." if changes else "")
+        if self.state in (S_BLOCKED, S_BREAKER) and self.applied:
+            closed = ", ".join(f"{p} {old} → {new}" for p, old, new in self.applied)
+            withheld = ", ".join(f"{p} {old} → {new}" for p, old, new in self.changes if (p, old, new) not in self.applied)
+            return f"Reverted {closed}. Not written (blocked by the {self.reason} guard): {withheld or '-'}."
+        if self.state == S_PENDING:
+            when = f" The durable retry tries again at {self.next_attempt}." if self.next_attempt else ""
+            return f"Nothing written yet ({self.reason}): {changes or 'the revert'} is pending.{when}"
         if self.state in (S_BLOCKED, S_BREAKER):
             return f"Nothing written: blocked by the {self.reason} guard." + (f" Withheld: {changes}." if changes else "")
         if self.action == A_WOULD:
@@ -226,6 +269,12 @@ class Alert:
         return text[:1].upper() + text[1:]
 
     def _todo(self) -> str:
+        if self.escalation:
+            return (f"Find out why {self.who} opened more while enforcement is held ({self.news}). "
+                    + self._todo_held())
+        return self._todo_held()
+
+    def _todo_held(self) -> str:
         if self.state == S_MISCONFIGURED:
             return f"Fix the app settings ({self.detail}). GET /api/health lists what is still wrong."
         if self.state == S_DEAD_LETTERED:
@@ -237,6 +286,9 @@ class Alert:
         if self.state == S_EXPOSED:
             return (f"Find out what left the registry while it was open (its diagnostic logs for that interval) "
                     f"and whether the change by {self.who} was intended.")
+        if self.state == S_PENDING:
+            return ("nothing yet: the responder retries on its own and alerts again with the outcome (remediated, "
+                    f"failed or blocked). Meanwhile the registry is exposed: check the change by {self.who}.")
         if self.state == S_REMEDIATED:
             return f"Nothing, unless the change by {self.who} was intended: then agree an exemption with the operators."
         if self.state == S_BREAKER:
@@ -270,11 +322,14 @@ class Alert:
         known["changes"] = tuple(tuple(str(x) for x in c) for c in known.get("changes") or ())
         known["failing"] = tuple(FailingRule(**f) for f in known.get("failing") or ())
         known["recent_callers"] = tuple(known.get("recent_callers") or ())
+        known["applied"] = tuple(tuple(str(x) for x in c) for c in known.get("applied") or ())
         known["warnings"] = tuple(known.get("warnings") or ())
+        known["escalation"] = tuple(str(x) for x in known.get("escalation") or ())
         return cls(**known)
 
 
-def build_alert(evaluation: Evaluation, previous: Stored | None, state: str, *, alert_id: str, at: str) -> Alert:
+def build_alert(evaluation: Evaluation, previous: Stored | None, state: str, *, alert_id: str, at: str,
+                escalation: tuple[str, ...] = ()) -> Alert:
     """The alert for one committed state change."""
     parts = parse_registry_id(evaluation.registry_id) or ("", "", evaluation.registry_name)
     outcome = evaluation.outcome
@@ -291,15 +346,25 @@ def build_alert(evaluation: Evaluation, previous: Stored | None, state: str, *, 
         state=state, at=at, mode=evaluation.mode, action=outcome.action, reason=outcome.reason,
         detail=outcome.detail, error_code=outcome.error_code,
         changes=tuple((c.property, c.old, c.new) for c in outcome.changes), failing=failing,
-        caller=context.caller, caller_ip=context.caller_ip, correlation_id=context.correlation_id,
+        applied=tuple((c.property, c.old, c.new) for c in outcome.applied),
+        caller=_callers(evaluation), caller_ip=context.caller_ip, correlation_id=context.correlation_id,
         event_time=context.event_time, trigger=context.trigger, evaluation_id=evaluation.evaluation_id,
         recent_callers=evaluation.recent_callers, warnings=evaluation.warnings, caller_name=context.caller_name,
         caller_object_id=context.caller_object_id, caller_app_id=context.caller_app_id,
         caller_tenant_id=context.caller_tenant_id, caller_verified=context.caller_verified,
         exposure=evaluation.exposure.sentence if evaluation.exposure is not None else "",
+        escalation=escalation, next_attempt=evaluation.next_attempt,
     )
 
 
+MAX_CALLERS = 10     # names shown when a burst of events was answered by one evaluation
+
+
+def _callers(evaluation: Evaluation) -> str:
+    """Everyone whose write the evaluation answered (a burst of events read once), first seen first."""
+    callers = evaluation.callers
+    shown = ", ".join(callers[:MAX_CALLERS])
+    return shown + (f" and {len(callers) - MAX_CALLERS} more" if len(callers) > MAX_CALLERS else "")
 def _clean_nested(value: Any) -> Any:
     if isinstance(value, str):
         return clean(value)

@@ -1,30 +1,45 @@
 """The durable retry: work a failing dependency kept from finishing goes to a Storage queue.
 
 The queue-triggered function in function_app.py reads it. Messages are base64 text, the
-Functions queue trigger's default encoding. Backoff is ours (visibility timeout grows with
-the attempt number); the host's maxDequeueCount (host.json) moves crash loops to the poison queue.
+Functions queue trigger's default encoding. Backoff is ours (the message's visibility timeout
+grows with the attempt number); the host's maxDequeueCount (host.json) moves crash loops to the
+poison queue. The same queue carries scheduled re-checks (a message made visible later, e.g.
+when the revert-war breaker's window ends): `schedule`.
 """
 
 from __future__ import annotations
 
 import json
+import random
 from typing import Any
 
 from dlp.settings import RETRY_QUEUE
 
-MAX_ATTEMPTS = 8
+# Seconds before each attempt. The first comes soon (most deferrals are a throttled or busy moment), with
+# jitter so that a burst of deferrals (a sweep that ARM throttled) does not come back as one burst; then it
+# backs off. 10 attempts over about 2 h 50 min, so an ARM incident of up to two hours is still covered.
+FIRST_ATTEMPT_S = (2.0, 10.0)
+BACKOFF_S = (10, 30, 60, 120, 300, 600, 1800, 3600, 3600)
+MAX_ATTEMPTS = 1 + len(BACKOFF_S)
+MAX_VISIBILITY_S = 7 * 24 * 3600
+JITTER = 0.2            # later attempts wait up to 20 % longer, never shorter (the schedule is a minimum)
 
 
-def backoff_s(attempt: int, base_s: float = 60) -> int:
-    """1, 2, 4, ... minutes, at most an hour: about four hours of retries in all."""
-    return int(min(3600, base_s * 2 ** max(0, attempt - 1)))
+def backoff_s(attempt: int, *, rng: random.Random | None = None) -> float:
+    """The wait before durable-retry attempt `attempt` (1-based): within 10 s, then 10 s, 30 s, 1, 2, 5, 10,
+    30, 60, 60 minutes, each with jitter."""
+    draw = (rng or random).uniform
+    if attempt <= 1:
+        return round(draw(*FIRST_ATTEMPT_S), 1)
+    base = BACKOFF_S[min(attempt - 2, len(BACKOFF_S) - 1)]
+    return round(base * draw(1.0, 1.0 + JITTER), 1)
 
 
 class RetryQueue:
     def __init__(self, queue_client: Any, *, base_delay_s: float = 60):
         self._queue = queue_client
         self._created = False
-        self.base_delay_s = base_delay_s     # tests and the demo use 0 to replay at once
+        self.base_delay_s = base_delay_s     # 60: the retry schedule as written; tests and the demo use 0 (at once)
         self.check_delay_s: float | None = None   # delayed exposure checks; None: dlp.timeline.CHECK_DELAY_S
 
     @classmethod
@@ -45,13 +60,19 @@ class RetryQueue:
             client = QueueClient(settings.storage_queue_uri, RETRY_QUEUE, credential=credential, **options)
         return cls(client)
 
-    def hand_over(self, message: dict[str, Any], attempt: int) -> None:
-        """Raises when the queue cannot take it: then the invocation must fail so Event Grid redelivers."""
-        self.schedule(message, backoff_s(attempt, self.base_delay_s))
+    def hand_over(self, message: dict[str, Any], attempt: int) -> float:
+        """Queue attempt `attempt`; returns the seconds until it runs. Raises when the queue cannot take it:
+        then the invocation must fail so Event Grid redelivers."""
+        return self.later(message, backoff_s(attempt))
 
-    def schedule(self, message: dict[str, Any], delay_s: float) -> None:
-        """Send `message`, invisible for `delay_s` seconds (at most 7 days, the queue's limit). Raises when the
-        queue cannot take it."""
+    def later(self, message: dict[str, Any], delay_s: float) -> float:
+        """`schedule` on the retry schedule's clock (`base_delay_s` 60: as written; 0: at once, for tests and the
+        demo): the backoff and the breaker's re-check. Returns the delay used."""
+        return self.schedule(message, delay_s * self.base_delay_s / 60)
+
+    def schedule(self, message: dict[str, Any], delay_s: float) -> float:
+        """Send `message`, visible to the queue trigger in `delay_s` seconds (at most 7 days, the service's
+        limit for a visibility timeout); returns the delay used. Raises when the queue cannot take it."""
         from azure.core.exceptions import ResourceExistsError
 
         if not self._created:
@@ -60,5 +81,6 @@ class RetryQueue:
             except ResourceExistsError:
                 pass
             self._created = True
-        self._queue.send_message(json.dumps(message, separators=(",", ":")),
-                                 visibility_timeout=int(max(0, min(delay_s, 7 * 24 * 3600))))
+        delay = min(MAX_VISIBILITY_S, max(0.0, delay_s))
+        self._queue.send_message(json.dumps(message, separators=(",", ":")), visibility_timeout=round(delay))
+        return delay

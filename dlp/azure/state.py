@@ -4,6 +4,7 @@ Azure Table storage (the Function App's AzureWebJobsStorage), one partition per 
   RowKey "lease"            who may write the registry now (deleted on release)
   RowKey "rem|<utc>|<id>"   one row per write attempt (written before the PATCH), counted by the breaker
   RowKey "alert"            the registry's alert state (dlp/alerts/store.py)
+  RowKey "recheck|<utc>"    a re-check scheduled on the durable-retry queue for that moment (breaker window end)
   RowKey "exp|<key>"        one exposure window recorded (or being recorded) from change history (dlp/timeline.py)
 Partition "sweep", RowKey "exposure-cursor": where the last sweep's change-history query began.
 `MemoryState` is the same contract inside one process (CLI, demo, storage not configured).
@@ -11,6 +12,7 @@ Partition "sweep", RowKey "exposure-cursor": where the last sweep's change-histo
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -24,6 +26,7 @@ from dlp.settings import STATE_TABLE
 LEASE_ROW = "lease"
 LEASE_POLL_S = 0.25          # while another instance writes: each poll costs one create + one read
 REMEDIATION_PREFIX = "rem|"
+RECHECK_PREFIX = "recheck|"
 BREAKER_WINDOW = timedelta(hours=1)
 EXPOSURE_PREFIX = "exp|"
 CLAIM_TTL = timedelta(minutes=10)   # a claim on a window by a process that died is taken over after this
@@ -57,6 +60,9 @@ class StateStore(Protocol):
     def record_remediation(self, registry_id: str, record: Remediation) -> None: ...
     def acquire(self, registry_id: str, *, ttl_s: float, wait_s: float) -> Lease | None: ...
     def release(self, lease: Lease) -> None: ...
+    def extend(self, lease: Lease, *, ttl_s: float) -> Lease | None: ...
+    def recheck_scheduled(self, registry_id: str, when: str) -> bool: ...
+    def mark_recheck(self, registry_id: str, when: str) -> None: ...
     def claim_exposure(self, registry_id: str, key: str, owner: str, now: datetime) -> bool: ...
     def finish_exposure(self, registry_id: str, key: str) -> None: ...
     def exposure_cursor(self) -> str: ...
@@ -88,6 +94,7 @@ class MemoryState:
     def __init__(self) -> None:
         self._rows: dict[str, list[Remediation]] = {}
         self._released: dict[str, float] = {}
+        self._rechecks: set[tuple[str, str]] = set()
         self._locks = _LocalLocks()
         self._guard = threading.Lock()
         self._windows: dict[tuple[str, str], tuple[str, str, str]] = {}
@@ -110,6 +117,17 @@ class MemoryState:
 
     def release(self, lease: Lease) -> None:
         self._locks.get(partition_of(lease.registry_id)).release()
+
+    def extend(self, lease: Lease, *, ttl_s: float) -> Lease | None:
+        return lease            # one process: the lock does not expire
+
+    def recheck_scheduled(self, registry_id: str, when: str) -> bool:
+        with self._guard:
+            return (partition_of(registry_id), when) in self._rechecks
+
+    def mark_recheck(self, registry_id: str, when: str) -> None:
+        with self._guard:
+            self._rechecks.add((partition_of(registry_id), when))
 
     def claim_exposure(self, registry_id: str, key: str, owner: str, now: datetime) -> bool:
         """True when this owner may record the window: nobody did, the same owner is retrying, or a claim
@@ -180,6 +198,18 @@ class TableState:
                                       "When": record.when, "Caller": record.caller[:256],
                                       "EvaluationId": record.evaluation_id})
 
+    def recheck_scheduled(self, registry_id: str, when: str) -> bool:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            self._client().get_entity(partition_of(registry_id), RECHECK_PREFIX + when)
+        except ResourceNotFoundError:
+            return False
+        return True
+
+    def mark_recheck(self, registry_id: str, when: str) -> None:
+        self._client().upsert_entity({"PartitionKey": partition_of(registry_id), "RowKey": RECHECK_PREFIX + when})
+
     def acquire(self, registry_id: str, *, ttl_s: float, wait_s: float) -> Lease | None:
         """One create_entity when nobody holds it; an expired holder is taken over with its ETag."""
         from azure.core import MatchConditions
@@ -217,6 +247,22 @@ class TableState:
         except BaseException:
             lock.release()
             raise
+
+    def extend(self, lease: Lease, *, ttl_s: float) -> Lease | None:
+        """Keep the lease `ttl_s` longer, if it is still ours: None when another instance took it over (it had
+        expired), which an ETag-conditional replace detects; still ours even if it had expired meanwhile."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        mine = {"PartitionKey": partition_of(lease.registry_id), "RowKey": LEASE_ROW, "Owner": self.owner,
+                "Expires": time.time() + ttl_s}
+        try:
+            meta = self._client().update_entity(mine, mode=UpdateMode.REPLACE, etag=lease.etag,
+                                                match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return None
+        return dataclasses.replace(lease, etag=meta.get("etag"))
 
     def release(self, lease: Lease) -> None:
         from azure.core import MatchConditions

@@ -46,11 +46,11 @@ def _say(step: str, text: str = "") -> None:
     print(f"\n== {step}" + (f"\n{text}" if text else ""))
 
 
-def _event(registry_id: str) -> Any:
+def _event(registry_id: str, claims: dict[str, str] | None = None) -> Any:
     import azure.functions as func
 
     data = {"authorization": {"scope": registry_id, "action": "Microsoft.ContainerRegistry/registries/write"},
-            "claims": {UPN: "mallory@contoso.com", "ipaddr": "203.0.113.9"},
+            "claims": claims or {UPN: "mallory@contoso.com", "ipaddr": "203.0.113.9"},
             "correlationId": "6f1c2d3e-0000-4000-8000-000000000001",
             "httpRequest": {"clientIpAddress": "203.0.113.9", "method": "PATCH"},
             "operationName": "Microsoft.ContainerRegistry/registries/write", "resourceProvider":
@@ -122,10 +122,16 @@ def run(args: argparse.Namespace) -> int:
             title = next((b.get("text") for b in card.get("body", []) if b.get("type") == "TextBlock"), "")
             print(f"   Teams card: {title}")
 
-        azure.arm.log.reset()
-        handlers.on_event(_event(registry_id))
-        _say("9. The responder's own write raises an event too",
-             f"   it costs {azure.arm.log.count(service='arm')} ARM GET and stays quiet")
+        if outcome.action == "remediated":      # in audit mode nothing was written, so no own-write event exists
+            from dlp.emulator.tokens import SYSTEM_CLIENT_ID, TENANT_ID, object_id_of
+
+            azure.arm.log.reset()
+            own = {"appid": SYSTEM_CLIENT_ID, "http://schemas.microsoft.com/identity/claims/objectidentifier":
+                   object_id_of(SYSTEM_CLIENT_ID), "http://schemas.microsoft.com/identity/claims/tenantid": TENANT_ID}
+            handlers.on_event(_event(registry_id, own))
+            _say("9. The responder's own write raises an event too",
+                 f"   its claims name the responder's identity: it costs {azure.arm.log.count(service='arm')} ARM "
+                 "requests, no row and no alert")
         runtime.reset()
         expected = "remediated" if args.mode == "enforce" else "would-remediate"
         return EXIT_OK if outcome.action == expected else EXIT_FAIL

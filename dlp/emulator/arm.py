@@ -21,6 +21,10 @@ Every write applied (and the restore of a failed one) appends a row to Resource 
 `resourcechanges` table (`graph.changes`, dlp/emulator/changes.py): `changedBy` is the caller's
 client ID (the identity emulator's `client_id`, the system identity's when none was asked for).
 `write(id, body, caller=...)` applies a write by someone else, as a test's attacker or colleague.
+
+Disabling exports while export pipelines exist is refused as `export_refusal` says (a 400
+`BadRequest` unless a test picks another status/code, or an operation that ends `Failed`):
+the real status and code are not documented.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from dlp.emulator.arm_update import PatchError, apply_patch
+from dlp.emulator.arm_update import ExportPipelinesExist, PatchError, apply_patch
 from dlp.emulator.base import Emulator, Request, Response
 from dlp.emulator.graph import Graph
 from dlp.emulator.registries import RegistryStore, key_of, make_registry
@@ -70,6 +74,17 @@ class LroConfig:
     outcome: str = "Succeeded"      # or "Failed"
 
 
+@dataclass(frozen=True)
+class ExportRefusal:
+    """How the emulator refuses to disable exports while export pipelines exist. Microsoft documents that
+    pipelines block it, not the answer: 400 `BadRequest` by default; any status/code, or (`lro=True`) a 201
+    whose operation ends `Failed` with `code`."""
+
+    status: int = 400
+    code: str = "BadRequest"
+    lro: bool = False
+
+
 @dataclass
 class Operation:
     id: str
@@ -79,6 +94,8 @@ class Operation:
     polls: int = 0
     status: str = "InProgress"
     start_time: str = ""
+    error_code: str = "InternalServerError"
+    error_message: str = "The registry update failed."
 
 
 def _now() -> str:
@@ -96,6 +113,7 @@ class ArmEmulator(Emulator):
         self.lro = LroConfig()
         self.page_size = 100                      # registries per page of the list APIs (nextLink beyond)
         self.check_audience = True
+        self.export_refusal = ExportRefusal()
         self._lro_overrides: dict[str, LroConfig] = {}
         self.operations: dict[str, Operation] = {}
         self._lock = threading.RLock()
@@ -108,6 +126,7 @@ class ArmEmulator(Emulator):
             self.lro = LroConfig()
             self.page_size = 100
             self.check_audience = True
+            self.export_refusal = ExportRefusal()
             self._lro_overrides.clear()
             self.operations.clear()
 
@@ -265,11 +284,17 @@ class ArmEmulator(Emulator):
             if missing:
                 return missing
             key = key_of(registry["id"])
+            config = self._lro_overrides.get(key, self.lro)
+            refused: ExportPipelinesExist | None = None
             try:
                 after = apply_patch(registry, body, self.registries.pipelines(key))
+            except ExportPipelinesExist as exc:
+                if not self.export_refusal.lro:
+                    return Response.error(self.export_refusal.status, self.export_refusal.code, exc.message)
+                refused, after = exc, copy.deepcopy(registry)          # accepted, then the operation fails
+                config = dataclasses.replace(config, mode="async", outcome="Failed")
             except PatchError as exc:
                 return Response.error(exc.status, exc.code, exc.message)
-            config = self._lro_overrides.get(key, self.lro)
             before = copy.deepcopy(registry)
             registry.clear()
             registry.update(after)
@@ -283,6 +308,8 @@ class ArmEmulator(Emulator):
                 return Response.json(200, self._shape(registry, version))
             registry["properties"]["provisioningState"] = "Updating"
             op = Operation(f"registries-{uuid.uuid4()}", key, config, before, start_time=_now())
+            if refused is not None:
+                op.error_code, op.error_message = self.export_refusal.code, refused.message
             self.operations[op.id] = op
             base = f"{request.base_url}{request.path.rstrip('/')}"
             headers = {"Azure-AsyncOperation": f"{base}/operationStatuses/{op.id}?api-version={version}",
@@ -328,7 +355,7 @@ class ArmEmulator(Emulator):
             if op.status != "InProgress":
                 status["endTime"] = _now()
             if op.status == "Failed":
-                status["error"] = {"code": "InternalServerError", "message": "The registry update failed."}
+                status["error"] = {"code": op.error_code, "message": op.error_message}
             return Response.json(200, status, headers)
 
     def _child(self, request: Request, m: re.Match[str], version: str) -> Response:

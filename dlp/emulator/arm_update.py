@@ -33,6 +33,11 @@ class PatchError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+class ExportPipelinesExist(PatchError):
+    """Disabling exports while export pipelines exist. ARM's status and code for it are not documented, so the
+    emulator lets a test choose them (ArmEmulator.export_refusal)."""
+
+
 def _ci_merge(target: dict[str, Any], patch: Mapping[str, Any], top: bool = False, path: tuple[str, ...] = ()) -> None:
     existing = {k.lower(): k for k in target}
     for raw_key, value in patch.items():
@@ -113,7 +118,7 @@ def apply_patch(registry: Mapping[str, Any], body: Any, pipelines: list[dict[str
                              f"Disabling exports is not supported because the registry '{name}' has public network "
                              f"access enabled. Disable public network access first or in the same request.")
         if pipelines:
-            raise PatchError(400, "BadRequest",
+            raise ExportPipelinesExist(400, "BadRequest",
                              f"The export policy of registry '{name}' cannot be disabled while export pipelines exist "
                              f"({', '.join(p.get('name', '?') for p in pipelines)}). Delete the export pipelines first.")
 

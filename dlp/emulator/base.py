@@ -185,7 +185,7 @@ class RequestLog:
             return iter(list(self._records))
 
 
-FAULT_MODES = ("respond", "hang", "close")
+FAULT_MODES = ("respond", "hang", "close", "pass")
 
 
 @dataclass
@@ -203,6 +203,7 @@ class Fault:
     service: str | None = None
     skip: int = 0                    # let this many matching requests through first
     hits: int = 0
+    gate: threading.Event | None = None   # wait for it (or the emulator stopping) before acting
 
     def matches(self, method: str, path: str, service: str) -> bool:
         return ((self.method is None or self.method.upper() == method)
@@ -228,18 +229,21 @@ class FaultQueue:
 
     def add(self, method: str | None = None, path: str = r".*", status: int = 500,
             headers: Mapping[str, str] | None = None, body: Any = None, times: int | None = 1,
-            delay: float = 0.0, mode: str = "respond", service: str | None = None, skip: int = 0) -> Fault:
+            delay: float = 0.0, mode: str = "respond", service: str | None = None, skip: int = 0,
+            gate: threading.Event | None = None) -> Fault:
         """Queue a fault. `path` is a regex searched (case-insensitively) in the decoded path, query excluded.
 
         `mode`: "respond" answers status/headers/body; "hang" never answers (until the emulator
-        stops); "close" drops the connection without a response. `delay` waits before acting.
+        stops); "close" drops the connection without a response; "pass" answers as usual, but the answer
+        (of the state when the request arrived) is sent only after the wait.
+        `delay` waits before acting; so does `gate`, until a test sets it (a request held in flight).
         `service` restricts the fault to one log label (e.g. "graph" or "arm-op" on the ARM server).
         `skip` lets that many matching requests through before the fault starts (e.g. fail the 2nd chunk).
         """
         if mode not in FAULT_MODES:
             raise ValueError(f"mode must be one of {FAULT_MODES}")
         fault = Fault(method, re.compile(path, re.IGNORECASE), status, dict(headers or {}), body,
-                      times, delay, mode, service, skip)
+                      times, delay, mode, service, skip, gate=gate)
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -319,20 +323,25 @@ class _Handler(BaseHTTPRequestHandler):
         emulator.log.append(record)
 
         fault = emulator.faults.take(self.command, request.path, service)
-        if fault is not None:
-            if fault.delay:
-                stopping.wait(fault.delay)
-            if fault.mode != "respond":
-                record.status = 0
-                drop_connection(self, fault.mode, emulator.hang_release, stopping)
-                return
-            response = fault.response()
-        else:
+        response = None
+        if fault is None or fault.mode == "pass":       # "pass": answered now, the answer held in flight
             try:
                 response = emulator.handle(request)
             except Exception as exc:
                 emulator.errors.append(traceback.format_exc())
                 response = Response.error(500, "InternalServerError", f"Emulator bug: {exc!r}")
+        if fault is not None:
+            if fault.delay:
+                stopping.wait(fault.delay)
+            while fault.gate is not None and not fault.gate.wait(0.05) and not stopping.is_set():
+                pass
+            if fault.mode in ("hang", "close"):
+                record.status = 0
+                drop_connection(self, fault.mode, emulator.hang_release, stopping)
+                return
+            if fault.mode == "respond":
+                response = fault.response()
+        assert response is not None
         if emulator.latency:
             stopping.wait(emulator.latency)
         record.status = response.status

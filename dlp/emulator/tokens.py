@@ -1,16 +1,22 @@
 """Opaque bearer tokens shared by the identity endpoint and the services that check them.
 
-Real tokens are JWTs whose audience must match the service; here a token is a random
-string remembered with the resource it was minted for, so a service can still answer
-401 `InvalidAuthenticationTokenAudience` when code asks for the wrong scope (a classic
-mistake: an ARM token sent to Logs Ingestion, or a custom ARM endpoint with the default scope).
+Real tokens are JWTs whose audience must match the service; here a token is JWT-shaped
+(base64url header.payload.random signature, never verified by anyone) with the claims a
+managed identity's token carries (`aud`, `appid`, `oid`, `tid`, `exp`), remembered with the
+resource it was minted for, so a service can still answer 401
+`InvalidAuthenticationTokenAudience` when code asks for the wrong scope (a classic mistake: an
+ARM token sent to Logs Ingestion, or a custom ARM endpoint with the default scope).
+A system-assigned identity is SYSTEM_CLIENT_ID; every client ID has a stable object ID.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import secrets
 import threading
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -19,7 +25,22 @@ from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOpt
 from dlp.emulator.base import Request, Response, arm_error
 
 DEFAULT_LIFETIME_S = 24 * 3600   # App Service hands out tokens valid ~24 h
-SYSTEM_CLIENT_ID = "00000000-0000-0000-0000-00000000e11a"   # the system-assigned identity's client (app) ID
+SYSTEM_CLIENT_ID = "00000000-0000-0000-0000-00000000e11a"   # the app's system-assigned identity
+TENANT_ID = "72f988bf-0000-4000-8000-00000000e11a"
+
+
+def object_id_of(client_id: str) -> str:
+    """The (stable, made-up) object ID of the service principal behind a client ID."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "dlp-emulator/" + client_id.lower()))
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _jwt(claims: dict[str, object]) -> str:
+    header = _b64(json.dumps({"typ": "JWT", "alg": "RS256"}).encode())
+    return f"{header}.{_b64(json.dumps(claims).encode())}.{_b64(secrets.token_bytes(24))}"
 
 
 def resource_of_scope(scope: str) -> str:
@@ -48,7 +69,11 @@ class TokenStore:
         self.lifetime_s = DEFAULT_LIFETIME_S
 
     def mint(self, resource: str, client_id: str | None = None) -> Token:
-        token = Token("emu." + secrets.token_urlsafe(24), resource, int(time.time()) + int(self.lifetime_s), client_id)
+        expires = int(time.time()) + int(self.lifetime_s)
+        app_id = client_id or SYSTEM_CLIENT_ID
+        value = _jwt({"aud": resource, "appid": app_id, "oid": object_id_of(app_id), "tid": TENANT_ID,
+                      "idtyp": "app", "exp": expires})
+        token = Token(value, resource, expires, client_id)
         with self._lock:
             self._tokens[token.value] = token
         return token
