@@ -51,7 +51,9 @@ R_RETRIES_EXHAUSTED = "retries-exhausted"
 R_LEASE_BUSY = "lease-busy"
 LRO_RESERVE_S = 1.0            # stop waiting for a slow PATCH this long before the deadline, then defer
 RELEASE_BUDGET_S = 2.0         # giving a lease back may run past a spent budget by this much
-SPECULATIVE_TTL_S = 1.0        # a lease taken during the read: a crashed reader blocks writers this long at most
+# A lease taken during the read: a crashed reader blocks writers this long at most. Long enough that a read slowed
+# by a loaded host (a second seen under CI load) does not lose it to another instance and defer a fix for nothing.
+SPECULATIVE_TTL_S = 5.0
 HANDOVER_RESERVE_S = 1.0       # kept back from an evaluation's Azure calls to hand it to the durable retry
 BREAKER_RECHECK_MARGIN = timedelta(seconds=60)   # after the breaker's window ends: the re-check then sees it open
 

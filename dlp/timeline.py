@@ -55,8 +55,9 @@ def wants_check(evaluation: Evaluation, responder: Iterable[str]) -> bool:
     context = evaluation.context
     if context.trigger != "event" or evaluation.outcome.action != A_NONE or evaluation.assessment is None:
         return False
-    caller = context.caller.split(":", 1)[1] if context.caller.startswith(("app:", "object:")) else context.caller
-    return not exposure.is_responder(caller, responder)
+    # the GUID claims only (never the caller's display text): an app or object ID equal to the responder's
+    identities = [i for i in (context.caller_app_id, context.caller_object_id) if i]
+    return not any(exposure.is_responder(i, responder) for i in identities)
 
 
 def check_message(evaluation: Evaluation) -> dict[str, Any]:

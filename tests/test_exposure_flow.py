@@ -142,6 +142,16 @@ def test_compliant_events_of_the_responder_itself_queue_no_check(world, azurite_
     assert checks(azurite_env, reg) == []
 
 
+def test_a_caller_named_like_the_responder_still_gets_the_check(world, azurite_env):
+    """Only the app/object ID claims identify the responder: a UPN or display name that reads like its client ID
+    (anyone can choose those) does not buy a write out of the flip-and-restore check."""
+    reg = rid("acrself02")
+    world.arm.create(SUB, RG, "acrself02", export="disabled", public="Disabled")
+    instance()
+    handle_event(event(reg, RESPONDER, "ev-lookalike"))
+    assert len(checks(azurite_env, reg)) == 1
+
+
 def _own_event(registry_id: str):
     data = {"claims": {"appid": RESPONDER}, "operationName": "Microsoft.ContainerRegistry/registries/write",
             "resourceUri": registry_id, "status": "Succeeded", "subscriptionId": SUB}

@@ -780,7 +780,7 @@ def test_events_that_arrive_before_the_read_share_the_write_and_the_alert_names_
 
 
 def test_a_lease_taken_during_the_read_and_lost_before_the_write_writes_nothing(responder, azurite_env, local_azure,
-                                                                                 azurite):
+                                                                                 azurite, monkeypatch):
     """The lease is taken while ARM answers the read, for SPECULATIVE_TTL_S (so a reader that crashes blocks other
     writers briefly), and extended before the PATCH. If it expired and another instance took it meanwhile, this
     one writes nothing and hands the drift to the durable retry."""
@@ -792,6 +792,7 @@ def test_a_lease_taken_during_the_read_and_lost_before_the_write_writes_nothing(
     name = "acrlost01"
     reg = rid(name)
     local_azure.arm.create(SUB, RG, name, export="enabled", public="Disabled")
+    monkeypatch.setenv("DLP_TIME_BUDGET_S", "15")    # the held read outlasts the short lease, not the budget
     fresh_instance()
     gate = _hold_first_read(local_azure, name)
     other = TableState(table_service(load({"AzureWebJobsStorage": azurite}), None))     # a second instance
