@@ -34,7 +34,7 @@ from typing import Any
 
 from dlp.budget import Budget
 from dlp.event_files import DocumentEvent, EventDocumentError, load_document
-from dlp.model import Evaluation, Target
+from dlp.model import Evaluation, Target, registry_key
 
 log = logging.getLogger("dlp.deadletter")
 
@@ -70,6 +70,7 @@ class BlobReplay:
     reasons: tuple[str, ...] = ()      # dead-letter reasons, once each
     settled: str = ""                  # "processed", "malformed", or "" when the blob stays for the next run
     problem: str = ""
+    stuck: bool = False                # could not be read, recorded or moved: tried again next run
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,10 @@ class ReplayReport:
     @property
     def events(self) -> int:
         return sum(b.events for b in self.blobs)
+
+    @property
+    def stuck(self) -> tuple[BlobReplay, ...]:
+        return tuple(b for b in self.blobs if b.stuck)
 
     @property
     def reasons(self) -> tuple[str, ...]:
@@ -181,10 +186,11 @@ class DeadLetterContainer:
 
 
 def replay_targets(events: Sequence[DocumentEvent], now: datetime) -> tuple[list[Target], int, int]:
-    """The targets of a document's events, each with its dead-letter reason and delay; duplicates of an event
-    ID for the same registry are handled once. Returns (targets, ignored, malformed). Pure."""
+    """The targets of a document's events, each with its dead-letter reason and delay: one per registry (the
+    first event's), because a fresh read decides whatever the event, and a blob of thousands of events for a few
+    registries must cost a few reads. Returns (targets, ignored and coalesced events, malformed). Pure."""
     targets: list[Target] = []
-    seen: set[tuple[str, str]] = set()
+    seen: set[str] = set()
     ignored = malformed = 0
     for event in events:
         if event.intake.malformed:
@@ -196,8 +202,8 @@ def replay_targets(events: Sequence[DocumentEvent], now: datetime) -> tuple[list
         reason = event.dead_letter.reason if event.dead_letter else ""
         delay = int(max(0.0, (now - event.event_time).total_seconds())) if event.event_time else 0
         for target in event.intake.targets:
-            key = (target.context.event_id, target.registry_id.lower())
-            if key in seen and target.context.event_id != "<no id>":
+            key = registry_key(target.registry_id)
+            if key in seen:
                 ignored += 1
                 continue
             seen.add(key)
@@ -221,13 +227,24 @@ class Replayer:
         return (self.clock or self.services.clock)()
 
     def run(self, *, budget_s: float = REPLAY_BUDGET_S, max_blobs: int = MAX_BLOBS_PER_RUN) -> ReplayReport:
+        """Every pending blob, oldest first. A blob that cannot be read, recorded or moved (a lease or legal hold
+        on it, storage refusing, recording down) is reported and left for the next run: it never stops the blobs
+        behind it."""
+        from dlp.azure.errors import classify
+
         deadline = time.monotonic() + budget_s
         pending = self.container.pending()
         done: list[BlobReplay] = []
         for index, blob in enumerate(pending[:max_blobs]):
             if deadline - time.monotonic() < MIN_EVENT_BUDGET_S:
                 return ReplayReport(tuple(done), len(pending) - index)
-            done.append(self.replay_blob(blob, deadline))
+            try:
+                done.append(self.replay_blob(blob, deadline))
+            except Exception as exc:
+                problem = str(classify(exc))[:300]
+                log.error("dead-letter blob %s could not be replayed (%s); it stays for the next run", blob.name,
+                          problem)
+                done.append(BlobReplay(blob.name, problem=problem, stuck=True))
         return ReplayReport(tuple(done), max(0, len(pending) - max_blobs))
 
     def replay_blob(self, blob: PendingBlob, deadline: float) -> BlobReplay:
@@ -246,9 +263,12 @@ class Replayer:
         evaluations: list[Evaluation] = []
         for target in targets:
             left = deadline - time.monotonic()
-            if left < MIN_EVENT_BUDGET_S:       # the rest of the blob next run; the blob stays where it is
-                return BlobReplay(blob.name, len(events), len(evaluations), ignored, malformed, tuple(evaluations),
-                                  reasons, "", "the run's time ran out; the blob is replayed again next run")
+            if left < MIN_EVENT_BUDGET_S:
+                if not self._hand_over(targets[len(evaluations):]):   # the blob stays, replayed whole next run
+                    return BlobReplay(blob.name, len(events), len(evaluations), ignored, malformed,
+                                      tuple(evaluations), reasons, "",
+                                      "the run's time ran out; the blob is replayed again next run")
+                break
             budget = Budget.of(min(self.services.settings.time_budget_s, left - 1.0))
             evaluations += pipeline.run([target], self.services, enforce=self.enforce, budget=budget,
                                         record=self.record)
@@ -264,6 +284,23 @@ class Replayer:
                  blob.name, len(events), len(targets), ignored, malformed, ", ".join(reasons) or "none given")
         return BlobReplay(blob.name, len(events), len(targets), ignored, malformed, tuple(evaluations), reasons,
                           settled)
+
+    def _hand_over(self, targets: Sequence[Target]) -> bool:
+        """The rest of a blob the run has no time for, to the durable retry (which re-reads each registry in the
+        mode then in force), so that the blob can be moved and a huge one never holds up the others. False when
+        there is no durable retry, or this replay only looks (the CLI)."""
+        from dlp.pipeline import retry_message
+
+        retry = self.services.retry
+        if retry is None or not self.settle:
+            return False
+        enforce = self.services.settings.mode == "enforce" if self.enforce is None else self.enforce
+        for target in targets:
+            retry.hand_over(retry_message(target.registry_id, target.context, enforce=enforce, attempt=1,
+                                          reason="dead-letter replay: the run's time ran out"), 1)
+        log.warning("dead-letter replay: %d registries handed to the durable retry (the run's time ran out)",
+                    len(targets))
+        return True
 
     def _quarantine(self, blob: PendingBlob, content: bytes, problem: str) -> BlobReplay:
         log.error("dead-letter blob %s set aside under %s: %s", blob.name, MALFORMED_PREFIX, problem)

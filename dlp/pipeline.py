@@ -435,7 +435,8 @@ def _refusal(failure: Any) -> bool:
 
 def _decide_and_apply(target: Target, services: Services, budget: Budget, done: Callable[..., Evaluation],
                       registry: Registry, policy: remediation.Policy, today: Any, recent: tuple[Any, ...],
-                      held: _Held, *, conflict_retry: bool, listed: bool = False) -> Evaluation:
+                      held: _Held, *, conflict_retry: bool, listed: bool = False,
+                      counted: bool = False) -> Evaluation:
     """Under the lease: final plan with the breaker count, the breaker row, the PATCH, verification.
 
     The breaker row is written before the PATCH (it counts write attempts), so a write whose answer is
@@ -462,7 +463,7 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
         return done(Outcome(plan.action, plan.reason, detail, plan.changes), assessment,
                     tag_exemption=plan.tag_exemption, recent_callers=callers)
     unlisted = registry.export_pipelines is None and any(c.property == ARM_PATHS[P_EXPORT] for c in plan.changes)
-    if not listed:
+    if not (listed or counted):      # one breaker row per remediation, whatever is retried within it
         _count_attempt(services, held, registry.id, target.context.caller, budget, assessment)
     try:
         result = services.arm.update_registry(registry.id, plan.patch_body(), reserve_s=LRO_RESERVE_S)
@@ -488,7 +489,7 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
             if pipelines is not None:
                 fresh = replace(fresh, export_pipelines=pipelines)
             return _decide_and_apply(target, services, budget, done, fresh, policy, today, recent, held,
-                                     conflict_retry=False)
+                                     conflict_retry=False, counted=True)
         if failure.status == 404:
             return done(Outcome(A_GONE, "not-found", "the registry was deleted before the write"), assessment)
         if failure.transient:

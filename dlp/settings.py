@@ -314,11 +314,24 @@ def _https_url(name: str, value: str, problems: list[tuple[str, str]]) -> str:
         problems.append((name, "is an unresolved Key Vault reference: give the app's identity the Key Vault Secrets "
                                "User role on the vault and check the secret URI"))
         return ""
-    if value and not re.match(r"^https://[^\s/?#]+(/[^\s]*)?$", value):
+    if value and not (re.match(r"^https://[^\s/?#]+(/[^\s]*)?$", value) and _parses(value)):
         # never echo the value: it may carry a secret (the Teams URL's `sig`)
         problems.append((name, "must be an https:// URL"))
         return ""
     return value
+
+
+def _parses(url: str) -> bool:
+    """What the SDKs and our redaction will do with it: `urlsplit` and its port must not raise (an unclosed
+    IPv6 bracket, a port that is no number would otherwise fail the first invocation, not the setting)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError:
+        return False
+    return bool(parts.hostname)
 
 
 def _dead_letter_container(value: str, problems: list[tuple[str, str]]) -> tuple[str, str]:
@@ -329,6 +342,9 @@ def _dead_letter_container(value: str, problems: list[tuple[str, str]]) -> tuple
         return "", ""
     account, name = "", value
     if "://" in value:
+        if not _parses(value):
+            problems.append(("DLP_DEADLETTER_CONTAINER", "a URL must be https://<account host>/<container>"))
+            return "", ""
         parts = urlsplit(value)
         segments = [s for s in parts.path.split("/") if s]
         if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment or len(segments) != 1:
@@ -438,7 +454,10 @@ def load(environ: Mapping[str, str]) -> Settings:
     for entry in _entries("DLP_EXEMPTIONS", get("DLP_EXEMPTIONS"), problems):
         scope, _, until_text = entry.partition("@")
         until = None
-        if until_text:
+        if "@" in entry and not until_text.strip():      # a pipeline variable that expanded to nothing
+            problems.append(("DLP_EXEMPTIONS", f"{entry!r}: '@' without a date; write YYYY-MM-DD after it, "
+                                               "or drop the '@' for an exemption with no end"))
+        elif until_text:
             try:
                 until = date.fromisoformat(until_text.strip())
             except ValueError:

@@ -9,7 +9,8 @@ Two paths see windows (dlp/exposure.py computes them, pure):
   invisible for CHANGE_LAG_S + CHECK_MARGIN_S. Its handler (`run_check`) queries the registry's history
   since LOOKBACK_S before the event's time and records every closed window found.
 * **the sweep** (`sweep_windows`): one change-history query over the sweep's scope since the previous
-  sweep (less CHANGE_LAG_S, so a late row is not missed), paged by 1,000.
+  sweep (less SWEEP_OVERLAP_S, 30 minutes, so a row that arrives later than Azure's five minutes is not missed),
+  paged by 1,000.
 
 Both record a window only after claiming its key (`Window.key`, derived from its closing change, so both
 paths compute the same key) in Table storage; the claim is marked done after the record and the alert.
@@ -39,6 +40,8 @@ log = logging.getLogger("dlp.timeline")
 
 CHECK_KIND = "exposure-check"       # the `kind` of a delayed-check message on the durable retry queue
 CHANGE_LAG_S = 300                  # Azure: change records "should be available in less than five minutes"
+SWEEP_OVERLAP_S = 1800              # a sweep re-reads this much before where the last one ended: "should be" is no
+                                    # guarantee, and the claims drop windows already recorded
 CHECK_MARGIN_S = 120                # on top of the lag before the delayed check looks
 CHECK_DELAY_S = CHANGE_LAG_S + CHECK_MARGIN_S
 LOOKBACK_S = 600                    # the check looks this far before the event's time for the opening write
@@ -176,7 +179,7 @@ def sweep_windows(services: Any, listing: Any, started: datetime
     from dlp import remediation
 
     cursor = exposure.parse_time(services.state.exposure_cursor())
-    since = (cursor - timedelta(seconds=CHANGE_LAG_S)) if cursor else started - FIRST_SWEEP_LOOKBACK
+    since = (cursor - timedelta(seconds=SWEEP_OVERLAP_S)) if cursor else started - FIRST_SWEEP_LOOKBACK
     since = max(since, started - RETENTION)
     found = _history(services, since, subscriptions=listing.subscriptions, resource_groups=listing.resource_groups)
     kept = {key: windows for key, windows in found.items()

@@ -515,6 +515,9 @@ def test_409_other_conflict_is_reread_once_and_replanned(responder, azurite_env,
     assert responder.actions() == [("remediated", "-")]
     assert [r.method for r in arm_requests(local_azure)].count("GET") >= 3     # the re-read happened
     assert len(local_azure.arm.log.filter(method="PATCH")) == 2
+    # one remediation, one breaker row: a 409 someone provokes must not trip the breaker twice as fast
+    services = runtime.services()
+    assert len(services.state.recent_remediations(reg, dt.datetime.now(dt.timezone.utc))) == 1
 
 
 def test_updating_registry_is_reread_before_any_write(responder, azurite_env, local_azure):

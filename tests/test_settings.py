@@ -175,3 +175,20 @@ def test_time_budget_bound_is_what_event_grid_leaves():
     assert load({"DLP_TIME_BUDGET_S": "22"}).time_budget_s == 22.0
     with pytest.raises(ConfigError, match="DLP_TIME_BUDGET_S: must be between 2 and 22"):
         load({"DLP_TIME_BUDGET_S": "23"})
+
+
+@pytest.mark.parametrize("name, value", [
+    ("DLP_TEAMS_WEBHOOK_URL", "https://[::1/x"), ("DLP_TEAMS_WEBHOOK_URL", "https://teams.example:notaport/x?sig=s"),
+    ("DLP_EMAIL_ENDPOINT", "https://[acs/"), ("DLP_LOGS_ENDPOINT", "https://dce:99999999/"),
+    ("DLP_RULE_DOCS_URL", "https://[::1/rules/"), ("DLP_DEADLETTER_CONTAINER", "https://[::1/dl"),
+])
+def test_a_url_the_sdks_cannot_parse_turns_off_its_output_not_enforcement(name, value):
+    """Passing a regex is not enough: `urlsplit` (used by the SDKs and the webhook redaction) raises on these, which
+    would fail every invocation at the first use instead of naming the setting."""
+    settings = load({name: value, "DLP_MODE": "enforce", "AzureWebJobsStorage": "UseDevelopmentStorage=true"})
+    assert name in {setting for setting, _ in settings.degraded} and settings.mode == "enforce"
+
+
+def test_an_exemption_whose_date_expanded_to_nothing_is_an_error_not_forever():
+    with pytest.raises(ConfigError, match=r"DLP_EXEMPTIONS: .*without a date"):
+        load({"DLP_EXEMPTIONS": f"{SUB}/resourceGroups/rg@"})

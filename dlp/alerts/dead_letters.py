@@ -36,6 +36,9 @@ def dead_letter_alert(report: Any, *, mode: str, at: str) -> Alert:
     what = f"{report.events} event{'s' if report.events != 1 else ''} replayed"
     if set_aside:
         what += f", {set_aside} unreadable blob{'s' if set_aside != 1 else ''} set aside under malformed/"
+    if report.stuck:
+        what += (f", {len(report.stuck)} blob{'s' if len(report.stuck) != 1 else ''} that could not be replayed "
+                 f"({report.stuck[0].problem[:160]})")
     return Alert(alert_id=str(uuid.uuid4()), registry_id="", registry_name=what, resource_group="",
                  subscription_id="", previous="delivered", state=S_DEAD_LETTERED, at=at, mode=mode, action="",
                  reason=", ".join(report.reasons) or "not given", detail=shown, trigger="dead-letter")
