@@ -40,15 +40,20 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.timer_trigger(schedule="0 */5 * * * *", arg_name="timer", run_on_startup=False, use_monitor=False)
 def outbox_drain(timer: func.TimerRequest) -> None:
-    """Every 5 minutes: re-send what the outbox keeps: findings Log Analytics did not take (dlp/recording.py),
-    then alerts no channel took (dlp/alerting.py); a failure of the first does not hold up the second."""
+    """Every 5 minutes: record remediations whose invocation died and announce poison messages (dlp/delivery.py),
+    re-send what the outbox keeps: findings Log Analytics did not take (dlp/recording.py), then alerts no
+    channel took (dlp/alerting.py); a failure of one does not hold up the next."""
     from dlp.alerting import drain_outbox as drain_alerts
+    from dlp.delivery import on_timer as finish_orphans
     from dlp.recording import drain_outbox as drain_findings
 
     try:
-        drain_findings()
+        finish_orphans()
     finally:
-        drain_alerts()
+        try:
+            drain_findings()
+        finally:
+            drain_alerts()
 
 
 @app.timer_trigger(schedule="30 */5 * * * *", arg_name="timer", run_on_startup=False, use_monitor=False)

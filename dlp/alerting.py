@@ -21,13 +21,15 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from dlp.alerts.alert import Alert, build_alert
+from dlp.alerts.alert import Alert, build_alert, system_alert, undeliverable_alert
 from dlp.alerts.batch import Batch, MemoryOutbox
 from dlp.alerts.channel import Channel, DeliveryError
 from dlp.alerts.states import S_EXPOSED, Observed, Stored, decide, observe
+from dlp.alerts.store import Kept, claim_deadline, kept_row_key
 from dlp.azure.state import partition_of
 from dlp.model import A_EXPOSURE, Evaluation
 
@@ -43,6 +45,7 @@ KEEP_RESERVE_S = 1.0        # kept back from a send's deadline, to keep the aler
 DRAIN_LIMIT = 20            # outbox items per drain
 NOTIFY_DRAIN_LIMIT = 5      # fewer when draining inside an event invocation
 DRAIN_BUDGET_S = 120.0      # the outbox timer's time for alerts
+FAR_FUTURE = 4.0e9           # a wall-clock time past every claim (year 2096)
 MAX_ATTEMPTS = 48           # then the item moves to DEAD_KIND for a person to look at (never dropped)
 
 
@@ -53,7 +56,7 @@ def _utcnow() -> datetime:
 class NullNotifier:
     """Neither Teams nor email configured: alerts are off (said once, at start)."""
 
-    def notify(self, evaluations: Sequence[Evaluation], *, digest: bool = False) -> None:
+    def notify(self, evaluations: Sequence[Evaluation], *, digest: bool = False, record_pending: bool = False) -> None:
         return None
 
     def drain(self) -> int:
@@ -61,6 +64,17 @@ class NullNotifier:
 
     def announce(self, key: str, signature: str, alert: Alert, *, remind_after: timedelta) -> bool:
         return False
+
+
+@dataclass
+class _Due:
+    """An alert this call committed, with its kept copies per channel (none when the state store failed)."""
+
+    alert: Alert
+    registry_id: str
+    stored: Stored | None = None
+    kept: dict[str, Any] = field(default_factory=dict)
+    delivered: set[str] = field(default_factory=set)
 
 
 class AlertNotifier:
@@ -72,6 +86,7 @@ class AlertNotifier:
         self._channels = {channel.name: channel for channel in channels}
         self._outbox = outbox
         self._clock = clock
+        self._owner = uuid.uuid4().hex       # this instance, in the claims it takes
         self._unsaved: list[Batch] = []     # failed sends the outbox could not take either: retried first
         self._kept = False                  # this process kept something since its last drain
         self._lock = threading.Lock()
@@ -81,31 +96,41 @@ class AlertNotifier:
         return tuple(self._channels)
 
     # the Notifier interface ---------------------------------------------------------------------
-    def notify(self, evaluations: Sequence[Evaluation], *, digest: bool = False) -> None:
-        """Alert on the state changes among `evaluations`. Never raises."""
+    def notify(self, evaluations: Sequence[Evaluation], *, digest: bool = False, record_pending: bool = False) -> None:
+        """Alert on the state changes among `evaluations`. Never raises. `record_pending`: the evaluations could
+        not be recorded (the alerts say so; the record follows when storage or Log Analytics is back)."""
         try:
-            alerts = self.transitions(evaluations)
-            failed = self.deliver(alerts, digest=digest) if alerts else set()
+            dues, unsent = self._transitions(evaluations, record_pending)
+            failed = self._send_dues(dues, digest=digest) if dues else set()
+            if unsent and not failed:                   # a redelivery finds what a crashed invocation kept
+                self._resend(unsent, failed)
             with self._lock:
                 backlog = self._kept or bool(self._unsaved)
-            if (alerts or backlog) and not failed:      # a channel that just failed is left to the timer
-                self.drain(NOTIFY_DRAIN_LIMIT)
+            if (dues or backlog) and not failed:      # a channel that just failed is left to the timer
+                self.drain(NOTIFY_DRAIN_LIMIT, scan=backlog)
         except Exception as exc:                        # alerting must never break what the pipeline did
             log.error("alerting failed (%s); the evaluations are recorded", _reason(exc))
 
-    def drain(self, limit: int = DRAIN_LIMIT) -> int:
+    def drain(self, limit: int = DRAIN_LIMIT, *, scan: bool = True) -> int:
         """Send what earlier calls could not; returns how many messages went out. Never raises.
 
-        A channel that fails is not tried again within the same drain."""
+        A channel that fails is not tried again within the same drain. `scan=False` (an event invocation that
+        knows of nothing kept) leaves the kept copies of every registry to the timer: that read is a table scan."""
         sent = self._retry_unsaved()
+        failed: set[str] = set()
+        try:
+            rows = self._store.backlog(limit, time.time()) if scan else []
+        except Exception as exc:
+            log.warning("kept alerts unavailable (%s); tried again later", _reason(exc))
+            rows = []
+        with self._lock:
+            self._kept = False
+        sent += self._send_kept(rows, failed)
         try:
             items = self._outbox.pending(OUTBOX_KIND, limit)
         except Exception as exc:
             log.warning("alert outbox unavailable (%s); tried again later", _reason(exc))
             return sent
-        with self._lock:
-            self._kept = False
-        failed: set[str] = set()
         for item in items:
             if not _time_to_send():
                 with self._lock:
@@ -113,6 +138,23 @@ class AlertNotifier:
                 break
             sent += self._redeliver(item, failed)
         return sent
+
+    def kept(self, registry_ids: Sequence[str] = ()) -> list[Any]:
+        """What is kept for a later send (transactional copies of these registries, or of all when none are
+        given, and the outbox's items): for tests and inspection."""
+        rows = self._kept_of(registry_ids, claimable=False) if registry_ids else self._store.backlog(10_000, FAR_FUTURE)
+        return [*rows, *self._outbox.pending(OUTBOX_KIND, 10_000)]
+
+    def keep_notice(self, marker: str, name: str, detail: str) -> bool:
+        """Keep a notice about the responder itself for every channel, once per `marker` across instances (a
+        marker row and the kept notices in one transaction); the drain sends it. False: already announced."""
+        notice = system_alert(marker.replace("|", "-"), name, detail)
+        notices = [(channel, Batch(channel, (notice,), False).to_json()) for channel in self._channels]
+        announced = self._store.announce(marker, notices)
+        if announced:
+            with self._lock:
+                self._kept = True
+        return announced
 
     def announce(self, key: str, signature: str, alert: Alert, *, remind_after: timedelta) -> bool:
         """Send an alert that is not about a registry (a misconfigured output) once across instances: committed
@@ -128,9 +170,12 @@ class AlertNotifier:
             if previous is not None and previous.signature == signature and not _older(previous.since, remind_after,
                                                                                          self._clock()):
                 return False
-            if self._store.commit(key, previous, Stored(alert.state, signature, alert.alert_id, alert.at)) is None:
+            keep = self._copies(alert)
+            committed = self._store.commit(key, previous, Stored(alert.state, signature, alert.alert_id, alert.at),
+                                           keep, owner=self._owner, claim_until=claim_deadline())
+            if committed is None:
                 return False                # another instance announced it
-            self.deliver([alert])
+            self._send_dues([self._due(alert, key, committed, keep)], digest=False)
             return True
         except Exception as exc:
             log.error("announcement %s failed (%s)", alert.state, _reason(exc))
@@ -139,20 +184,27 @@ class AlertNotifier:
     # state machine ------------------------------------------------------------------------------
     def transitions(self, evaluations: Sequence[Evaluation]) -> list[Alert]:
         """Commit every state change; return the alerts whose commit this call won (to be sent)."""
+        return [due.alert for due in self._transitions(evaluations, False)[0]]
+
+    def _transitions(self, evaluations: Sequence[Evaluation], record_pending: bool
+                     ) -> tuple[list[_Due], list[tuple[str, Stored]]]:
         # A window found in change history is news on its own (its record de-duplicates it, dlp/timeline.py) and
         # leaves the registry's stored state alone: it is compliant again, and its next evaluation must not say so.
-        windows = [build_alert(e, None, S_EXPOSED, alert_id=e.evaluation_id, at=self._clock().astimezone(
-            timezone.utc).isoformat()) for e in evaluations if e.outcome.action == A_EXPOSURE]
+        windows = [_Due(build_alert(e, None, S_EXPOSED, alert_id=e.evaluation_id, at=self._clock().astimezone(
+            timezone.utc).isoformat()), e.registry_id) for e in evaluations if e.outcome.action == A_EXPOSURE]
         observed = [(evaluation, seen) for evaluation in evaluations if (seen := observe(evaluation)) is not None]
         if not observed:
-            return windows
+            return windows, []
         known = self._read([evaluation.registry_id for evaluation, _ in observed])
-        alerts = []
+        dues: list[_Due] = []
+        unsent: list[tuple[str, Stored]] = []
         for evaluation, seen in observed:
-            alert = self._transition(evaluation, seen, known)
-            if alert is not None:
-                alerts.append(alert)
-        return alerts + windows
+            due = self._transition(evaluation, seen, known, record_pending)
+            if due is not None:
+                dues.append(due)
+            elif known is not None and (stored := known.get(partition_of(evaluation.registry_id))) and stored.unsent:
+                unsent.append((evaluation.registry_id, stored))
+        return dues + windows, unsent
 
     def _read(self, registry_ids: list[str]) -> dict[str, Stored | None] | None:
         """Stored states by partition key (one bulk query when many); None when storage failed."""
@@ -165,15 +217,18 @@ class AlertNotifier:
             log.warning("alert state unavailable (%s): alerting without de-duplication", _reason(exc))
             return None
 
-    def _transition(self, evaluation: Evaluation, seen: Observed, known: dict[str, Stored | None] | None
-                    ) -> Alert | None:
+    def _transition(self, evaluation: Evaluation, seen: Observed, known: dict[str, Stored | None] | None,
+                    record_pending: bool) -> _Due | None:
         now = self._clock().astimezone(timezone.utc).isoformat()
 
-        def alert(previous: Stored | None, alert_id: str, new: tuple[str, ...] = ()) -> Alert:
-            return build_alert(evaluation, previous, seen.state, alert_id=alert_id, at=now, escalation=new)
+        def due(previous: Stored | None, alert_id: str, new: tuple[str, ...] = ()) -> _Due:
+            alert = build_alert(evaluation, previous, seen.state, alert_id=alert_id, at=now, escalation=new)
+            if record_pending:
+                alert = replace(alert, record_pending=True)
+            return _Due(alert, evaluation.registry_id)
 
         if known is None:       # storage is down: better a repeated alert than a lost one
-            return alert(None, str(uuid.uuid4())) if decide(None, seen).alert else None
+            return due(None, str(uuid.uuid4())) if decide(None, seen).alert else None
         key = partition_of(evaluation.registry_id)
         previous = known.get(key)
         for _ in range(COMMIT_TRIES):
@@ -181,16 +236,21 @@ class AlertNotifier:
             if not decision.write:
                 return None
             alert_id = str(uuid.uuid4()) if decision.alert else (previous.alert_id if previous else "")
+            pending = due(previous, alert_id, decision.new) if decision.alert else None
+            keep = self._copies(pending.alert) if pending else []
             try:
                 committed = self._store.commit(evaluation.registry_id, previous,
-                                               Stored(seen.state, decision.signature or seen.signature, alert_id, now))
+                                               Stored(seen.state, decision.signature or seen.signature, alert_id, now),
+                                               keep, owner=self._owner, claim_until=claim_deadline())
             except Exception as exc:
                 log.warning("alert state of %s not saved (%s): alerting without de-duplication",
                             evaluation.registry_id, _reason(exc))
-                return alert(previous, alert_id, decision.new) if decision.alert else None
+                return pending
             if committed is not None:
                 known[key] = committed
-                return alert(previous, alert_id, decision.new) if decision.alert else None
+                if pending is None:
+                    return None
+                return self._due(pending.alert, evaluation.registry_id, committed, keep)
             try:                # another instance committed first: decide again from what it wrote
                 previous = self._store.get(evaluation.registry_id)
             except Exception as exc:
@@ -201,35 +261,179 @@ class AlertNotifier:
         log.warning("alert state of %s kept changing; no alert from this evaluation", evaluation.registry_id)
         return None
 
+    def _copies(self, alert: Alert) -> list[tuple[str, Any]]:
+        """One kept copy per channel, committed with the state change (the transactional outbox)."""
+        return [(name, Batch(name, (alert,), False).to_json()) for name in self._channels]
+
+    def _due(self, alert: Alert, key: str, committed: Stored, keep: Sequence[tuple[str, Any]]) -> _Due:
+        etags = committed.kept_etags or (None,) * len(keep)
+        partition = partition_of(key)
+        return _Due(alert, key, committed, {name: Kept(partition, kept_row_key(alert.alert_id, name), name, payload,
+                                                       owner=self._owner, etag=etag)
+                                            for (name, payload), etag in zip(keep, etags, strict=False)})
+
     # delivery -----------------------------------------------------------------------------------
     def batches(self, alerts: Sequence[Alert], *, digest: bool = False) -> list[Batch]:
         """One message per channel per call, except Teams, which gives a few changes a card each."""
-        batches = []
-        for name in self._channels:
-            if name == "teams" and not digest and len(alerts) <= TEAMS_DIGEST_OVER:
-                batches += [Batch(name, (alert,), False) for alert in alerts]
-            else:
-                batches.append(Batch(name, tuple(alerts), digest or len(alerts) > 1))
-        return batches
+        return [batch for name in self._channels for batch in _channel_batches(name, alerts, digest)]
 
     def deliver(self, alerts: Sequence[Alert], *, digest: bool = False) -> set[str]:
-        """Send each batch; whatever fails is kept in the outbox. Returns the channels that failed."""
+        """Send alerts that have no kept copy; whatever fails is kept in the outbox. Returns the channels that failed."""
+        return self._send_dues([_Due(alert, alert.registry_id) for alert in alerts], digest=digest)
+
+    def _send_dues(self, dues: Sequence[_Due], *, digest: bool) -> set[str]:
+        """Send each batch. A failure frees the kept copies for the drain (or, for alerts the state store could
+        not keep, writes them to the outbox). Then the kept copies that went out are forgotten."""
         failed: set[str] = set()
-        for batch in self.batches(alerts, digest=digest):
+        by_alert = {id(due.alert): due for due in dues}
+        for batch in self.batches([due.alert for due in dues], digest=digest):
+            mine = [by_alert[id(alert)] for alert in batch.alerts]
             if batch.channel in failed or not _time_to_send():
-                self._keep(batch, "not sent: the channel just failed or the invocation's budget is spent")
+                self._not_sent(batch, mine, "not sent: the channel just failed or the invocation's budget is spent")
                 continue
             try:
                 with _keeping_time_to_keep():
                     self._channels[batch.channel].send(batch.alerts, digest=batch.digest)
             except Exception as exc:
                 error = _reason(exc)
-                log.warning("alert %s not delivered (%s); kept in the outbox", batch.key, error)
-                self._keep(batch, error)
+                log.warning("alert %s not delivered (%s); kept for the next drain", batch.key, error)
+                self._not_sent(batch, mine, error)
                 failed.add(batch.channel)
-            else:
-                log.info("alert %s sent: %s", batch.key, ", ".join(f"{a.registry_name} {a.state}" for a in batch.alerts))
+                continue
+            log.info("alert %s sent: %s", batch.key, ", ".join(f"{a.registry_name} {a.state}" for a in batch.alerts))
+            for due in mine:
+                due.delivered.add(batch.channel)
+                kept = due.kept.get(batch.channel)
+                if kept is not None:
+                    self._forget(kept)
+        for due in dues:
+            if due.stored is not None and due.kept and set(due.kept) <= due.delivered:
+                try:
+                    self._store.settle(due.registry_id, due.stored)
+                except Exception as exc:
+                    log.debug("alert row of %s not settled (%s)", due.registry_id, _reason(exc))
         return failed
+
+    def _not_sent(self, batch: Batch, dues: Sequence[_Due], error: str) -> None:
+        unkept = []
+        for due in dues:
+            kept = due.kept.get(batch.channel)
+            if kept is None:
+                unkept.append(due.alert)
+                continue
+            try:        # free the claim now: the drain need not wait for it to expire
+                self._store.failed(kept, error, dead=False)
+            except Exception as exc:
+                log.warning("kept alert %s not updated (%s); sent once its claim expires", kept.key, _reason(exc))
+        with self._lock:
+            self._kept = True
+        if unkept:
+            self._keep(Batch(batch.channel, tuple(unkept), batch.digest), error)
+
+    def _forget(self, kept: Any) -> None:
+        try:
+            self._store.delivered(kept)
+        except Exception as exc:    # sent but still kept: may go out again (email de-duplicates by operation id)
+            log.warning("delivered alert %s not removed (%s); it may be sent again", kept.key, _reason(exc))
+
+    def _resend(self, unsent: Sequence[tuple[str, Stored]], failed: set[str]) -> None:
+        """Send the copies an earlier invocation kept for these registries; once none is left, clear the alert
+        row's `Unsent` (with its ETag) so later events of the registry do not look again."""
+        for registry_id, stored in unsent:
+            rows = self._kept_of([registry_id], claimable=False)
+            if any(row.claimed_until > time.time() for row in rows):
+                continue                                # another instance is sending them now
+            delivered: list[Any] = []
+            self._send_kept(rows, failed, delivered)
+            if len(delivered) == len(rows):
+                try:
+                    self._store.settle(registry_id, stored)
+                except Exception as exc:
+                    log.debug("alert row of %s not settled (%s)", registry_id, _reason(exc))
+
+    def _kept_of(self, registry_ids: Sequence[str], *, claimable: bool = True) -> list[Any]:
+        rows: list[Any] = []
+        for registry_id in dict.fromkeys(registry_ids):
+            try:
+                rows += [k for k in self._store.kept(registry_id) if not claimable or k.claimed_until <= time.time()]
+            except Exception as exc:
+                log.warning("kept alerts of %s unavailable (%s)", registry_id, _reason(exc))
+        return rows
+
+    def _send_kept(self, rows: Sequence[Any], failed: set[str], delivered: list[Any] | None = None) -> int:
+        """Claim kept copies (ETag-guarded: another instance draining at the same time gets None), send them by
+        channel, forget what went out, count the failures; a copy out of attempts is given up on, with a notice
+        on every other channel."""
+        sent = 0
+        claimed: dict[str, list[tuple[Any, Alert]]] = {}
+        for row in rows:
+            if not _time_to_send():
+                with self._lock:
+                    self._kept = True
+                break
+            try:
+                mine = self._store.claim(row, self._owner, claim_deadline())
+            except Exception as exc:
+                log.warning("kept alert %s not claimed (%s)", row.key, _reason(exc))
+                continue
+            if mine is None:
+                continue                    # another instance has it
+            try:
+                batch = Batch.from_json(mine.payload)
+            except (KeyError, TypeError, ValueError) as exc:
+                self._give_up(mine, f"not an alert batch ({type(exc).__name__})")
+                continue
+            if mine.channel not in self._channels:
+                self._give_up(mine, f"channel {mine.channel} is no longer configured")
+                continue
+            claimed.setdefault(mine.channel, []).extend((mine, alert) for alert in batch.alerts)
+        for channel, pairs in claimed.items():
+            for batch in _channel_batches(channel, [alert for _, alert in pairs], False):
+                rows_of = [row for row, alert in pairs if alert in batch.alerts]
+                if channel in failed or not _time_to_send():
+                    for row in rows_of:
+                        self._retry_later(row, "not sent: the channel just failed or the budget is spent")
+                    continue
+                try:
+                    with _keeping_time_to_keep():
+                        self._channels[channel].send(batch.alerts, digest=batch.digest)
+                except Exception as exc:
+                    failed.add(channel)
+                    error = _reason(exc)
+                    log.warning("kept alert %s still not delivered: %s", batch.key, error)
+                    for row in rows_of:
+                        self._retry_later(row, error)
+                    continue
+                for row in rows_of:
+                    self._forget(row)
+                if delivered is not None:
+                    delivered += rows_of
+                log.info("kept alert %s delivered", batch.key)
+                sent += 1
+        return sent
+
+    def _retry_later(self, row: Any, error: str) -> None:
+        if row.attempts + 1 >= MAX_ATTEMPTS:
+            self._give_up(row, error)
+            return
+        with self._lock:
+            self._kept = True
+        try:
+            self._store.failed(row, error, dead=False)
+        except Exception as exc:
+            log.warning("kept alert %s not updated (%s); sent again once its claim expires", row.key, _reason(exc))
+
+    def _give_up(self, row: Any, error: str) -> None:
+        """Out of attempts (or unreadable): kept as undeliverable for a person, counted by /api/health, and
+        announced on every other channel (the notice is kept in the same transaction, so it goes out once)."""
+        log.error("kept alert %s undeliverable on %s after %d attempt(s): %s", row.key, row.channel, row.attempts + 1,
+                  error)
+        notice = undeliverable_alert(row, error)
+        notices = [(name, Batch(name, (notice,), False).to_json()) for name in self._channels if name != row.channel]
+        try:
+            self._store.failed(row, error, dead=True, notices=notices)
+        except Exception as exc:
+            log.warning("kept alert %s not set aside (%s)", row.key, _reason(exc))
 
     def _keep(self, batch: Batch, error: str) -> None:
         from dlp.outbox import PayloadTooLarge
@@ -323,6 +527,14 @@ def _keeping_time_to_keep() -> Iterator[None]:
         return
     with Budget(time.monotonic() + left - KEEP_RESERVE_S).active():
         yield
+
+
+def _channel_batches(name: str, alerts: Sequence[Alert], digest: bool) -> list[Batch]:
+    if not alerts:
+        return []
+    if name == "teams" and not digest and len(alerts) <= TEAMS_DIGEST_OVER:
+        return [Batch(name, (alert,), False) for alert in alerts]
+    return [Batch(name, tuple(alerts), digest or len(alerts) > 1)]
 
 
 def _older(since: str, age: timedelta, now: datetime) -> bool:

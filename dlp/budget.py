@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from azure.core.pipeline.policies import RetryPolicy
 
@@ -150,3 +151,49 @@ def storage_request_hook(request) -> None:
     options = request.context.options
     options["read_timeout"] = min(options.get("read_timeout") or PER_REQUEST_CAP_S, usable)
     options["connection_timeout"] = min(options.get("connection_timeout") or 5.0, usable)
+
+
+def budget_transport() -> Any:
+    """A requests transport whose waits between attempts (the storage SDKs' own backoff, which ignores a custom
+    retry policy, and LRO polling delays) never run past the invocation's deadline: a wait that does not fit
+    raises BudgetExhausted instead of sleeping."""
+    from azure.core.pipeline.transport import RequestsTransport
+
+    class BudgetTransport(RequestsTransport):
+        def sleep(self, duration: float) -> None:
+            bounded_sleep(duration)
+
+    return BudgetTransport()
+
+
+def budget_polling(base: type, interval: float, **kwargs: Any) -> Any:
+    """An azure-core polling method (`base`: ARMPolling, LROBasePolling) whose thread stops with the budget.
+
+    azure-core polls a long-running operation on a thread of its own, which does not inherit the invocation's
+    budget (a contextvar): after `wait(timeout)` gave up, it would go on polling for as long as the operation
+    runs. This one runs its thread inside the deadline current when it is made, so its requests (through
+    BudgetRetryPolicy) and the waits between them end with the budget: BudgetExhausted ends the thread, and
+    `wait`/`result` re-raise it to the caller, who treats it as "not finished in time"."""
+    deadline = _DEADLINE.get()
+
+    class BudgetPolling(base):  # type: ignore[misc, valid-type]
+        def run(self) -> None:
+            token = _DEADLINE.set(deadline)
+            try:
+                super().run()
+            finally:
+                _DEADLINE.reset(token)
+
+        def _sleep(self, delay: float) -> None:
+            bounded_sleep(delay)
+
+    return BudgetPolling(interval, **kwargs)
+
+
+def bounded_sleep(duration: float) -> None:
+    """time.sleep, unless the current budget ends first: then BudgetExhausted, without sleeping."""
+    left = remaining()
+    if left is not None and duration > left - MARGIN_S:
+        raise BudgetExhausted(f"a wait of {duration:.1f}s does not fit the time budget ({max(left - MARGIN_S, 0):.1f}s left)")
+    if duration > 0:
+        time.sleep(duration)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from dlp.claims import MAX_IP, OID, UPN, Caller, caller_from_claims, claims_of
-from dlp.ids import fold
+from dlp.ids import RESOURCE_GROUP, fold
 from dlp.model import Context, Target
 from dlp.sanitize import clean
 
@@ -28,7 +28,7 @@ _GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F
 # Case-insensitive, but ASCII-only outside the resource-group name (which may hold Unicode letters): under
 # re.IGNORECASE alone, "\u212a" (Kelvin sign), "\u017f" (long s) and "\u0131" (dotless i) match k, s and i.
 _RESOURCE = re.compile(
-    rf"^(?P<registry>(?a:/subscriptions/{_GUID}/resourceGroups/)[-\w\.\(\)]{{1,90}}(?a:/providers/"
+    rf"^(?P<registry>(?a:/subscriptions/{_GUID}/resourceGroups/){RESOURCE_GROUP}(?a:/providers/"
     r"Microsoft\.ContainerRegistry/registries/[a-zA-Z0-9]{5,50}))"
     r"(?P<child>(?a:/[A-Za-z]+)/[^/]{1,260}(?:(?a:/[A-Za-z]+)/[^/]{1,260})*)?/?$",
     re.IGNORECASE,

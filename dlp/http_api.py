@@ -292,8 +292,10 @@ def recheck(req: func.HttpRequest) -> func.HttpResponse:
 
 # --- health --------------------------------------------------------------------------------------------
 
-def health_report(environ: Mapping[str, str] | None = None) -> tuple[int, dict[str, Any]]:
-    """Version, mode, which outputs are configured (never their values), and any configuration error.
+def health_report(environ: Mapping[str, str] | None = None, services: Any = None) -> tuple[int, dict[str, Any]]:
+    """Version, mode, which outputs are configured (never their values), and any configuration error; with the
+    process's `services`, also the delivery backlog (dlp.delivery): poison messages, alerts given up on,
+    findings set aside, remediations whose record is still pending.
 
     200 "ok"; 200 "degraded" with `problems` when an optional-output setting is unusable (that output is off,
     enforcement runs); 503 "misconfigured" when a setting that decides what is enforced is bad.
@@ -320,6 +322,10 @@ def health_report(environ: Mapping[str, str] | None = None) -> tuple[int, dict[s
         backlog = body["deadLetters"] = dead_letter_backlog()
         if backlog.get("pending") or backlog.get("malformed") or backlog.get("error"):
             body["status"] = "degraded"
+    if services is not None:
+        from dlp.delivery import backlog as delivery_backlog
+
+        body["backlog"] = delivery_backlog(services).to_json()
     return 200, body
 
 
@@ -348,7 +354,10 @@ def dead_letter_backlog() -> dict[str, Any]:
 def health(req: func.HttpRequest) -> func.HttpResponse:
     """HTTP trigger glue for GET /api/health."""
     try:
-        status, body = health_report()
+        from dlp import runtime
+
+        services = runtime.services() if runtime.configuration_error() is None else None
+        status, body = health_report(services=services)
     except Exception:
         log.exception("health failed unexpectedly")
         status, body = 500, {"status": "error", "version": __version__,

@@ -25,6 +25,12 @@ _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 _LOOSE_EXTRA = str.maketrans({"\u0131": "i", "\u0307": None})
 
 
+# A resource-group name as ARM accepts it: 1-90 letters (Unicode allowed), digits, underscores, hyphens, periods and
+# parentheses, not ending in a period. The last rule matters beyond style: "." or ".." would be a dot segment that the
+# HTTP layer folds away, so the request would address another resource than the ID that was checked.
+RESOURCE_GROUP = r"[-\w\.\(\)]{0,89}[-\w\(\)]"
+
+
 def fold(text: str) -> str:
     """`text` with A-Z lower-cased and every other character kept as it is."""
     return text.translate(_ASCII_LOWER)

@@ -338,6 +338,7 @@ class Evaluation:
     tag_exemption: bool = False
     recent_callers: tuple[str, ...] = ()      # who changed it back, for revert-war alerts
     answered: tuple[Context, ...] = ()        # other events this evaluation answered (a burst read once)
+    intent: str = ""                          # the remediation intent this evaluation resolves (its state row key)
     warnings: tuple[str, ...] = ()            # what people must know beyond the outcome (a look-alike ID)
     exposure: Exposure | None = None          # how long it was open (remediations, exposure evaluations)
     next_attempt: str = ""                    # deferred: when the durable retry runs next (ISO 8601 UTC)

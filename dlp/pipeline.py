@@ -34,6 +34,7 @@ from dlp.model import (
     Context,
     Evaluation,
     Outcome,
+    Plan,
     Registry,
     Target,
 )
@@ -54,6 +55,8 @@ RELEASE_BUDGET_S = 2.0         # giving a lease back may run past a spent budget
 # A lease taken during the read: a crashed reader blocks writers this long at most. Long enough that a read slowed
 # by a loaded host (a second seen under CI load) does not lose it to another instance and defer a fix for nothing.
 SPECULATIVE_TTL_S = 5.0
+LEASE_SLACK_S = 10.0           # a lease outlives its budget by this much (no poller or thread runs past the budget)
+INTENT_SLACK_S = 10.0          # an intent is orphaned this long after its invocation's budget ended
 HANDOVER_RESERVE_S = 1.0       # kept back from an evaluation's Azure calls to hand it to the durable retry
 BREAKER_RECHECK_MARGIN = timedelta(seconds=60)   # after the breaker's window ends: the re-check then sees it open
 
@@ -67,8 +70,9 @@ class Recorder(Protocol):
 
 
 class Notifier(Protocol):
-    def notify(self, evaluations: Sequence[Evaluation], *, digest: bool = False) -> None:
-        """Alert on state changes; never raises, never blocks remediation."""
+    def notify(self, evaluations: Sequence[Evaluation], *, digest: bool = False, record_pending: bool = False) -> None:
+        """Alert on state changes; never raises, never blocks remediation. `record_pending`: the evaluations
+        could not be recorded (yet): the alerts say so."""
 
 
 def utcnow() -> datetime:
@@ -101,6 +105,7 @@ class Defer(Exception):
     def __init__(self, code: str, message: str, pending: tuple[Change, ...] = (), assessment: Any = None):
         self.code = code
         self.pending = pending
+        self.intent = ""        # set when a remediation intent was written: the PATCH may have landed
         self.assessment = assessment
         super().__init__(message)
 
@@ -156,9 +161,32 @@ def _own_write(target: Target, services: Services) -> bool:
 
 
 def finish(evaluations: Sequence[Evaluation], services: Services, *, digest: bool = False) -> None:
-    services.recorder.record(evaluations)          # raises only when nothing could keep the rows
+    """Record, alert, then resolve the remediation intents the evaluations carry.
+
+    Recording raises only when the rows could be neither sent nor kept: the alerts still go out (saying the
+    record is pending), the intents stay pending, and the exception makes the trigger deliver the work again;
+    that delivery finds the intent and records the remediation under the same evaluation id (one alert)."""
     try:
-        services.notifier.notify(evaluations, digest=digest)
+        services.recorder.record(evaluations)
+    except Exception:
+        _notify(services, evaluations, digest=digest, record_pending=True)
+        for evaluation in evaluations:      # this invocation fails: its redelivery may take the intents at once
+            if evaluation.intent:
+                _orphan(services, evaluation.registry_id, evaluation.intent)
+        raise
+    _notify(services, evaluations, digest=digest)
+    for evaluation in evaluations:
+        if evaluation.intent:
+            _resolve(services, evaluation.registry_id, evaluation.intent,
+                     "recorded" if evaluation.outcome.action == A_REMEDIATED else evaluation.outcome.action)
+
+
+def _notify(services: Services, evaluations: Sequence[Evaluation], *, digest: bool, record_pending: bool = False) -> None:
+    try:
+        if record_pending:
+            services.notifier.notify(evaluations, digest=digest, record_pending=True)
+        else:
+            services.notifier.notify(evaluations, digest=digest)
     except Exception:                               # alerts never undo or block what was done
         log.exception("alerting failed; the evaluations are recorded")
 
@@ -166,16 +194,9 @@ def finish(evaluations: Sequence[Evaluation], services: Services, *, digest: boo
 def evaluate_target(target: Target, services: Services, budget: Budget, *, enforce: bool | None = None) -> Evaluation:
     settings = services.settings
     enforce = settings.mode == "enforce" if enforce is None else enforce
-    started = services.clock()
-    t0 = time.monotonic()
-    evaluation_id = str(uuid.uuid4())
-
     warnings = remediation.exemption_lookalikes(target.registry_id, settings.exemptions)
-
-    def done(outcome: Outcome, assessment: Any = None, **extra: Any) -> Evaluation:
-        return Evaluation(evaluation_id, target.registry_id, target.context, "enforce" if enforce else "audit",
-                          outcome, assessment, started.isoformat(), round((time.monotonic() - t0) * 1000, 1),
-                          warnings=warnings, **extra)
+    done = _Done(str(uuid.uuid4()), target, "enforce" if enforce else "audit", services.clock().isoformat(),
+                 time.monotonic(), warnings)
 
     # The evaluation's Azure calls run on a shorter deadline, so that a dependency that hangs until the deadline
     # still leaves time to hand the work over (below, back on the caller's deadline) and to record it. (Its own
@@ -204,6 +225,25 @@ def evaluate_target(target: Target, services: Services, budget: Budget, *, enfor
             return _defer(target, services, Defer(failure.code, str(failure), target.pending), done, enforce)
         log.warning("evaluation of %s failed: %s", target.registry_id, failure)
         return done(Outcome(A_ERROR, failure.code, str(failure), error_code=failure.code))
+
+
+@dataclass(frozen=True)
+class _Done:
+    """Makes the pass's Evaluation: `done(outcome, assessment, **fields)`. The evaluation id is known before the
+    end, because the remediation intent written before the PATCH carries it (the `remediated` record of that
+    write has this id, whoever records it)."""
+
+    evaluation_id: str
+    target: Target
+    mode: str
+    started: str
+    t0: float
+    warnings: tuple[str, ...] = ()
+
+    def __call__(self, outcome: Outcome, assessment: Any = None, *, evaluation_id: str = "", **extra: Any) -> Evaluation:
+        return Evaluation(evaluation_id or self.evaluation_id, self.target.registry_id, self.target.context, self.mode,
+                          outcome, assessment, self.started, round((time.monotonic() - self.t0) * 1000, 1),
+                          warnings=self.warnings, **extra)
 
 
 def _read(target: Target, services: Services, budget: Budget) -> Registry | None:
@@ -268,7 +308,7 @@ def _claim(services: Services, registry_id: str, budget: Budget, *, wait: bool =
     """The lease and the breaker's rows; `wait=False`: one attempt only (None when someone holds it), for
     SPECULATIVE_TTL_S (extended before a write, `_count_attempt`)."""
     wait_s = max(0.0, budget.remaining() - 3.0) if wait else 0.0
-    ttl_s = budget.remaining() + 30 if wait else SPECULATIVE_TTL_S
+    ttl_s = budget.remaining() + LEASE_SLACK_S if wait else SPECULATIVE_TTL_S
     lease = services.state.acquire(registry_id, ttl_s=ttl_s, wait_s=wait_s)
     if lease is None:
         return None
@@ -294,9 +334,10 @@ def _evaluate(target: Target, services: Services, budget: Budget, enforce: bool,
         policy = remediation.Policy.from_settings(services.settings, enforce=enforce)
         today = services.clock().date()
         assessment = evaluate(registry)
-        if not remediation.needed_changes(assessment) and target.pending:
-            return done(Outcome(A_REMEDIATED, "verified-later", "the deferred write is now visible", target.pending),
-                        assessment, exposure=_exposed(target, services, target.pending))
+        if not remediation.needed_changes(assessment):
+            found = _verified_later(target, services, registry, assessment, done)
+            if found is not None:
+                return found
         if not remediation.plan(evaluate(_optimistic(registry)), policy, today=today).writes:
             # Nothing will be written: list the export pipelines (when they matter) so the record names them.
             if remediation.needed_changes(assessment):
@@ -350,18 +391,16 @@ class _Held:
     short: bool          # taken during the read for SPECULATIVE_TTL_S: extend it before the write
 
 
-def _count_attempt(services: Services, held: _Held, registry_id: str, caller: str, budget: Budget,
-                   assessment: Any = None) -> None:
-    """The breaker row (before the PATCH: it counts write attempts) and, at the same time (no extra round trip),
-    the speculative lease extended to cover the write. Lost meanwhile (it expired and another instance took it):
-    nothing is written, the durable retry comes back."""
-    from dlp.azure.state import Remediation
-
-    extension = (_background(lambda: services.state.extend(held.lease, ttl_s=budget.remaining() + 30))
+def _count_attempt(services: Services, held: _Held, registry_id: str, intent: Any, budget: Budget,
+                   assessment: Any = None) -> str:
+    """The breaker row (before the PATCH: it counts write attempts; it is also the remediation's intent) and, at
+    the same time (no extra round trip), the speculative lease extended to cover the write. Lost meanwhile (it
+    expired and another instance took it): nothing is written, the durable retry comes back. Returns the intent's
+    row key."""
+    extension = (_background(lambda: services.state.extend(held.lease, ttl_s=budget.remaining() + LEASE_SLACK_S))
                  if held.short else None)
     try:
-        services.state.record_remediation(registry_id, Remediation(services.clock().isoformat(), caller,
-                                                                   str(uuid.uuid4())))
+        row = services.state.record_remediation(registry_id, intent)
     except BaseException:
         if extension is not None:
             _settle(extension, held)
@@ -369,9 +408,11 @@ def _count_attempt(services: Services, held: _Held, registry_id: str, caller: st
     if extension is not None:
         extended = extension.result()
         if extended is None:
+            _resolve(services, registry_id, row, "not-applied")     # nothing was written
             raise Defer(R_LEASE_BUSY, "the lease expired during the read and another instance took it",
                         assessment=assessment)
         held.lease, held.short = extended, False
+    return row
 
 
 def _settle(extension: Future, held: _Held) -> None:
@@ -388,6 +429,63 @@ def _optimistic(registry: Registry) -> Registry:
     """The registry as planning sees it before any listing: no export pipelines. ARM refuses to disable exports
     while pipelines exist, so the write itself is the check; only a refusal makes us list them."""
     return registry if registry.export_pipelines is not None else replace(registry, export_pipelines=())
+
+
+# Who looks for a pending intent when the registry is compliant (one partition query): the event and retry
+# paths and the timer. Not the sweep nor a scope re-check (a query per registry); the timer finds those intents.
+INTENT_TRIGGERS = ("event", "retry", "drain")
+
+
+def _verified_later(target: Target, services: Services, registry: Registry, assessment: Any,
+                    done: Callable[..., Evaluation]) -> Evaluation | None:
+    """The registry shows no drift. A remediation whose outcome was never recorded (its invocation died after
+    the PATCH, or recording failed, or it was deferred once the PATCH may have landed) is recorded now, as
+    `remediated` (`verified-later`) with the intent's evaluation id, so it is one record and one alert whoever
+    finds it. None: nothing pending, an ordinary evaluation follows."""
+    intents: list[Any] = []
+    # In audit mode (the default) events write nothing, so they do not look: the timer finds what an earlier
+    # enforce period left behind.
+    looks = target.context.trigger == "drain" or (target.context.trigger in INTENT_TRIGGERS
+                                                  and services.settings.mode == "enforce")
+    if target.pending or looks:
+        intents = services.state.pending_intents(registry.id)
+    # A live writer records its own intent: only a retry of a deferred write (its writer has ended) or an intent
+    # whose writer's budget is over (orphaned) is taken; a concurrent event sees an ordinary compliant registry.
+    now = time.time()
+    intents = [i for i in intents if target.pending or i.until < now]
+    applied = [i for i in intents if i.changes and not _not_in_effect(i.changes, registry)]
+    if not applied:         # a retry's pending write already recorded by another, or never made: ordinary
+        return None
+    intent = max(applied, key=lambda i: i.when)
+    for other in intents:
+        if other is not intent:
+            _resolve(services, registry.id, other.row_key, "superseded")
+    return done(Outcome(A_REMEDIATED, "verified-later",
+                        "the write is in effect; its invocation did not record it (it died or recording failed)",
+                        intent.changes), assessment, evaluation_id=intent.evaluation_id, intent=intent.row_key,
+                exposure=_exposed(target, services, intent.changes))
+
+
+def _not_in_effect(changes: Sequence[Change], registry: Registry) -> tuple[Change, ...]:
+    return remediation.still_needed(Plan("remediate", changes=tuple(changes)), registry)
+
+
+def _resolve(services: Services, registry_id: str, row_key: str, status: str) -> None:
+    """Mark an intent resolved; never raises (a pending intent left behind is found again, and its outcome
+    carries the same evaluation id, so at worst it is recorded twice under one id)."""
+    try:
+        with Budget.of(RELEASE_BUDGET_S).active():
+            services.state.resolve_intent(registry_id, row_key, status)
+    except Exception:
+        log.warning("remediation intent %s of %s not marked %s", row_key, registry_id, status, exc_info=True)
+
+
+def _orphan(services: Services, registry_id: str, row_key: str) -> None:
+    try:
+        with Budget.of(RELEASE_BUDGET_S).active():
+            services.state.orphan_intent(registry_id, row_key)
+    except Exception:       # then it is taken once its writer's budget is over
+        log.warning("remediation intent %s of %s not handed over", row_key, registry_id, exc_info=True)
 
 
 def _as_deferral(exc: Exception, assessment: Any) -> Exception:
@@ -436,7 +534,7 @@ def _refusal(failure: Any) -> bool:
 def _decide_and_apply(target: Target, services: Services, budget: Budget, done: Callable[..., Evaluation],
                       registry: Registry, policy: remediation.Policy, today: Any, recent: tuple[Any, ...],
                       held: _Held, *, conflict_retry: bool, listed: bool = False,
-                      counted: bool = False) -> Evaluation:
+                      counted: bool = False, intent: str = "") -> Evaluation:
     """Under the lease: final plan with the breaker count, the breaker row, the PATCH, verification.
 
     The breaker row is written before the PATCH (it counts write attempts), so a write whose answer is
@@ -448,9 +546,7 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
     and public access is written alone (`listed`: they were listed after a refusal, so this remediation's breaker
     row is already written and an unknown listing stays unknown).
     """
-    from azure.core.exceptions import HttpResponseError
-
-    from dlp.azure.errors import classify
+    from dlp.azure.state import INTENT_PENDING, Remediation
 
     assessment = evaluate(registry)
     planned = registry if listed else _optimistic(registry)
@@ -463,8 +559,32 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
         return done(Outcome(plan.action, plan.reason, detail, plan.changes), assessment,
                     tag_exemption=plan.tag_exemption, recent_callers=callers)
     unlisted = registry.export_pipelines is None and any(c.property == ARM_PATHS[P_EXPORT] for c in plan.changes)
-    if not (listed or counted):      # one breaker row per remediation, whatever is retried within it
-        _count_attempt(services, held, registry.id, target.context.caller, budget, assessment)
+    if not (listed or counted):      # one breaker row (the intent) per remediation, whatever is retried in it
+        for lapsed in (r for r in recent if r.status == INTENT_PENDING and r.until < time.time()):
+            # Orphaned, and under the lease the registry is still drifted: that write is not in effect (it never
+            # landed, or was undone before anyone confirmed it). A live writer's intent is left to it.
+            _resolve(services, registry.id, lapsed.row_key, "lapsed")
+        intent = _count_attempt(services, held, registry.id, Remediation(
+            services.clock().isoformat(), target.context.caller, done.evaluation_id, plan.changes,
+            target.context.trigger, target.context.event_id, target.context.correlation_id, done.mode,
+            INTENT_PENDING, time.time() + budget.remaining() + INTENT_SLACK_S), budget, assessment)
+    try:
+        return _apply(target, services, budget, done, registry, policy, today, recent, held, plan, assessment,
+                      callers, unlisted, intent, conflict_retry=conflict_retry)
+    except Defer as deferred:
+        deferred.intent = deferred.intent or intent   # the PATCH may have landed: the intent stays pending
+        raise
+
+
+def _apply(target: Target, services: Services, budget: Budget, done: Callable[..., Evaluation], registry: Registry,
+           policy: remediation.Policy, today: Any, recent: tuple[Any, ...], held: _Held, plan: Plan, assessment: Any,
+           callers: tuple[str, ...], unlisted: bool, intent: str, *, conflict_retry: bool) -> Evaluation:
+    """The PATCH and its verification, once the intent is kept. Every outcome carries the intent, so recording
+    it resolves the intent; a Defer leaves it pending."""
+    from azure.core.exceptions import HttpResponseError
+
+    from dlp.azure.errors import classify
+
     try:
         result = services.arm.update_registry(registry.id, plan.patch_body(), reserve_s=LRO_RESERVE_S)
     except HttpResponseError as exc:
@@ -472,7 +592,7 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
         if failure.status == 409 and failure.code.lower() == "scopelocked":
             return done(Outcome(A_BLOCKED, R_SCOPE_LOCKED,
                                 f"a ReadOnly lock prevents the write ({failure.message}); remove it or exempt the registry",
-                                plan.changes, failure.code), assessment, recent_callers=callers)
+                                plan.changes, failure.code), assessment, recent_callers=callers, intent=intent)
         pipelines = registry.export_pipelines
         if unlisted and _refusal(failure):
             pipelines = _with_pipelines(registry, services).export_pipelines   # once; transient: deferred
@@ -480,7 +600,8 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
                 log.info("%s %s on %s with export pipelines %s: writing public access alone", failure.status,
                          failure.code, registry.id, pipelines)
                 return _decide_and_apply(target, services, budget, done, replace(registry, export_pipelines=pipelines),
-                                         policy, today, recent, held, conflict_retry=conflict_retry, listed=True)
+                                         policy, today, recent, held, conflict_retry=conflict_retry, listed=True,
+                                         intent=intent)
         if failure.status == 409 and conflict_retry:
             log.info("409 %s on %s: re-reading once", failure.code, registry.id)
             fresh = _read(target, services, budget)
@@ -489,15 +610,16 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
             if pipelines is not None:
                 fresh = replace(fresh, export_pipelines=pipelines)
             return _decide_and_apply(target, services, budget, done, fresh, policy, today, recent, held,
-                                     conflict_retry=False, counted=True)
+                                     conflict_retry=False, counted=True, intent=intent)
         if failure.status == 404:
-            return done(Outcome(A_GONE, "not-found", "the registry was deleted before the write"), assessment)
+            return done(Outcome(A_GONE, "not-found", "the registry was deleted before the write"), assessment,
+                        intent=intent)
         if failure.transient:
             raise Defer(failure.code, str(failure), plan.changes, assessment) from exc
         # 403: missing permission, an Azure Policy deny or a deny assignment: an error, never retried
         action = A_ERROR if failure.status in (401, 403) else A_FAILED
         return done(Outcome(action, failure.code, str(failure), plan.changes, failure.code), assessment,
-                    recent_callers=callers)
+                    recent_callers=callers, intent=intent)
     except Defer:
         raise
     except Exception as exc:          # timeout, dropped connection, budget: the PATCH may have landed
@@ -512,7 +634,7 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
     if missing:
         detail = "; ".join(f"{c.property} is still {c.old}" for c in missing)
         return done(Outcome(A_FAILED, R_VERIFICATION, f"ARM accepted the update but {detail}", plan.changes),
-                    assessment, recent_callers=callers)
+                    assessment, recent_callers=callers, intent=intent)
     reverted = ", ".join(f"{c.property} {c.old} -> {c.new}" for c in plan.changes)
     if unlisted:      # ARM disabled exports, which it refuses while export pipelines exist: there were none
         assessment = evaluate(replace(registry, export_pipelines=()))
@@ -520,9 +642,9 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
         # the alert says both: what was closed, and what a human must do about the rest
         return done(Outcome(A_BLOCKED, plan.reason, f"reverted {reverted}; not written: {plan.detail}",
                             plan.changes + plan.withheld, applied=plan.changes), assessment, recent_callers=callers,
-                    exposure=_exposed(target, services, plan.changes))
+                    exposure=_exposed(target, services, plan.changes), intent=intent)
     return done(Outcome(A_REMEDIATED, "", "reverted " + reverted, plan.changes), assessment, recent_callers=callers,
-                exposure=_exposed(target, services, plan.changes))
+                exposure=_exposed(target, services, plan.changes), intent=intent)
 
 
 def _exposed(target: Target, services: Services, changes: Sequence[Change]) -> Any:
@@ -573,13 +695,15 @@ def _defer(target: Target, services: Services, deferred: Defer, done: Callable[.
 
     attempt = target.context.attempt + 1
     pending = deferred.pending or target.pending
+    # After a PATCH, the evaluation id belongs to the intent: its `remediated` record comes later, under that id
+    own_id = str(uuid.uuid4()) if deferred.intent else ""
     assessment = deferred.assessment
     if services.retry is None:
         return done(Outcome(A_ERROR, deferred.code, f"{deferred} (no durable retry in this mode)", pending,
-                            deferred.code), assessment)
+                            deferred.code), assessment, evaluation_id=own_id)
     if attempt > MAX_ATTEMPTS:
         return done(Outcome(A_FAILED, R_RETRIES_EXHAUSTED, f"gave up after {MAX_ATTEMPTS} retries: {deferred}",
-                            pending, deferred.code), assessment)
+                            pending, deferred.code), assessment, evaluation_id=own_id)
     message = retry_message(target.registry_id, target.context, enforce=enforce, attempt=attempt,
                             deleted=target.deleted, pending=pending, reason=str(deferred))
     delay = services.retry.hand_over(message, attempt)       # raises if the queue is down: the trigger must retry
@@ -587,7 +711,7 @@ def _defer(target: Target, services: Services, deferred: Defer, done: Callable[.
     log.warning("deferred %s to the durable retry (attempt %d at %s): %s", target.registry_id, attempt, next_attempt,
                 deferred)
     return done(Outcome(A_DEFERRED, deferred.code, f"{deferred}; next attempt (#{attempt}) at {next_attempt}", pending),
-                assessment, next_attempt=next_attempt)
+                assessment, next_attempt=next_attempt, evaluation_id=own_id)
 
 
 def retry_message(registry_id: str, context: Context, *, enforce: bool, attempt: int, deleted: bool = False,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from dlp.ids import fold
+from dlp.ids import RESOURCE_GROUP, fold
 
 # Where a setting comes from when deployed:
 #   "app"      set by infra/ as an app setting of the Function App
@@ -124,9 +124,9 @@ OUTBOX_TABLE = "dlpoutbox"       # findings and alerts not yet delivered
 # Case-insensitive, but ASCII-only outside the resource-group name (`(?a:...)`): under re.IGNORECASE alone
 # "/\u017fubscriptions/" (long s) or a registry name with a Kelvin sign would pass.
 _SUB = r"(?a:/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
-_RG = _SUB + r"(?a:/resourceGroups/)[-\w\._\(\)]{1,90}"
+_RG = _SUB + r"(?a:/resourceGroups/)" + RESOURCE_GROUP
 _REG = _RG + r"(?a:/providers/Microsoft\.ContainerRegistry/registries/[a-zA-Z0-9]{5,50})"
-SCOPE_RE = re.compile(rf"^{_SUB}(?:(?a:/resourceGroups/)[-\w\._\(\)]{{1,90}})?$", re.IGNORECASE)
+SCOPE_RE = re.compile(rf"^{_SUB}(?:(?a:/resourceGroups/){RESOURCE_GROUP})?$", re.IGNORECASE)
 # Blob container names: https://learn.microsoft.com/rest/api/storageservices/naming-and-referencing-containers--blobs--and-metadata
 CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9]))*$")
 EXEMPTION_RE = re.compile(rf"^(?:{_REG}|{_RG})$", re.IGNORECASE)

@@ -376,6 +376,19 @@ module monitoring 'app/monitoring.bicep' = {
   }
 }
 
+// Poison messages and undeliverable outbox items raise an alert (dlp/delivery.py logs the counts).
+module deliveryAlerts 'app/delivery-alerts.bicep' = {
+  name: 'delivery-alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    alertNamePrefix: alertNamePrefix
+    workspaceId: monitoring.outputs.workspaceId
+    actionGroupId: monitoring.outputs.actionGroupId
+  }
+}
+
 module queries 'app/queries.bicep' = {
   name: 'queries'
   scope: rg

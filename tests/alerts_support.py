@@ -128,8 +128,8 @@ class ReadTogether(TableAlertStore):
             barrier.wait(timeout=10)
         return stored
 
-    def commit(self, registry_id, previous, new):
-        committed = super().commit(registry_id, previous, new)
+    def commit(self, registry_id, previous, new, keep=(), **claim):
+        committed = super().commit(registry_id, previous, new, keep, **claim)
         self.lost += committed is None
         return committed
 

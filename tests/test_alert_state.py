@@ -268,7 +268,8 @@ def test_a_sweep_reads_every_alert_state_with_one_query(azurite_env: str, local_
     with Budget.of(20).active():                            # next sweep: the three are fixed
         alerting.notify([evaluation(registry_id(n), "compliant") for n in names], digest=True)
     assert calls[("GET", "query")] == 1 and calls[("GET", "point")] == 0
-    assert calls[("PUT", "point")] == 3                     # updates with the ETags the query returned
+    # updates with the ETags the query returned, each in one transaction with the alert it owes
+    assert calls[("POST", "point")] == 3 and calls[("PUT", "point")] == 0
     assert len(local_azure.teams.messages) == 2
     assert "3 registries changed state" in json.dumps(local_azure.teams.messages[1], ensure_ascii=False)
     assert {r.state for r in store.get_all().values()} == {S_COMPLIANT}

@@ -16,7 +16,7 @@ import pytest
 
 import function_app
 from dlp import runtime
-from dlp.alerting import OUTBOX_KIND, AlertNotifier
+from dlp.alerting import AlertNotifier
 from dlp.alerts import card
 from dlp.alerts.alert import Alert, FailingRule, build_alert
 from dlp.alerts.batch import MemoryOutbox
@@ -29,7 +29,6 @@ from dlp.budget import Budget
 from dlp.emulator import LocalAzure
 from dlp.emulator.teams import card_problems
 from dlp.model import Context
-from dlp.outbox import Outbox
 from tests.alerts_support import SUB, evaluation, notifier, registry_id, tables, unique_name
 
 # --- the card -------------------------------------------------------------------------------------------------
@@ -221,7 +220,7 @@ def test_every_state_has_a_headline_and_colour():
 
 
 def test_alert_is_posted_to_the_workflows_webhook(azurite_env: str, local_azure: LocalAzure):
-    alerting, outbox = notifier(tables(azurite_env), teams_url=local_azure.teams.webhook_url())
+    alerting, _outbox = notifier(tables(azurite_env), teams_url=local_azure.teams.webhook_url())
     rid = registry_id(unique_name())
     with Budget.of(10).active():
         alerting.notify([evaluation(rid, "non-compliant")])
@@ -229,7 +228,7 @@ def test_alert_is_posted_to_the_workflows_webhook(azurite_env: str, local_azure:
     assert adaptive_card_problems(message) == []
     post = local_azure.teams.log.last(method="POST")
     assert post.status == 202 and post.headers["content-type"].startswith("application/json")
-    assert json.loads(post.body) == message and outbox.count(OUTBOX_KIND) == 0
+    assert json.loads(post.body) == message and len(alerting.kept()) == 0
 
 
 @pytest.mark.parametrize("status", [200, 201, 204])
@@ -252,34 +251,34 @@ def test_429_retry_after_is_honoured_within_the_budget(azure_env: LocalAzure):
 
 def test_429_retry_after_beyond_the_budget_goes_to_the_outbox_at_once(azurite_env: str, local_azure: LocalAzure):
     local_azure.teams.faults.add(method="POST", status=429, headers={"Retry-After": "120"})
-    alerting, outbox = notifier(tables(azurite_env), teams_url=local_azure.teams.webhook_url())
+    alerting, _outbox = notifier(tables(azurite_env), teams_url=local_azure.teams.webhook_url())
     rid = registry_id(unique_name())
     started = time.monotonic()
     with Budget.of(5).active():
         alerting.notify([evaluation(rid, "breaker")])
     assert time.monotonic() - started < 3                   # did not sit out a 120 s Retry-After
-    [kept] = outbox.pending(OUTBOX_KIND)
+    [kept] = alerting.kept()
     assert "429" in kept.last_error and kept.payload["alerts"][0]["state"] == "breaker-tripped"
     assert local_azure.teams.messages == []
     with Budget.of(10).active():
         assert alerting.drain() == 1                        # the outbox timer, once Teams takes it again
-    assert len(local_azure.teams.messages) == 1 and outbox.count(OUTBOX_KIND) == 0
+    assert len(local_azure.teams.messages) == 1 and len(alerting.kept()) == 0
 
 
 def test_a_failing_webhook_never_raises_and_the_alert_goes_out_at_the_next_notify(azurite_env: str,
                                                                                  local_azure: LocalAzure):
     local_azure.teams.faults.add(method="POST", status=500, times=None)
-    alerting, outbox = notifier(tables(azurite_env), teams_url=local_azure.teams.webhook_url())
+    alerting, _outbox = notifier(tables(azurite_env), teams_url=local_azure.teams.webhook_url())
     first, second = registry_id(unique_name()), registry_id(unique_name())
     with Budget.of(5).active():
         alerting.notify([evaluation(first, "blocked")])                 # 500, retried, then kept
-    assert outbox.count(OUTBOX_KIND) == 1 and local_azure.teams.messages == []
+    assert len(alerting.kept()) == 1 and local_azure.teams.messages == []
     local_azure.teams.faults.clear()
     with Budget.of(10).active():
         alerting.notify([evaluation(second, "non-compliant")])          # sends its own, then the kept one
     names = [m["attachments"][0]["content"]["body"][0]["text"] for m in local_azure.teams.messages]
     assert len(names) == 2 and first.rsplit("/", 1)[1] in names[1] and second.rsplit("/", 1)[1] in names[0]
-    assert outbox.count(OUTBOX_KIND) == 0
+    assert len(alerting.kept()) == 0
 
 
 def test_an_unreachable_webhook_is_retried_by_drain_until_it_is_back(azure_env: LocalAzure):
@@ -289,10 +288,10 @@ def test_an_unreachable_webhook_is_retried_by_drain_until_it_is_back(azure_env: 
     with Budget.of(5).active():
         alerting.notify([evaluation(registry_id("acr1"), "failed")])
         assert alerting.drain() == 0
-    [kept] = outbox.pending(OUTBOX_KIND)
-    assert kept.attempts == 1 and "ServiceRequestError" in kept.last_error
+    [kept] = alerting.kept()
+    assert kept.attempts == 2 and "ServiceRequestError" in kept.last_error     # the first send, then the drain
     azure_env.teams.start()
-    assert alerting.drain() == 1 and len(azure_env.teams.messages) == 1 and outbox.pending(OUTBOX_KIND) == []
+    assert alerting.drain() == 1 and len(azure_env.teams.messages) == 1 and alerting.kept() == []
 
 
 # --- through the Functions handler: the remediation is not held up by a failing webhook -----------------------
@@ -334,8 +333,7 @@ def test_a_down_webhook_does_not_stop_the_remediation_and_the_alert_is_delivered
     handle_event(_event(rid))                                      # no exception
     props = local_azure.arm.get(rid)["properties"]
     assert (props["policies"]["exportPolicy"]["status"], props["publicNetworkAccess"]) == ("disabled", "Disabled")
-    kept = [i for i in Outbox(tables(azurite_env)).pending(OUTBOX_KIND, 1000)
-            if i.payload["alerts"][0]["registry_name"] == name]
+    kept = runtime.services().notifier.kept([rid])         # kept with the state change, in its partition
     assert len(kept) == 1 and kept[0].payload["alerts"][0]["state"] == "remediated"
     local_azure.teams.start()
     runtime.services().notifier.drain()
@@ -352,7 +350,7 @@ def test_no_log_line_or_outbox_error_contains_the_webhook_url(azurite_env: str, 
     url = local_azure.teams.webhook_url()
     sig = parse_qs(urlsplit(url).query)["sig"][0]
     caplog.set_level(logging.DEBUG)                                 # everything, urllib3 and azure-core included
-    alerting, outbox = notifier(tables(azurite_env), teams_url=url)
+    alerting, _outbox = notifier(tables(azurite_env), teams_url=url)
     with Budget.of(6).active():
         alerting.notify([evaluation(registry_id(unique_name()), "non-compliant")])        # 202
         local_azure.teams.faults.add(method="POST", status=500, times=None)
@@ -370,7 +368,7 @@ def test_no_log_line_or_outbox_error_contains_the_webhook_url(azurite_env: str, 
     assert any(r.name.startswith("urllib3") and "POST" in r.getMessage() for r in caplog.records), \
         "urllib3's request lines must be captured for this test to mean anything"
     logged = [r.getMessage() + (caplog.handler.format(r) if r.exc_info else "") for r in caplog.records]
-    errors = [item.last_error for item in outbox.pending(OUTBOX_KIND, 100)]
+    errors = [item.last_error for item in alerting.kept()]
     assert len(errors) >= 3
     split = urlsplit(url)
     for text in logged + errors:
@@ -422,12 +420,12 @@ def test_a_sweep_digest_too_large_for_one_outbox_entity_is_kept_in_parts(azurite
                        "failing": (FailingRule("DLP.ACR.ExportPolicy", "high", os.urandom(300).hex()),)})
               for i in range(2500)]
     local_azure.teams.faults.add(method="POST", status=503, times=None)
-    alerting, outbox = notifier(tables(azurite_env), teams_url=local_azure.teams.webhook_url())
+    alerting, _outbox = notifier(tables(azurite_env), teams_url=local_azure.teams.webhook_url())
     with Budget.of(10).active():
         alerting.deliver(alerts, digest=True)
-    kept = outbox.pending(OUTBOX_KIND, 100)
+    kept = alerting.kept()
     assert len(kept) >= 2 and sum(len(i.payload["alerts"]) for i in kept) == 2500
     local_azure.teams.faults.clear()
     with Budget.of(20).active():
         assert alerting.drain() == len(kept)
-    assert len(local_azure.teams.messages) == len(kept) and outbox.count(OUTBOX_KIND) == 0
+    assert len(local_azure.teams.messages) == len(kept) and len(alerting.kept()) == 0

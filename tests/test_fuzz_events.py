@@ -55,7 +55,7 @@ def registry_ids(draw) -> tuple[str, str]:
     """(the ID as the event carries it, possibly a child's; the registry's own ID)."""
     sub = str(draw(st.uuids()))
     sub = sub.upper() if draw(st.booleans()) else sub
-    group = draw(st.text(alphabet=ALNUM + "-_.()", min_size=1, max_size=90))
+    group = draw(st.text(alphabet=ALNUM + "-_.()", min_size=1, max_size=90).filter(lambda g: not g.endswith(".")))
     name = draw(st.text(alphabet=ALNUM, min_size=5, max_size=50))
     registry = (f"/{draw(casing('subscriptions'))}/{sub}/{draw(casing('resourceGroups'))}/{group}/"
                 f"{draw(casing('providers'))}/{draw(casing('Microsoft.ContainerRegistry'))}/"
@@ -92,6 +92,9 @@ NEAR_MISSES = [
     REGISTRY.replace("/providers", "") + "{name}",
     REGISTRY.replace(GROUP, "") + "{name}",
     REGISTRY.replace("{group}", "r" * 91) + "{name}",
+    REGISTRY.replace("{group}", ".") + "{name}",           # a dot segment: the HTTP layer would fold it away
+    REGISTRY.replace("{group}", "..") + "{name}",
+    REGISTRY.replace("{group}", "{group}.") + "{name}",     # ARM refuses a group name ending in a period
     REGISTRY + "{name}?api-version=1",
     REGISTRY + "{name}#x",
     REGISTRY + "{name}//x",

@@ -29,7 +29,7 @@ ALERT_SETTINGS = ("DLP_TEAMS_WEBHOOK_URL", "DLP_EMAIL_ENDPOINT", "DLP_EMAIL_SEND
 # --- strategies -------------------------------------------------------------------------------------
 
 guids = st.one_of(st.just(SUB), st.uuids().map(str), st.uuids().map(lambda u: str(u).upper()))
-group_names = st.from_regex(r"[-\w\.\(\)]{1,90}", fullmatch=True)
+group_names = st.from_regex(r"[-\w\.\(\)]{0,89}[-\w\(\)]", fullmatch=True)     # ARM: no period at the end
 registry_names = st.from_regex(r"[a-zA-Z0-9]{5,50}", fullmatch=True)
 registry_ids = st.builds(lambda s, g, n: f"/subscriptions/{s}/resourceGroups/{g}{PROVIDER}{n}", guids, group_names,
                          registry_names)
@@ -82,11 +82,11 @@ bodies = st.one_of(
 
 REFERENCE_REGISTRY = re.compile(
     r"/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-    r"/resourceGroups/[-\w\.\(\)]{1,90}/providers/Microsoft\.ContainerRegistry/registries/[a-zA-Z0-9]{5,50}",
+    r"/resourceGroups/[-\w\.\(\)]{0,89}[-\w\(\)]/providers/Microsoft\.ContainerRegistry/registries/[a-zA-Z0-9]{5,50}",
     re.IGNORECASE)
 REFERENCE_SCOPE = re.compile(
     r"/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-    r"(/resourceGroups/[-\w\.\(\)]{1,90})?", re.IGNORECASE)
+    r"(/resourceGroups/[-\w\.\(\)]{0,89}[-\w\(\)])?", re.IGNORECASE)
 
 
 @settings(max_examples=3000, deadline=None)

@@ -73,20 +73,29 @@ class EmailChannel:
     def send(self, alerts: Sequence[Alert], *, digest: bool = False) -> None:
         """Send one mail (a digest for several alerts) and wait for ACS to confirm it, within the budget."""
         from azure.core.exceptions import AzureError
+        from azure.core.polling.base_polling import LROBasePolling
 
         from dlp.azure.errors import classify
-        from dlp.budget import MARGIN_S, BudgetExhausted, remaining
+        from dlp.budget import MARGIN_S, BudgetExhausted, budget_polling, remaining
 
         op_id = operation_id(alerts)
+        # the polling thread stops with the budget (no work outlives the invocation)
+        polling = budget_polling(LROBasePolling, self._polling_interval,
+                                 lro_options={"final-state-via": "azure-async-operation"},
+                                 path_format_arguments={"endpoint": self._endpoint.rstrip("/")})
+        finished = True
         try:
-            poller = self._email_client().begin_send(self.message(alerts, digest=digest),
-                                                     polling_interval=self._polling_interval, operation_id=op_id)
+            poller = self._email_client().begin_send(self.message(alerts, digest=digest), polling=polling,
+                                                     operation_id=op_id)
             left = remaining()
-            result = poller.result(timeout=UNBUDGETED_WAIT_S if left is None else max(0.0, left - MARGIN_S))
+            try:
+                result = poller.result(timeout=UNBUDGETED_WAIT_S if left is None else max(0.0, left - MARGIN_S))
+            except BudgetExhausted:          # the polling thread stopped at the budget: not finished in time
+                finished, result = False, None
         except (AzureError, BudgetExhausted) as exc:
             failure = classify(exc)
             raise DeliveryError(self.name, f"{failure} (operation {op_id})", status=failure.status) from None
-        if not poller.done():
+        if not finished or not poller.done():
             raise DeliveryError(self.name, f"ACS accepted operation {op_id} but did not finish it within the time "
                                            "budget; it is retried with the same operation id, so it is not sent twice")
         status = str((result or {}).get("status", ""))

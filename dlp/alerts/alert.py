@@ -28,6 +28,7 @@ from dlp.alerts.states import (
     S_PENDING,
     S_REMEDIATED,
     S_TAG_EXEMPT,
+    S_UNDELIVERABLE,
     Stored,
     previous_label,
 )
@@ -47,6 +48,7 @@ HEADLINES = {
     S_EXEMPT: "Drift on an exempt registry",
     S_TAG_EXEMPT: "Tag exemption used",
     S_GONE: "Registry deleted",
+    S_UNDELIVERABLE: "Alert or record not delivered",
     S_PENDING: "Drift detected, remediation pending",
     S_MISCONFIGURED: "Output misconfigured",
     S_DEAD_LETTERED: "Events were dead-lettered",
@@ -66,8 +68,8 @@ ESCALATION_HEADLINES = {
 SEVERITY = {
     S_COMPLIANT: "good", S_REMEDIATED: "good", S_GONE: "info", S_EXEMPT: "warning", S_TAG_EXEMPT: "warning",
     S_NONCOMPLIANT: "attention", S_BLOCKED: "attention", S_BREAKER: "attention", S_FAILED: "attention",
-    S_ERROR: "attention", S_MISCONFIGURED: "warning", S_DEAD_LETTERED: "attention", S_EXPOSED: "attention",
-    S_PENDING: "attention",
+    S_ERROR: "attention", S_UNDELIVERABLE: "attention", S_MISCONFIGURED: "warning", S_DEAD_LETTERED: "attention",
+    S_EXPOSED: "attention", S_PENDING: "attention",
 }
 
 
@@ -104,6 +106,7 @@ class Alert:
     trigger: str = ""
     evaluation_id: str = ""
     recent_callers: tuple[str, ...] = ()
+    record_pending: bool = False  # the evaluation could not be recorded yet (Log Analytics and the outbox failed)
     applied: tuple[tuple[str, str, str], ...] = ()        # of `changes`, written although the rest was blocked
     warnings: tuple[str, ...] = ()            # e.g. an ID that only looks like an exempt one
     caller_name: str = ""                     # display name the caller chose: shown second, labelled as such
@@ -203,6 +206,8 @@ class Alert:
         if self.correlation_id:
             facts.append(("Correlation ID", self.correlation_id))
         facts.append(("When", self.event_time or self.at))
+        if self.record_pending:
+            facts.append(("Record", "pending: Log Analytics and the outbox did not take it; it is written on the retry"))
         if self.next_attempt:
             facts.append(("Next attempt", self.next_attempt))
         facts += [("Warning", warning) for warning in self.warnings]
@@ -235,6 +240,8 @@ class Alert:
                     "with Trigger dead-letter and alerted like any state change.")
         if self.state == S_REMEDIATED:
             return f"Reverted {changes}." if changes else (self.detail or "Reverted the drift.")
+        if self.state == S_UNDELIVERABLE:
+            return "Gave up sending it after its last attempt; it is kept for inspection."
         if self.state == S_COMPLIANT:
             return "Nothing: every high-severity rule passes again."
         if self.state == S_EXPOSED:
@@ -269,6 +276,8 @@ class Alert:
         return text[:1].upper() + text[1:]
 
     def _todo(self) -> str:
+        if self.state == S_UNDELIVERABLE:
+            return self.detail
         if self.escalation:
             return (f"Find out why {self.who} opened more while enforcement is held ({self.news}). "
                     + self._todo_held())
@@ -365,6 +374,31 @@ def _callers(evaluation: Evaluation) -> str:
     callers = evaluation.callers
     shown = ", ".join(callers[:MAX_CALLERS])
     return shown + (f" and {len(callers) - MAX_CALLERS} more" if len(callers) > MAX_CALLERS else "")
+
+
+def undeliverable_alert(kept: Any, error: str) -> Alert:
+    """The notice that a kept alert was given up on (sent on the other channels). Its id is derived from the
+    alert's, so every instance builds the same one."""
+    from dlp.alerts.store import notice_id
+
+    try:
+        lost = Alert.from_json(kept.payload["alerts"][0])
+        registry_id, name, what = lost.registry_id, lost.registry_name, f"the alert \"{lost.title}\""
+    except (KeyError, TypeError, ValueError, IndexError):
+        registry_id, name, what = "", kept.partition.rsplit("|", 1)[-1], "an alert that cannot be read"
+    parts = parse_registry_id(registry_id) or ("", "", name)
+    return Alert(alert_id=notice_id(kept), registry_id=registry_id, registry_name=name, resource_group=parts[1],
+                 subscription_id=parts[0], previous="kept", state=S_UNDELIVERABLE, at="",
+                 reason="undeliverable", error_code="", trigger="drain",
+                 detail=(f"{what} could not be sent on {kept.channel} after {kept.attempts + 1} attempt(s) "
+                         f"(last error: {error[:300]}). Check that channel's settings; the alert is kept in the state "
+                         "table (Dead = true) for inspection."))
+
+
+def system_alert(alert_id: str, name: str, detail: str) -> Alert:
+    """A notice about the responder itself (a poison message), not about a registry's state."""
+    return Alert(alert_id=alert_id, registry_id="", registry_name=name, resource_group="", subscription_id="",
+                 previous="kept", state=S_UNDELIVERABLE, at="", reason="poison", trigger="drain", detail=detail)
 def _clean_nested(value: Any) -> Any:
     if isinstance(value, str):
         return clean(value)

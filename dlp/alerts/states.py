@@ -37,7 +37,7 @@ silence otherwise (and a registry re-created under the same ID starts from it as
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dlp.model import (
     A_BLOCKED,
@@ -67,6 +67,7 @@ S_ERROR = "error"
 S_EXEMPT = "exempt"
 S_TAG_EXEMPT = "tag-exempt"
 S_GONE = "gone"
+S_UNDELIVERABLE = "undeliverable"   # not a registry state: the notice that an alert or a message was given up on
 S_EXPOSED = "exposed"      # not a state the registry stays in: a window found in change history (never stored)
 S_PENDING = "remediation-pending"
 STATES = (S_COMPLIANT, S_NONCOMPLIANT, S_REMEDIATED, S_BLOCKED, S_BREAKER, S_FAILED, S_ERROR, S_EXEMPT,
@@ -79,7 +80,8 @@ _GUARDS = frozenset({S_BREAKER, S_EXEMPT, S_TAG_EXEMPT})      # a person's decis
 S_MISCONFIGURED = "output-misconfigured"
 # Not a registry's state either: Event Grid dead-lettered events, replayed (dlp/alerts/dead_letters.py)
 S_DEAD_LETTERED = "dead-lettered"
-NOTICES = (S_MISCONFIGURED, S_DEAD_LETTERED)     # alerts about the responder itself, sent by AlertNotifier.announce
+# Alerts about the responder itself: sent by AlertNotifier.announce, and (S_UNDELIVERABLE) by its kept notices
+NOTICES = (S_MISCONFIGURED, S_DEAD_LETTERED, S_UNDELIVERABLE)
 
 # Human labels, used in titles ("compliant -> drift remediated") and in the digest list.
 LABELS = {
@@ -93,6 +95,7 @@ LABELS = {
     S_EXEMPT: "exempt",
     S_TAG_EXEMPT: "tag exemption used",
     S_GONE: "deleted",
+    S_UNDELIVERABLE: "not delivered",
     S_PENDING: "remediation pending",
     S_MISCONFIGURED: "output misconfigured",
     S_DEAD_LETTERED: "dead-lettered events replayed",
@@ -124,6 +127,8 @@ class Stored:
     alert_id: str = ""
     since: str = ""
     etag: str | None = None
+    unsent: str = ""         # alert id whose kept copies (transactional outbox) may not all be delivered yet
+    kept_etags: tuple[str | None, ...] = field(default=(), compare=False)   # of the copies this commit created
 
 
 @dataclass(frozen=True)

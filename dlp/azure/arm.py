@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from dlp.budget import MARGIN_S, BudgetRetryPolicy, remaining
+from dlp.budget import MARGIN_S, BudgetExhausted, BudgetRetryPolicy, budget_polling, remaining
 from dlp.model import parse_registry_id
 
 # azure-mgmt-containerregistry 15.x dropped the pipeline operations; this preview version has them.
@@ -110,10 +110,15 @@ class ArmGateway:
     def update_registry(self, registry_id: str, body: dict[str, Any], *, reserve_s: float = 0.0) -> UpdateResult:
         """PATCH exactly `body`; wait for the LRO within the budget, less `reserve_s` kept for the caller."""
         sub, group, name = self._parts(registry_id)
-        poller = self._client(sub).registries.begin_update(group, name, body, cls=_raw_json,
-                                                           polling_interval=POLLING_INTERVAL_S)
+        from azure.mgmt.core.polling.arm_polling import ARMPolling
+
+        polling = budget_polling(ARMPolling, POLLING_INTERVAL_S, path_format_arguments={"endpoint": self.endpoint})
+        poller = self._client(sub).registries.begin_update(group, name, body, cls=_raw_json, polling=polling)
         left = remaining()
-        poller.wait(timeout=None if left is None else max(0.0, left - MARGIN_S - reserve_s))
+        try:
+            poller.wait(timeout=None if left is None else max(0.0, left - MARGIN_S - reserve_s))
+        except BudgetExhausted:         # the polling thread stopped at the budget: not finished in time
+            return UpdateResult(False, None)
         if not poller.done():
             return UpdateResult(False, None)
         return UpdateResult(True, poller.result())

@@ -23,6 +23,16 @@ class AzureFailure:
         return f"{where}{self.code}: {self.message}".strip()
 
 
+class StorageRefused(Exception):
+    """Table storage answered 403 or 404 for the responder's own state (a role assignment not yet in effect,
+    a firewall rule, a table deleted): the work is kept for the durable retry, never recorded as a permanent
+    error of the registry, which is not at fault."""
+
+    def __init__(self, failure: AzureFailure):
+        self.failure = failure
+        super().__init__(f"the responder's state storage refused the request ({failure})")
+
+
 def classify(exc: BaseException) -> AzureFailure:
     from azure.core.exceptions import (
         ClientAuthenticationError,
@@ -36,6 +46,8 @@ def classify(exc: BaseException) -> AzureFailure:
 
     if isinstance(exc, BudgetExhausted):
         return AzureFailure(exc.status_code, "BudgetExhausted", str(exc), True)
+    if isinstance(exc, StorageRefused):
+        return AzureFailure(exc.failure.status, exc.failure.code, str(exc), True)
     if isinstance(exc, HttpResponseError) and 200 <= (exc.status_code or 0) < 300 and _operation_failed(exc):
         # a long-running operation that ended Failed/Canceled: azure-core raises it with the poll's 2xx status
         code, message = _operation_error(exc)

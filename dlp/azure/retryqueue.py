@@ -35,9 +35,13 @@ def backoff_s(attempt: int, *, rng: random.Random | None = None) -> float:
     return round(base * draw(1.0, 1.0 + JITTER), 1)
 
 
+POISON_QUEUE = RETRY_QUEUE + "-poison"     # where the Functions host moves a message after maxDequeueCount
+
+
 class RetryQueue:
-    def __init__(self, queue_client: Any, *, base_delay_s: float = 60):
+    def __init__(self, queue_client: Any, *, base_delay_s: float = 60, poison_client: Any = None):
         self._queue = queue_client
+        self.poison = poison_client             # read by the outbox timer (dlp.delivery): nothing rots unseen
         self._created = False
         self.base_delay_s = base_delay_s     # 60: the retry schedule as written; tests and the demo use 0 (at once)
         self.check_delay_s: float | None = None   # delayed exposure checks; None: dlp.timeline.CHECK_DELAY_S
@@ -46,19 +50,20 @@ class RetryQueue:
     def from_settings(cls, settings: Any, credential: Any) -> RetryQueue:
         from azure.storage.queue import LinearRetry, QueueClient, TextBase64EncodePolicy
 
-        from dlp.budget import storage_request_hook, storage_response_hook
+        from dlp.budget import budget_transport, storage_request_hook, storage_response_hook
 
         # The queue SDK's default retry (ExponentialRetry) waits 15 s, then 18 s, between attempts, whatever the
         # budget: a short linear backoff instead; the hooks cut each attempt to the budget.
         options = {"message_encode_policy": TextBase64EncodePolicy(),
                    "retry_policy": LinearRetry(backoff=0.5, random_jitter_range=0.2, retry_total=2),
                    "connection_timeout": 5, "read_timeout": 10, "raw_request_hook": storage_request_hook,
-                   "raw_response_hook": storage_response_hook}
-        if settings.storage_connection_string:
-            client = QueueClient.from_connection_string(settings.storage_connection_string, RETRY_QUEUE, **options)
-        else:
-            client = QueueClient(settings.storage_queue_uri, RETRY_QUEUE, credential=credential, **options)
-        return cls(client)
+                   "raw_response_hook": storage_response_hook, "transport": budget_transport()}
+        def client(name: str) -> Any:
+            if settings.storage_connection_string:
+                return QueueClient.from_connection_string(settings.storage_connection_string, name, **options)
+            return QueueClient(settings.storage_queue_uri, name, credential=credential, **options)
+
+        return cls(client(RETRY_QUEUE), poison_client=client(POISON_QUEUE))
 
     def hand_over(self, message: dict[str, Any], attempt: int) -> float:
         """Queue attempt `attempt`; returns the seconds until it runs. Raises when the queue cannot take it:

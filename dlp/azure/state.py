@@ -2,7 +2,10 @@
 
 Azure Table storage (the Function App's AzureWebJobsStorage), one partition per registry:
   RowKey "lease"            who may write the registry now (deleted on release)
-  RowKey "rem|<utc>|<id>"   one row per write attempt (written before the PATCH), counted by the breaker
+  RowKey "rem|<utc>|<id>"   one row per write attempt (written before the PATCH), counted by the breaker; it is
+                            also the remediation's intent (issue 12): the planned changes, trigger, caller and
+                            event, Status "pending" until the outcome is recorded, so that a remediation whose
+                            invocation died after the PATCH is found and recorded (`verified-later`), not lost
   RowKey "alert"            the registry's alert state (dlp/alerts/store.py)
   RowKey "recheck|<utc>"    a re-check scheduled on the durable-retry queue for that moment (breaker window end)
   RowKey "exp|<key>"        one exposure window recorded (or being recorded) from change history (dlp/timeline.py)
@@ -13,19 +16,21 @@ Partition "sweep", RowKey "exposure-cursor": where the last sweep's change-histo
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
-from dlp.model import registry_key
+from dlp.model import Change, registry_key
 from dlp.settings import STATE_TABLE
 
 LEASE_ROW = "lease"
 LEASE_POLL_S = 0.25          # while another instance writes: each poll costs one create + one read
 REMEDIATION_PREFIX = "rem|"
+REMEDIATION_END = "rem}"      # just past every "rem|..." key
 RECHECK_PREFIX = "recheck|"
 BREAKER_WINDOW = timedelta(hours=1)
 EXPOSURE_PREFIX = "exp|"
@@ -38,11 +43,45 @@ def partition_of(registry_id: str) -> str:
     return registry_key(registry_id).replace("/", "|")
 
 
+INTENT_PENDING = "pending"
+
+
 @dataclass(frozen=True)
 class Remediation:
     when: str               # ISO 8601 UTC
     caller: str
     evaluation_id: str
+    changes: tuple[Change, ...] = ()     # planned (an intent); () for rows written before intents existed
+    trigger: str = ""
+    event_id: str = ""
+    correlation_id: str = ""
+    mode: str = ""
+    status: str = ""                      # INTENT_PENDING until the outcome is recorded, then what became of it
+    until: float = 0.0                    # wall clock: the writing invocation's budget ends (then it is orphaned)
+    row_key: str = ""
+
+    def to_entity(self) -> dict[str, Any]:
+        return {"When": self.when, "Caller": self.caller[:256], "EvaluationId": self.evaluation_id,
+                "Changes": json.dumps([c.to_json() for c in self.changes]), "Trigger": self.trigger,
+                "EventId": self.event_id[:256], "CorrelationId": self.correlation_id[:256], "Mode": self.mode,
+                "Status": self.status, "Until": float(self.until)}
+
+    @classmethod
+    def from_entity(cls, row: Any) -> Remediation:
+        try:
+            changes = tuple(Change(str(c["property"]), str(c["old"]), str(c["new"]))
+                            for c in json.loads(row.get("Changes") or "[]") if isinstance(c, dict))
+        except (ValueError, KeyError, TypeError):
+            changes = ()
+        return cls(str(row.get("When", "")), str(row.get("Caller", "")), str(row.get("EvaluationId", "")), changes,
+                   str(row.get("Trigger") or ""), str(row.get("EventId") or ""), str(row.get("CorrelationId") or ""),
+                   str(row.get("Mode") or ""), str(row.get("Status") or ""), float(row.get("Until") or 0.0),
+                   str(row.get("RowKey", "")))
+
+
+def remediation_row(record: Remediation) -> str:
+    when = datetime.fromisoformat(record.when).astimezone(timezone.utc)
+    return f"{REMEDIATION_PREFIX}{when.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}|{record.evaluation_id[:12]}"
 
 
 @dataclass(frozen=True)
@@ -57,7 +96,11 @@ class Lease:
 
 class StateStore(Protocol):
     def recent_remediations(self, registry_id: str, now: datetime) -> list[Remediation]: ...
-    def record_remediation(self, registry_id: str, record: Remediation) -> None: ...
+    def record_remediation(self, registry_id: str, record: Remediation) -> str: ...
+    def pending_intents(self, registry_id: str) -> list[Remediation]: ...
+    def resolve_intent(self, registry_id: str, row_key: str, status: str) -> None: ...
+    def orphan_intent(self, registry_id: str, row_key: str) -> None: ...
+    def orphaned_intents(self, now: float, limit: int) -> list[tuple[str, Remediation]]: ...
     def acquire(self, registry_id: str, *, ttl_s: float, wait_s: float) -> Lease | None: ...
     def release(self, lease: Lease) -> None: ...
     def extend(self, lease: Lease, *, ttl_s: float) -> Lease | None: ...
@@ -93,6 +136,7 @@ class MemoryState:
 
     def __init__(self) -> None:
         self._rows: dict[str, list[Remediation]] = {}
+        self._ids: dict[str, str] = {}
         self._released: dict[str, float] = {}
         self._rechecks: set[tuple[str, str]] = set()
         self._locks = _LocalLocks()
@@ -105,9 +149,31 @@ class MemoryState:
         with self._guard:
             return [r for r in self._rows.get(partition_of(registry_id), []) if r.when >= cutoff]
 
-    def record_remediation(self, registry_id: str, record: Remediation) -> None:
+    def record_remediation(self, registry_id: str, record: Remediation) -> str:
+        row = remediation_row(record)
         with self._guard:
-            self._rows.setdefault(partition_of(registry_id), []).append(record)
+            self._rows.setdefault(partition_of(registry_id), []).append(replace(record, row_key=row))
+            self._ids[partition_of(registry_id)] = registry_id
+        return row
+
+    def pending_intents(self, registry_id: str) -> list[Remediation]:
+        with self._guard:
+            return [r for r in self._rows.get(partition_of(registry_id), []) if r.status == INTENT_PENDING]
+
+    def resolve_intent(self, registry_id: str, row_key: str, status: str) -> None:
+        key = partition_of(registry_id)
+        with self._guard:
+            self._rows[key] = [replace(r, status=status) if r.row_key == row_key else r for r in self._rows.get(key, [])]
+
+    def orphan_intent(self, registry_id: str, row_key: str) -> None:
+        key = partition_of(registry_id)
+        with self._guard:
+            self._rows[key] = [replace(r, until=0.0) if r.row_key == row_key else r for r in self._rows.get(key, [])]
+
+    def orphaned_intents(self, now: float, limit: int) -> list[tuple[str, Remediation]]:
+        with self._guard:
+            return [(self._ids[key], r) for key, rows in self._rows.items() for r in rows
+                    if r.status == INTENT_PENDING and r.until < now][:limit]
 
     def acquire(self, registry_id: str, *, ttl_s: float, wait_s: float) -> Lease | None:
         lock = self._locks.get(partition_of(registry_id))
@@ -171,6 +237,26 @@ class LazyTable:
             return self._table
 
 
+def _refusals_defer(method: Any) -> Any:
+    """A 403/404 from Table storage escaping a state call becomes StorageRefused (transient: deferred)."""
+    import functools
+
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        from azure.core.exceptions import HttpResponseError
+
+        from dlp.azure.errors import StorageRefused, classify
+
+        try:
+            return method(*args, **kwargs)
+        except HttpResponseError as exc:
+            if exc.status_code in (403, 404):
+                raise StorageRefused(classify(exc)) from exc
+            raise
+
+    return call
+
+
 class TableState:
     """Azure Table storage implementation; the lease uses ETags so two instances never both write."""
 
@@ -183,21 +269,61 @@ class TableState:
     def from_settings(cls, settings: Any, credential: Any) -> TableState:
         return cls(table_service(settings, credential))
 
+    @_refusals_defer
     def recent_remediations(self, registry_id: str, now: datetime) -> list[Remediation]:
         low = REMEDIATION_PREFIX + (now - BREAKER_WINDOW).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         rows = self._client().query_entities(
             "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
             parameters={"pk": partition_of(registry_id), "low": low, "high": REMEDIATION_PREFIX + "~"})
-        return [Remediation(str(r.get("When", "")), str(r.get("Caller", "")), str(r.get("EvaluationId", "")))
-                for r in rows]
+        return [Remediation.from_entity(r) for r in rows]
 
-    def record_remediation(self, registry_id: str, record: Remediation) -> None:
-        when = datetime.fromisoformat(record.when).astimezone(timezone.utc)
-        row = f"{REMEDIATION_PREFIX}{when.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}|{record.evaluation_id[:12]}"
+    @_refusals_defer
+    def record_remediation(self, registry_id: str, record: Remediation) -> str:
+        """The breaker's count and the remediation's intent, in one row written before the PATCH."""
+        row = remediation_row(record)
         self._client().upsert_entity({"PartitionKey": partition_of(registry_id), "RowKey": row,
-                                      "When": record.when, "Caller": record.caller[:256],
-                                      "EvaluationId": record.evaluation_id})
+                                      "RegistryId": registry_id[:1024], **record.to_entity()})
+        return row
 
+    @_refusals_defer
+    def pending_intents(self, registry_id: str) -> list[Remediation]:
+        """Intents of this registry whose outcome was never recorded (one query of its partition)."""
+        rows = self._client().query_entities(
+            "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high and Status eq @pending",
+            parameters={"pk": partition_of(registry_id), "low": REMEDIATION_PREFIX, "high": REMEDIATION_END,
+                        "pending": INTENT_PENDING})
+        return [Remediation.from_entity(r) for r in rows]
+
+    @_refusals_defer
+    def resolve_intent(self, registry_id: str, row_key: str, status: str) -> None:
+        from azure.data.tables import UpdateMode
+
+        self._client().update_entity({"PartitionKey": partition_of(registry_id), "RowKey": row_key, "Status": status},
+                                     mode=UpdateMode.MERGE)
+
+    @_refusals_defer
+    def orphan_intent(self, registry_id: str, row_key: str) -> None:
+        """The writer gives up on recording (its invocation fails): whoever comes next may take the intent."""
+        from azure.data.tables import UpdateMode
+
+        self._client().update_entity({"PartitionKey": partition_of(registry_id), "RowKey": row_key, "Until": 0.0},
+                                     mode=UpdateMode.MERGE)
+
+    @_refusals_defer
+    def orphaned_intents(self, now: float, limit: int) -> list[tuple[str, Remediation]]:
+        """(registry ID, intent) of every registry whose writing invocation's budget ended unrecorded (a scan)."""
+        rows = self._client().query_entities(
+            "RowKey ge @low and RowKey lt @high and Status eq @pending and Until lt @now",
+            parameters={"low": REMEDIATION_PREFIX, "high": REMEDIATION_END, "pending": INTENT_PENDING,
+                        "now": float(now)})
+        found = []
+        for row in rows:
+            found.append((str(row.get("RegistryId") or ""), Remediation.from_entity(row)))
+            if len(found) >= limit:
+                break
+        return [(registry_id, intent) for registry_id, intent in found if registry_id]
+
+    @_refusals_defer
     def recheck_scheduled(self, registry_id: str, when: str) -> bool:
         from azure.core.exceptions import ResourceNotFoundError
 
@@ -207,9 +333,11 @@ class TableState:
             return False
         return True
 
+    @_refusals_defer
     def mark_recheck(self, registry_id: str, when: str) -> None:
         self._client().upsert_entity({"PartitionKey": partition_of(registry_id), "RowKey": RECHECK_PREFIX + when})
 
+    @_refusals_defer
     def acquire(self, registry_id: str, *, ttl_s: float, wait_s: float) -> Lease | None:
         """One create_entity when nobody holds it; an expired holder is taken over with its ETag."""
         from azure.core import MatchConditions
@@ -248,6 +376,7 @@ class TableState:
             lock.release()
             raise
 
+    @_refusals_defer
     def extend(self, lease: Lease, *, ttl_s: float) -> Lease | None:
         """Keep the lease `ttl_s` longer, if it is still ours: None when another instance took it over (it had
         expired), which an ETag-conditional replace detects; still ours even if it had expired meanwhile."""
@@ -325,15 +454,15 @@ def table_service(settings: Any, credential: Any) -> Any:
     """TableServiceClient for AzureWebJobsStorage: connection string locally, managed identity in Azure.
 
     azure-data-tables always builds its own TablesRetryPolicy (a `retry_policy` kwarg is ignored),
-    so the budget is kept by a per-attempt hook (timeouts cut to what is left), few retries and a short
-    backoff cap."""
+    so the budget is kept by a per-attempt hook (timeouts cut to what is left), few retries, a short
+    backoff cap, and a transport whose backoff sleeps stop at the deadline (`dlp.budget.budget_transport`)."""
     from azure.data.tables import TableServiceClient
 
-    from dlp.budget import storage_request_hook, storage_response_hook
+    from dlp.budget import budget_transport, storage_request_hook, storage_response_hook
 
     options = {"retry_total": 3, "retry_backoff_factor": 0.2, "retry_backoff_max": 2,
                "connection_timeout": 5, "read_timeout": 10, "raw_request_hook": storage_request_hook,
-               "raw_response_hook": storage_response_hook}
+               "raw_response_hook": storage_response_hook, "transport": budget_transport()}
     if settings.storage_connection_string:
         return TableServiceClient.from_connection_string(settings.storage_connection_string, **options)
     return TableServiceClient(endpoint=settings.storage_table_uri, credential=credential, **options)

@@ -22,10 +22,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, error
+from dlp.ids import RESOURCE_GROUP
 
 NAME = "exposure"
 MAX_SINCE = timedelta(days=14)           # Resource Graph keeps change history 14 days
-_SCOPE = re.compile(r"^/subscriptions/[0-9a-fA-F-]{36}(/resourceGroups/[-\w\.\(\)]{1,90}"
+_SCOPE = re.compile(rf"^/subscriptions/[0-9a-fA-F-]{{36}}(/resourceGroups/{RESOURCE_GROUP}"
                     r"(/providers/Microsoft\.ContainerRegistry/registries/[a-zA-Z0-9]{5,50})?)?/?$", re.IGNORECASE)
 
 

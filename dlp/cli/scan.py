@@ -28,12 +28,13 @@ from typing import Any, TextIO
 
 from dlp import report
 from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, error
+from dlp.ids import RESOURCE_GROUP
 from dlp.model import A_DEFERRED, A_ERROR, A_GONE, A_NONE, Context, Evaluation
 
 NAME = "scan"
 CLI_BUDGET_S = 3600.0            # a person waits; every single request is still capped (dlp.budget)
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_GROUP = re.compile(r"^[-\w\.\(\)]{1,90}$")
+_GROUP = re.compile(rf"^{RESOURCE_GROUP}$")
 
 
 def register(subparsers: Any) -> None:
