@@ -593,7 +593,6 @@ def build_notifier(settings: Any, credential: Any, table_service: Any = None) ->
     else:
         from dlp.alerts.store import MemoryAlertStore
 
-        log.warning("AzureWebJobsStorage is not configured: alert de-duplication and the alert outbox are per process")
         store, outbox = MemoryAlertStore(), MemoryOutbox()
     log.info("alerts on: %s", ", ".join(channel.name for channel in channels))
     return AlertNotifier(store, channels, outbox)

@@ -318,9 +318,7 @@ def build_recorder(settings: Any, credential: Any, table_service: Any = None) ->
         return LogRecorder()
     from dlp.azure.logs import LogsIngestion
 
-    if table_service is None:
-        notice.warning("no storage is configured: findings Log Analytics does not take cannot be kept in the "
-                       "outbox, and the invocation fails instead")
+    # Without storage (table_service None) there is no outbox: dlp.runtime says so once, for every adapter.
     outbox = Outbox(table_service) if table_service is not None else None
     ingestion = LogsIngestion(settings.logs_endpoint, credential, settings.logs_rule_id, settings.logs_stream)
     return LogsRecorder(ingestion, outbox)

@@ -21,8 +21,17 @@ _lock = threading.Lock()
 _services: Services | None = None
 
 
-def build(settings: Settings, *, credential: Any = None) -> Services:
-    """Every adapter from validated settings. Tests call this with settings pointed at emulators."""
+NO_STORAGE = ("AzureWebJobsStorage is not configured: the revert-war breaker, leases, alert de-duplication and the "
+              "outboxes are per process only, there is no durable retry, and findings Log Analytics does not take "
+              "fail the invocation")
+
+
+def build(settings: Settings, *, credential: Any = None, in_process: bool = False) -> Services:
+    """Every adapter from validated settings. Tests call this with settings pointed at emulators.
+
+    `in_process=True` is for runs whose state is meant to live in this process (`dlp demo`, benchmarks):
+    the missing storage is then said at debug level; in the Function App it is a warning, once.
+    """
     from dlp.alerting import build_notifier
     from dlp.azure.arm import ArmGateway
     from dlp.azure.credential import get_credential
@@ -37,8 +46,7 @@ def build(settings: Settings, *, credential: Any = None) -> Services:
     if tables is not None:
         state: Any = TableState(tables)
     else:
-        log.warning("AzureWebJobsStorage is not configured: the revert-war breaker and leases are per process only, "
-                    "and there is no durable retry")
+        log.log(logging.DEBUG if in_process else logging.WARNING, NO_STORAGE)
         state = MemoryState()
     retry = None
     if settings.storage_connection_string or settings.storage_queue_uri:

@@ -31,6 +31,8 @@ from dlp.azure.state import LEASE_ROW, REMEDIATION_PREFIX, partition_of
 from dlp.settings import STATE_TABLE
 from tests.evaluation_log import Evaluations
 
+pytestmark = pytest.mark.slow  # concurrency: CI runs it; `pytest -m "not slow"` skips it locally
+
 ROOT = Path(__file__).resolve().parent.parent
 SUB = "11111111-2222-3333-4444-555555555555"
 RG = "rg-concurrency"

@@ -67,6 +67,8 @@ from dlp.recording import OUTBOX_RESERVE_S
 from dlp.settings import RETRY_QUEUE
 from tests.evaluation_log import Evaluations
 
+pytestmark = pytest.mark.slow  # the fault matrix: CI runs it; `pytest -m "not slow"` skips it locally
+
 SUB = "11111111-2222-3333-4444-555555555555"
 RG = "rg-faults"
 BUDGET_S = 4.5

@@ -28,6 +28,8 @@ import function_app
 from dlp import events, runtime
 from dlp.events import Intake
 
+pytestmark = pytest.mark.slow  # fuzzing: CI runs it; `pytest -m "not slow"` skips it locally
+
 handle_event = function_app.on_registry_event.build().get_user_function()
 
 WRITE = "Microsoft.Resources.ResourceWriteSuccess"

@@ -19,6 +19,8 @@ from dlp import runtime
 from dlp.http_api import MAX_BODY_BYTES, ApiError, health_report, parse_body, parse_remediate
 from dlp.settings import SETTINGS
 
+pytestmark = pytest.mark.slow  # fuzzing: CI runs it; `pytest -m "not slow"` skips it locally
+
 SUB = "11111111-2222-3333-4444-555555555555"
 PROVIDER = "/providers/Microsoft.ContainerRegistry/registries/"
 ALLOWED = {200, 400, 403, 404, 502}

@@ -18,6 +18,8 @@ from dlp.model import Registry
 from dlp.rules import evaluate
 from dlp.sources import InputError, registries_from_document
 
+pytestmark = pytest.mark.slow  # fuzzing: CI runs it; `pytest -m "not slow"` skips it locally
+
 REGISTRY_TYPES = ["Microsoft.ContainerRegistry/registries", "microsoft.containerregistry/registries",
                   "MICROSOFT.CONTAINERREGISTRY/REGISTRIES", "Microsoft.ContainerRegistry/registries/exportPipelines",
                   "Microsoft.Network/privateEndpoints", "Microsoft.Resources/deployments", "registries", ""]

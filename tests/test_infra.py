@@ -268,7 +268,7 @@ def test_flex_consumption_settings_and_identity_based_storage():
     assert "DisableLocalAuth: true" in read(APP / "monitoring.bicep")
     api = read(APP / "api.bicep")
     assert "tier: 'FlexConsumption'" in api and "name: 'FC1'" in api
-    assert re.search(r"runtime: \{\s*name: 'python'\s*version: '3\.12'", api)
+    assert re.search(r"runtime: \{\s*name: 'python'\s*version: '3\.\d+'", api)
     assert "type: 'UserAssignedIdentity'" in block(api, r"functionAppConfig: ")
 
 

@@ -99,7 +99,7 @@ def test_ci_runs_the_quick_start_install_and_test_commands():
     for part in [*tests.split(" && "), install.split(" && ")[1]]:
         assert part in CI_RUN, f".ci/run does not run {part!r}"
     assert "set -euo pipefail" in CI_RUN
-    assert "python3 -m venv --clear .venv" in CI_RUN
+    assert '"$python" -m venv --clear .venv' in CI_RUN and "PYTHON_VERSION=" in CI_RUN
     assert "ruff check ." in CI_RUN
 
 
@@ -154,6 +154,14 @@ def test_gitignore_keeps_local_secrets_and_node_modules_out():
     ignored = (ROOT / ".gitignore").read_text(encoding="utf-8").splitlines()
     # no trailing slash: a .venv or .ci/node that is a symlink (to a shared install) is ignored too
     assert "local.settings.json" in ignored and ".ci/node" in ignored and ".venv" in ignored
+
+
+def test_no_virtual_environment_or_node_modules_is_committed():
+    """A committed `.venv` symlink would make the quick start's `python3 -m venv .venv` (and `.ci/run`'s
+    `--clear`) write into whatever it points at."""
+    tracked = subprocess.run(["git", "ls-files", "--", ".venv", ".ci/node", "local.settings.json"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout.split()
+    assert tracked == []
 
 
 # --- links --------------------------------------------------------------------------------------------

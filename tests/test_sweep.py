@@ -13,7 +13,7 @@ from azure.functions.timer import TimerRequest
 
 import function_app
 from dlp import pipeline, runtime, sweep
-from dlp.azure.graph import MAX_SUBSCRIPTIONS, GraphRetryPolicy, registry_query
+from dlp.azure.graph import MAX_SUBSCRIPTIONS, GraphRetryPolicy, query_body, registry_query
 from dlp.emulator import make_registry, registry_id
 from dlp.model import Context, Target
 from dlp.settings import ConfigError
@@ -119,6 +119,18 @@ def test_every_page_request_carries_the_same_query_scopes_and_the_previous_skip_
     assert all(b["subscriptions"] == [SUB] for b in bodies)
     assert [bool(b["options"].get("$skipToken")) for b in bodies] == [False, True, True]
     assert all(b["options"]["$top"] == 1000 and b["options"]["allowPartialScopes"] is False for b in bodies)
+
+
+@pytest.mark.parametrize(("subscriptions", "token"), [(None, None), ([SUB, "sub-2"], None), ([SUB], "tok+/=")])
+def test_the_query_body_is_what_the_resource_graph_sdk_sends(subscriptions, token):
+    """The adapter dropped azure-mgmt-resourcegraph (only its serializer was used); the SDK, kept for the
+    emulator's tests, still checks that the hand-written body is its QueryRequest, byte for byte."""
+    from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
+
+    options = QueryRequestOptions(top=1000, skip_token=token, result_format="objectArray", allow_partial_scopes=False)
+    sdk = QueryRequest(query=registry_query(), subscriptions=subscriptions, options=options).serialize()
+    ours = query_body(registry_query(), subscriptions, token)
+    assert json.dumps(ours) == json.dumps(sdk)
 
 
 def test_audit_mode_reports_the_plan_reads_the_drifted_and_writes_nothing(app, arm, monkeypatch, local_azure):

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 
 from dlp import __version__
 
-PROG = "python -m dlp"
+# `acr-dlp` when installed with pip (pyproject [project.scripts]), else the module form
+PROG = "acr-dlp" if os.path.basename(sys.argv[0] if sys.argv else "") == "acr-dlp" else "python -m dlp"
 COMMANDS: tuple[str, ...] = ("evaluate", "scan", "exposure", "replay", "demo", "rules")
 
 # Exit codes shared by every command (docs/cli.md)

@@ -12,10 +12,21 @@ import datetime as dt
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
-from dlp.cli import EXIT_FAIL, EXIT_OK
+from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, error
 
+# What the emulator needs beyond requirements.txt (the deployed package has neither the emulator nor these).
+DEV_ONLY = frozenset({"trustme"})
+INSTALL_DEV = ".venv/bin/pip install -r requirements-dev.txt"
+INSTALL_EXTRA = 'pip install "acr-dlp-responder[demo]" (or pip install trustme)'
+
+
+def install_hint() -> str:
+    """In a clone, the quick start's requirements; installed with pip (`acr-dlp`), the package's demo extra."""
+    clone = Path(__file__).resolve().parents[2] / "requirements-dev.txt"
+    return INSTALL_DEV if clone.is_file() else INSTALL_EXTRA
 SUB = "11111111-2222-3333-4444-555555555555"
 RG = "rg-payments"
 NAME = "acrpayments01"
@@ -51,8 +62,16 @@ def _event(registry_id: str, claims: dict[str, str] | None = None, correlation: 
 
 def run(args: argparse.Namespace) -> int:
     from dlp import handlers, runtime
-    from dlp.emulator import LocalAzure
     from dlp.settings import load
+
+    try:
+        from dlp.emulator import LocalAzure
+    except ModuleNotFoundError as exc:
+        if exc.name not in DEV_ONLY:
+            raise
+        error("demo", f"the local Azure emulator needs {exc.name}, a development requirement; install it with: "
+                      f"{install_hint()}")
+        return EXIT_ERROR
 
     with LocalAzure() as azure, azure.environ():
         azure.set_latency(args.latency_ms / 1000)
@@ -71,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
                          "--resource-type Microsoft.ContainerRegistry/registries --set "
                          "properties.policies.exportPolicy.status=enabled")
 
-        services = runtime.build(load(os.environ))
+        services = runtime.build(load(os.environ), in_process=True)
         runtime.reset(services)
         azure.arm.log.reset()
         event = _event(registry_id)
@@ -103,16 +122,17 @@ def run(args: argparse.Namespace) -> int:
             title = next((b.get("text") for b in card.get("body", []) if b.get("type") == "TextBlock"), "")
             print(f"   Teams card: {title}")
 
-        from dlp.emulator.tokens import SYSTEM_CLIENT_ID, TENANT_ID, object_id_of
+        if outcome.action == "remediated":      # in audit mode nothing was written, so no own-write event exists
+            from dlp.emulator.tokens import SYSTEM_CLIENT_ID, TENANT_ID, object_id_of
 
-        ours = azure.arm.write_correlation(registry_id)       # ARM puts our PATCH's correlation ID in its event
-        azure.arm.log.reset()
-        own = {"appid": SYSTEM_CLIENT_ID, "http://schemas.microsoft.com/identity/claims/objectidentifier":
-               object_id_of(SYSTEM_CLIENT_ID), "http://schemas.microsoft.com/identity/claims/tenantid": TENANT_ID}
-        handlers.on_event(_event(registry_id, own, ours))
-        _say("9. The responder's own write raises an event too",
-             f"   its claims name the responder's identity: it costs {azure.arm.log.count(service='arm')} ARM "
-             "requests, no row and no alert")
+            ours = azure.arm.write_correlation(registry_id)   # ARM puts our PATCH's correlation ID in its event
+            azure.arm.log.reset()
+            own = {"appid": SYSTEM_CLIENT_ID, "http://schemas.microsoft.com/identity/claims/objectidentifier":
+                   object_id_of(SYSTEM_CLIENT_ID), "http://schemas.microsoft.com/identity/claims/tenantid": TENANT_ID}
+            handlers.on_event(_event(registry_id, own, ours))
+            _say("9. The responder's own write raises an event too",
+                 f"   its claims name the responder's identity and its correlation ID is the one our PATCH sent: it "
+                 f"costs {azure.arm.log.count(service='arm')} ARM requests, no row and no alert")
         runtime.reset()
         expected = "remediated" if args.mode == "enforce" else "would-remediate"
         return EXIT_OK if outcome.action == expected else EXIT_FAIL

@@ -1,4 +1,4 @@
-// The responder: a Python 3.12 Function App on Flex Consumption (FC1, Linux) running as the user-assigned identity,
+// The responder: a Python 3.11 Function App on Flex Consumption (FC1, Linux) running as the user-assigned identity,
 // optionally integrated into a VNet and behind App Service authentication (Entra ID).
 // Flex takes its runtime and package location from functionAppConfig, so FUNCTIONS_WORKER_RUNTIME and
 // WEBSITE_RUN_FROM_PACKAGE are not set. Its app settings come in whole from main.bicep (one place to read them).
@@ -88,7 +88,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       }
       runtime: {
         name: 'python'
-        version: '3.12'
+        version: '3.11'
       }
     }
   }
