@@ -113,7 +113,8 @@ def evaluation_of(window: exposure.Window, *, trigger: str, mode: str, started_a
 def claim(windows: Iterable[exposure.Window], services: Any, owner: str) -> list[exposure.Window]:
     """The closed windows not closed by the responder that this owner may record now.
 
-    "Closed by the responder" is verified, not taken from `changedBy`: a Contributor can attach the responder's
+    "Closed by the responder" is verified, not taken from `changedBy` (which also does not name a system-assigned
+    identity): a Contributor can attach the responder's
     user-assigned identity to their own VM and close a window as it. The responder's PATCH carries its intent's
     evaluation id as correlation ID (dlp/azure/arm.py), so only a close whose correlation ID is one of its breaker
     rows is its own; any other close by that identity is recorded as a person's, and says so."""
@@ -122,10 +123,10 @@ def claim(windows: Iterable[exposure.Window], services: Any, owner: str) -> list
     for found in windows:
         if not found.closed:
             continue
+        if _ours(found, services):      # whatever `changedBy` says (a system-assigned identity is not named)
+            continue
         window = found
         if found.closer == exposure.CLOSED_BY_RESPONDER:
-            if _ours(found, services):
-                continue
             window = replace(found, closer=exposure.CLOSED_BY_PERSON,
                              closed_by=f"{found.closed_by} (the responder's identity, not a write the responder made)")
         if services.state.claim_exposure(window.registry_id, window.key, owner, now):
