@@ -14,6 +14,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from dlp import __version__
 
@@ -44,6 +45,18 @@ def error(command: str, message: str) -> None:
 def note(command: str, message: str) -> None:
     """One informational line on stderr (e.g. --verbose), never mistaken for an error."""
     print(f"{PROG} {command}: note: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+def environment_settings(command: str) -> Any:
+    """The app settings from the environment, parsed like the Function App's, or None after one error line naming
+    the bad ones (the commands that talk to Azure read DLP_ARM_ENDPOINT, DLP_MODE, DLP_SCOPES... from there)."""
+    from dlp.settings import ConfigError, load
+
+    try:
+        return load(os.environ)
+    except ConfigError as exc:
+        error(command, f"invalid settings in the environment: {exc}")
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

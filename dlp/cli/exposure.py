@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, error
+from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, environment_settings, error
 from dlp.ids import RESOURCE_GROUP
 
 NAME = "exposure"
@@ -112,7 +111,6 @@ def run(args: argparse.Namespace) -> int:
     from dlp.azure.errors import classify
     from dlp.azure.graph import ResourceGraph
     from dlp.budget import Budget
-    from dlp.settings import ConfigError, load
 
     try:
         scopes = scopes_of(args.scope)
@@ -120,10 +118,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         error(NAME, str(exc))
         return EXIT_ERROR
-    try:
-        settings = load(os.environ)
-    except ConfigError as exc:
-        error(NAME, f"invalid settings in the environment: {exc}")
+    settings = environment_settings(NAME)
+    if settings is None:
         return EXIT_ERROR
     from dlp.azure.credential import get_credential
 

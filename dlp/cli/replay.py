@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, error
+from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, environment_settings, error
 
 NAME = "replay"
 CLI_BUDGET_S = 3600.0
@@ -54,15 +53,12 @@ def _read(path: str) -> bytes:
 
 def run(args: argparse.Namespace) -> int:
     from dlp.cli.scan import build_services
-    from dlp.settings import ConfigError, load
 
     if not args.paths and not args.dead_letter:
         error(NAME, "name a file of events (or - for stdin), or pass --dead-letter")
         return EXIT_ERROR
-    try:
-        settings = load(os.environ)
-    except ConfigError as exc:
-        error(NAME, f"invalid settings in the environment: {exc}")
+    settings = environment_settings(NAME)
+    if settings is None:
         return EXIT_ERROR
     if args.remediate and settings.mode != "enforce":
         error(NAME, "--remediate needs DLP_MODE=enforce (the mode decides whether the responder writes)")

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
 from dlp import report
-from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, error
+from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, environment_settings, error
 from dlp.ids import RESOURCE_GROUP
 from dlp.model import A_DEFERRED, A_ERROR, A_GONE, A_NONE, Context, Evaluation
 
@@ -134,7 +133,6 @@ def summary(evaluations: Sequence[Evaluation]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from dlp.azure.errors import classify
     from dlp.budget import Budget
-    from dlp.settings import ConfigError, load
     from dlp.sweep import collect, complete
 
     try:
@@ -145,10 +143,8 @@ def run(args: argparse.Namespace) -> int:
     if args.remediate and not args.yes and not sys.stdin.isatty():
         error(NAME, "--remediate asks for confirmation on a terminal; pass --yes to remediate without asking")
         return EXIT_ERROR
-    try:
-        settings = load(os.environ)
-    except ConfigError as exc:
-        error(NAME, f"invalid settings in the environment: {exc}")
+    settings = environment_settings(NAME)
+    if settings is None:
         return EXIT_ERROR
 
     services = build_services(settings)
