@@ -539,13 +539,10 @@ def _channel_batches(name: str, alerts: Sequence[Alert], digest: bool) -> list[B
 
 def _older(since: str, age: timedelta, now: datetime) -> bool:
     """`since` (ISO 8601) lies more than `age` before `now`; an unreadable time counts as old."""
-    try:
-        moment = datetime.fromisoformat(since)
-    except ValueError:
-        return True
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return now - moment > age
+    from dlp.exposure import parse_time
+
+    moment = parse_time(since)
+    return moment is None or now - moment > age
 
 
 def _time_to_send() -> bool:
