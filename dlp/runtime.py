@@ -12,7 +12,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from dlp.responder.pipeline import Services
+from dlp.responder.services import Services
 from dlp.settings import ConfigError, Settings, load
 
 log = logging.getLogger("dlp.runtime")
@@ -83,7 +83,7 @@ def services(environ: Mapping[str, str] | None = None) -> Services:
 
 def announce_degraded(services_: Services) -> None:
     """Start-up: an error log line per unusable optional setting, and one alert on the outputs that still work
-    (dlp/alerts/config.py). Never raises: the invocation that started the process goes on."""
+    (dlp/outputs/alerts/config.py). Never raises: the invocation that started the process goes on."""
     from dlp.azure.budget import Budget
     from dlp.outputs.alerts.config import KEY, REMIND_AFTER, SEND_BUDGET_S, misconfiguration_alert, signature
     from dlp.settings import OUTPUT_OF

@@ -96,7 +96,7 @@ def changes_query(since: datetime, registry_ids: Sequence[str] = (), resource_gr
     """The KQL over `resourcechanges`: registry changes since `since` that touch a DLP property or delete the
     registry, oldest first. IDs and names are validated, never spliced in raw."""
     from dlp.domain.exposure import WATCHED
-    from dlp.inputs.events import registry_of
+    from dlp.ids import registry_of
 
     moment = since.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     lines = ["resourcechanges",

@@ -6,9 +6,9 @@ Azure Table storage (the Function App's AzureWebJobsStorage), one partition per 
                             also the remediation's intent (issue 12): the planned changes, trigger, caller and
                             event, Status "pending" until the outcome is recorded, so that a remediation whose
                             invocation died after the PATCH is found and recorded (`verified-later`), not lost
-  RowKey "alert"            the registry's alert state (dlp/alerts/store.py)
+  RowKey "alert"            the registry's alert state (dlp/outputs/alerts/store.py)
   RowKey "recheck|<utc>"    a re-check scheduled on the durable-retry queue for that moment (breaker window end)
-  RowKey "exp|<key>"        one exposure window recorded (or being recorded) from change history (dlp/timeline.py)
+  RowKey "exp|<key>"        one exposure window recorded (or being recorded) from change history (dlp/responder/timeline.py)
 Partition "sweep", RowKey "exposure-cursor": where the last sweep's change-history query began.
 `MemoryState` is the same contract inside one process (CLI, demo, storage not configured).
 """

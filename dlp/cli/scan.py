@@ -81,7 +81,7 @@ def build_services(settings: Any) -> Any:
     from dlp.azure.state import MemoryState
     from dlp.outputs.alerting import NullNotifier
     from dlp.outputs.recording import LogRecorder
-    from dlp.responder.pipeline import Services
+    from dlp.responder.services import Services
 
     credential = get_credential()
     return Services(settings=settings, arm=ArmGateway(settings.arm_endpoint, credential), state=MemoryState(),

@@ -202,7 +202,7 @@ A_EXEMPT = "exempt"
 A_ERROR = "error"      # the evaluation itself failed (e.g. 403 on the read)
 A_GONE = "gone"        # the registry no longer exists
 A_DEFERRED = "deferred"  # handed to the durable retry
-A_EXPOSURE = "exposure"  # a window in which the registry was open, found in its change history (dlp/exposure.py)
+A_EXPOSURE = "exposure"  # a window in which the registry was open, found in its change history (dlp/domain/exposure.py)
 ACTIONS = (A_NONE, A_WOULD, A_REMEDIATED, A_BLOCKED, A_FAILED, A_EXEMPT, A_ERROR, A_GONE, A_DEFERRED, A_EXPOSURE)
 
 

@@ -28,7 +28,6 @@ from dlp.domain.model import (
     Registry,
 )
 from dlp.ids import lookalike, lookalike_of, odd_characters, within
-from dlp.settings import Exemption, Settings
 
 REMEDIATE = "remediate"
 EXPORT_RULE = "DLP.ACR.ExportPolicy"
@@ -50,6 +49,14 @@ R_AUDIT = "audit-mode"
 
 
 @dataclass(frozen=True)
+class Exemption:
+    """One entry of DLP_EXEMPTIONS (parsed by dlp.settings): a registry or resource group left alone until a day."""
+
+    scope: str            # registry or resource-group ID, A-Z lower-cased (dlp.ids.fold)
+    until: date | None    # last day the exemption holds; None: no end
+
+
+@dataclass(frozen=True)
 class Policy:
     """The slice of settings planning needs, so plan() never reads the environment."""
 
@@ -60,11 +67,6 @@ class Policy:
     allow_lockout: bool = False
     max_remediations: int = 3
 
-    @classmethod
-    def from_settings(cls, settings: Settings, *, enforce: bool | None = None) -> Policy:
-        return cls(enforce=settings.mode == "enforce" if enforce is None else enforce,
-                   scopes=settings.scopes, exemptions=settings.exemptions, exempt_tag=settings.exempt_tag,
-                   allow_lockout=settings.allow_lockout, max_remediations=settings.max_remediations)
 
 
 def in_scopes(resource_id: str, scopes: tuple[str, ...]) -> bool:

@@ -157,4 +157,10 @@ def load_document(content: bytes | str, *, trigger: str = "event") -> list[Docum
     return parse_document(document, trigger=trigger)
 
 
-__all__ = ["DeadLetter", "DocumentEvent", "EventDocumentError", "load_document", "parse_document", "parse_event"]
+def from_json(body: Any) -> Intake:
+    """A raw Event Grid or CloudEvents JSON object (tests, the CLI, replayed dead letters) -> Intake, parsed with the
+    Event Grid SDK like a dead-lettered event. Never raises."""
+    return parse_event(body).intake
+
+
+__all__ = ["DeadLetter", "DocumentEvent", "EventDocumentError", "from_json", "load_document", "parse_document", "parse_event"]

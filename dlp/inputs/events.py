@@ -6,13 +6,12 @@ else a `func.EventGridEvent`, whatever the annotation says, so both are read by 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from dlp.domain.model import Context, Target
-from dlp.ids import RESOURCE_GROUP, fold
+from dlp.ids import fold, registry_of
 from dlp.inputs.claims import MAX_IP, OID, UPN, Caller, caller_from_claims, claims_of
 from dlp.sanitize import clean
 
@@ -21,18 +20,8 @@ DELETE_SUCCESS = "microsoft.resources.resourcedeletesuccess"
 RELEVANT_TYPES = (WRITE_SUCCESS, DELETE_SUCCESS)
 OPERATION_PREFIX = "Microsoft.ContainerRegistry/registries"   # the event subscription filters on this too
 
-MAX_SUBJECT = 1024
-__all__ = ["OID", "UPN", "Intake", "caller_of", "from_function_event", "from_json", "intake", "registry_of"]
+__all__ = ["OID", "UPN", "Intake", "caller_of", "from_function_event", "intake"]
 
-_GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-# Case-insensitive, but ASCII-only outside the resource-group name (which may hold Unicode letters): under
-# re.IGNORECASE alone, "\u212a" (Kelvin sign), "\u017f" (long s) and "\u0131" (dotless i) match k, s and i.
-_RESOURCE = re.compile(
-    rf"^(?P<registry>(?a:/subscriptions/{_GUID}/resourceGroups/){RESOURCE_GROUP}(?a:/providers/"
-    r"Microsoft\.ContainerRegistry/registries/[a-zA-Z0-9]{5,50}))"
-    r"(?P<child>(?a:/[A-Za-z]+)/[^/]{1,260}(?:(?a:/[A-Za-z]+)/[^/]{1,260})*)?/?$",
-    re.IGNORECASE,
-)
 
 
 @dataclass(frozen=True)
@@ -51,22 +40,12 @@ def _text(value: Any, limit: int = 512) -> str:
 
 
 def caller_of(data: Mapping[str, Any]) -> Caller:
-    """Who made the write (dlp/claims.py); the client IP from httpRequest, else the `ipaddr` claim.
+    """Who made the write (dlp/inputs/claims.py); the client IP from httpRequest, else the `ipaddr` claim.
     `data.claims` may be an object or, in older events, a JSON string of one."""
     caller = caller_from_claims(claims_of(data))
     http = data.get("httpRequest")
     ip = _text(http.get("clientIpAddress"), MAX_IP) if isinstance(http, Mapping) else ""
     return replace(caller, ip=ip or caller.ip)
-
-
-def registry_of(resource_id: str) -> tuple[str, bool] | None:
-    """(parent registry ID, is the registry itself) for a registry or any of its children."""
-    if not isinstance(resource_id, str) or len(resource_id) > MAX_SUBJECT:
-        return None
-    match = _RESOURCE.match(resource_id.strip())
-    if not match:
-        return None
-    return match.group("registry"), match.group("child") is None
 
 
 def intake(event_id: Any, event_type: Any, subject: Any, data: Any, event_time: Any = "",
@@ -119,10 +98,3 @@ def from_function_event(event: Any) -> Intake:
     except Exception as exc:
         return Intake(_text(getattr(event, "id", None), 128) or "<no id>", malformed=f"unreadable event: {type(exc).__name__}")
 
-
-def from_json(body: Any) -> Intake:
-    """A raw Event Grid or CloudEvents JSON object (tests, the CLI, replayed dead letters), parsed with the
-    Event Grid SDK (dlp.inputs.event_files). Never raises."""
-    from dlp.inputs.event_files import parse_event
-
-    return parse_event(body).intake

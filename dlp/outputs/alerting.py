@@ -188,7 +188,7 @@ class AlertNotifier:
 
     def _transitions(self, evaluations: Sequence[Evaluation], record_pending: bool
                      ) -> tuple[list[_Due], list[tuple[str, Stored]]]:
-        # A window found in change history is news on its own (its record de-duplicates it, dlp/timeline.py) and
+        # A window found in change history is news on its own (its record de-duplicates it, dlp/responder/timeline.py) and
         # leaves the registry's stored state alone: it is compliant again, and its next evaluation must not say so.
         windows = [_Due(build_alert(e, None, S_EXPOSED, alert_id=e.evaluation_id, at=self._clock().astimezone(
             timezone.utc).isoformat()), e.registry_id) for e in evaluations if e.outcome.action == A_EXPOSURE]
@@ -561,7 +561,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def build_channels(settings: Any, credential: Any) -> list[Channel]:
-    """The configured channels; a new one is a module in dlp/alerts/ and two lines here."""
+    """The configured channels; a new one is a module in dlp/outputs/alerts/ and two lines here."""
     channels: list[Channel] = []
     if settings.teams_enabled:
         from dlp.outputs.alerts.teams import TeamsChannel
@@ -595,10 +595,9 @@ def build_notifier(settings: Any, credential: Any, table_service: Any = None) ->
     return AlertNotifier(store, channels, outbox)
 
 
-def drain_outbox() -> int:
+def drain_outbox(notifier: Any) -> int:
     """The outbox timer's work for alerts: re-send what the process's notifier kept (0 when alerts are off)."""
-    from dlp import runtime
     from dlp.azure.budget import Budget
 
     with Budget.of(DRAIN_BUDGET_S).active():
-        return runtime.services().notifier.drain()
+        return notifier.drain()

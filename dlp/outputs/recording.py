@@ -324,11 +324,8 @@ def build_recorder(settings: Any, credential: Any, table_service: Any = None) ->
     return LogsRecorder(ingestion, outbox)
 
 
-def drain_outbox() -> Delivery | None:
+def drain_outbox(recorder: Any) -> Delivery | None:
     """The timer function's work: re-send the findings the outbox keeps (None: Log Analytics not configured)."""
-    from dlp import runtime
-
-    recorder = runtime.services().recorder
     drain = getattr(recorder, "drain", None)
     if drain is None:
         notice.debug("outbox drain skipped: Log Analytics is not configured")

@@ -311,12 +311,9 @@ class Replayer:
         return BlobReplay(blob.name, settled=settled, problem=problem)
 
 
-def on_timer(_timer: Any = None) -> ReplayReport | None:
+def replay_pending(services: Any) -> ReplayReport | None:
     """The replay timer: replay every pending dead-letter blob of DLP_DEADLETTER_CONTAINER, then say so once on
-    every alert channel (dlp/alerts/dead_letters.py)."""
-    from dlp import runtime
-
-    services = runtime.services()
+    every alert channel (dlp/outputs/alerts/dead_letters.py). None: no container configured."""
     container = services.dead_letters
     if container is None:
         return None
@@ -345,5 +342,5 @@ def announce(services: Any, report: ReplayReport) -> None:
         log.exception("the dead-letter alert could not be sent")
 
 
-__all__ = ["Backlog", "BlobReplay", "DeadLetterContainer", "PendingBlob", "ReplayReport", "Replayer", "on_timer",
+__all__ = ["Backlog", "BlobReplay", "DeadLetterContainer", "PendingBlob", "ReplayReport", "Replayer", "replay_pending",
            "replay_targets"]

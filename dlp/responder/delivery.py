@@ -54,6 +54,7 @@ def finish_orphans(services: Any, limit: int = ORPHANS_PER_TICK) -> int:
     """Record the remediations whose invocation could not; returns how many intents were resolved."""
     from dlp.domain.model import Context, Target
     from dlp.responder import pipeline
+    from dlp.responder.intents import resolve_intent
 
     try:
         orphans = services.state.orphaned_intents(time.time(), limit)
@@ -73,7 +74,7 @@ def finish_orphans(services: Any, limit: int = ORPHANS_PER_TICK) -> int:
                         registry_id, exc)
             continue
         if not any(e.intent == intent.row_key for e in evaluations):
-            pipeline._resolve(services, registry_id, intent.row_key, "lapsed")
+            resolve_intent(services, registry_id, intent.row_key, "lapsed")
             log.warning("remediation intent %s of %s lapsed: its changes are not in effect", intent.row_key,
                         registry_id)
         resolved += 1
@@ -185,11 +186,8 @@ def _legacy_dead(services: Any) -> int:
     return int(outbox.count(DEAD_KIND)) if outbox is not None else 0
 
 
-def on_timer() -> Backlog:
+def tick(services: Any) -> Backlog:
     """The outbox timer's first step: orphaned intents, poison messages, then the counts in one log line."""
-    from dlp import runtime
-
-    services = runtime.services()
     with Budget.of(60.0).active():
         finish_orphans(services)
         for announce in (announce_poison, announce_rejected):
@@ -203,4 +201,4 @@ def on_timer() -> Backlog:
     return report
 
 
-__all__ = ["Backlog", "announce_poison", "announce_rejected", "backlog", "finish_orphans", "on_timer"]
+__all__ = ["Backlog", "announce_poison", "announce_rejected", "backlog", "finish_orphans", "tick"]

@@ -13,9 +13,9 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any, Protocol
+from typing import Any
 
 from dlp.azure.budget import Budget
 from dlp.domain import remediation
@@ -39,7 +39,9 @@ from dlp.domain.model import (
 )
 from dlp.domain.rules import evaluate
 from dlp.inputs.sources import registry_from_resource
-from dlp.responder.bursts import Bursts
+from dlp.responder.finish import finish
+from dlp.responder.intents import RELEASE_BUDGET_S, resolve_intent
+from dlp.responder.services import Notifier, Recorder, Services
 from dlp.settings import Settings
 
 log = logging.getLogger("dlp.pipeline")
@@ -51,7 +53,6 @@ R_VERIFICATION = "verification-failed"
 R_RETRIES_EXHAUSTED = "retries-exhausted"
 R_LEASE_BUSY = "lease-busy"
 LRO_RESERVE_S = 1.0            # stop waiting for a slow PATCH this long before the deadline, then defer
-RELEASE_BUDGET_S = 2.0         # giving a lease back may run past a spent budget by this much
 # A lease taken during the read: a crashed reader blocks writers this long at most. Long enough that a read slowed
 # by a loaded host (a second seen under CI load) does not lose it to another instance and defer a fix for nothing.
 SPECULATIVE_TTL_S = 5.0
@@ -62,38 +63,6 @@ BREAKER_RECHECK_MARGIN = timedelta(seconds=60)   # after the breaker's window en
 
 _EXECUTOR: ThreadPoolExecutor | None = None
 _EXECUTOR_LOCK = threading.Lock()
-
-
-class Recorder(Protocol):
-    def record(self, evaluations: Sequence[Evaluation]) -> None:
-        """Keep the record; raise only when it could be neither sent nor kept (so the trigger retries)."""
-
-
-class Notifier(Protocol):
-    def notify(self, evaluations: Sequence[Evaluation], *, digest: bool = False, record_pending: bool = False) -> None:
-        """Alert on state changes; never raises, never blocks remediation. `record_pending`: the evaluations
-        could not be recorded (yet): the alerts say so."""
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-@dataclass
-class Services:
-    """The adapters, built once per process and injected (tests point them at emulators)."""
-
-    settings: Settings
-    arm: Any
-    state: Any
-    recorder: Recorder
-    notifier: Notifier
-    retry: Any = None
-    clock: Callable[[], datetime] = field(default=utcnow)
-    graph: Any = None      # Resource Graph adapter (sweep, scope re-check, scan); dlp.azure.graph.graph_for builds it
-    identity: Any = None   # dlp.responder.own_writes.Identity: who the responder is (its own writes' events are skipped)
-    bursts: Bursts = field(default_factory=Bursts)   # events of one registry arriving together share one read
-    dead_letters: Any = None   # dlp.responder.deadletter.DeadLetterContainer when DLP_DEADLETTER_CONTAINER is set
 
 
 class Defer(Exception):
@@ -158,37 +127,6 @@ def _own_write(target: Target, services: Services) -> bool:
     log.debug("own write: event %s on %s (app %s, object %s) needs no evaluation", target.context.event_id,
               target.registry_id, target.context.caller_app_id or "-", target.context.caller_object_id or "-")
     return True
-
-
-def finish(evaluations: Sequence[Evaluation], services: Services, *, digest: bool = False) -> None:
-    """Record, alert, then resolve the remediation intents the evaluations carry.
-
-    Recording raises only when the rows could be neither sent nor kept: the alerts still go out (saying the
-    record is pending), the intents stay pending, and the exception makes the trigger deliver the work again;
-    that delivery finds the intent and records the remediation under the same evaluation id (one alert)."""
-    try:
-        services.recorder.record(evaluations)
-    except Exception:
-        _notify(services, evaluations, digest=digest, record_pending=True)
-        for evaluation in evaluations:      # this invocation fails: its redelivery may take the intents at once
-            if evaluation.intent:
-                _orphan(services, evaluation.registry_id, evaluation.intent)
-        raise
-    _notify(services, evaluations, digest=digest)
-    for evaluation in evaluations:
-        if evaluation.intent:
-            _resolve(services, evaluation.registry_id, evaluation.intent,
-                     "recorded" if evaluation.outcome.action == A_REMEDIATED else evaluation.outcome.action)
-
-
-def _notify(services: Services, evaluations: Sequence[Evaluation], *, digest: bool, record_pending: bool = False) -> None:
-    try:
-        if record_pending:
-            services.notifier.notify(evaluations, digest=digest, record_pending=True)
-        else:
-            services.notifier.notify(evaluations, digest=digest)
-    except Exception:                               # alerts never undo or block what was done
-        log.exception("alerting failed; the evaluations are recorded")
 
 
 def evaluate_target(target: Target, services: Services, budget: Budget, *, enforce: bool | None = None) -> Evaluation:
@@ -331,7 +269,7 @@ def _evaluate(target: Target, services: Services, budget: Budget, enforce: bool,
         if registry is None:
             return done(Outcome(A_GONE, "deleted" if target.deleted else "not-found",
                                 "the registry no longer exists"))
-        policy = remediation.Policy.from_settings(services.settings, enforce=enforce)
+        policy = services.settings.policy(enforce=enforce)
         today = services.clock().date()
         assessment = evaluate(registry)
         if not remediation.needed_changes(assessment):
@@ -408,7 +346,7 @@ def _count_attempt(services: Services, held: _Held, registry_id: str, intent: An
     if extension is not None:
         extended = extension.result()
         if extended is None:
-            _resolve(services, registry_id, row, "not-applied")     # nothing was written
+            resolve_intent(services, registry_id, row, "not-applied")     # nothing was written
             raise Defer(R_LEASE_BUSY, "the lease expired during the read and another instance took it",
                         assessment=assessment)
         held.lease, held.short = extended, False
@@ -459,7 +397,7 @@ def _verified_later(target: Target, services: Services, registry: Registry, asse
     intent = max(applied, key=lambda i: i.when)
     for other in intents:
         if other is not intent:
-            _resolve(services, registry.id, other.row_key, "superseded")
+            resolve_intent(services, registry.id, other.row_key, "superseded")
     return done(Outcome(A_REMEDIATED, "verified-later",
                         "the write is in effect; its invocation did not record it (it died or recording failed)",
                         intent.changes), assessment, evaluation_id=intent.evaluation_id, intent=intent.row_key,
@@ -468,24 +406,6 @@ def _verified_later(target: Target, services: Services, registry: Registry, asse
 
 def _not_in_effect(changes: Sequence[Change], registry: Registry) -> tuple[Change, ...]:
     return remediation.still_needed(Plan("remediate", changes=tuple(changes)), registry)
-
-
-def _resolve(services: Services, registry_id: str, row_key: str, status: str) -> None:
-    """Mark an intent resolved; never raises (a pending intent left behind is found again, and its outcome
-    carries the same evaluation id, so at worst it is recorded twice under one id)."""
-    try:
-        with Budget.of(RELEASE_BUDGET_S).active():
-            services.state.resolve_intent(registry_id, row_key, status)
-    except Exception:
-        log.warning("remediation intent %s of %s not marked %s", row_key, registry_id, status, exc_info=True)
-
-
-def _orphan(services: Services, registry_id: str, row_key: str) -> None:
-    try:
-        with Budget.of(RELEASE_BUDGET_S).active():
-            services.state.orphan_intent(registry_id, row_key)
-    except Exception:       # then it is taken once its writer's budget is over
-        log.warning("remediation intent %s of %s not handed over", row_key, registry_id, exc_info=True)
 
 
 def _as_deferral(exc: Exception, assessment: Any) -> Exception:
@@ -563,7 +483,7 @@ def _decide_and_apply(target: Target, services: Services, budget: Budget, done: 
         for lapsed in (r for r in recent if r.status == INTENT_PENDING and r.until < time.time()):
             # Orphaned, and under the lease the registry is still drifted: that write is not in effect (it never
             # landed, or was undone before anyone confirmed it). A live writer's intent is left to it.
-            _resolve(services, registry.id, lapsed.row_key, "lapsed")
+            resolve_intent(services, registry.id, lapsed.row_key, "lapsed")
         intent = _count_attempt(services, held, registry.id, Remediation(
             services.clock().isoformat(), target.context.caller, done.evaluation_id, plan.changes,
             target.context.trigger, target.context.event_id, target.context.correlation_id, done.mode,
@@ -650,7 +570,7 @@ def _apply(target: Target, services: Services, budget: Budget, done: Callable[..
 
 def _exposed(target: Target, services: Services, changes: Sequence[Change]) -> Any:
     """The remediation's window, from what is at hand (no request): the event's time until now, the verified
-    write. The sweep replaces it with change history's when that has the opening write (dlp/timeline.py)."""
+    write. The sweep replaces it with change history's when that has the opening write (dlp/responder/timeline.py)."""
     from dlp.domain.exposure import remediation_exposure
 
     context = target.context
@@ -732,7 +652,7 @@ def retry_may_write(body: Any, settings: Settings) -> bool:
 
 def target_from_retry(body: Any) -> Target | None:
     """A durable-retry queue message -> Target; None when the message is not ours or is damaged."""
-    from dlp.inputs.events import registry_of
+    from dlp.ids import registry_of
 
     if not isinstance(body, dict) or not isinstance(body.get("registryId"), str):
         return None

@@ -14,10 +14,10 @@ reason it can read from the row (outside DLP_SCOPES, exempt by DLP_EXEMPTIONS or
 Premium) is recorded from the row too. A re-read would only repeat the same refusal, and in a
 tenant full of Basic registries it would cost one GET per registry per sweep.
 
-All evaluations are recorded in one `pipeline.finish(..., digest=True)` call, so the alerts of
+All evaluations are recorded in one `finish.finish(..., digest=True)` call, so the alerts of
 a sweep go out as one digest. The sweep also drains the outbox of undelivered records.
 
-Exposure windows (dlp/timeline.py): before listing, the sweep runs one change-history query over
+Exposure windows (dlp/responder/timeline.py): before listing, the sweep runs one change-history query over
 the same scope since the previous sweep (paged by 1,000), records every closed window no event
 path recorded (an `exposure` evaluation each, in the same digest), and gives each remediation it
 makes the window change history shows for it. A history it cannot read costs the windows this
@@ -45,10 +45,10 @@ from dlp.domain import remediation
 from dlp.domain.model import A_BLOCKED, A_ERROR, A_NONE, Context, Evaluation, Outcome, Target, parse_registry_id, registry_key
 from dlp.domain.remediation import R_EXEMPTION, R_NOT_PREMIUM, R_OUT_OF_SCOPE, R_TAG_EXEMPTION, Policy
 from dlp.domain.rules import evaluate
-from dlp.ids import fold
-from dlp.inputs.events import registry_of
+from dlp.ids import fold, registry_of
 from dlp.inputs.sources import is_registry, registry_from_resource
-from dlp.responder import pipeline, timeline
+from dlp.responder import finish, pipeline, timeline
+from dlp.responder.services import Services
 
 log = logging.getLogger("dlp.sweep")
 
@@ -151,7 +151,7 @@ def _row_id(row: Any) -> str:
     return found[0] if found and found[1] else ""
 
 
-def collect(listing: Listing, services: pipeline.Services, *, context: Context, budget: Budget,
+def collect(listing: Listing, services: Services, *, context: Context, budget: Budget,
             enforce: bool | None = None, on_page: Callable[[Any], None] | None = None) -> Pending:
     """List the registries and evaluate every row; no ARM call. Raises whatever Resource Graph raised."""
     from dlp.azure.graph import graph_for
@@ -159,7 +159,7 @@ def collect(listing: Listing, services: pipeline.Services, *, context: Context, 
     settings = services.settings
     enforce = settings.mode == "enforce" if enforce is None else enforce
     mode = "enforce" if enforce else "audit"
-    policy = Policy.from_settings(settings, enforce=enforce)
+    policy = settings.policy(enforce=enforce)
     today = services.clock().date()
     pending = Pending(Result(), [], [], context, budget)
     graph = graph_for(services)
@@ -196,7 +196,7 @@ def collect(listing: Listing, services: pipeline.Services, *, context: Context, 
     return pending
 
 
-def complete(pending: Pending, services: pipeline.Services, *, enforce: bool | None = None) -> Result:
+def complete(pending: Pending, services: Services, *, enforce: bool | None = None) -> Result:
     """Send the registries that need a write through the pipeline (re-read, plan, apply), in parallel."""
     settings = services.settings
     enforce = settings.mode == "enforce" if enforce is None else enforce
@@ -226,7 +226,7 @@ def complete(pending: Pending, services: pipeline.Services, *, enforce: bool | N
     return result
 
 
-def assess(listing: Listing, services: pipeline.Services, *, context: Context, budget: Budget,
+def assess(listing: Listing, services: Services, *, context: Context, budget: Budget,
            enforce: bool | None = None, on_page: Callable[[Any], None] | None = None) -> Result:
     """List, evaluate every row, and send only the registries that need a write through the pipeline.
 
@@ -237,7 +237,7 @@ def assess(listing: Listing, services: pipeline.Services, *, context: Context, b
     return complete(pending, services, enforce=enforce)
 
 
-def drain_outbox(services: pipeline.Services) -> int:
+def drain_outbox(services: Services) -> int:
     """Deliver records and alerts that earlier invocations could not send (the recorder's and the
     notifier's `drain`), within the current budget. Never raises: a failing outbox must not cost the
     sweep its record. Returns how many drains ran."""
@@ -254,7 +254,7 @@ def drain_outbox(services: pipeline.Services) -> int:
     return ran
 
 
-def sweep(services: pipeline.Services, *, budget: Budget | None = None, scheduled_for: str = "") -> Result:
+def sweep(services: Services, *, budget: Budget | None = None, scheduled_for: str = "") -> Result:
     """One scheduled sweep over DLP_SCOPES (or tenant scope): evaluate, drain the outbox, record as one digest."""
     budget = budget or Budget.of(SWEEP_BUDGET_S)
     run_id = str(uuid.uuid4())
@@ -270,7 +270,7 @@ def sweep(services: pipeline.Services, *, budget: Budget | None = None, schedule
     with Budget.of(RECORD_RESERVE_S).active():     # this sweep's record first, then the backlog, both bounded
         windows, exposures = _exposures(services, history, run_id)
         result.windows = len(exposures)
-        pipeline.finish(result.evaluations + exposures, services, digest=True)
+        finish.finish(result.evaluations + exposures, services, digest=True)
         timeline.done(windows, services)
         if cursor is not None:
             try:
@@ -285,7 +285,7 @@ def sweep(services: pipeline.Services, *, budget: Budget | None = None, schedule
     return result
 
 
-def _history(services: pipeline.Services, listing: Listing, budget: Budget) -> tuple[dict[str, Any], Any]:
+def _history(services: Services, listing: Listing, budget: Budget) -> tuple[dict[str, Any], Any]:
     """Windows per registry key from change history since the previous sweep, and the next cursor; ({}, None)
     when the history cannot be read (the cursor stays where it was)."""
     try:
@@ -296,7 +296,7 @@ def _history(services: pipeline.Services, listing: Listing, budget: Budget) -> t
         return {}, None
 
 
-def _exposures(services: pipeline.Services, history: dict[str, Any], run_id: str) -> tuple[list[Any], list[Evaluation]]:
+def _exposures(services: Services, history: dict[str, Any], run_id: str) -> tuple[list[Any], list[Evaluation]]:
     """The closed windows this sweep claims, and their `exposure` evaluations."""
     try:
         windows = timeline.claim([w for found in history.values() for w in found], services, run_id)
@@ -307,15 +307,4 @@ def _exposures(services: pipeline.Services, history: dict[str, Any], run_id: str
     return windows, [timeline.evaluation_of(w, trigger="sweep", mode=mode, started_at=started) for w in windows]
 
 
-def on_timer(timer: Any) -> Result:
-    """Timer trigger glue (function_app.sweep). Configuration errors raise: a failed run shows in the host's log."""
-    from dlp import runtime
-
-    if getattr(timer, "past_due", False):
-        log.warning("the sweep is running late (past due)")
-    schedule = getattr(timer, "schedule_status", None)
-    scheduled_for = str(schedule.get("Last", "")) if isinstance(schedule, dict) else ""
-    return sweep(runtime.services(), scheduled_for=scheduled_for)
-
-
-__all__ = ["SWEEP_BUDGET_S", "Listing", "Pending", "Result", "assess", "collect", "complete", "drain_outbox", "on_timer", "sweep"]
+__all__ = ["SWEEP_BUDGET_S", "Listing", "Pending", "Result", "assess", "collect", "complete", "drain_outbox", "sweep"]

@@ -1,6 +1,6 @@
 """Exposure windows from change history, recorded once and alerted: the delayed check and the sweep's pass.
 
-Two paths see windows (dlp/exposure.py computes them, pure):
+Two paths see windows (dlp/domain/exposure.py computes them, pure):
 
 * **the delayed check**: a write event by anyone but the responder that finds the registry compliant
   (`wants_check`) may hide a flip-and-restore: exports enabled, images copied, exports disabled, all
@@ -20,7 +20,7 @@ or, after CLAIM_TTL, to anyone: the window is recorded again under the same Eval
 so the queries' EvaluationId + RuleId de-duplication folds the rows) and alerted again: at least once.
 
 Windows closed by the responder are not recorded here: its `remediated` record states them already
-(dlp/pipeline.py). Windows still open are not either: the registry is non-compliant now, and the
+(dlp/responder/pipeline.py). Windows still open are not either: the registry is non-compliant now, and the
 ordinary evaluation of it (event, sweep) records and remediates it.
 """
 
@@ -59,7 +59,7 @@ _NAMESPACE = uuid.UUID("0b6f3e0e-6d7c-4c55-9a0e-2a2c1f5b7e17")
 
 def wants_check(evaluation: Evaluation, responder: Iterable[str] = ()) -> bool:
     """A write event that found nothing to do: the registry may have been opened and closed again before we read
-    it. The responder's own writes never get here (their events are skipped, dlp/own_writes.py, by the correlation
+    it. The responder's own writes never get here (their events are skipped, dlp/responder/own_writes.py, by the correlation
     ID its PATCH sent), so an event that names the responder's identity and still got here is a write it did not
     make: checked like anyone's. (`responder` is kept for the callers; identities do not exempt.)"""
     context = evaluation.context
@@ -175,8 +175,8 @@ def run_check(body: dict[str, Any], services: Any) -> list[Evaluation]:
 
 
 def _run_check(body: dict[str, Any], services: Any) -> list[Evaluation]:
-    from dlp.inputs.events import registry_of
-    from dlp.responder import pipeline
+    from dlp.ids import registry_of
+    from dlp.responder.finish import finish
 
     found = registry_of(body.get("registryId")) if isinstance(body.get("registryId"), str) else None
     owner = body.get("checkId")
@@ -193,7 +193,7 @@ def _run_check(body: dict[str, Any], services: Any) -> list[Evaluation]:
     mode = services.settings.mode
     started = services.clock().isoformat()
     evaluations = [evaluation_of(w, trigger="retry", mode=mode, started_at=started) for w in mine]
-    pipeline.finish(evaluations, services)
+    finish(evaluations, services)
     done(mine, services)
     log.warning("exposure check of %s: %d window(s) recorded", registry_id, len(evaluations))
     return evaluations

@@ -36,9 +36,11 @@ from dlp import __version__
 from dlp.azure.budget import Budget
 from dlp.domain import remediation
 from dlp.domain.model import A_DEFERRED, A_ERROR, A_GONE, Context, Evaluation, Target
+from dlp.ids import registry_of
 from dlp.inputs.claims import MAX_ID, Caller, caller_from_claims
-from dlp.inputs.events import registry_of
 from dlp.responder import pipeline
+from dlp.responder.finish import finish
+from dlp.responder.services import Services
 from dlp.sanitize import clean
 from dlp.settings import MODES, OUTPUT_OF, SCOPE_RE, ConfigError, Settings, load
 
@@ -208,7 +210,7 @@ def _arm_failures(evaluations: Sequence[Evaluation]) -> list[Evaluation]:
     return [e for e in evaluations if e.outcome.action in (A_ERROR, A_DEFERRED)]
 
 
-def _run(kind: str, target: str, context: Context, services: pipeline.Services, enforce: bool) -> list[Evaluation]:
+def _run(kind: str, target: str, context: Context, services: Services, enforce: bool) -> list[Evaluation]:
     from dlp.azure.errors import classify
     from dlp.responder import sweep
 
@@ -263,7 +265,7 @@ def handle_recheck(method: str, params: Mapping[str, str], headers: Mapping[str,
         enforce = remediate and services.settings.mode == "enforce"
         evaluations = _explain(_run(kind, target, context, services, enforce), services.settings, remediate)
         try:
-            pipeline.finish(evaluations, services)
+            finish(evaluations, services)
         except Exception:
             log.exception("re-check %s: the evaluations could not be recorded", context.event_id)
             raise ApiError(503, "RecordingFailed", "the re-check ran but could not be recorded; try again later",

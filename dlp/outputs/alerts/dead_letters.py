@@ -2,7 +2,7 @@
 
 A dead letter means Event Grid could not deliver an event to the responder for hours (30 attempts over
 24 h by default) or was refused: the app was stopped, failing to start, or unreachable. The replay timer
-(dlp/deadletter.py) brings the events back, and each replayed evaluation alerts on its own state change;
+(dlp/responder/deadletter.py) brings the events back, and each replayed evaluation alerts on its own state change;
 this alert says that the responder was unreachable at all, with Event Grid's reasons. It goes through
 `AlertNotifier.announce`, committed in the alert store under its own key with the replayed blob names
 as signature, so every batch of dead letters is announced once whatever the number of instances.

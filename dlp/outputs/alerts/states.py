@@ -76,9 +76,9 @@ STATES = (S_COMPLIANT, S_NONCOMPLIANT, S_REMEDIATED, S_BLOCKED, S_BREAKER, S_FAI
 HOLDS = frozenset({S_BREAKER, S_EXEMPT, S_TAG_EXEMPT, S_PENDING, S_BLOCKED})
 _GUARDS = frozenset({S_BREAKER, S_EXEMPT, S_TAG_EXEMPT})      # a person's decision or the breaker, not a retry
 
-# Not a registry's state: an optional output turned off at start (dlp/alerts/config.py); never in STATES
+# Not a registry's state: an optional output turned off at start (dlp/outputs/alerts/config.py); never in STATES
 S_MISCONFIGURED = "output-misconfigured"
-# Not a registry's state either: Event Grid dead-lettered events, replayed (dlp/alerts/dead_letters.py)
+# Not a registry's state either: Event Grid dead-lettered events, replayed (dlp/outputs/alerts/dead_letters.py)
 S_DEAD_LETTERED = "dead-lettered"
 # Alerts about the responder itself: sent by AlertNotifier.announce, and (S_UNDELIVERABLE) by its kept notices
 NOTICES = (S_MISCONFIGURED, S_DEAD_LETTERED, S_UNDELIVERABLE)
