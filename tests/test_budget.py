@@ -10,7 +10,8 @@ from azure.core.pipeline.transport import RequestsTransport
 
 from dlp.azure.arm import ArmGateway
 from dlp.azure.budget import Budget, BudgetExhausted, remaining
-from dlp.azure.state import Remediation, TableState, table_service
+from dlp.azure.state import TableState, table_service
+from dlp.domain.intent import Intent
 from dlp.emulator.base import arm_error
 from dlp.settings import load
 
@@ -29,7 +30,7 @@ def test_storage_call_is_refused_when_the_budget_is_spent(azurite):
     state = TableState(table_service(load({"AzureWebJobsStorage": azurite}), None))
     assert state.recent_remediations(REGISTRY, datetime.now(timezone.utc)) == []      # works outside a budget
     with Budget.of(0.1).active(), pytest.raises(BudgetExhausted):
-        state.record_remediation(REGISTRY, Remediation("2026-11-21T00:00:00+00:00", "", "e"))
+        state.record_remediation(REGISTRY, Intent("2026-11-21T00:00:00+00:00", "", "e"))
     assert state.recent_remediations(REGISTRY, datetime(2026, 11, 21, 0, 30, tzinfo=timezone.utc)) == []
 
 

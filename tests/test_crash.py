@@ -28,6 +28,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import azure.functions as func
@@ -40,6 +41,7 @@ from azure.storage.queue import QueueClient
 import function_app
 from dlp import runtime
 from dlp.azure.retryqueue import POISON_QUEUE
+from dlp.domain.provenance import CHANGE_LAG
 from dlp.outputs.alerting import FAR_FUTURE
 from dlp.outputs.alerts.store import TableAlertStore
 from dlp.settings import RETRY_QUEUE
@@ -130,6 +132,12 @@ def child(script: str, *args: str) -> subprocess.Popen:
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def intents_of(azurite: str, registry_id: str) -> list[dict]:
+    table = TableServiceClient.from_connection_string(azurite).get_table_client("dlpstate")
+    return [e for e in table.query_entities("RowKey ge 'rem|' and RowKey lt 'rem}'")
+            if e.get("RegistryId") == registry_id]
+
+
 def drain_on_two_instances() -> None:
     """The outbox timer fires on two instances at the same moment."""
     other = child(DRAINER)
@@ -206,6 +214,16 @@ def test_a_crash_between_any_two_steps_loses_nothing_and_sends_nothing_twice(ins
         run_retries(retry_queue(azurite), {rid for _, rid in cases.values()})
     drain_on_two_instances()
     drain_on_two_instances()                                      # nothing left for a second tick
+    if recovery == "drain":
+        # The intent written before a PATCH that never left: no evidence yet either way (change history shows no
+        # write of it, but may just lag), so it stays pending, never lapsed by a read. A tick once history covers
+        # its time (provenance.CHANGE_LAG after its deadline) settles it.
+        (_, never) = cases["intent|patch"]
+        assert [e["Status"] for e in intents_of(azurite, never)] == ["pending"]
+        services = fresh_instance()
+        services.clock = lambda: datetime.now(timezone.utc) + CHANGE_LAG + timedelta(minutes=1)
+        handle_drain(TimerRequest(past_due=False))
+        assert [e["Status"] for e in intents_of(azurite, never)] == ["lapsed"]
 
     records = instance.take()
     for point, (name, rid) in cases.items():

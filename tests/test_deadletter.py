@@ -312,7 +312,7 @@ def test_a_crash_mid_blob_replays_the_whole_blob_once_more_and_nothing_twice(rep
     assert len(patches_of(local_azure, "acrdlcrsh1")) == 1 and patches_of(local_azure, "acrdlcrsh2") == []
     assert blob_names(replay.connection, replay.container) == [blob]           # not marked: replayed again
     local_azure.arm.faults.clear()
-    from dlp.responder.pipeline import SPECULATIVE_TTL_S
+    from dlp.responder.lease import SPECULATIVE_TTL_S
 
     time.sleep(SPECULATIVE_TTL_S)       # the next run comes minutes later: the dead reader's short lease has expired
     runtime.reset()

@@ -7,7 +7,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from dlp.azure.graph import ResourceGraph, changes_query
-from dlp.domain import exposure
+from dlp.domain import exposure, provenance
+from dlp.domain.intent import PENDING, Intent
+from dlp.domain.model import Change
 from dlp.domain.exposure import CLOSED_BY_DELETION, CLOSED_BY_PERSON, CLOSED_BY_RESPONDER, STILL_OPEN, windows
 from dlp.emulator import registry_id
 from dlp.emulator.changes import ChangeLog
@@ -25,10 +27,10 @@ def base(export="disabled", public="Disabled"):
                                       "adminUserEnabled": False}}
 
 
-def row(log: ChangeLog, before, after, who, at, target=REG, change_type="Update"):
+def row(log: ChangeLog, before, after, who, at, target=REG, change_type="Update", correlation=""):
     before = {**before, "id": target}
     after = {**after, "id": target}
-    return log.record(before, after, changed_by=who, at=at, change_type=change_type)
+    return log.record(before, after, changed_by=who, at=at, change_type=change_type, correlation_id=correlation)
 
 
 def flip(log, who, at, export, target=REG):
@@ -40,7 +42,7 @@ def test_flip_and_restore_within_a_second_is_one_closed_window():
     log = ChangeLog()
     flip(log, "mallory@contoso.com", T0, "enabled")
     flip(log, "mallory@contoso.com", T0 + timedelta(milliseconds=800), "disabled")
-    found = windows(log.rows(), responder=[RESPONDER])[REG.lower()]
+    found = windows(log.rows())[REG.lower()]
     assert len(found) == 1
     window = found[0]
     assert window.property == "policies.exportPolicy.status"
@@ -79,13 +81,23 @@ def test_several_windows_and_two_callers_in_order():
     assert len({w.key for w in found}) == 3
 
 
-def test_a_window_closed_by_the_responder_says_so():
+def test_a_window_closed_by_the_responder_says_so_when_provenance_says_it_was_our_write():
+    """Whether a close was the responder's is not decided here: provenance's predicate says it (our identity, our
+    intent's correlation ID, in its time, the first change carrying it, the intent's property and value)."""
     log = ChangeLog()
     row(log, base(public="Disabled"), base(public="Enabled"), "mallory@contoso.com", T0)
-    row(log, base(public="Enabled"), base(public="Disabled"), RESPONDER.upper(), T0 + timedelta(seconds=3))
-    (window,) = windows(log.rows(), responder=[RESPONDER])[REG.lower()]
+    row(log, base(public="Enabled"), base(public="Disabled"), RESPONDER.upper(), T0 + timedelta(seconds=3),
+        correlation="intent-1")
+    intent = Intent((T0 + timedelta(seconds=2)).isoformat(), "mallory@contoso.com", "intent-1",
+                    (Change("publicNetworkAccess", "Enabled", "Disabled"),), status=PENDING,
+                    until=(T0 + timedelta(seconds=30)).timestamp())
+    records = exposure.histories(log.rows())[REG.lower()]
+    closes = provenance.responder_closes(records, [intent], provenance.Responder.of(app_ids=[RESPONDER]))
+    (window,) = exposure.registry_windows(records, closes)
     assert window.closer == CLOSED_BY_RESPONDER
     assert "disabled by the responder" in window.sentence()
+    (unjudged,) = windows(log.rows())[REG.lower()]           # no predicate: nobody's close is taken as ours
+    assert unjudged.closer == CLOSED_BY_PERSON and "disabled by 9F1C0A3E" in unjudged.sentence()
 
 
 def test_windows_of_two_registries_are_kept_apart_and_rows_in_any_order():

@@ -68,7 +68,7 @@ def event(registry_id: str, *, kind="Microsoft.Resources.ResourceWriteSuccess", 
     data = {"claims": claims, "correlationId": correlation,
             "httpRequest": {"clientIpAddress": "203.0.113.9", "method": "PATCH"},
             "operationName": operation, "resourceUri": subject, "status": "Succeeded", "subscriptionId": SUB}
-    when = dt.datetime(2026, 11, 21, 10, 0, tzinfo=dt.timezone.utc)
+    when = dt.datetime.now(dt.timezone.utc)     # as ARM stamps it: provenance compares it with our intents
     if schema == "cloudevents":
         return func.CloudEvent(id=event_id, source=f"/subscriptions/{SUB}", type=kind, specversion="1.0", time=when,
                                subject=subject, datacontenttype="application/json", dataschema=None, data=data)
@@ -150,7 +150,7 @@ def test_own_write_event_costs_nothing_and_stays_quiet(responder, azurite_env, l
     ours = local_azure.arm.write_correlation(reg)         # ARM puts our PATCH's correlation ID in its event
     local_azure.arm.log.reset()
     teams_before = len(local_azure.teams.messages)
-    caplog.set_level(logging.DEBUG, logger="dlp.pipeline")
+    caplog.set_level(logging.DEBUG, logger="dlp.own_writes")
     assert handlers.on_event(event(reg, event_id="ev-own", claims=own_claims(), correlation=ours)) == []
     assert arm_requests(local_azure) == []
     assert responder.actions() == [("remediated", "-")]                 # no evaluation recorded
@@ -209,7 +209,7 @@ def test_our_identity_without_our_record_is_evaluated(responder, azurite_env, lo
     caplog.set_level(logging.WARNING, logger="dlp.own_writes")
     handle_event(event(reg, event_id="ev-borrowed", claims=own_claims()))
     assert responder.actions() == [("none", "-"), ("remediated", "-")]
-    assert any("did not record" in r.getMessage() for r in caplog.records)
+    assert any("not one of its own writes" in r.getMessage() for r in caplog.records)
 
 
 def test_our_identity_borrowed_right_after_our_fix_is_still_evaluated(responder, azurite_env, local_azure):
@@ -840,7 +840,7 @@ def test_the_lease_taken_during_the_read_is_extended_before_the_patch(responder,
     from azure.data.tables import TableServiceClient
 
     from dlp.azure.state import LEASE_ROW, partition_of
-    from dlp.responder.pipeline import SPECULATIVE_TTL_S
+    from dlp.responder.lease import SPECULATIVE_TTL_S
 
     name = "acrlong01"
     reg = rid(name)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
+from dlp.domain.intent import PENDING, Intent
 from dlp.domain.model import Change, registry_key
 from dlp.settings import STATE_TABLE
 
@@ -43,43 +44,38 @@ def partition_of(registry_id: str) -> str:
     return registry_key(registry_id).replace("/", "|")
 
 
-INTENT_PENDING = "pending"
 
 
-@dataclass(frozen=True)
-class Remediation:
-    when: str               # ISO 8601 UTC
-    caller: str
-    evaluation_id: str
-    changes: tuple[Change, ...] = ()     # planned (an intent); () for rows written before intents existed
-    trigger: str = ""
-    event_id: str = ""
-    correlation_id: str = ""
-    mode: str = ""
-    status: str = ""                      # INTENT_PENDING until the outcome is recorded, then what became of it
-    until: float = 0.0                    # wall clock: the writing invocation's budget ends (then it is orphaned)
-    row_key: str = ""
-
-    def to_entity(self) -> dict[str, Any]:
-        return {"When": self.when, "Caller": self.caller[:256], "EvaluationId": self.evaluation_id,
-                "Changes": json.dumps([c.to_json() for c in self.changes]), "Trigger": self.trigger,
-                "EventId": self.event_id[:256], "CorrelationId": self.correlation_id[:256], "Mode": self.mode,
-                "Status": self.status, "Until": float(self.until)}
-
-    @classmethod
-    def from_entity(cls, row: Any) -> Remediation:
-        try:
-            changes = tuple(Change(str(c["property"]), str(c["old"]), str(c["new"]))
-                            for c in json.loads(row.get("Changes") or "[]") if isinstance(c, dict))
-        except (ValueError, KeyError, TypeError):
-            changes = ()
-        return cls(str(row.get("When", "")), str(row.get("Caller", "")), str(row.get("EvaluationId", "")), changes,
-                   str(row.get("Trigger") or ""), str(row.get("EventId") or ""), str(row.get("CorrelationId") or ""),
-                   str(row.get("Mode") or ""), str(row.get("Status") or ""), float(row.get("Until") or 0.0),
-                   str(row.get("RowKey", "")))
+def intent_entity(intent: Intent) -> dict[str, Any]:
+    """An intent as its Table row's columns."""
+    return {"When": intent.when, "Caller": intent.caller[:256], "EvaluationId": intent.evaluation_id,
+            "Changes": json.dumps([c.to_json() for c in intent.changes]), "Trigger": intent.trigger,
+            "EventId": intent.event_id[:256], "CorrelationId": intent.correlation_id[:256], "Mode": intent.mode,
+            "Status": intent.status, "Until": float(intent.until), "OwnEvent": intent.own_event[:256],
+            "OpenedAt": intent.opened_at[:64],
+            "OpenedBy": intent.opened_by[:256]}
 
 
-def remediation_row(record: Remediation) -> str:
+def intent_of(row: Any) -> Intent:
+    """A Table row (or a MemoryState dict) back as an Intent; damaged columns read as empty."""
+    try:
+        changes = tuple(Change(str(c["property"]), str(c["old"]), str(c["new"]))
+                        for c in json.loads(row.get("Changes") or "[]") if isinstance(c, dict))
+    except (ValueError, KeyError, TypeError):
+        changes = ()
+    metadata = getattr(row, "metadata", None) or {}
+    try:
+        until = float(row.get("Until") or 0.0)
+    except (TypeError, ValueError):
+        until = 0.0
+    return Intent(str(row.get("When", "")), str(row.get("Caller", "")), str(row.get("EvaluationId", "")), changes,
+                  str(row.get("Trigger") or ""), str(row.get("EventId") or ""), str(row.get("CorrelationId") or ""),
+                  str(row.get("Mode") or ""), str(row.get("Status") or ""), until, str(row.get("RowKey", "")),
+                  str(row.get("OwnEvent") or ""), str(row.get("OpenedAt") or ""),
+                  str(row.get("OpenedBy") or ""), str(metadata.get("etag") or ""))
+
+
+def remediation_row(record: Intent) -> str:
     when = datetime.fromisoformat(record.when).astimezone(timezone.utc)
     return f"{REMEDIATION_PREFIX}{when.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}|{record.evaluation_id[:12]}"
 
@@ -95,13 +91,14 @@ class Lease:
 
 
 class StateStore(Protocol):
-    def recent_remediations(self, registry_id: str, now: datetime) -> list[Remediation]: ...
-    def remediations_since(self, registry_id: str, since: datetime) -> list[Remediation]: ...
-    def record_remediation(self, registry_id: str, record: Remediation) -> str: ...
-    def pending_intents(self, registry_id: str) -> list[Remediation]: ...
+    def recent_remediations(self, registry_id: str, now: datetime) -> list[Intent]: ...
+    def remediations_since(self, registry_id: str, since: datetime) -> list[Intent]: ...
+    def record_remediation(self, registry_id: str, record: Intent) -> str: ...
+    def pending_intents(self, registry_id: str) -> list[Intent]: ...
     def resolve_intent(self, registry_id: str, row_key: str, status: str) -> None: ...
     def orphan_intent(self, registry_id: str, row_key: str) -> None: ...
-    def orphaned_intents(self, now: float, limit: int) -> list[tuple[str, Remediation]]: ...
+    def mark_own_event(self, registry_id: str, intent: Intent, event_id: str) -> bool: ...
+    def orphaned_intents(self, now: float, limit: int) -> list[tuple[str, Intent]]: ...
     def acquire(self, registry_id: str, *, ttl_s: float, wait_s: float) -> Lease | None: ...
     def release(self, lease: Lease) -> None: ...
     def extend(self, lease: Lease, *, ttl_s: float) -> Lease | None: ...
@@ -136,7 +133,7 @@ class MemoryState:
     """Single-process state (CLI `scan --remediate`, demo). Not shared across instances."""
 
     def __init__(self) -> None:
-        self._rows: dict[str, list[Remediation]] = {}
+        self._rows: dict[str, list[Intent]] = {}
         self._ids: dict[str, str] = {}
         self._released: dict[str, float] = {}
         self._rechecks: set[tuple[str, str]] = set()
@@ -145,24 +142,24 @@ class MemoryState:
         self._windows: dict[tuple[str, str], tuple[str, str, str]] = {}
         self._cursor = ""
 
-    def recent_remediations(self, registry_id: str, now: datetime) -> list[Remediation]:
+    def recent_remediations(self, registry_id: str, now: datetime) -> list[Intent]:
         return self.remediations_since(registry_id, now - BREAKER_WINDOW)
 
-    def remediations_since(self, registry_id: str, since: datetime) -> list[Remediation]:
+    def remediations_since(self, registry_id: str, since: datetime) -> list[Intent]:
         cutoff = since.isoformat()
         with self._guard:
             return [r for r in self._rows.get(partition_of(registry_id), []) if r.when >= cutoff]
 
-    def record_remediation(self, registry_id: str, record: Remediation) -> str:
+    def record_remediation(self, registry_id: str, record: Intent) -> str:
         row = remediation_row(record)
         with self._guard:
             self._rows.setdefault(partition_of(registry_id), []).append(replace(record, row_key=row))
             self._ids[partition_of(registry_id)] = registry_id
         return row
 
-    def pending_intents(self, registry_id: str) -> list[Remediation]:
+    def pending_intents(self, registry_id: str) -> list[Intent]:
         with self._guard:
-            return [r for r in self._rows.get(partition_of(registry_id), []) if r.status == INTENT_PENDING]
+            return [r for r in self._rows.get(partition_of(registry_id), []) if r.status == PENDING]
 
     def resolve_intent(self, registry_id: str, row_key: str, status: str) -> None:
         key = partition_of(registry_id)
@@ -170,14 +167,34 @@ class MemoryState:
             self._rows[key] = [replace(r, status=status) if r.row_key == row_key else r for r in self._rows.get(key, [])]
 
     def orphan_intent(self, registry_id: str, row_key: str) -> None:
+        self._update(registry_id, row_key, until=min(time.time(), self._until(registry_id, row_key)))
+
+    def mark_own_event(self, registry_id: str, intent: Intent, event_id: str) -> bool:
+        """Use the intent's one-shot own-write skip for `event_id`: False when another event used it."""
         key = partition_of(registry_id)
         with self._guard:
-            self._rows[key] = [replace(r, until=0.0) if r.row_key == row_key else r for r in self._rows.get(key, [])]
+            for index, row in enumerate(self._rows.get(key, [])):
+                if row.row_key == intent.row_key:
+                    if row.own_event and row.own_event != event_id:
+                        return False
+                    self._rows[key][index] = replace(row, own_event=event_id)
+                    return True
+        return False
 
-    def orphaned_intents(self, now: float, limit: int) -> list[tuple[str, Remediation]]:
+    def _until(self, registry_id: str, row_key: str) -> float:
+        with self._guard:
+            return next((r.until for r in self._rows.get(partition_of(registry_id), []) if r.row_key == row_key),
+                        time.time())
+
+    def _update(self, registry_id: str, row_key: str, **changes: Any) -> None:
+        key = partition_of(registry_id)
+        with self._guard:
+            self._rows[key] = [replace(r, **changes) if r.row_key == row_key else r for r in self._rows.get(key, [])]
+
+    def orphaned_intents(self, now: float, limit: int) -> list[tuple[str, Intent]]:
         with self._guard:
             return [(self._ids[key], r) for key, rows in self._rows.items() for r in rows
-                    if r.status == INTENT_PENDING and r.until < now][:limit]
+                    if r.status == PENDING and r.until < now][:limit]
 
     def acquire(self, registry_id: str, *, ttl_s: float, wait_s: float) -> Lease | None:
         lock = self._locks.get(partition_of(registry_id))
@@ -274,33 +291,33 @@ class TableState:
         return cls(table_service(settings, credential))
 
     @_refusals_defer
-    def recent_remediations(self, registry_id: str, now: datetime) -> list[Remediation]:
+    def recent_remediations(self, registry_id: str, now: datetime) -> list[Intent]:
         return self.remediations_since(registry_id, now - BREAKER_WINDOW)
 
-    def remediations_since(self, registry_id: str, since: datetime) -> list[Remediation]:
+    def remediations_since(self, registry_id: str, since: datetime) -> list[Intent]:
         """The breaker rows (write attempts, each with its intent's evaluation id) written since `since`."""
         low = REMEDIATION_PREFIX + since.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         rows = self._client().query_entities(
             "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
             parameters={"pk": partition_of(registry_id), "low": low, "high": REMEDIATION_PREFIX + "~"})
-        return [Remediation.from_entity(r) for r in rows]
+        return [intent_of(r) for r in rows]
 
     @_refusals_defer
-    def record_remediation(self, registry_id: str, record: Remediation) -> str:
+    def record_remediation(self, registry_id: str, record: Intent) -> str:
         """The breaker's count and the remediation's intent, in one row written before the PATCH."""
         row = remediation_row(record)
         self._client().upsert_entity({"PartitionKey": partition_of(registry_id), "RowKey": row,
-                                      "RegistryId": registry_id[:1024], **record.to_entity()})
+                                      "RegistryId": registry_id[:1024], **intent_entity(record)})
         return row
 
     @_refusals_defer
-    def pending_intents(self, registry_id: str) -> list[Remediation]:
+    def pending_intents(self, registry_id: str) -> list[Intent]:
         """Intents of this registry whose outcome was never recorded (one query of its partition)."""
         rows = self._client().query_entities(
             "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high and Status eq @pending",
             parameters={"pk": partition_of(registry_id), "low": REMEDIATION_PREFIX, "high": REMEDIATION_END,
-                        "pending": INTENT_PENDING})
-        return [Remediation.from_entity(r) for r in rows]
+                        "pending": PENDING})
+        return [intent_of(r) for r in rows]
 
     @_refusals_defer
     def resolve_intent(self, registry_id: str, row_key: str, status: str) -> None:
@@ -311,22 +328,50 @@ class TableState:
 
     @_refusals_defer
     def orphan_intent(self, registry_id: str, row_key: str) -> None:
-        """The writer gives up on recording (its invocation fails): whoever comes next may take the intent."""
+        """The writer gives up on recording (its invocation fails): whoever comes next may take the intent. Its
+        budget is taken as ending now (its write, if any, left before), which provenance's time checks keep."""
         from azure.data.tables import UpdateMode
 
-        self._client().update_entity({"PartitionKey": partition_of(registry_id), "RowKey": row_key, "Until": 0.0},
-                                     mode=UpdateMode.MERGE)
+        self._client().update_entity({"PartitionKey": partition_of(registry_id), "RowKey": row_key,
+                                      "Until": time.time()}, mode=UpdateMode.MERGE)
 
     @_refusals_defer
-    def orphaned_intents(self, now: float, limit: int) -> list[tuple[str, Remediation]]:
+    def mark_own_event(self, registry_id: str, intent: Intent, event_id: str) -> bool:
+        """Use the intent's one-shot own-write skip for `event_id`, under the row's ETag: of two instances handling
+        events with our correlation ID, one wins; a redelivery of the winning event wins again."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        table, key = self._client(), partition_of(registry_id)
+        current = intent
+        for _ in range(2):
+            if current.own_event:
+                return current.own_event == event_id
+            if not current.etag:
+                current = intent_of(table.get_entity(key, intent.row_key))
+                continue
+            try:
+                table.update_entity({"PartitionKey": key, "RowKey": intent.row_key, "OwnEvent": event_id[:256]},
+                                    mode=UpdateMode.MERGE, etag=current.etag,
+                                    match_condition=MatchConditions.IfNotModified)
+                return True
+            except ResourceModifiedError:          # changed since read: read it again, decide once more
+                current = intent_of(table.get_entity(key, intent.row_key))
+            except ResourceNotFoundError:
+                return False
+        return False
+
+    @_refusals_defer
+    def orphaned_intents(self, now: float, limit: int) -> list[tuple[str, Intent]]:
         """(registry ID, intent) of every registry whose writing invocation's budget ended unrecorded (a scan)."""
         rows = self._client().query_entities(
             "RowKey ge @low and RowKey lt @high and Status eq @pending and Until lt @now",
-            parameters={"low": REMEDIATION_PREFIX, "high": REMEDIATION_END, "pending": INTENT_PENDING,
+            parameters={"low": REMEDIATION_PREFIX, "high": REMEDIATION_END, "pending": PENDING,
                         "now": float(now)})
         found = []
         for row in rows:
-            found.append((str(row.get("RegistryId") or ""), Remediation.from_entity(row)))
+            found.append((str(row.get("RegistryId") or ""), intent_of(row)))
             if len(found) >= limit:
                 break
         return [(registry_id, intent) for registry_id, intent in found if registry_id]

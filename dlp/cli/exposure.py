@@ -39,7 +39,8 @@ def register(subparsers: Any) -> None:
                         help="subscription, resource-group or registry ID (repeatable)")
     parser.add_argument("--since", default="7d", help="how far back: 7d, 36h, 90m (default 7d, at most 14d)")
     parser.add_argument("--responder", action="append", default=[], metavar="ID",
-                        help="the responder identity's client ID (repeatable): windows it closed say 'responder'")
+                        help="the responder identity's client or object ID (repeatable): windows closed by it say "
+                             "\"responder's identity\"")
     parser.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
     parser.set_defaults(run=run)
 
@@ -79,13 +80,18 @@ def timeline(scopes: Sequence[str], since: datetime, graph: Any, responder: Sequ
         listing = Listing.of_scopes(others)
         rows += [r for page in graph.changes(since, subscriptions=listing.subscriptions,
                                              resource_groups=listing.resource_groups) for r in page.rows]
-    found = exposure.windows(rows, responder=responder)
+    found = exposure.windows(rows)
     return {key: windows for key, windows in sorted(found.items())
             if windows and remediation.in_scopes(windows[0].registry_id, tuple(scopes))}
 
 
-def table(found: dict[str, tuple], now: datetime) -> str:
-    from dlp.domain.exposure import CLOSED_BY_RESPONDER, STILL_OPEN, display_text, iso
+def table(found: dict[str, tuple], now: datetime, responder: Sequence[str] = ()) -> str:
+    """Offline, the responder's intents are not at hand: a close by its identity is labelled as such (what
+    provenance can tell from `changedBy` alone), never taken as verified."""
+    from dlp.domain.exposure import STILL_OPEN, display_text, iso
+    from dlp.domain.provenance import Responder
+
+    ours = Responder.of(app_ids=responder, object_ids=responder)
 
     if not found:
         return "No exposure window in the change history of this scope."
@@ -99,7 +105,8 @@ def table(found: dict[str, tuple], now: datetime) -> str:
         for w in windows:
             seconds = w.seconds(now)
             closed = {STILL_OPEN: "still open"}.get(w.closer, iso(w.closed_at))
-            closer = {CLOSED_BY_RESPONDER: "responder", STILL_OPEN: "-"}.get(w.closer, display_text(w.closed_by, 48))
+            closer = "-" if w.closer == STILL_OPEN else (
+                "responder's identity" if ours.named(w.closed_by) else display_text(w.closed_by, 48))
             lines.append(f"  {iso(w.opened_at) or 'before the history':<27} {closed:<27} "
                          f"{'?' if seconds is None else f'{seconds:g}':>9}  {w.property:<29} "
                          f"{display_text(w.opened_by, 32) or '?':<32} {closer}")
@@ -138,6 +145,6 @@ def run(args: argparse.Namespace) -> int:
         text = json.dumps([{"registryId": w[0].registry_id, "windows": [x.to_json(now) for x in w]}
                            for w in found.values()], indent=2)
     else:
-        text = table(found, now)
+        text = table(found, now, args.responder)
     sys.stdout.write(text + "\n")
     return EXIT_FAIL if found else EXIT_OK

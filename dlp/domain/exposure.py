@@ -21,13 +21,12 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from dlp.domain.model import Exposure, registry_key
-from dlp.ids import fold
 from dlp.sanitize import clean
 
 
@@ -234,22 +233,16 @@ class Window:
                 "seconds": self.seconds(until), "key": self.key}
 
 
-def is_responder(changed_by: str, responder: Iterable[str]) -> bool:
-    """Whether a change's `changedBy` names the responder's own identity (IDs compared without case, A-Z only:
-    no Unicode folding may make someone else's name equal to the responder's client ID)."""
-    who = fold(changed_by.strip())
-    return bool(who) and any(who == fold(r.strip()) for r in responder if r and r.strip())
+Closes = Callable[[ChangeRecord, PropertyChange], bool]
 
 
-def windows(rows: Iterable[Any], *, responder: Iterable[str] = ()) -> dict[str, tuple[Window, ...]]:
-    """Change rows (any registries, any order) -> exposure windows per registry key, oldest first.
+def _nobody(_record: ChangeRecord, _change: PropertyChange) -> bool:
+    return False
 
-    A property is exposed from a change that gives it its non-compliant value until a change that takes it
-    away (or the registry's deletion). A first change that takes it away with no opening change in `rows`
-    gives a window whose `opened_at` is None (open before the history we were given). Rows that are not
-    changes, or name no DLP property, are skipped; duplicate rows (the same change seen twice) count once.
-    """
-    responder = tuple(responder)
+
+def histories(rows: Iterable[Any]) -> dict[str, list[ChangeRecord]]:
+    """Change rows (any registries, any order) -> each registry's change records, oldest first. Rows that are not
+    changes, or name no DLP property, are skipped; duplicate rows (the same change seen twice) count once."""
     records: dict[tuple[str, str, str], ChangeRecord] = {}
     for row in rows:
         record = parse_row(row)
@@ -258,7 +251,18 @@ def windows(rows: Iterable[Any], *, responder: Iterable[str] = ()) -> dict[str, 
     by_registry: dict[str, list[ChangeRecord]] = {}
     for (key, _, _), record in records.items():
         by_registry.setdefault(key, []).append(record)
-    return {key: _registry_windows(_ordered(found), responder) for key, found in by_registry.items()}
+    return {key: _ordered(found) for key, found in by_registry.items()}
+
+
+def windows(rows: Iterable[Any], *, closes: Closes = _nobody) -> dict[str, tuple[Window, ...]]:
+    """Change rows (any registries, any order) -> exposure windows per registry key, oldest first.
+
+    A property is exposed from a change that gives it its non-compliant value until a change that takes it
+    away (or the registry's deletion). A first change that takes it away with no opening change in `rows`
+    gives a window whose `opened_at` is None (open before the history we were given). Whether a closing change
+    was the responder's write is not decided here: `closes` answers it (dlp.domain.provenance.responder_closes).
+    """
+    return {key: registry_windows(found, closes) for key, found in histories(rows).items()}
 
 
 def _ordered(records: list[ChangeRecord]) -> list[ChangeRecord]:
@@ -283,7 +287,8 @@ def _ordered(records: list[ChangeRecord]) -> list[ChangeRecord]:
     return out
 
 
-def _registry_windows(records: list[ChangeRecord], responder: tuple[str, ...]) -> tuple[Window, ...]:
+def registry_windows(records: Sequence[ChangeRecord], closes: Closes = _nobody) -> tuple[Window, ...]:
+    """One registry's records (oldest first, as `histories` orders them) -> its windows, oldest first."""
     open_: dict[str, Window] = {}
     done: list[Window] = []
 
@@ -310,8 +315,7 @@ def _registry_windows(records: list[ChangeRecord], responder: tuple[str, ...]) -
             elif not now_exposed and (current is not None or was_exposed):
                 if current is None:     # opened before the history we hold
                     current = Window(record.registry_id, watched.path, previous, None, "", None, "", STILL_OPEN)
-                closer = CLOSED_BY_RESPONDER if is_responder(record.changed_by, responder) else CLOSED_BY_PERSON
-                done.append(close(current, record, closer))
+                done.append(close(current, record, CLOSED_BY_RESPONDER if closes(record, change) else CLOSED_BY_PERSON))
                 open_.pop(watched.path, None)
     ordered = sorted([*done, *open_.values()],
                      key=lambda w: (w.opened_at or w.closed_at or datetime.max.replace(tzinfo=timezone.utc),
@@ -365,11 +369,12 @@ __all__ = [
     "Window",
     "as_exposure",
     "display_text",
-    "is_responder",
+    "histories",
     "iso",
     "parse_row",
     "parse_since",
     "parse_time",
+    "registry_windows",
     "remediation_exposure",
     "windows",
 ]

@@ -7,7 +7,7 @@ looked up) is a new value made with `dataclasses.replace`.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -342,6 +342,7 @@ class Evaluation:
     warnings: tuple[str, ...] = ()            # what people must know beyond the outcome (a look-alike ID)
     exposure: Exposure | None = None          # how long it was open (remediations, exposure evaluations)
     next_attempt: str = ""                    # deferred: when the durable retry runs next (ISO 8601 UTC)
+    settled: tuple[Evaluation, ...] = ()      # earlier remediations this pass found landed: recorded with it
 
     @property
     def callers(self) -> tuple[str, ...]:
@@ -376,3 +377,8 @@ class Evaluation:
         if self.exposure is not None:
             body["exposure"] = self.exposure.to_json()
         return body
+
+
+def flatten(evaluations: Sequence[Evaluation]) -> list[Evaluation]:
+    """The evaluations and the earlier remediations they settled, each once, the settled ones first."""
+    return [each for evaluation in evaluations for each in (*evaluation.settled, evaluation)]

@@ -289,7 +289,7 @@ class Replayer:
         """The rest of a blob the run has no time for, to the durable retry (which re-reads each registry in the
         mode then in force), so that the blob can be moved and a huge one never holds up the others. False when
         there is no durable retry, or this replay only looks (the CLI)."""
-        from dlp.responder.pipeline import retry_message
+        from dlp.responder.deferral import retry_message
 
         retry = self.services.retry
         if retry is None or not self.settle:

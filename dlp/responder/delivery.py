@@ -51,9 +51,13 @@ class Backlog:
 
 
 def finish_orphans(services: Any, limit: int = ORPHANS_PER_TICK) -> int:
-    """Record the remediations whose invocation could not; returns how many intents were resolved."""
-    from dlp.domain.model import Context, Target
+    """Settle the remediations whose invocation could not record them (dlp/responder/intents.py: provenance decides
+    whether each landed) and record what the registry shows now; returns how many intents were settled. Never a
+    write: the registry's own events drive enforcement. An intent whose landing is not known yet (change history
+    does not cover it) stays pending and is asked about again at the next tick."""
+    from dlp.domain.model import A_GONE, A_NONE, Context, Target
     from dlp.responder import pipeline
+    from dlp.responder.finish import finish
     from dlp.responder.intents import resolve_intent
 
     try:
@@ -61,24 +65,29 @@ def finish_orphans(services: Any, limit: int = ORPHANS_PER_TICK) -> int:
     except Exception as exc:
         log.warning("remediation intents could not be read (%s); tried again at the next tick", exc)
         return 0
-    resolved = 0
+    settled = 0
     for registry_id, intent in orphans:
         context = Context(trigger="drain", event_id=intent.event_id, caller=intent.caller,
                           correlation_id=intent.correlation_id)
         target = Target(registry_id, context, pending=intent.changes)
         try:
-            # Never a write: the drain records what happened; the registry's own events drive enforcement.
-            evaluations = pipeline.run([target], services, enforce=False)
+            with Budget.of(services.settings.time_budget_s).active() as budget:
+                evaluations = pipeline.run([target], services, enforce=False, budget=budget, record=False)
+            # the settled remediations, and the registry's drift if it shows one (a compliant registry has nothing
+            # to tell: the intent was its writer's business)
+            told = [e for e in evaluations if e.intent or e.outcome.action != A_NONE]
+            if told:
+                finish(told, services)
         except Exception as exc:
             log.warning("orphaned remediation of %s not recorded yet (%s); tried again at the next tick",
                         registry_id, exc)
             continue
-        if not any(e.intent == intent.row_key for e in evaluations):
-            resolve_intent(services, registry_id, intent.row_key, "lapsed")
-            log.warning("remediation intent %s of %s lapsed: its changes are not in effect", intent.row_key,
-                        registry_id)
-        resolved += 1
-    return resolved
+        if any(e.outcome.action == A_GONE for e in evaluations):
+            resolve_intent(services, registry_id, intent.row_key, A_GONE)
+            settled += 1
+        elif any(e.intent == intent.row_key for e in evaluations):
+            settled += 1
+    return settled
 
 
 def announce_poison(services: Any) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from dlp.domain.model import A_REMEDIATED, Evaluation
+from dlp.domain.model import A_REMEDIATED, Evaluation, flatten
 from dlp.responder.intents import orphan_intent, resolve_intent
 from dlp.responder.services import Services
 
@@ -21,7 +21,9 @@ def finish(evaluations: Sequence[Evaluation], services: Services, *, digest: boo
 
     Recording raises only when the rows could be neither sent nor kept: the alerts still go out (saying the
     record is pending), the intents stay pending, and the exception makes the trigger deliver the work again;
-    that delivery finds the intent and records the remediation under the same evaluation id (one alert)."""
+    that delivery finds the intent and records the remediation under the same evaluation id (one alert).
+    Remediations an evaluation settled on its way (`Evaluation.settled`) are recorded with it."""
+    evaluations = flatten(evaluations)
     try:
         services.recorder.record(evaluations)
     except Exception:

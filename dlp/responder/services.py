@@ -42,6 +42,6 @@ class Services:
     retry: Any = None
     clock: Callable[[], datetime] = field(default=utcnow)
     graph: Any = None      # Resource Graph adapter (sweep, scope re-check, scan); dlp.azure.graph.graph_for builds it
-    identity: Any = None   # dlp.responder.own_writes.Identity: who the responder is (its own writes' events are skipped)
+    identity: Any = None   # dlp.azure.identity.Identity: who the responder is (dlp.domain.provenance decides with it)
     bursts: Bursts = field(default_factory=Bursts)   # events of one registry arriving together share one read
     dead_letters: Any = None   # dlp.responder.deadletter.DeadLetterContainer when DLP_DEADLETTER_CONTAINER is set

@@ -264,7 +264,7 @@ def sweep(services: Services, *, budget: Budget | None = None, scheduled_for: st
     history, cursor = _history(services, listing, budget)
     result = assess(listing, services, context=context, budget=budget)
     now = services.clock()
-    result.evaluations = [timeline.with_history(e, history.get(registry_key(e.registry_id), ()), now)
+    result.evaluations = [timeline.with_history(e, history.get(registry_key(e.registry_id)), now)
                           for e in result.evaluations]
     recording = time.monotonic()
     with Budget.of(RECORD_RESERVE_S).active():     # this sweep's record first, then the backlog, both bounded
@@ -299,7 +299,7 @@ def _history(services: Services, listing: Listing, budget: Budget) -> tuple[dict
 def _exposures(services: Services, history: dict[str, Any], run_id: str) -> tuple[list[Any], list[Evaluation]]:
     """The closed windows this sweep claims, and their `exposure` evaluations."""
     try:
-        windows = timeline.claim([w for found in history.values() for w in found], services, run_id)
+        windows = timeline.claim([w for found in history.values() for w in found.windows], services, run_id)
     except Exception:
         log.exception("exposure windows could not be claimed in storage; they wait for the next sweep")
         return [], []

@@ -33,23 +33,19 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from dlp.domain import exposure
+from dlp.domain import exposure, provenance
 from dlp.domain.model import A_EXPOSURE, A_NONE, Context, Evaluation, Outcome, registry_key
-from dlp.ids import fold
+from dlp.responder import history
+from dlp.responder.history import LOOKBACK_S
 
 log = logging.getLogger("dlp.timeline")
 
 CHECK_KIND = "exposure-check"       # the `kind` of a delayed-check message on the durable retry queue
-OWN_CLOSE_SLACK = timedelta(minutes=10)   # a breaker row is written before its PATCH; change history stamps the write
 CHANGE_LAG_S = 300                  # Azure: change records "should be available in less than five minutes"
 SWEEP_OVERLAP_S = 1800              # a sweep re-reads this much before where the last one ended: "should be" is no
                                     # guarantee, and the claims drop windows already recorded
 CHECK_MARGIN_S = 120                # on top of the lag before the delayed check looks
 CHECK_DELAY_S = CHANGE_LAG_S + CHECK_MARGIN_S
-# The check looks this far before the event's time for the opening write: a window may have been open for hours
-# (audit mode, an exemption, the breaker holding) and its record must name who opened it. The claims keep a
-# window found again from being recorded twice; one registry's day of history is a page at most.
-LOOKBACK_S = 24 * 3600
 SCHEDULE_BUDGET_S = 2.0             # at most this much of an event's budget goes to queueing its checks
 CHECK_BUDGET_S = 60.0               # one delayed check: a history query or two, the record, the alert
 RETENTION = timedelta(days=14)      # Resource Graph keeps change history this long
@@ -113,37 +109,23 @@ def evaluation_of(window: exposure.Window, *, trigger: str, mode: str, started_a
 def claim(windows: Iterable[exposure.Window], services: Any, owner: str) -> list[exposure.Window]:
     """The closed windows not closed by the responder that this owner may record now.
 
-    "Closed by the responder" is verified, not taken from `changedBy` (which also does not name a system-assigned
-    identity): a Contributor can attach the responder's
-    user-assigned identity to their own VM and close a window as it. The responder's PATCH carries its intent's
-    evaluation id as correlation ID (dlp/azure/arm.py), so only a close whose correlation ID is one of its breaker
-    rows is its own; any other close by that identity is recorded as a person's, and says so."""
+    Whether the responder closed one is provenance's answer, given when the history was read (`read_history`):
+    `changedBy` naming its identity is not enough (a Contributor can attach the responder's user-assigned identity
+    to a VM, and the Activity Log shows our correlation IDs to anyone who can read it). A close by the responder's
+    identity that was not a write the responder made is recorded as a person's, and says so."""
     now = services.clock()
+    responder = history.responder_of(services)
     mine = []
     for found in windows:
-        if not found.closed:
-            continue
-        if _ours(found, services):      # whatever `changedBy` says (a system-assigned identity is not named)
+        if not found.closed or found.closer == exposure.CLOSED_BY_RESPONDER:
             continue
         window = found
-        if found.closer == exposure.CLOSED_BY_RESPONDER:
-            window = replace(found, closer=exposure.CLOSED_BY_PERSON,
-                             closed_by=f"{found.closed_by} (the responder's identity, not a write the responder made)")
+        if found.closer == exposure.CLOSED_BY_PERSON and responder.named(found.closed_by):
+            window = replace(found, closed_by=f"{found.closed_by} (the responder's identity, not a write the "
+                                              "responder made)")
         if services.state.claim_exposure(window.registry_id, window.key, owner, now):
             mine.append(window)
     return mine
-
-
-def _ours(window: exposure.Window, services: Any) -> bool:
-    """Whether the write that closed `window` is one the responder made (its correlation ID is a breaker row's)."""
-    if not window.closed_correlation or window.closed_at is None:
-        return False
-    try:
-        rows = services.state.remediations_since(window.registry_id, window.closed_at - OWN_CLOSE_SLACK)
-    except Exception as exc:        # cannot tell: record it (a duplicate of a remediation beats a hidden window)
-        log.warning("breaker rows of %s unreadable (%s): its close is recorded as a person's", window.registry_id, exc)
-        return False
-    return any(fold(r.evaluation_id) == fold(window.closed_correlation) for r in rows)
 
 
 def done(windows: Iterable[exposure.Window], services: Any) -> None:
@@ -154,13 +136,6 @@ def done(windows: Iterable[exposure.Window], services: Any) -> None:
         except Exception as exc:
             log.warning("exposure window %s of %s recorded but not marked (%s); it may be recorded again",
                         window.key, window.registry_id, exc)
-
-
-def _history(services: Any, since: datetime, **query: Any) -> dict[str, tuple[exposure.Window, ...]]:
-    from dlp.azure.graph import graph_for
-
-    rows = [row for page in graph_for(services).changes(since, **query) for row in page.rows]
-    return exposure.windows(rows, responder=services.settings.responder_identities)
 
 
 def run_check(body: dict[str, Any], services: Any) -> list[Evaluation]:
@@ -186,8 +161,9 @@ def _run_check(body: dict[str, Any], services: Any) -> list[Evaluation]:
     registry_id = found[0]
     at = exposure.parse_time(body.get("eventTime")) or services.clock()
     since = max(at - timedelta(seconds=LOOKBACK_S), services.clock() - RETENTION)
-    history = _history(services, since, registry_ids=[registry_id]).get(registry_key(registry_id), ())
-    mine = claim(history, services, owner)
+    found = history.read_history(services, since, registry_ids=[registry_id]).get(registry_key(registry_id),
+                                                                                  history.History())
+    mine = claim(found.windows, services, owner)
     if not mine:
         return []
     mode = services.settings.mode
@@ -199,8 +175,7 @@ def _run_check(body: dict[str, Any], services: Any) -> list[Evaluation]:
     return evaluations
 
 
-def sweep_windows(services: Any, listing: Any, started: datetime
-                  ) -> tuple[dict[str, tuple[exposure.Window, ...]], datetime]:
+def sweep_windows(services: Any, listing: Any, started: datetime) -> tuple[dict[str, history.History], datetime]:
     """Change history of the sweep's scope since the previous sweep (less the lag): windows per registry key, and
     the cursor to store once this sweep's record is kept. Registries outside the scopes are dropped."""
     from dlp.domain import remediation
@@ -208,26 +183,35 @@ def sweep_windows(services: Any, listing: Any, started: datetime
     cursor = exposure.parse_time(services.state.exposure_cursor())
     since = (cursor - timedelta(seconds=SWEEP_OVERLAP_S)) if cursor else started - FIRST_SWEEP_LOOKBACK
     since = max(since, started - RETENTION)
-    found = _history(services, since, subscriptions=listing.subscriptions, resource_groups=listing.resource_groups)
-    kept = {key: windows for key, windows in found.items()
-            if windows and remediation.in_scopes(windows[0].registry_id, listing.scopes)}
+    found = history.read_history(services, since, subscriptions=listing.subscriptions, resource_groups=listing.resource_groups)
+    kept = {key: history for key, history in found.items()
+            if history.windows and remediation.in_scopes(history.windows[0].registry_id, listing.scopes)}
     return kept, started
 
 
-def with_history(evaluation: Evaluation, windows: Sequence[exposure.Window], now: datetime) -> Evaluation:
-    """A remediation's window from change history when it has the opening write (the open window of a property
-    the responder just changed), else the evaluation as it was (its event-time window, if any)."""
-    if evaluation.outcome.action != "remediated":
+def with_history(evaluation: Evaluation, found: history.History | None, now: datetime) -> Evaluation:
+    """A remediation's window from change history when it has the opening write (provenance's opening of the
+    properties the responder just changed), else the evaluation as it was (its event-time window, if any)."""
+    if evaluation.outcome.action != "remediated" or found is None:
         return evaluation
-    changed = {c.property.lower() for c in evaluation.outcome.changes}
-    opened = [w for w in windows if not w.closed and w.property.lower() in changed and w.opened_at is not None]
-    if not opened:
+    properties = [c.property for c in evaluation.outcome.changes]
+    first = provenance.opening(properties, found.windows, Context()).window
+    if first is None:
         return evaluation
-    first = min(opened, key=lambda w: w.opened_at)
     closed = exposure.Window(first.registry_id, first.property, first.value, first.opened_at, first.opened_by,
                              now, "", exposure.CLOSED_BY_RESPONDER, first.opened_correlation)
     return replace(evaluation, exposure=replace(exposure.as_exposure(closed), key=""))
 
 
-__all__ = ["CHECK_DELAY_S", "CHECK_KIND", "claim", "done", "evaluation_of", "run_check", "schedule_checks",
-           "sweep_windows", "wants_check", "with_history"]
+__all__ = [
+    "CHECK_DELAY_S",
+    "CHECK_KIND",
+    "claim",
+    "done",
+    "evaluation_of",
+    "run_check",
+    "schedule_checks",
+    "sweep_windows",
+    "wants_check",
+    "with_history",
+]

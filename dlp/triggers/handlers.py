@@ -9,7 +9,7 @@ from typing import Any
 from dlp import runtime
 from dlp.domain.model import Evaluation
 from dlp.inputs import events
-from dlp.responder import pipeline, timeline
+from dlp.responder import deferral, pipeline, timeline
 
 log = logging.getLogger("dlp.handlers")
 
@@ -36,10 +36,10 @@ def on_retry(message: Any) -> list[Evaluation]:
         return []
     if isinstance(body, dict) and body.get("kind") == timeline.CHECK_KIND:
         return timeline.run_check(body, runtime.services())
-    target = pipeline.target_from_retry(body)
+    target = deferral.target_from_retry(body)
     if target is None:
         log.error("durable-retry message %s is not a registry target; dropped", getattr(message, "id", "?"))
         return []
     services = runtime.services()
     # The mode in force now decides, narrowed by what the queuing trigger was allowed: never widened.
-    return pipeline.run([target], services, enforce=pipeline.retry_may_write(body, services.settings))
+    return pipeline.run([target], services, enforce=deferral.retry_may_write(body, services.settings))

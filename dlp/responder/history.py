@@ -1,0 +1,61 @@
+"""Change history as the responder reads it: one registry's records and windows, each close judged by provenance.
+
+Resource Graph's `resourcechanges` (dlp.azure.graph) gives the rows; dlp.domain.exposure turns them into windows;
+dlp.domain.provenance decides which closes were the responder's writes, against the registry's intents. The
+delayed check, the sweep, the settling of orphaned intents and the opener of a re-check's window all read it here.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from dlp.domain import exposure, provenance
+
+log = logging.getLogger("dlp.timeline")
+
+# The delayed check looks this far before the event's time for the opening write: a window may have been open for hours
+# (audit mode, an exemption, the breaker holding) and its record must name who opened it. The claims keep a
+# window found again from being recorded twice; one registry's day of history is a page at most.
+LOOKBACK_S = 24 * 3600
+
+
+@dataclass(frozen=True)
+class History:
+    """One registry's change records (oldest first) and its windows, their closes judged by provenance."""
+
+    records: tuple[exposure.ChangeRecord, ...] = ()
+    windows: tuple[exposure.Window, ...] = ()
+
+
+def responder_of(services: Any) -> provenance.Responder:
+    identity = getattr(services, "identity", None)
+    return identity.responder() if identity is not None else provenance.Responder()
+
+
+def read_history(services: Any, since: datetime, **query: Any) -> dict[str, History]:
+    """Change history since `since` (one Resource Graph query a page), per registry key, with each window's close
+    judged by provenance against the registry's intents (one Table query per registry whose history names the
+    responder's identity: no other close can be ours). Intents that cannot be read make every close anyone's: a
+    window recorded twice beats a window hidden."""
+    from dlp.azure.graph import graph_for
+
+    rows = [row for page in graph_for(services).changes(since, **query) for row in page.rows]
+    responder = responder_of(services)
+    found: dict[str, History] = {}
+    for key, records in exposure.histories(rows).items():
+        intents: list[Any] = []
+        if any(responder.named(r.changed_by) for r in records):
+            try:
+                intents = services.state.remediations_since(records[0].registry_id, since - provenance.SKEW)
+            except Exception as exc:
+                log.warning("intents of %s unreadable (%s): its closes are recorded as anyone's",
+                            records[0].registry_id, exc)
+        closes = provenance.responder_closes(records, intents, responder)
+        found[key] = History(tuple(records), exposure.registry_windows(records, closes))
+    return found
+
+
+__all__ = ["LOOKBACK_S", "History", "read_history", "responder_of"]
