@@ -8,9 +8,9 @@ import pytest
 
 from dlp.azure.graph import ResourceGraph, changes_query
 from dlp.domain import exposure, provenance
+from dlp.domain.exposure import CLOSED_BY_DELETION, CLOSED_BY_PERSON, CLOSED_BY_RESPONDER, STILL_OPEN, windows
 from dlp.domain.intent import PENDING, Intent
 from dlp.domain.model import Change
-from dlp.domain.exposure import CLOSED_BY_DELETION, CLOSED_BY_PERSON, CLOSED_BY_RESPONDER, STILL_OPEN, windows
 from dlp.emulator import registry_id
 from dlp.emulator.changes import ChangeLog
 from dlp.emulator.tokens import SYSTEM_CLIENT_ID
