@@ -35,7 +35,8 @@ def build(settings: Settings, *, credential: Any = None, in_process: bool = Fals
     from dlp.azure.arm import ArmGateway
     from dlp.azure.credential import get_credential
     from dlp.azure.identity import Identity, LearningCredential
-    from dlp.azure.state import MemoryState, TableState, table_service
+    from dlp.azure.memory_state import MemoryState
+    from dlp.azure.state import TableState, table_service
     from dlp.outputs.alerting import build_notifier
     from dlp.outputs.recording import build_recorder
     from dlp.responder.deadletter import DeadLetterContainer

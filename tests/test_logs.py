@@ -25,7 +25,8 @@ from dlp import __version__, runtime
 from dlp.azure.arm import ArmGateway
 from dlp.azure.budget import Budget
 from dlp.azure.logs import scope_for
-from dlp.azure.state import MemoryState, table_service
+from dlp.azure.memory_state import MemoryState
+from dlp.azure.state import table_service
 from dlp.domain.model import Assessment, Context, Evaluation, Outcome, Registry, Target
 from dlp.domain.rules import evaluate, rules
 from dlp.emulator import LocalAzure

@@ -78,7 +78,7 @@ def build_services(settings: Any) -> Any:
     from dlp.azure.arm import ArmGateway
     from dlp.azure.credential import get_credential
     from dlp.azure.graph import ResourceGraph
-    from dlp.azure.state import MemoryState
+    from dlp.azure.memory_state import MemoryState
     from dlp.outputs.alerting import NullNotifier
     from dlp.outputs.recording import LogRecorder
     from dlp.responder.services import Services
