@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
 def _replay_file(path: str, services: Any, remediate: bool, lines: list[dict[str, Any]]) -> int:
     from dlp.azure.budget import Budget
     from dlp.inputs.event_files import EventDocumentError, load_document
+    from dlp.responder import history
     from dlp.responder.deadletter import replay_targets
     from dlp.responder.pipeline import run as run_pipeline
 
@@ -95,7 +96,7 @@ def _replay_file(path: str, services: Any, remediate: bool, lines: list[dict[str
             problems += 1
         elif event.intake.ignored:
             lines.append({"source": shown, "eventId": event.intake.event_id, "ignored": event.intake.ignored})
-    targets, _, _ = replay_targets(events, services.clock())
+    targets = history.confirm_callers(services, replay_targets(events, services.clock())[0])
     for target in targets:
         for evaluation in run_pipeline([target], services, enforce=remediate, budget=Budget.of(CLI_BUDGET_S)):
             lines.append(_line(shown, evaluation))

@@ -20,6 +20,7 @@ DELETE_SUCCESS = "microsoft.resources.resourcedeletesuccess"
 RELEVANT_TYPES = (WRITE_SUCCESS, DELETE_SUCCESS)
 OPERATION_PREFIX = "Microsoft.ContainerRegistry/registries"   # the event subscription filters on this too
 
+LIVE = "event"     # the Event Grid trigger: claims ARM signed; any other source (a file, a blob) is anyone's text
 __all__ = ["OID", "UPN", "Intake", "caller_of", "from_function_event", "intake"]
 
 
@@ -81,7 +82,8 @@ def intake(event_id: Any, event_type: Any, subject: Any, data: Any, event_time: 
                       operation_name=_text(operation, 256), correlation_id=_text(data.get("correlationId"), 128),
                       caller=caller.name, caller_ip=caller.ip, caller_name=caller.display_name,
                       caller_object_id=caller.object_id, caller_app_id=caller.app_id,
-                      caller_tenant_id=caller.tenant_id, caller_verified=bool(caller.name),
+                      caller_tenant_id=caller.tenant_id,
+                      caller_verified=bool(caller.name) and trigger == LIVE,
                       event_time=_text(event_time if isinstance(event_time, str) else
                                        getattr(event_time, "isoformat", lambda: "")(), 64))
     deleted = kind == DELETE_SUCCESS and is_registry

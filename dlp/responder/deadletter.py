@@ -35,6 +35,7 @@ from typing import Any
 from dlp.azure.budget import Budget
 from dlp.domain.model import Evaluation, Target, registry_key
 from dlp.inputs.event_files import DocumentEvent, EventDocumentError, load_document
+from dlp.responder import history
 
 log = logging.getLogger("dlp.deadletter")
 
@@ -43,6 +44,7 @@ PROCESSED_PREFIX = "processed/"
 MALFORMED_PREFIX = "malformed/"
 SETTLED_PREFIXES = (PROCESSED_PREFIX, MALFORMED_PREFIX)
 REPLAY_BUDGET_S = 240.0          # host.json functionTimeout is 5 minutes; then the next run goes on
+CONFIRM_BUDGET_S = 10.0       # at most this much of a run confirms replayed callers in change history
 MIN_EVENT_BUDGET_S = 5.0         # do not start an event with less than this left: leave the blob for the next run
 MAX_BLOBS_PER_RUN = 100
 LIST_LIMIT = 5000                # blob names listed per run (health counts up to this many)
@@ -259,6 +261,9 @@ class Replayer:
         except EventDocumentError as exc:
             return self._quarantine(blob, content, f"the blob {exc}")
         targets, ignored, malformed = replay_targets(events, self.now())
+        # claims from a blob are verified by change history only; the time goes to the evaluations first
+        spare = deadline - time.monotonic() - MIN_EVENT_BUDGET_S * max(1, len(targets)) - 1.0
+        targets = history.confirm_callers(self.services, targets, budget_s=min(CONFIRM_BUDGET_S, spare))
         reasons = tuple(dict.fromkeys(e.dead_letter.reason for e in events if e.dead_letter and e.dead_letter.reason))
         evaluations: list[Evaluation] = []
         for target in targets:

@@ -8,13 +8,18 @@ delayed check, the sweep, the settling of orphaned intents and the opener of a r
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from dlp.domain import exposure, provenance
+from dlp.domain.model import Target, registry_key
 
 log = logging.getLogger("dlp.timeline")
+
+RETENTION = timedelta(days=14)        # Resource Graph keeps change history this long
+CONFIRM_MARGIN = timedelta(minutes=10)   # a replayed event's write is in history around the event's time
 
 # The delayed check looks this far before the event's time for the opening write: a window may have been open for hours
 # (audit mode, an exemption, the breaker holding) and its record must name who opened it. The claims keep a
@@ -58,4 +63,35 @@ def read_history(services: Any, since: datetime, **query: Any) -> dict[str, Hist
     return found
 
 
-__all__ = ["LOOKBACK_S", "History", "read_history", "responder_of"]
+def confirm_callers(services: Any, targets: Sequence[Target], budget_s: float = 10.0) -> list[Target]:
+    """Targets whose claims came from a file or a dead-letter blob (anyone who can write the blob could forge them)
+    stay unverified unless change history names the same caller for the same correlation ID (provenance.confirmed):
+    one query for all their registries, within `budget_s` (none when that is under a second: enforcement comes first,
+    and an unconfirmed caller is only shown as unverified). Never raises: history that cannot be read confirms
+    nobody."""
+    from dlp.azure.budget import Budget
+
+    unverified = [t for t in targets if t.context.caller and not t.context.caller_verified]
+    if not unverified or budget_s < 1.0:
+        return list(targets)
+    now = services.clock()
+    times = [exposure.parse_time(t.context.event_time) for t in unverified]
+    since = min([t for t in times if t is not None], default=now - timedelta(seconds=LOOKBACK_S))
+    since = max(since - CONFIRM_MARGIN, now - RETENTION)
+    try:
+        with Budget.of(budget_s).active():
+            found = read_history(services, since, registry_ids=sorted({t.registry_id for t in unverified}))
+    except Exception as exc:
+        log.warning("change history unreadable (%s): the callers of %d replayed event(s) stay unverified",
+                    exc, len(unverified))
+        return list(targets)
+    def judged(target: Target) -> Target:
+        records = found.get(registry_key(target.registry_id), History()).records
+        if target in unverified and provenance.confirmed(target.context, records):
+            return replace(target, context=replace(target.context, caller_verified=True))
+        return target
+
+    return [judged(target) for target in targets]
+
+
+__all__ = ["LOOKBACK_S", "History", "confirm_callers", "read_history", "responder_of"]

@@ -36,7 +36,7 @@ from typing import Any
 from dlp.domain import exposure, provenance
 from dlp.domain.model import A_EXPOSURE, A_NONE, Context, Evaluation, Outcome, registry_key
 from dlp.responder import history
-from dlp.responder.history import LOOKBACK_S
+from dlp.responder.history import LOOKBACK_S, RETENTION
 
 log = logging.getLogger("dlp.timeline")
 
@@ -48,7 +48,6 @@ CHECK_MARGIN_S = 120                # on top of the lag before the delayed check
 CHECK_DELAY_S = CHANGE_LAG_S + CHECK_MARGIN_S
 SCHEDULE_BUDGET_S = 2.0             # at most this much of an event's budget goes to queueing its checks
 CHECK_BUDGET_S = 60.0               # one delayed check: a history query or two, the record, the alert
-RETENTION = timedelta(days=14)      # Resource Graph keeps change history this long
 FIRST_SWEEP_LOOKBACK = timedelta(days=1)   # the first sweep (no cursor yet) looks back this far
 _NAMESPACE = uuid.UUID("0b6f3e0e-6d7c-4c55-9a0e-2a2c1f5b7e17")
 

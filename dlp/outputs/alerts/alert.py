@@ -35,6 +35,9 @@ from dlp.outputs.alerts.states import (
 )
 from dlp.sanitize import clean
 
+# Triggers whose claims were read from a file anyone who can write it could forge (dlp.domain.provenance.confirmed)
+FROM_FILES = {"dead-letter": "dead-letter blob", "cli": "file"}
+
 PORTAL = "https://portal.azure.com/#@/resource"
 
 HEADLINES = {
@@ -219,7 +222,9 @@ class Alert:
     def who(self) -> str:
         """Who changed the registry. A re-check's caller only asked to look: never shown as the one who changed it."""
         if self.caller and self.trigger != "http":
-            return self.caller
+            if self.caller_verified or self.trigger not in FROM_FILES:
+                return self.caller
+            return f"{self.caller} (unverified: read from a {FROM_FILES[self.trigger]}, not confirmed by change history)"
         return {"sweep": "unknown (found by the scheduled sweep)", "http": "unknown (manual re-check)",
                 "retry": "unknown (durable retry)"}.get(self.trigger, "unknown")
 
