@@ -541,3 +541,36 @@ def test_the_misconfiguration_alert_is_sent_once_then_again_only_after_a_day(azu
     other = load({"DLP_TEAMS_WEBHOOK_URL": azure_env.teams.webhook_url(), "DLP_RULE_DOCS_URL": "ftp://y",
                   "DLP_EMAIL_TO": "nobody"})
     assert signature(other) != signature(settings)              # other problems: news at once
+
+
+# --- a hostile ARM body never raises out of the handler -------------------------------------------------------
+
+
+def _ip_rules(count: int) -> list[dict]:
+    return [{"action": "Allow", "value": f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}"} for i in range(count)]
+
+
+def test_a_7_mb_registry_body_is_refused_unread_and_recorded_as_an_error(app, local_azure, monkeypatch):
+    """200,000 IP rules (a 7 MB GET body) with a 5 s budget: the SDK would spend seconds building models of it and
+    the handler used to raise BudgetExhausted. It is refused before it is read: an `error` outcome naming the size,
+    recorded and alerted, and the handler returns (Event Grid is answered, nothing is retried for 24 hours)."""
+    monkeypatch.setenv("DLP_TIME_BUDGET_S", "5")
+    runtime.reset()
+    name = unique()
+    registry_id = local_azure.arm.create(SUB, "rg-hostile", name, export="enabled", public="Disabled",
+                                         networkRuleSet={"defaultAction": "Deny", "ipRules": _ip_rules(200_000)})["id"]
+    assert len(json.dumps(local_azure.arm.get(registry_id))) > 7_000_000
+    handle_event(event(registry_id))                                  # returns: no exception reaches Event Grid
+    assert app.actions() == [("error", "ResponseTooLarge")]
+    rows = rows_of(local_azure, registry_id)
+    assert {r["Action"] for r in rows} == {"error"} and "over the 1,048,576-byte limit" in rows[0]["ActionDetail"]
+    assert patched(local_azure) == []
+
+
+def test_a_large_but_real_registry_body_is_read_and_remediated(app, local_azure):
+    """A registry at the service's limits (hundreds of IP rules) is far below the cap: read and fixed as usual."""
+    name = unique()
+    registry_id = local_azure.arm.create(SUB, "rg-hostile", name, export="enabled", public="Disabled",
+                                         networkRuleSet={"defaultAction": "Deny", "ipRules": _ip_rules(1000)})["id"]
+    handle_event(event(registry_id))
+    assert app.actions() == [("remediated", "-")]

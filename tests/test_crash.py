@@ -329,7 +329,7 @@ def test_an_alert_out_of_attempts_is_set_aside_announced_elsewhere_and_counted(i
     assert len(dead) == 1 and dead[0]["Channel"] == "teams" and "400" in dead[0]["LastError"]
 
 
-def test_when_recording_fails_the_alert_says_so_and_the_redelivery_records_it_once(world):  # noqa: F811
+def test_when_recording_fails_the_alert_says_so_and_the_redelivery_records_it_once(world):
     """Log Analytics down and the outbox refused (connections to it answered 503): the rows can be neither sent
     nor kept. The alerts still go out, saying the record is pending; the invocation fails so that Event Grid
     delivers the event again; that delivery finds the intent, confirms the write with its read, and records
@@ -377,3 +377,38 @@ def test_findings_refused_for_good_are_announced_once_and_counted(instance, azur
     assert "InvalidStream" in json.dumps([m for m in azure.email.sent if key in json.dumps(m)])
     body = json.loads(handle_health(func.HttpRequest(method="GET", url="/api/health", body=b"")).get_body())
     assert body["backlog"]["rejectedFindings"] >= 1
+
+
+def test_a_write_that_landed_before_its_instance_died_is_recorded_even_if_the_registry_was_reopened(
+        instance, azurite, local_azure):
+    """The instance dies after its PATCH landed; Event Grid redelivers before the intent's `until` (the registry
+    reads compliant, and a live writer's intent is left to it); the attacker re-opens the registry before the timer
+    runs. The timer's later read finds the registry drifted, which proves nothing about our write: change history
+    shows it landed, so it is recorded `remediated` (`verified-later`) with the window it closed, opened by the
+    original caller, and the re-opened drift is recorded too (never `lapsed`, never lost)."""
+    azure = local_azure
+    name = f"acrland{uuid.uuid4().hex[:6]}"
+    registry_id = azure.arm.create(SUB, RG, name, export="enabled", public="Disabled")["id"]
+    worker = child(WORKER, "patch|verify", registry_id, f"ev-{name}")
+    out, err = worker.communicate(timeout=120)
+    assert worker.returncode == CRASHED, (out, err[-3000:])
+    assert azure.arm.get(registry_id)["properties"]["policies"]["exportPolicy"]["status"] == "disabled"   # landed
+    fresh_instance()
+    handle_event(event(registry_id, f"ev-{name}"))                    # redelivered before the intent's until
+    assert [e["Status"] for e in intents_of(azurite, registry_id)] == ["pending"]
+    azure.arm.write(registry_id, {"properties": {"policies": {"exportPolicy": {"status": "enabled"}}}},
+                    caller="mallory@contoso.com")                      # re-opened before the timer
+    time.sleep(EXPIRY_S)                                               # the dead writer's budget is over
+    fresh_instance()
+    handle_drain(TimerRequest(past_due=False))
+
+    (intent,) = intents_of(azurite, registry_id)
+    assert intent["Status"] == "recorded"
+    landed = [r for r in azure.logs.rows() if r["RegistryId"] == registry_id and r["Action"] == "remediated"]
+    assert {r["EvaluationId"] for r in landed} == {intent["EvaluationId"]}
+    row = landed[0]
+    assert row["ActionReason"] == "verified-later" and row["ExposureClosedBy"] == "responder"
+    assert row["ExposureOpenedAt"] and row["ExposureClosedAt"] > row["ExposureOpenedAt"]
+    drift = [r for r in azure.logs.rows() if r["RegistryId"] == registry_id and r["Action"] == "would-remediate"]
+    assert drift, "the re-opened drift is recorded too"
+    assert named(azure.teams.messages, name) >= 1

@@ -506,3 +506,39 @@ def test_a_blob_the_run_has_no_time_for_goes_to_the_durable_retry_and_is_moved(r
             handed.append(body)
     queued = sorted(b["registryId"] for b in handed)
     assert queued == sorted(regs[1:]) and all(b["enforce"] is True for b in handed)
+
+
+# --- claims read from a blob are never "verified" on their own ------------------------------------------------
+
+
+def test_claims_in_a_dead_letter_blob_are_recorded_unverified(replay, local_azure):
+    """Anyone who can write to the dead-letter container can write an event naming anyone: the caller is recorded
+    with CallerVerified false and the alert says so, because change history names someone else for that write."""
+    name = "acrdlforge1"
+    reg = rid(name)
+    local_azure.arm.create(SUB, RG, name, export="disabled", public="Disabled")
+    local_azure.arm.write(reg, {"properties": {"policies": {"exportPolicy": {"status": "enabled"}}}},
+                          caller="mallory@contoso.com", correlation_id="corr-forged")
+    forged = raw_event(reg, caller="alice@contoso.com", when=dt.datetime.now(dt.timezone.utc))
+    forged["data"]["correlationId"] = "corr-forged"
+    write_dead_letters(replay.connection, replay.container, [dead_lettered(forged)])
+    replay_timer(None)
+    rows = [r for r in local_azure.logs.rows() if r["RegistryId"] == reg]
+    assert rows and {(r["Caller"], r["CallerVerified"]) for r in rows} == {("alice@contoso.com", False)}
+    named = [json.dumps(m) for m in local_azure.teams.messages if "alice@contoso.com" in json.dumps(m)]
+    assert named and all(c.count("alice@contoso.com") == c.count("alice@contoso.com (unverified: read from a "
+                                                                 "dead-letter blob") for c in named)
+
+
+def test_claims_in_a_dead_letter_blob_that_change_history_confirms_are_verified(replay, local_azure):
+    name = "acrdlconfirm"
+    reg = rid(name)
+    local_azure.arm.create(SUB, RG, name, export="disabled", public="Disabled")
+    local_azure.arm.write(reg, {"properties": {"policies": {"exportPolicy": {"status": "enabled"}}}},
+                          caller="mallory@contoso.com", correlation_id="corr-real")
+    real = raw_event(reg, caller="mallory@contoso.com", when=dt.datetime.now(dt.timezone.utc))
+    real["data"]["correlationId"] = "corr-real"
+    write_dead_letters(replay.connection, replay.container, [dead_lettered(real)])
+    replay_timer(None)
+    rows = [r for r in local_azure.logs.rows() if r["RegistryId"] == reg]
+    assert rows and {(r["Caller"], r["CallerVerified"]) for r in rows} == {("mallory@contoso.com", True)}

@@ -15,6 +15,7 @@ import pytest
 import function_app
 from dlp import __version__, runtime
 from dlp.emulator import registry_id
+from dlp.triggers import http_api
 
 SUB = "11111111-2222-3333-4444-555555555555"
 OTHER_SUB = "99999999-8888-7777-6666-555555555555"
@@ -336,3 +337,33 @@ def test_the_routes_use_function_keys_and_the_right_methods():
         assert str(trigger.auth_level).split(".")[-1].upper() == "FUNCTION"
     timer = next(b for b in bindings["sweep"] if b.type == "timerTrigger")
     assert timer.schedule == "%DLP_SWEEP_SCHEDULE%"
+
+
+# --- the caller's IP: the platform's, never the caller's own text -----------------------------------------
+
+
+def test_the_recorded_ip_is_what_the_front_end_saw_not_what_the_client_wrote(app, arm, local_azure):
+    """A client writes any X-Forwarded-For it likes; the App Service front end appends the address it saw and sets
+    `client-ip` (overwriting a client's). The first entry, the client's own, is never recorded."""
+    arm.create(SUB, "rg-app", "acrprod01", **COMPLIANT)
+    forged = "198.51.100.66"
+    status, _, _ = post({"registryId": REG}, headers={"X-MS-CLIENT-PRINCIPAL-NAME": "alice@contoso.com",
+                                                     "X-Forwarded-For": f"{forged}, 203.0.113.9:5123",
+                                                     "client-ip": "203.0.113.9:5123"})
+    assert status == 200
+    rows = recorded(local_azure)
+    assert rows and {r["CallerIpAddress"] for r in rows} == {"203.0.113.9"}
+    assert forged not in json.dumps(rows)
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    ({"client-ip": "203.0.113.9:5123", "X-Forwarded-For": "198.51.100.66"}, "203.0.113.9"),
+    ({"X-Forwarded-For": "198.51.100.66, 10.0.0.5, 203.0.113.9:49828"}, "203.0.113.9"),      # no client-ip: the last
+    ({"client-ip": "[2001:db8::7]:443"}, "2001:db8::7"),
+    ({"X-Forwarded-For": "2001:db8::9"}, "2001:db8::9"),
+    ({"client-ip": "not-an-ip\r\nX-Evil: 1"}, ""),
+    ({"X-Forwarded-For": "203.0.113.9, <script>"}, ""),                 # the last entry is not an address
+    ({}, ""),
+])
+def test_platform_ip_reads_client_ip_then_the_last_forwarded_entry(headers, expected):
+    assert http_api.platform_ip(headers) == expected

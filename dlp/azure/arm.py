@@ -8,13 +8,19 @@ thread-safe), all with the budget-bounded retry policy.
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from dlp.azure.budget import MARGIN_S, BudgetExhausted, BudgetRetryPolicy, budget_polling, remaining
 from dlp.domain.model import parse_registry_id
 
+# The api-version the generated client uses for registries (azure-mgmt-containerregistry 15: tests/test_emulator.py
+# keeps the two equal), for the raw GET.
+REGISTRY_API_VERSION = "2025-11-01"
+MAX_BODY_BYTES = 1024 * 1024      # a real registry's body is tens of KB; see dlp.azure.errors.ResponseTooLarge
 # azure-mgmt-containerregistry 15.x dropped the pipeline operations; this preview version has them.
 PIPELINES_API_VERSION = "2025-06-01-preview"
 POLLING_INTERVAL_S = 1.0     # used only when the service sends no Retry-After (the SDK default is 30 s)
@@ -23,6 +29,34 @@ POOL_SIZE = 64               # concurrent invocations share one connection pool
 
 def _raw_json(pipeline_response: Any, _deserialized: Any, _headers: Any) -> Any:
     return pipeline_response.http_response.json()
+
+
+def _read_capped(response: Any, what: str) -> bytes:
+    """The body of a streamed response, refused once it passes MAX_BODY_BYTES (Content-Length first, then the
+    bytes as they arrive, so a chunked answer is cut off too)."""
+    from dlp.azure.errors import ResponseTooLarge
+
+    declared = response.headers.get("Content-Length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise ResponseTooLarge(what, int(declared), MAX_BODY_BYTES)
+    chunks, size = [], 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ResponseTooLarge(what, None, MAX_BODY_BYTES)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _limit_body(pipeline_response: Any) -> None:
+    """Every response of the client (the PATCH's and its polls' included): a declared body over MAX_BODY_BYTES is
+    refused before the SDK reads it into models."""
+    from dlp.azure.errors import ResponseTooLarge
+
+    declared = pipeline_response.http_response.headers.get("Content-Length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        path = urlsplit(pipeline_response.http_request.url).path       # the resource, not the endpoint
+        raise ResponseTooLarge(path, int(declared), MAX_BODY_BYTES)
 
 
 @dataclass(frozen=True)
@@ -65,7 +99,8 @@ class ArmGateway:
                     self._transport = shared_transport()
                 client = ContainerRegistryManagementClient(
                     self._credential, subscription_id, base_url=self.endpoint, credential_scopes=[self.scope],
-                    retry_policy=BudgetRetryPolicy(), polling_interval=POLLING_INTERVAL_S, transport=self._transport)
+                    retry_policy=BudgetRetryPolicy(), polling_interval=POLLING_INTERVAL_S, transport=self._transport,
+                    raw_response_hook=_limit_body)
                 self._clients[key] = client
             return client
 
@@ -77,14 +112,30 @@ class ArmGateway:
         return parts
 
     def get_registry(self, registry_id: str) -> dict[str, Any] | None:
-        """The registry's REST JSON, or None when it does not exist (404)."""
-        from azure.core.exceptions import ResourceNotFoundError
+        """The registry's REST JSON, or None when it does not exist (404).
 
-        sub, group, name = self._parts(registry_id)
+        Read through the client's `send_request`, not `registries.get`: the generated operation builds SDK models of
+        the whole body before `cls` sees it (half a millisecond in the drift window for a normal registry, seconds
+        for a hostile one with 200,000 IP rules); the JSON is all the rules read. A body over MAX_BODY_BYTES is
+        refused unread (`ResponseTooLarge`)."""
+        from azure.core.exceptions import HttpResponseError
+        from azure.core.rest import HttpRequest
+        from azure.mgmt.core.exceptions import ARMErrorFormat
+
+        sub, _group, _name = self._parts(registry_id)
+        request = HttpRequest("GET", f"{self.endpoint}{registry_id}?api-version={REGISTRY_API_VERSION}",
+                              headers={"Accept": "application/json"})
+        response = self._client(sub).send_request(request, stream=True)
         try:
-            return self._client(sub).registries.get(group, name, cls=_raw_json)
-        except ResourceNotFoundError:
-            return None
+            if response.status_code == 404:
+                return None
+            if response.status_code != 200:
+                response.read()            # an error body (its size already checked by _limit_body)
+                raise HttpResponseError(response=response, error_format=ARMErrorFormat)
+            body = _read_capped(response, registry_id)
+        finally:
+            response.close()
+        return json.loads(body)
 
     def list_export_pipelines(self, registry_id: str) -> tuple[str, ...]:
         """Names of the registry's export pipelines (preview API, through the client's send_request)."""

@@ -33,6 +33,17 @@ class StorageRefused(Exception):
         super().__init__(f"the responder's state storage refused the request ({failure})")
 
 
+class ResponseTooLarge(Exception):
+    """ARM answered with a body far larger than any real registry's (a registry holds at most a few hundred IP rules
+    and private endpoint connections: tens of KB). Reading and parsing it would spend the invocation's budget, so it
+    is refused unread: the evaluation records an error naming the size instead of running out of time."""
+
+    def __init__(self, what: str, size: int | None, limit: int):
+        self.size = size
+        shown = f"{size:,} bytes" if size is not None else "more than that"
+        super().__init__(f"{what}: the response is {shown}, over the {limit:,}-byte limit for one registry")
+
+
 def classify(exc: BaseException) -> AzureFailure:
     from azure.core.exceptions import (
         ClientAuthenticationError,
@@ -48,6 +59,8 @@ def classify(exc: BaseException) -> AzureFailure:
         return AzureFailure(exc.status_code, "BudgetExhausted", str(exc), True)
     if isinstance(exc, StorageRefused):
         return AzureFailure(exc.failure.status, exc.failure.code, str(exc), True)
+    if isinstance(exc, ResponseTooLarge):
+        return AzureFailure(None, "ResponseTooLarge", str(exc), False)
     if isinstance(exc, HttpResponseError) and 200 <= (exc.status_code or 0) < 300 and _operation_failed(exc):
         # a long-running operation that ended Failed/Canceled: azure-core raises it with the poll's 2xx status
         code, message = _operation_error(exc)

@@ -234,11 +234,14 @@ class Opening:
     window: Window | None = None     # change history's window, when that is the source
 
 
-def opening(properties: Iterable[str], windows: Sequence[Window], context: Context) -> Opening:
-    """The opening of the drift a remediation of `properties` closes: change history's open window for one of them
-    (the earliest still open), else the event that reported the write, else unknown."""
+def opening(properties: Iterable[str], windows: Sequence[Window], context: Context, closed_by: str = "") -> Opening:
+    """The opening of the drift a remediation of `properties` closes: change history's window for one of them that
+    is still open, or that the remediation's own write (correlation ID `closed_by`) closed if history shows it
+    already (the earliest such), else the event that reported the write, else unknown."""
     wanted = {p.lower() for p in properties}
-    still_open = [w for w in windows if not w.closed and w.property.lower() in wanted and w.opened_at is not None]
+    ours = fold(closed_by.strip())
+    still_open = [w for w in windows if w.property.lower() in wanted and w.opened_at is not None
+                  and (not w.closed or (ours and fold(w.closed_correlation.strip()) == ours))]
     if still_open:
         first = min(still_open, key=lambda w: w.opened_at)
         return Opening(first.opened_at, first.opened_by, first.opened_correlation, BY_HISTORY, first)

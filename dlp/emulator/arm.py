@@ -150,8 +150,9 @@ class ArmEmulator(Emulator):
         self.registries.set_pipelines(resource_id, pipelines)
 
     def write(self, resource_id: str, body: dict[str, Any], *, caller: str, client_type: str = "Azure Portal",
-              at: Any = None) -> dict[str, Any]:
-        """Apply a PATCH body as someone else would (no HTTP, no LRO) and record its change row."""
+              at: Any = None, correlation_id: str = "") -> dict[str, Any]:
+        """Apply a PATCH body as someone else would (no HTTP, no LRO) and record its change row. `correlation_id`:
+        the `x-ms-correlation-request-id` that caller sent (ARM adopts it), e.g. one copied from the Activity Log."""
         with self._lock, self.registries.lock:
             registry = self.registries.get(resource_id)
             if registry is None:
@@ -161,7 +162,8 @@ class ArmEmulator(Emulator):
             registry.clear()
             registry.update(after)
             registry["properties"]["provisioningState"] = "Succeeded"
-            self.graph.changes.record(before, registry, changed_by=caller, client_type=client_type, at=at)
+            self.graph.changes.record(before, registry, changed_by=caller, client_type=client_type, at=at,
+                                      correlation_id=correlation_id)
             return copy.deepcopy(registry)
 
     def delete(self, resource_id: str, *, caller: str, at: Any = None) -> bool:

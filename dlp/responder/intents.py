@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -127,12 +128,15 @@ def _history(invocation: Invocation, intents: Sequence[Intent]) -> Any:
 def _closed_window(intent: Intent, verdict: provenance.Landing, found: Any, now: datetime) -> Any:
     """The window the intent's write closed: change history's (opened by whom, closed by our write), else from
     what the intent knew of the drift it reverted."""
+    opened = exposure.parse_time(intent.opened_at)
     if found is not None:
         closed = [w for w in found.windows if w.closer == exposure.CLOSED_BY_RESPONDER
                   and w.closed_correlation.lower() == intent.evaluation_id.lower()]
         if closed:
-            return exposure.as_exposure(min(closed, key=lambda w: w.closed_at or verdict.at))
-    opened = exposure.parse_time(intent.opened_at)
+            window = min(closed, key=lambda w: w.closed_at or verdict.at)
+            if window.opened_at is None and opened is not None:    # opened before the history: the event knew
+                window = replace(window, opened_at=opened, opened_by=intent.opened_by or intent.caller)
+            return exposure.as_exposure(window)
     return exposure.remediation_exposure(exposure.iso(opened) if opened else "", intent.opened_by or intent.caller,
                                          [c.property for c in intent.changes], verdict.at or now)
 

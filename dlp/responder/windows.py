@@ -35,7 +35,7 @@ def remediation_window(invocation: Invocation, changes: Sequence[Change]) -> Any
     windows: tuple[exposure.Window, ...] = ()
     if context.trigger not in NO_HISTORY_TRIGGERS:
         windows = _history_windows(invocation)
-    opening = provenance.opening(properties, windows, context)
+    opening = provenance.opening(properties, windows, context, invocation.evaluation_id)
     closed_at = invocation.services.clock()
     if opening.window is not None:
         window = opening.window

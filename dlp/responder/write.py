@@ -169,6 +169,7 @@ def _verified(invocation: Invocation, registry: Registry, plan: Plan, assessment
     if unlisted:      # ARM disabled exports, which it refuses while export pipelines exist: there were none
         assessment = evaluate(replace(registry, export_pipelines=()))
     window = remediation_window(invocation, plan.changes)
+    _name_opener(invocation, window)
     if plan.withheld:
         # the alert says both: what was closed, and what a human must do about the rest
         return done(Outcome(A_BLOCKED, plan.reason, f"reverted {reverted}; not written: {plan.detail}",
@@ -176,6 +177,15 @@ def _verified(invocation: Invocation, registry: Registry, plan: Plan, assessment
                     exposure=window, intent=intent)
     return done(Outcome(A_REMEDIATED, "", "reverted " + reverted, plan.changes), assessment, recent_callers=callers,
                 exposure=window, intent=intent)
+
+
+def _name_opener(invocation: Invocation, window: Any) -> None:
+    """A re-check, a retry or the breaker's window-end re-check carries no caller: whoever opened the window it
+    closed (change history's `changedBy`, ARM's attribution) is the caller its record and alert name."""
+    context = invocation.target.context
+    if not context.caller and window is not None and window.source == "change-history" and window.opened_by:
+        invocation.target = replace(invocation.target,
+                                    context=replace(context, caller=window.opened_by, caller_verified=True))
 
 
 def _refusal(failure: Any) -> bool:

@@ -161,6 +161,31 @@ def _principal_claims(headers: Mapping[str, str]) -> Mapping[str, Any]:
             and isinstance(c.get("val"), str)}
 
 
+def platform_ip(headers: Mapping[str, str]) -> str:
+    """The caller's IP as the App Service front end saw it, never as the caller wrote it.
+
+    The front end sets `client-ip` (`ip:port`) and overwrites any value the client sent; it appends the address it
+    saw to `X-Forwarded-For`, whose earlier entries are the client's own text. So: `client-ip`, else the *last*
+    `X-Forwarded-For` entry (a Functions host running locally has no front end: there both are the client's).
+    The port is dropped; anything that is not an address is "" (docs/security.md)."""
+    value = _header(headers, "client-ip") or _header(headers, "X-Forwarded-For").split(",")[-1]
+    return _address(value.strip())
+
+
+def _address(value: str) -> str:
+    """"203.0.113.7:50123" -> "203.0.113.7", "[2001:db8::1]:443" -> "2001:db8::1"; "" for anything else."""
+    import ipaddress
+
+    bracketed = re.fullmatch(r"\[([0-9A-Fa-f:.]{2,45})\](?::\d{1,5})?", value)
+    candidates = [bracketed.group(1)] if bracketed else [value, value.rsplit(":", 1)[0] if value.count(":") == 1 else value]
+    for candidate in candidates:
+        try:
+            return str(ipaddress.ip_address(candidate))
+        except ValueError:
+            continue
+    return ""
+
+
 def context_of(headers: Mapping[str, str], *, verified: bool | None = None) -> Context:
     """The record's context: trigger http, who asked for the re-check, a fresh id.
 
@@ -172,8 +197,7 @@ def context_of(headers: Mapping[str, str], *, verified: bool | None = None) -> C
     object_id = _header(headers, PRINCIPAL_ID, MAX_ID) or principal.object_id
     if not name and object_id:
         name = f"object:{object_id}"
-    forwarded = _header(headers, "X-Forwarded-For").split(",")[0].strip()
-    ip = forwarded if re.fullmatch(r"[0-9A-Fa-f:.\[\]]{2,64}", forwarded) else ""
+    ip = platform_ip(headers)
     request_id = str(uuid.uuid4())
     return Context(trigger="http", event_id=request_id, event_type="recheck", operation_name="POST /api/recheck",
                    correlation_id=request_id, caller=name, caller_ip=ip, caller_name=principal.display_name,
