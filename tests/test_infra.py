@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 import re
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 

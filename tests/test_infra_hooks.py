@@ -246,7 +246,7 @@ def test_preprovision_registers_microsoft_app_for_vnet_integration(tmp_path, sta
 
 
 def test_preprovision_stops_with_the_command_when_microsoft_app_cannot_be_registered(tmp_path):
-    rules = [rule(r"^provider register", code=1, err="AuthorizationFailed\n")] + preprovision_rules(provider="NotRegistered")
+    rules = [rule(r"^provider register", code=1, err="AuthorizationFailed\n"), *preprovision_rules(provider="NotRegistered")]
     run = run_hook(tmp_path, "preprovision.sh", rules, preprovision_env())
     assert run.code != 0
     assert f"az provider register --namespace Microsoft.App --subscription {SUB_A}" in run.stderr
@@ -288,7 +288,7 @@ def test_preprovision_deploys_the_bootstrap_stage_and_waits_for_every_role_defin
 
 def test_preprovision_waits_while_a_role_definition_has_not_replicated_then_warns(tmp_path):
     # the second definition never reads back: 40 tries, sleeping between them, then a warning, and provisioning goes on
-    rules = [rule(rf"^role definition list --name {GUIDS[1]} ", "")] + preprovision_rules()
+    rules = [rule(rf"^role definition list --name {GUIDS[1]} ", ""), *preprovision_rules()]
     run = run_hook(tmp_path, "preprovision.sh", rules, preprovision_env())
     assert run.code == 0, run.stderr
     assert len(run.called(rf"^role definition list --name {GUIDS[1]} ")) == 40
@@ -300,14 +300,14 @@ def test_preprovision_waits_while_a_role_definition_has_not_replicated_then_warn
 def test_preprovision_counts_only_consecutive_reads(tmp_path):
     """A read that misses (another replica) starts the count again."""
     rules = [rule(rf"^role definition list --name {GUIDS[2]} ", GUIDS[2], times=2),
-             rule(rf"^role definition list --name {GUIDS[2]} ", "", times=1)] + preprovision_rules()
+             rule(rf"^role definition list --name {GUIDS[2]} ", "", times=1), *preprovision_rules()]
     run = run_hook(tmp_path, "preprovision.sh", rules, preprovision_env())
     assert run.code == 0, run.stderr
     assert len(run.called(rf"^role definition list --name {GUIDS[2]} ")) == 6   # 2 hits, 1 miss, 3 hits
 
 
 def test_preprovision_stops_when_the_bootstrap_stage_fails(tmp_path):
-    rules = [rule(r"^deployment sub create", code=1, err="AuthorizationFailed\n")] + preprovision_rules()
+    rules = [rule(r"^deployment sub create", code=1, err="AuthorizationFailed\n"), *preprovision_rules()]
     run = run_hook(tmp_path, "preprovision.sh", rules, preprovision_env())
     assert run.code != 0 and "infra/bootstrap.bicep failed" in run.stderr
     assert not run.called(r"^role definition ")
@@ -327,7 +327,8 @@ def test_deployment_names_fit_64_characters_and_name_the_location(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 OURS = "acr-dlp-tok123"
 OWN_TOPIC = f"/subscriptions/{SUB_A}/resourceGroups/rg-acr-dlp/providers/Microsoft.EventGrid/systemTopics/evgst-dlp-tok123"
-B_TOPIC = f"/subscriptions/{SUB_B}/resourceGroups/rg-acr-dlp-dlp-events/providers/Microsoft.EventGrid/systemTopics/evgst-dlp-tok123"
+B_TOPIC = (f"/subscriptions/{SUB_B}/resourceGroups/rg-acr-dlp-dlp-events/providers/Microsoft.EventGrid/systemTopics/"
+           "evgst-dlp-tok123")
 REUSED = f"/subscriptions/{SUB_B}/resourceGroups/defender/providers/Microsoft.EventGrid/systemTopics/defender-topic"
 OUTPUTS = {
     "RESPONDER_MONITORED_SUBSCRIPTIONS": f"{SUB_A},{SUB_B}",
