@@ -1,4 +1,4 @@
-"""Trigger declarations only; each hands off to dlp.handlers (imported on first call: cheap cold start)."""
+"""Trigger declarations only; each hands off to dlp.triggers.handlers (imported on first call: cheap cold start)."""
 
 import azure.functions as func
 
@@ -9,7 +9,7 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 def on_registry_event(event: func.EventGridEvent) -> None:
     """Microsoft.Resources.ResourceWrite/DeleteSuccess from subscription system topics.
     The binding passes a func.CloudEvent instead when the subscription uses the CloudEvents schema."""
-    from dlp.handlers import on_event
+    from dlp.triggers.handlers import on_event
 
     on_event(event)
 
@@ -17,7 +17,7 @@ def on_registry_event(event: func.EventGridEvent) -> None:
 @app.queue_trigger(arg_name="message", queue_name="dlp-retry", connection="AzureWebJobsStorage")
 def retry_worker(message: func.QueueMessage) -> None:
     """The durable retry: work a failing dependency kept from finishing within the Event Grid budget."""
-    from dlp.handlers import on_retry
+    from dlp.triggers.handlers import on_retry
 
     on_retry(message)
 
@@ -25,7 +25,7 @@ def retry_worker(message: func.QueueMessage) -> None:
 @app.route(route="recheck", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def recheck(req: func.HttpRequest) -> func.HttpResponse:
     """POST /api/recheck {"registryId": ...} or {"scope": ...}[?remediate=true]: re-check now, same pipeline."""
-    from dlp.http_api import recheck as handle
+    from dlp.triggers.http_api import recheck as handle
 
     return handle(req)
 
@@ -33,41 +33,31 @@ def recheck(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def health(req: func.HttpRequest) -> func.HttpResponse:
     """GET /api/health: version, mode, configured outputs (never values), configuration error."""
-    from dlp.http_api import health as handle
+    from dlp.triggers.http_api import health as handle
 
     return handle(req)
 
 
 @app.timer_trigger(schedule="0 */5 * * * *", arg_name="timer", run_on_startup=False, use_monitor=False)
 def outbox_drain(timer: func.TimerRequest) -> None:
-    """Every 5 minutes: record remediations whose invocation died and announce poison messages (dlp/delivery.py),
-    re-send what the outbox keeps: findings Log Analytics did not take (dlp/recording.py), then alerts no
-    channel took (dlp/alerting.py); a failure of one does not hold up the next."""
-    from dlp.alerting import drain_outbox as drain_alerts
-    from dlp.delivery import on_timer as finish_orphans
-    from dlp.recording import drain_outbox as drain_findings
+    """Every 5 minutes: orphaned remediations, poison messages, then what the outbox keeps (dlp/triggers/timers.py)."""
+    from dlp.triggers.timers import outbox_drain as handle
 
-    try:
-        finish_orphans()
-    finally:
-        try:
-            drain_findings()
-        finally:
-            drain_alerts()
+    handle()
 
 
 @app.timer_trigger(schedule="30 */5 * * * *", arg_name="timer", run_on_startup=False, use_monitor=False)
 def dead_letter_replay(timer: func.TimerRequest) -> None:
     """Every 5 minutes (offset from the outbox drain): events Event Grid could not deliver and dead-lettered
-    into DLP_DEADLETTER_CONTAINER run through the pipeline like live ones (dlp/deadletter.py)."""
-    from dlp.deadletter import on_timer
+    into DLP_DEADLETTER_CONTAINER run through the pipeline like live ones (dlp/responder/deadletter.py)."""
+    from dlp.triggers.timers import dead_letter_replay as handle
 
-    on_timer(timer)
+    handle(timer)
 
 
 @app.timer_trigger(schedule="%DLP_SWEEP_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
 def sweep(timer: func.TimerRequest) -> None:
-    """The scheduled sweep: every registry in DLP_SCOPES through one Resource Graph query (dlp/sweep.py)."""
-    from dlp.sweep import on_timer
+    """The scheduled sweep: every registry in DLP_SCOPES through one Resource Graph query (dlp/responder/sweep.py)."""
+    from dlp.triggers.timers import sweep as handle
 
-    on_timer(timer)
+    handle(timer)

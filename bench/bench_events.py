@@ -60,7 +60,7 @@ def _bare_rtt_ms(services: Any, registry_id: str, samples: int = 15) -> float:
 
 
 def _measure(azure: Any, services: Any, latency_s: float, events: int) -> dict[str, Any]:
-    from dlp import handlers
+    from dlp.triggers import handlers
 
     azure.set_latency(latency_s)
     compliant = azure.arm.create(SUB, RG, f"acrok{int(latency_s * 1000):04d}", export="disabled", public="Disabled")["id"]
@@ -163,7 +163,7 @@ def run(events: int = 30, latencies: tuple[float, ...] = (0.0, 0.05)) -> dict[st
             services = runtime.build(load(os.environ))
             runtime.reset(services)
             warm = azure.arm.create(SUB, RG, "acrwarmup01", export="enabled")["id"]
-            from dlp import handlers
+            from dlp.triggers import handlers
 
             handlers.on_event(_event(warm, -1))          # token, clients, tables: not part of the figures
             results = [_measure(azure, services, latency, events) for latency in latencies]

@@ -26,8 +26,8 @@ from typing import Any
 if __package__ in (None, ""):                      # `python bench/bench_rules.py` from anywhere
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dlp.rules import evaluate
-from dlp.sources import load_json, registries_from_document
+from dlp.domain.rules import evaluate
+from dlp.inputs.documents import load_json, registries_from_document
 
 TARGET_EVALUATE_PER_S = 20_000
 SUBSCRIPTIONS = [f"{i:08x}-1111-4222-8333-{i:012x}" for i in range(1, 21)]

@@ -1,6 +1,6 @@
 """Sweep benchmark: Resource Graph and ARM requests, and wall time, for a sweep of N emulated registries.
 
-Runs the timer function's code (`dlp.sweep.on_timer`, with the process's Services as in Azure)
+Runs the timer function's code (`dlp.triggers.timers.sweep`, with the process's Services as in Azure)
 against the HTTPS ARM + Resource Graph emulator at the given injected latency, with Azurite for
 the app's storage (leases, breaker) and Log Analytics on, so recording the N evaluations is part
 of the time. A fraction of the registries is drifted (exports and public access on, an approved
@@ -66,10 +66,11 @@ def run(registries: int = 10_000, drifted_fraction: float = 0.01, latency_ms: fl
     """One timed sweep; returns the figures and whether each target was met."""
     from azure.functions.timer import TimerRequest
 
-    from dlp import runtime, sweep
+    from dlp import runtime
     from dlp.emulator import LocalAzure
     from dlp.emulator.azurite import Azurite
     from dlp.settings import load
+    from dlp.triggers import timers
 
     azurite = Azurite()
     azurite.start()
@@ -87,7 +88,7 @@ def run(registries: int = 10_000, drifted_fraction: float = 0.01, latency_ms: fl
             azure.arm.log.reset()
 
             started = time.perf_counter()
-            result = sweep.on_timer(TimerRequest())
+            result = timers.sweep(TimerRequest())
             wall_s = time.perf_counter() - started
 
             graph_requests = azure.arm.log.count(service="graph")

@@ -165,7 +165,7 @@ def targets(figures: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> l
         note = ""
         if case == "remediated" and row["first_event_ms"] >= 1000:
             note = (f"The handler returns after ACS confirms the mail: the email channel polls the send operation "
-                    f"(dlp/alerts/acs.py, POLL_INTERVAL_S) and waits for it, within the budget. A warm "
+                    f"(dlp/outputs/alerts/acs.py, POLL_INTERVAL_S) and waits for it, within the budget. A warm "
                     f"process pays the same ({row['warm_event_ms']:.0f} ms for the same event); the cold start itself "
                     f"adds {row['cold_overhead_ms']:.0f} ms. The registry is compliant long before (see events: drift "
                     f"window); without the email channel the first event takes "

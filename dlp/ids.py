@@ -15,6 +15,7 @@ compatibility forms are applied) is almost always deliberate: the caller gets to
 
 from __future__ import annotations
 
+import re
 import string
 import unicodedata
 from collections.abc import Iterable
@@ -70,3 +71,25 @@ def odd_characters(text: str) -> str:
     """The non-ASCII characters of `text`, named, for a message a person can act on."""
     seen = dict.fromkeys(ch for ch in text if not ch.isascii())
     return ", ".join(f"U+{ord(ch):04X} {unicodedata.name(ch, 'unnamed')}" for ch in seen)
+
+
+MAX_RESOURCE_ID = 1024     # longer than any ARM ID; longer input is refused unread
+_GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+# Case-insensitive, but ASCII-only outside the resource-group name (which may hold Unicode letters): under
+# re.IGNORECASE alone, "\u212a" (Kelvin sign), "\u017f" (long s) and "\u0131" (dotless i) match k, s and i.
+_REGISTRY_OR_CHILD = re.compile(
+    rf"^(?P<registry>(?a:/subscriptions/{_GUID}/resourceGroups/){RESOURCE_GROUP}(?a:/providers/"
+    r"Microsoft\.ContainerRegistry/registries/[a-zA-Z0-9]{5,50}))"
+    r"(?P<child>(?a:/[A-Za-z]+)/[^/]{1,260}(?:(?a:/[A-Za-z]+)/[^/]{1,260})*)?/?$",
+    re.IGNORECASE,
+)
+
+
+def registry_of(resource_id: str) -> tuple[str, bool] | None:
+    """(parent registry ID, is the registry itself) for a registry or any of its children."""
+    if not isinstance(resource_id, str) or len(resource_id) > MAX_RESOURCE_ID:
+        return None
+    match = _REGISTRY_OR_CHILD.match(resource_id.strip())
+    if not match:
+        return None
+    return match.group("registry"), match.group("child") is None

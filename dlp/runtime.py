@@ -12,7 +12,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from dlp.pipeline import Services
+from dlp.responder.services import Services
 from dlp.settings import ConfigError, Settings, load
 
 log = logging.getLogger("dlp.runtime")
@@ -32,13 +32,13 @@ def build(settings: Settings, *, credential: Any = None, in_process: bool = Fals
     `in_process=True` is for runs whose state is meant to live in this process (`dlp demo`, benchmarks):
     the missing storage is then said at debug level; in the Function App it is a warning, once.
     """
-    from dlp.alerting import build_notifier
     from dlp.azure.arm import ArmGateway
     from dlp.azure.credential import get_credential
     from dlp.azure.state import MemoryState, TableState, table_service
-    from dlp.deadletter import DeadLetterContainer
-    from dlp.own_writes import Identity, LearningCredential
-    from dlp.recording import build_recorder
+    from dlp.outputs.alerting import build_notifier
+    from dlp.outputs.recording import build_recorder
+    from dlp.responder.deadletter import DeadLetterContainer
+    from dlp.responder.own_writes import Identity, LearningCredential
 
     credential = credential or get_credential()
     identity = Identity(settings.client_id)
@@ -83,9 +83,9 @@ def services(environ: Mapping[str, str] | None = None) -> Services:
 
 def announce_degraded(services_: Services) -> None:
     """Start-up: an error log line per unusable optional setting, and one alert on the outputs that still work
-    (dlp/alerts/config.py). Never raises: the invocation that started the process goes on."""
-    from dlp.alerts.config import KEY, REMIND_AFTER, SEND_BUDGET_S, misconfiguration_alert, signature
-    from dlp.budget import Budget
+    (dlp/outputs/alerts/config.py). Never raises: the invocation that started the process goes on."""
+    from dlp.azure.budget import Budget
+    from dlp.outputs.alerts.config import KEY, REMIND_AFTER, SEND_BUDGET_S, misconfiguration_alert, signature
     from dlp.settings import OUTPUT_OF
 
     settings = services_.settings

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from dlp.domain.remediation import Exemption, Policy
 from dlp.ids import RESOURCE_GROUP, fold
 
 # Where a setting comes from when deployed:
@@ -195,12 +196,6 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class Exemption:
-    scope: str            # registry or resource-group ID, A-Z lower-cased (dlp.ids.fold)
-    until: date | None    # last day the exemption holds; None: no end
-
-
-@dataclass(frozen=True)
 class Settings:
     mode: str = "audit"
     scopes: tuple[str, ...] = ()
@@ -226,7 +221,14 @@ class Settings:
     deadletter_container: str = ""
     deadletter_account_url: str = ""       # https://<account>.blob...: the container is on that account, not the app's
     degraded: tuple[tuple[str, str], ...] = ()    # (setting, problem): optional outputs turned off at start
-    client_id: str = ""      # AZURE_CLIENT_ID: the responder's own identity in change history (dlp/exposure.py)
+    client_id: str = ""      # AZURE_CLIENT_ID: the responder's own identity in change history (dlp/domain/exposure.py)
+
+    def policy(self, *, enforce: bool | None = None) -> Policy:
+        """The slice of these settings the pure planner needs. `enforce`: whether this trigger may write (None:
+        DLP_MODE decides)."""
+        return Policy(enforce=self.mode == "enforce" if enforce is None else enforce, scopes=self.scopes,
+                      exemptions=self.exemptions, exempt_tag=self.exempt_tag, allow_lockout=self.allow_lockout,
+                      max_remediations=self.max_remediations)
 
     @property
     def logs_enabled(self) -> bool:

@@ -395,7 +395,7 @@ module monitoring 'app/monitoring.bicep' = {
   }
 }
 
-// Poison messages and undeliverable outbox items raise an alert (dlp/delivery.py logs the counts).
+// Poison messages and undeliverable outbox items raise an alert (dlp/responder/delivery.py logs the counts).
 module deliveryAlerts 'app/delivery-alerts.bicep' = {
   name: 'delivery-alerts'
   scope: rg
@@ -444,7 +444,7 @@ module rbac 'app/rbac.bicep' = {
   }
 }
 
-// The replay timer (dlp/deadletter.py) reads dead-letter blobs and moves them to processed/: the app's identity
+// The replay timer (dlp/responder/deadletter.py) reads dead-letter blobs and moves them to processed/: the app's identity
 // gets read/write on the dead-letter container only (nothing else of that account).
 module appDeadLetterAccessGrant 'app/dead-letter-access.bicep' = {
   name: 'app-dead-letter-access'

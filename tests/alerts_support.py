@@ -7,11 +7,7 @@ import threading
 import uuid
 from dataclasses import replace
 
-from dlp.alerting import AlertNotifier
-from dlp.alerts.acs import EmailChannel
-from dlp.alerts.store import TableAlertStore
-from dlp.alerts.teams import TeamsChannel
-from dlp.model import (
+from dlp.domain.model import (
     A_BLOCKED,
     A_DEFERRED,
     A_ERROR,
@@ -27,9 +23,13 @@ from dlp.model import (
     Outcome,
     Registry,
 )
-from dlp.outbox import Outbox
-from dlp.remediation import R_AUDIT, R_BREAKER, R_NO_PRIVATE_ENDPOINT, R_PIPELINES, R_TAG_EXEMPTION
-from dlp.rules import evaluate
+from dlp.domain.remediation import R_AUDIT, R_BREAKER, R_NO_PRIVATE_ENDPOINT, R_PIPELINES, R_TAG_EXEMPTION
+from dlp.domain.rules import evaluate
+from dlp.outputs.alerting import AlertNotifier
+from dlp.outputs.alerts.acs import EmailChannel
+from dlp.outputs.alerts.store import TableAlertStore
+from dlp.outputs.alerts.teams import TeamsChannel
+from dlp.outputs.outbox import Outbox
 
 SUB = "00000000-0000-0000-0000-0000000000a1"
 CHANGES = (Change("publicNetworkAccess", "Enabled", "Disabled"), Change("policies.exportPolicy.status", "enabled",

@@ -15,8 +15,8 @@ import pytest
 
 import function_app
 from dlp import runtime
-from dlp.alerts.store import TableAlertStore
-from dlp.outbox import Outbox
+from dlp.outputs.alerts.store import TableAlertStore
+from dlp.outputs.outbox import Outbox
 from tests.alerts_support import tables
 from tests.evaluation_log import Evaluations
 
@@ -388,8 +388,8 @@ KV_REFERENCE = "@Microsoft.KeyVault(SecretUri=https://kv-dlp.vault.azure.net/sec
 @pytest.fixture
 def fresh_config_alert(azurite_env):
     """The misconfiguration alert is de-duplicated in the shared state table: start each test without its row."""
-    from dlp.alerts.config import KEY
     from dlp.azure.state import partition_of
+    from dlp.outputs.alerts.config import KEY
 
     client = tables(azurite_env).get_table_client("dlpstate")
     try:
@@ -516,11 +516,11 @@ def test_the_misconfiguration_alert_is_sent_once_then_again_only_after_a_day(azu
     """Many instances and restarts announce the same problems once; a reminder after REMIND_AFTER."""
     from datetime import datetime, timedelta, timezone
 
-    from dlp.alerting import AlertNotifier
-    from dlp.alerts.batch import MemoryOutbox
-    from dlp.alerts.config import KEY, REMIND_AFTER, misconfiguration_alert, signature
-    from dlp.alerts.store import MemoryAlertStore
-    from dlp.alerts.teams import TeamsChannel
+    from dlp.outputs.alerting import AlertNotifier
+    from dlp.outputs.alerts.batch import MemoryOutbox
+    from dlp.outputs.alerts.config import KEY, REMIND_AFTER, misconfiguration_alert, signature
+    from dlp.outputs.alerts.store import MemoryAlertStore
+    from dlp.outputs.alerts.teams import TeamsChannel
     from dlp.settings import load
 
     now = [datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)]

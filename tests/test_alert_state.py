@@ -18,9 +18,14 @@ from azure.data.tables import TableServiceClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dlp.alerting import AlertNotifier, NullNotifier, build_notifier
-from dlp.alerts.batch import MemoryOutbox
-from dlp.alerts.states import (
+from dlp.azure.budget import Budget
+from dlp.azure.state import partition_of
+from dlp.domain.model import Context
+from dlp.domain.rules import evaluate
+from dlp.emulator import LocalAzure
+from dlp.outputs.alerting import AlertNotifier, NullNotifier, build_notifier
+from dlp.outputs.alerts.batch import MemoryOutbox
+from dlp.outputs.alerts.states import (
     S_BLOCKED,
     S_BREAKER,
     S_COMPLIANT,
@@ -36,12 +41,7 @@ from dlp.alerts.states import (
     decide,
     observe,
 )
-from dlp.alerts.store import MemoryAlertStore, TableAlertStore
-from dlp.azure.state import partition_of
-from dlp.budget import Budget
-from dlp.emulator import LocalAzure
-from dlp.model import Context
-from dlp.rules import evaluate
+from dlp.outputs.alerts.store import MemoryAlertStore, TableAlertStore
 from dlp.settings import Settings, load
 from tests.alerts_support import (
     evaluation,

@@ -13,18 +13,18 @@ import time
 import pytest
 from azure.identity import ManagedIdentityCredential
 
-from dlp.alerting import AlertNotifier
-from dlp.alerts import bodies
-from dlp.alerts.acs import POLL_INTERVAL_S, EmailChannel, operation_id
-from dlp.alerts.alert import Alert, build_alert
-from dlp.alerts.batch import MemoryOutbox
-from dlp.alerts.channel import DeliveryError
-from dlp.alerts.states import observe
-from dlp.alerts.store import MemoryAlertStore
-from dlp.budget import Budget
+from dlp.azure.budget import Budget
+from dlp.domain.model import Context
 from dlp.emulator import LocalAzure
 from dlp.emulator.local import RECIPIENTS, SENDER
-from dlp.model import Context
+from dlp.outputs.alerting import AlertNotifier
+from dlp.outputs.alerts import bodies
+from dlp.outputs.alerts.acs import POLL_INTERVAL_S, EmailChannel, operation_id
+from dlp.outputs.alerts.alert import Alert, build_alert
+from dlp.outputs.alerts.batch import MemoryOutbox
+from dlp.outputs.alerts.channel import DeliveryError
+from dlp.outputs.alerts.states import observe
+from dlp.outputs.alerts.store import MemoryAlertStore
 from tests.alerts_support import SUB, evaluation, notifier, registry_id, tables, unique_name
 
 

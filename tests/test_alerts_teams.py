@@ -16,19 +16,19 @@ import pytest
 
 import function_app
 from dlp import runtime
-from dlp.alerting import AlertNotifier
-from dlp.alerts import card
-from dlp.alerts.alert import Alert, FailingRule, build_alert
-from dlp.alerts.batch import MemoryOutbox
-from dlp.alerts.channel import DeliveryError
-from dlp.alerts.redact import scrub, secret_parts
-from dlp.alerts.states import STATES, observe
-from dlp.alerts.store import MemoryAlertStore
-from dlp.alerts.teams import TeamsChannel
-from dlp.budget import Budget
+from dlp.azure.budget import Budget
+from dlp.domain.model import Context
 from dlp.emulator import LocalAzure
 from dlp.emulator.teams import card_problems
-from dlp.model import Context
+from dlp.outputs.alerting import AlertNotifier
+from dlp.outputs.alerts import card
+from dlp.outputs.alerts.alert import Alert, FailingRule, build_alert
+from dlp.outputs.alerts.batch import MemoryOutbox
+from dlp.outputs.alerts.channel import DeliveryError
+from dlp.outputs.alerts.redact import scrub, secret_parts
+from dlp.outputs.alerts.states import STATES, observe
+from dlp.outputs.alerts.store import MemoryAlertStore
+from dlp.outputs.alerts.teams import TeamsChannel
 from tests.alerts_support import SUB, evaluation, notifier, registry_id, tables, unique_name
 
 # --- the card -------------------------------------------------------------------------------------------------
@@ -158,7 +158,7 @@ def test_the_failing_rules_and_what_was_done_are_specific():
 
 def test_a_partial_write_says_what_was_closed_and_what_was_not():
     """Issue 11 item 3: export pipelines block only the export write; the alert names both parts."""
-    from dlp.model import Change
+    from dlp.domain.model import Change
 
     closed = (Change("publicNetworkAccess", "Enabled", "Disabled"),)
     ev = evaluation(registry_id("acrprod", "rg-prod"), "pipelines", applied=closed,
@@ -210,8 +210,8 @@ def test_digest_card_lists_each_registry_with_its_change():
 
 
 def test_every_state_has_a_headline_and_colour():
-    from dlp.alerts.alert import HEADLINES, SEVERITY
-    from dlp.alerts.states import NOTICES
+    from dlp.outputs.alerts.alert import HEADLINES, SEVERITY
+    from dlp.outputs.alerts.states import NOTICES
 
     assert set(HEADLINES) == set(STATES) | set(NOTICES) == set(SEVERITY)     # + the alerts about the responder itself
 
@@ -400,7 +400,7 @@ def test_the_readme_example_card_is_what_the_builder_makes():
     """docs/alert-card.json (and the picture rendered from it) must not drift from the code."""
     from pathlib import Path
 
-    from dlp.alerts.example import example_alert
+    from dlp.outputs.alerts.example import example_alert
 
     documented = json.loads((Path(__file__).resolve().parents[1] / "docs" / "alert-card.json").read_text("utf-8"))
     assert documented == card.message([example_alert()])

@@ -9,8 +9,8 @@ import pytest
 from azure.core.pipeline.transport import RequestsTransport
 
 from dlp.azure.arm import ArmGateway
+from dlp.azure.budget import Budget, BudgetExhausted, remaining
 from dlp.azure.state import Remediation, TableState, table_service
-from dlp.budget import Budget, BudgetExhausted, remaining
 from dlp.emulator.base import arm_error
 from dlp.settings import load
 
@@ -81,7 +81,7 @@ def test_the_lro_poller_thread_stops_polling_when_the_budget_ends(azure_env):
 def test_the_tables_sdk_backoff_does_not_sleep_past_the_budget(azurite):
     """azure-data-tables builds its own retry policy (our retry_policy is ignored): its exponential backoff is
     bounded by the budget through the transport's sleep."""
-    from dlp.budget import budget_transport
+    from dlp.azure.budget import budget_transport
 
     transport = budget_transport()
     started = time.monotonic()

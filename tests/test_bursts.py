@@ -1,4 +1,4 @@
-"""dlp.bursts on its own: which events share a read, and what a failure of the shared evaluation does to each.
+"""dlp.responder.bursts on its own: which events share a read, and what a failure of the shared evaluation does to each.
 
 The end-to-end burst (20 events, 2 GETs, 1 PATCH, one alert naming every caller) is in tests/test_responder.py;
 here the rounds are driven by plain functions so every interleaving is forced, not hoped for.
@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from dlp.bursts import BurstFailed, Bursts
-from dlp.model import Context, Evaluation, Outcome, Target
+from dlp.domain.model import Context, Evaluation, Outcome, Target
+from dlp.responder.bursts import BurstFailed, Bursts
 
 REG = ("/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/rg/providers/"
        "Microsoft.ContainerRegistry/registries/acr1")

@@ -14,7 +14,7 @@ import pytest
 
 from dlp import cli
 from dlp.cli import evaluate as evaluate_command
-from dlp.rules import CATALOGUE
+from dlp.domain.rules import CATALOGUE
 from tests.test_report import check_sarif
 from tests.test_sources import LOCKED, arm_get
 

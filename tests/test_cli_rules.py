@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from dlp import cli
-from dlp.rules import CATALOGUE
+from dlp.domain.rules import CATALOGUE
 
 
 def test_rules_table_lists_every_rule_with_its_metadata(capsys):

@@ -39,9 +39,9 @@ from azure.storage.queue import QueueClient
 
 import function_app
 from dlp import runtime
-from dlp.alerting import FAR_FUTURE
-from dlp.alerts.store import TableAlertStore
 from dlp.azure.retryqueue import POISON_QUEUE
+from dlp.outputs.alerting import FAR_FUTURE
+from dlp.outputs.alerts.store import TableAlertStore
 from dlp.settings import RETRY_QUEUE
 from tests.evaluation_log import Evaluations
 from tests.test_faults import event, table_proxy, world  # noqa: F401 (fixtures: Table storage behind a fault proxy)
@@ -288,7 +288,7 @@ def test_a_poison_message_is_announced_once_on_every_channel_and_counted_by_heal
 
 def test_an_alert_out_of_attempts_is_set_aside_announced_elsewhere_and_counted(instance, azurite, local_azure,
                                                                               monkeypatch):
-    from dlp import alerting
+    from dlp.outputs import alerting
 
     monkeypatch.setattr(alerting, "MAX_ATTEMPTS", 2)
     azure = local_azure
@@ -346,8 +346,8 @@ def test_when_recording_fails_the_alert_says_so_and_the_redelivery_records_it_on
 
 
 def test_findings_refused_for_good_are_announced_once_and_counted(instance, azurite, local_azure):
-    from dlp.outbox import Outbox
-    from dlp.recording import REJECTED
+    from dlp.outputs.outbox import Outbox
+    from dlp.outputs.recording import REJECTED
 
     azure = local_azure
     key = f"eval-{uuid.uuid4().hex[:8]}"

@@ -20,10 +20,11 @@ import azure.functions as func
 import pytest
 
 import function_app
-from dlp import cli, events, runtime
-from dlp.deadletter import MALFORMED_PREFIX, PROCESSED_PREFIX
+from dlp import cli, runtime
 from dlp.emulator.deadletter import blob_names, container_client, dead_lettered, write_dead_letters
-from dlp.event_files import EventDocumentError, load_document, parse_event
+from dlp.inputs import events
+from dlp.inputs.event_files import EventDocumentError, load_document, parse_event
+from dlp.responder.deadletter import MALFORMED_PREFIX, PROCESSED_PREFIX
 from tests.evaluation_log import Evaluations
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -269,9 +270,9 @@ def test_a_planted_dead_letter_cannot_widen_what_the_responder_touches(replay, l
 
 
 def test_a_huge_blob_is_set_aside_without_being_downloaded(replay, local_azure, monkeypatch):
-    import dlp.event_files
+    import dlp.inputs.event_files
 
-    monkeypatch.setattr(dlp.event_files, "MAX_DOCUMENT_BYTES", 1024)      # our limit, not the SDK's
+    monkeypatch.setattr(dlp.inputs.event_files, "MAX_DOCUMENT_BYTES", 1024)      # our limit, not the SDK's
     name = write_dead_letters(replay.connection, replay.container, b"[" + b" " * 4096 + b"]")
     replay_timer(None)
     assert blob_names(replay.connection, replay.container) == [MALFORMED_PREFIX + name]
@@ -311,7 +312,7 @@ def test_a_crash_mid_blob_replays_the_whole_blob_once_more_and_nothing_twice(rep
     assert len(patches_of(local_azure, "acrdlcrsh1")) == 1 and patches_of(local_azure, "acrdlcrsh2") == []
     assert blob_names(replay.connection, replay.container) == [blob]           # not marked: replayed again
     local_azure.arm.faults.clear()
-    from dlp.pipeline import SPECULATIVE_TTL_S
+    from dlp.responder.pipeline import SPECULATIVE_TTL_S
 
     time.sleep(SPECULATIVE_TTL_S)       # the next run comes minutes later: the dead reader's short lease has expired
     runtime.reset()
@@ -332,7 +333,7 @@ def test_a_blob_whose_marking_fails_is_replayed_next_run_without_a_second_write(
     reg = rid(name)
     local_azure.arm.create(SUB, RG, name, export="enabled", public="Disabled")
     blob = write_dead_letters(replay.connection, replay.container, [dead_lettered(raw_event(reg))])
-    from dlp.deadletter import DeadLetterContainer
+    from dlp.responder.deadletter import DeadLetterContainer
 
     def refused(self, *args, **kwargs):
         from azure.core.exceptions import HttpResponseError
@@ -483,7 +484,7 @@ def test_a_blob_of_thousands_of_events_costs_one_read_per_registry(replay, local
 def test_a_blob_the_run_has_no_time_for_goes_to_the_durable_retry_and_is_moved(replay, local_azure, azurite_env):
     from azure.storage.queue import QueueClient
 
-    from dlp.deadletter import Replayer
+    from dlp.responder.deadletter import Replayer
     from dlp.settings import RETRY_QUEUE
 
     regs = [rid(f"acrdltime{i}") for i in range(3)]

@@ -28,7 +28,9 @@ from azure.storage.queue import QueueClient
 
 import function_app
 from dlp import runtime
-from dlp.alerts.states import (
+from dlp.azure.retryqueue import BACKOFF_S, MAX_ATTEMPTS, backoff_s
+from dlp.emulator.base import arm_error
+from dlp.outputs.alerts.states import (
     S_BLOCKED,
     S_BREAKER,
     S_EXEMPT,
@@ -39,8 +41,6 @@ from dlp.alerts.states import (
     Stored,
     decide,
 )
-from dlp.azure.retryqueue import BACKOFF_S, MAX_ATTEMPTS, backoff_s
-from dlp.emulator.base import arm_error
 from dlp.settings import RETRY_QUEUE
 from tests.evaluation_log import Evaluations
 
@@ -565,8 +565,8 @@ def test_two_instances_seeing_the_same_escalation_send_one_alert(azurite_env, lo
     the other re-reads, finds it told, and stays quiet."""
     import threading
 
-    from dlp.alerting import AlertNotifier
-    from dlp.budget import Budget
+    from dlp.azure.budget import Budget
+    from dlp.outputs.alerting import AlertNotifier
     from tests import alerts_support as support
 
     state = support.table_name("state")

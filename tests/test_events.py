@@ -7,7 +7,7 @@ import datetime as dt
 import azure.functions as func
 import pytest
 
-from dlp import events
+from dlp.inputs import event_files, events
 
 SUB = "11111111-2222-3333-4444-555555555555"
 REG = f"/subscriptions/{SUB}/resourceGroups/rg-app/providers/Microsoft.ContainerRegistry/registries/acrprod01"
@@ -120,13 +120,13 @@ def test_malformed_data_is_reported_not_raised(body):
 
 
 def test_missing_event_type_is_malformed():
-    intake = events.from_json({"id": "x", "subject": REG, "data": data()})
+    intake = event_files.from_json({"id": "x", "subject": REG, "data": data()})
     assert intake.malformed == "event has no event type"
 
 
 def test_object_that_is_not_an_event_at_all():
     assert events.from_function_event(object()).malformed
-    assert events.from_json([1, 2]).malformed
+    assert event_files.from_json([1, 2]).malformed
 
 
 def test_subject_falls_back_to_resource_uri():
@@ -176,5 +176,5 @@ def test_raw_json_both_schemas():
           "eventTime": "2026-11-21T10:00:00Z", "topic": "t", "dataVersion": "2"}
     ce = {"id": "2", "type": "Microsoft.Resources.ResourceWriteSuccess", "subject": REG, "data": data(),
           "time": "2026-11-21T10:00:00Z", "source": "s", "specversion": "1.0"}
-    assert events.from_json(eg).targets[0].registry_id == REG
-    assert events.from_json(ce).targets[0].registry_id == REG
+    assert event_files.from_json(eg).targets[0].registry_id == REG
+    assert event_files.from_json(ce).targets[0].registry_id == REG

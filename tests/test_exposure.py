@@ -1,4 +1,4 @@
-"""Exposure windows (dlp/exposure.py, pure) and the emulated `resourcechanges` table they are read from."""
+"""Exposure windows (dlp/domain/exposure.py, pure) and the emulated `resourcechanges` table they are read from."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from dlp import exposure
 from dlp.azure.graph import ResourceGraph, changes_query
+from dlp.domain import exposure
+from dlp.domain.exposure import CLOSED_BY_DELETION, CLOSED_BY_PERSON, CLOSED_BY_RESPONDER, STILL_OPEN, windows
 from dlp.emulator import registry_id
 from dlp.emulator.changes import ChangeLog
 from dlp.emulator.tokens import SYSTEM_CLIENT_ID
-from dlp.exposure import CLOSED_BY_DELETION, CLOSED_BY_PERSON, CLOSED_BY_RESPONDER, STILL_OPEN, windows
 
 SUB = "11111111-2222-3333-4444-555555555555"
 REG = registry_id(SUB, "rg", "acrone")
@@ -210,7 +210,7 @@ def test_exposure_workbook_reads_declared_columns_and_is_wired_in_main():
     import re
     from pathlib import Path
 
-    from dlp import findings
+    from dlp.outputs import findings
 
     infra = Path(__file__).resolve().parents[1] / "infra"
     module = (infra / "app" / "exposure-workbook.bicep").read_text()
@@ -229,7 +229,8 @@ def test_exposure_workbook_reads_declared_columns_and_is_wired_in_main():
 
 
 def test_exposure_rows_carry_the_window_and_agree_with_the_columns():
-    from dlp import findings, timeline
+    from dlp.outputs import findings
+    from dlp.responder import timeline
 
     log = ChangeLog()
     flip(log, "mallory@contoso.com", T0, "enabled")
@@ -248,7 +249,7 @@ def test_exposure_rows_carry_the_window_and_agree_with_the_columns():
 
 
 def test_remediation_window_from_event_time_never_negative():
-    from dlp.exposure import remediation_exposure
+    from dlp.domain.exposure import remediation_exposure
 
     window = remediation_exposure("2026-11-30T12:00:00Z", "eve\u202e@x", ["publicNetworkAccess"],
                                   T0 + timedelta(seconds=4))

@@ -18,8 +18,9 @@ from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient
 
 import function_app
-from dlp import runtime, timeline
+from dlp import runtime
 from dlp.azure import credential
+from dlp.responder import timeline
 from dlp.settings import RETRY_QUEUE
 
 SUB = "11111111-2222-3333-4444-555555555555"

@@ -59,11 +59,11 @@ from azure.storage.queue import QueueClient
 
 import function_app
 from dlp import runtime
-from dlp.alerting import FAR_FUTURE
-from dlp.alerts.store import TableAlertStore
 from dlp.emulator.base import FaultQueue, drop_connection
-from dlp.outbox import Outbox
-from dlp.recording import OUTBOX_RESERVE_S
+from dlp.outputs.alerting import FAR_FUTURE
+from dlp.outputs.alerts.store import TableAlertStore
+from dlp.outputs.outbox import Outbox
+from dlp.outputs.recording import OUTBOX_RESERVE_S
 from dlp.settings import RETRY_QUEUE
 from tests.evaluation_log import Evaluations
 
@@ -265,7 +265,7 @@ class World:
         return found
 
     def kept(self, kind: str) -> int:
-        """Outbox items of `kind`; for "alerts" also the copies kept with the state change (dlp.alerts.store)."""
+        """Outbox items of `kind`; for "alerts" also the copies kept with the state change (dlp.outputs.alerts.store)."""
         service = TableServiceClient.from_connection_string(self.azurite)
         transactional = len(TableAlertStore(service).backlog(100_000, FAR_FUTURE)) if kind == "alerts" else 0
         return Outbox(service).count(kind) + transactional
@@ -408,7 +408,7 @@ def run_case(world: World, dependency: str, fault: str) -> Case:
 
 
 def state_changes(records: list[dict]) -> int:
-    """How many alerts a sequence of evaluations is worth (dlp.alerts.states, for the outcomes seen here): each
+    """How many alerts a sequence of evaluations is worth (dlp.outputs.alerts.states, for the outcomes seen here): each
     remediation; each change into an error/failed/blocked state; a deferral after the registry was read (its
     drift known: `compliant` is false) is "remediation pending" (enforce mode here); compliant or gone only after
     one of those."""
@@ -442,7 +442,7 @@ def check_nothing_lost(world: World, case: Case) -> None:
     assert max(rows.values()) == 1, [key for key, count in rows.items() if count > 1]
     # Alerts go out even when the record could not be kept (the invocation then raises so that Event Grid
     # redelivers it; its alert says the record is pending), if the budget the failing storage left allows a send
-    # (dlp.alerting.MIN_SEND_S): such an invocation's own alert may be there or not, on each channel; all others
+    # (dlp.outputs.alerting.MIN_SEND_S): such an invocation's own alert may be there or not, on each channel; all others
     # are there exactly once.
     def expected(records: list[dict]) -> set[int]:
         told = records[len(case.first):] if case.raised else records
@@ -505,7 +505,7 @@ EXPECTED: dict[tuple[str, str], Expect] = {
     ("table", "404"): deferred("NotFound"),
     ("table", "malformed"): deferred("InvalidResponseBody"),
 }
-# A spent budget still lets the recorder take OUTBOX_RESERVE_S to keep rows it could not send (dlp/recording.py):
+# A spent budget still lets the recorder take OUTBOX_RESERVE_S to keep rows it could not send (dlp/outputs/recording.py):
 # the wide margin covers that and scheduling noise. Correctness (timeouts work), not speed.
 LIMIT_S = BUDGET_S + OUTBOX_RESERVE_S + 0.5
 MATRIX = [(d, f) for d in DEPENDENCIES for f in FAULTS]

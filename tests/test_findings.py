@@ -1,4 +1,4 @@
-"""The findings schema (dlp/findings.py): column names Log Analytics accepts, rows that match the columns,
+"""The findings schema (dlp/outputs/findings.py): column names Log Analytics accepts, rows that match the columns,
 and KQL that de-duplicates on the at-least-once delivery key."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dlp import __version__, findings
-from dlp.model import (
+from dlp import __version__
+from dlp.domain.model import (
     A_GONE,
     A_REMEDIATED,
     ENABLED,
@@ -22,7 +22,8 @@ from dlp.model import (
     Outcome,
     Registry,
 )
-from dlp.rules import evaluate, rules
+from dlp.domain.rules import evaluate, rules
+from dlp.outputs import findings
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = ROOT / "infra" / "queries"

@@ -25,8 +25,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import function_app
-from dlp import events, runtime
-from dlp.events import Intake
+from dlp import runtime
+from dlp.ids import registry_of
+from dlp.inputs import event_files
+from dlp.inputs.events import Intake
 
 pytestmark = pytest.mark.slow  # fuzzing: CI runs it; `pytest -m "not slow"` skips it locally
 
@@ -243,16 +245,16 @@ def check_intake(intake: Intake, body: dict, known: dict) -> None:
                 {"subject": ("invalid", "kelvin"), "resource": None, "operation": None, "data": {}, "type": WRITE}))
 def test_any_event_json_is_a_target_an_ignored_or_a_malformed_event(event):
     body, known = event
-    check_intake(events.from_json(body), body, known)
+    check_intake(event_files.from_json(body), body, known)
 
 
 @settings(max_examples=200, deadline=None)
 @given(body=json_values | st.lists(json_values) | st.dictionaries(st.sampled_from(
     ["id", "eventType", "type", "specversion", "subject", "data", "eventTime", "time"]), json_values))
 def test_arbitrary_json_never_raises_and_never_targets_without_a_registry_subject(body):
-    intake = events.from_json(body)
+    intake = event_files.from_json(body)
     assert sum(map(bool, (intake.targets, intake.ignored, intake.malformed))) == 1
-    assert intake.targets == () or all(events.registry_of(t.registry_id) for t in intake.targets)
+    assert intake.targets == () or all(registry_of(t.registry_id) for t in intake.targets)
 
 
 def deep(levels: int):
@@ -275,7 +277,7 @@ def test_huge_and_deeply_nested_payloads():
          "data": {}},
         {"specversion": "1.0", "id": "ce", "type": WRITE, "subject": huge, "data": deep(100_000)},
     ]
-    intakes = [events.from_json(case) for case in cases]
+    intakes = [event_files.from_json(case) for case in cases]
     assert [bool(i.targets) for i in intakes] == [True, True, True, False, False]
     assert intakes[0].targets[0].context.caller == huge[:256]
     assert intakes[3].malformed and len(intakes[3].malformed) < 400       # message quotes a bounded prefix

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 import function_app
 from dlp import runtime
-from dlp.http_api import MAX_BODY_BYTES, ApiError, health_report, parse_body, parse_remediate
 from dlp.settings import SETTINGS
+from dlp.triggers.http_api import MAX_BODY_BYTES, ApiError, health_report, parse_body, parse_remediate
 
 pytestmark = pytest.mark.slow  # fuzzing: CI runs it; `pytest -m "not slow"` skips it locally
 

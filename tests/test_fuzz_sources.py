@@ -13,10 +13,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from dlp import report
-from dlp.model import Registry
-from dlp.rules import evaluate
-from dlp.sources import InputError, registries_from_document
+from dlp.cli import report
+from dlp.domain.model import Registry
+from dlp.domain.rules import evaluate
+from dlp.inputs.documents import registries_from_document
+from dlp.inputs.sources import InputError
 
 pytestmark = pytest.mark.slow  # fuzzing: CI runs it; `pytest -m "not slow"` skips it locally
 

@@ -1,8 +1,8 @@
 """infra/ agrees with the code.
 
 The Bicep compiler cannot run on these machines, so these tests read the files: the app settings infra sets
-against dlp.settings.SETTINGS, the findings table and DCR stream against dlp.findings.COLUMNS, the responder's
-custom role against the exact list of actions it may have, and the Event Grid filter against dlp.events.
+against dlp.settings.SETTINGS, the findings table and DCR stream against dlp.outputs.findings.COLUMNS, the responder's
+custom role against the exact list of actions it may have, and the Event Grid filter against dlp.inputs.events.
 A small reader below understands just enough Bicep for that: comments, strings (with ${} interpolation and
 '''multi-line''' strings) and bracket nesting.
 """
@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from dlp import events, findings, settings
+from dlp import settings
+from dlp.inputs import events
+from dlp.outputs import findings
 
 ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"
@@ -295,7 +297,7 @@ def test_parameters_file_covers_every_main_param():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Findings: table and DCR stream columns are dlp.findings.COLUMNS
+# Findings: table and DCR stream columns are dlp.outputs.findings.COLUMNS
 # ---------------------------------------------------------------------------------------------------------------
 DCR_TYPES = {"string", "int", "long", "real", "boolean", "dynamic", "datetime"}
 TABLE_TYPES = {"string", "int", "long", "real", "boolean", "dynamic", "dateTime", "guid"}
@@ -305,8 +307,8 @@ def test_findings_columns_file_is_the_codes():
     columns = json.loads(read(APP / "findings-columns.json"))
     expected = [{"name": c.name, "type": c.type} for c in findings.COLUMNS]
     assert columns == expected, (
-        "infra/app/findings-columns.json differs from dlp.findings.COLUMNS; regenerate it with: python -c "
-        "\"import json; from dlp.findings import COLUMNS; print(json.dumps([dict(name=c.name, type=c.type) "
+        "infra/app/findings-columns.json differs from dlp.outputs.findings.COLUMNS; regenerate it with: python -c "
+        "\"import json; from dlp.outputs.findings import COLUMNS; print(json.dumps([dict(name=c.name, type=c.type) "
         "for c in COLUMNS], indent=2))\" > infra/app/findings-columns.json"
     )
 

@@ -1,4 +1,4 @@
-"""Findings to Log Analytics (dlp/recording.py, dlp/azure/logs.py) with the outbox behind them.
+"""Findings to Log Analytics (dlp/outputs/recording.py, dlp/azure/logs.py) with the outbox behind them.
 
 Real SDK clients only: azure-monitor-ingestion over HTTPS to the Logs Ingestion emulator (which un-gzips
 and stores what it receives and fails on demand), azure-identity against the emulated App Service identity
@@ -21,16 +21,18 @@ from azure.functions.timer import TimerRequest
 from azure.identity import ManagedIdentityCredential
 
 import function_app
-from dlp import __version__, findings, pipeline, runtime
+from dlp import __version__, runtime
 from dlp.azure.arm import ArmGateway
+from dlp.azure.budget import Budget
 from dlp.azure.logs import scope_for
 from dlp.azure.state import MemoryState, table_service
-from dlp.budget import Budget
+from dlp.domain.model import Assessment, Context, Evaluation, Outcome, Registry, Target
+from dlp.domain.rules import evaluate, rules
 from dlp.emulator import LocalAzure
 from dlp.emulator.registries import registry_id
-from dlp.model import Assessment, Context, Evaluation, Outcome, Registry, Target
-from dlp.outbox import Outbox
-from dlp.recording import (
+from dlp.outputs import findings
+from dlp.outputs.outbox import Outbox
+from dlp.outputs.recording import (
     FINDINGS,
     REJECTED,
     LogRecorder,
@@ -39,7 +41,8 @@ from dlp.recording import (
     build_recorder,
     row_size,
 )
-from dlp.rules import evaluate, rules
+from dlp.responder import pipeline
+from dlp.responder.services import Services
 from dlp.settings import OUTBOX_TABLE, Settings, load
 
 SUB = "00000000-0000-0000-0000-0000000000c3"
@@ -72,9 +75,9 @@ class World:
     def kept(self, kind: str = FINDINGS) -> list[dict]:
         return [row for item in self.outbox.pending(kind, 1000) for row in item.payload]
 
-    def services(self, mode: str = "enforce") -> pipeline.Services:
+    def services(self, mode: str = "enforce") -> Services:
         settings = replace(self.settings, mode=mode)
-        return pipeline.Services(settings=settings, arm=ArmGateway(settings.arm_endpoint, self.credential),
+        return Services(settings=settings, arm=ArmGateway(settings.arm_endpoint, self.credential),
                                  state=MemoryState(), recorder=self.recorder, notifier=NoAlerts())
 
 

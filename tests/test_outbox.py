@@ -1,4 +1,4 @@
-"""The Table-storage outbox (dlp/outbox.py) against the real Azurite, through the real azure-data-tables client."""
+"""The Table-storage outbox (dlp/outputs/outbox.py) against the real Azurite, through the real azure-data-tables client."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from azure.data.tables import TableServiceClient
 
 from dlp.azure.state import table_service
 from dlp.emulator.azurite import ACCOUNT
-from dlp.outbox import MAX_PAYLOAD_BYTES, Outbox, OutboxError, PayloadTooLarge
+from dlp.outputs.outbox import MAX_PAYLOAD_BYTES, Outbox, OutboxError, PayloadTooLarge
 from dlp.settings import load
 
 

@@ -1,4 +1,4 @@
-"""dlp.own_writes on its own: who the responder is, learnt only from values nobody else can set.
+"""dlp.responder.own_writes on its own: who the responder is, learnt only from values nobody else can set.
 
 The end-to-end cases (0 ARM requests for an own write, display names that try to pass as the responder, the
 identity used by someone else) run through the handler in tests/test_responder.py.
@@ -11,9 +11,9 @@ import json
 from datetime import datetime, timedelta, timezone
 
 from dlp.azure.state import MemoryState, Remediation
+from dlp.domain.model import Context
 from dlp.emulator.tokens import SYSTEM_CLIENT_ID, TENANT_ID, TokenStore, object_id_of
-from dlp.model import Context
-from dlp.own_writes import OWN_WRITE_WINDOW, Identity, LearningCredential, is_own_write
+from dlp.responder.own_writes import OWN_WRITE_WINDOW, Identity, LearningCredential, is_own_write
 
 REG = ("/subscriptions/11111111-2222-3333-4444-555555555555/resourceGroups/rg/providers/"
        "Microsoft.ContainerRegistry/registries/acr1")

@@ -96,7 +96,7 @@ def runtime_imports(*starts: Path) -> set[Path]:
 
 def test_the_package_is_the_app_and_nothing_else():
     files = packaged()
-    assert {"function_app.py", "host.json", "requirements.txt", "dlp/__init__.py", "dlp/handlers.py"} <= files
+    assert {"function_app.py", "host.json", "requirements.txt", "dlp/__init__.py", "dlp/triggers/handlers.py"} <= files
     for folder in ("tests/", "bench/", "examples/", "docs/", "dlp/emulator/", "infra/", ".ci/"):
         assert not any(path.startswith(folder) for path in files), folder
     for tooling in ("README.md", "CONTRIBUTING.md", "pyproject.toml", "requirements-dev.txt",
@@ -107,12 +107,13 @@ def test_the_package_is_the_app_and_nothing_else():
 
 
 def test_nothing_function_app_imports_is_left_out():
-    """The import walk starts at function_app.py and at the rule modules dlp/rules imports by name (_MODULES)."""
-    from dlp.rules import _MODULES
+    """The import walk starts at function_app.py and at the rule modules dlp/domain/rules imports by name (_MODULES)."""
+    from dlp.domain.rules import _MODULES
 
-    starts = [ROOT / "function_app.py", *(ROOT / "dlp" / "rules" / f"{name}.py" for name in _MODULES)]
+    starts = [ROOT / "function_app.py", *(ROOT / "dlp" / "domain" / "rules" / f"{name}.py" for name in _MODULES)]
     needed = {path.relative_to(ROOT).as_posix() for path in runtime_imports(*starts)}
-    assert {"dlp/handlers.py", "dlp/runtime.py", "dlp/azure/arm.py", "dlp/alerts/teams.py", "dlp/rules/base.py"} <= needed
+    assert {"dlp/triggers/handlers.py", "dlp/runtime.py", "dlp/azure/arm.py", "dlp/outputs/alerts/teams.py",
+            "dlp/domain/rules/base.py"} <= needed
     assert not any(path.startswith("dlp/emulator/") for path in needed), "runtime code imports the emulators"
     assert needed <= packaged(), sorted(needed - packaged())
 
@@ -240,9 +241,9 @@ def test_everything_the_app_imports_comes_from_a_pinned_package():
     """A new SDK imported by the app (azure.eventgrid, say) without a line in requirements.in fails here."""
     import importlib.util
 
-    from dlp.rules import _MODULES
+    from dlp.domain.rules import _MODULES
 
-    starts = [ROOT / "function_app.py", *(ROOT / "dlp" / "rules" / f"{name}.py" for name in _MODULES)]
+    starts = [ROOT / "function_app.py", *(ROOT / "dlp" / "domain" / "rules" / f"{name}.py" for name in _MODULES)]
     imported = third_party_imports(runtime_imports(*starts))
     assert {"azure.mgmt.containerregistry", "azure.identity", "requests"} <= imported
     runtime, owners = pins("requirements.txt"), owning_distributions()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dlp.rules import CATALOGUE, Rule
+from dlp.domain.rules import CATALOGUE, Rule
 from dlp.settings import SETTINGS
 
 ROOT = Path(__file__).resolve().parent.parent

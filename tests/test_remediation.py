@@ -7,10 +7,10 @@ from datetime import date
 
 import pytest
 
-from dlp import remediation as r
-from dlp.model import A_BLOCKED, A_EXEMPT, A_NONE, A_WOULD, PrivateEndpoint, Registry
-from dlp.rules import evaluate, rules
-from dlp.settings import Exemption
+from dlp.domain import remediation as r
+from dlp.domain.model import A_BLOCKED, A_EXEMPT, A_NONE, A_WOULD, PrivateEndpoint, Registry
+from dlp.domain.remediation import Exemption
+from dlp.domain.rules import evaluate, rules
 
 SUB = "00000000-0000-0000-0000-000000000001"
 RG = f"/subscriptions/{SUB}/resourceGroups/rg-app"

@@ -1,4 +1,4 @@
-"""dlp.report: the JSON contract, the table, and SARIF 2.1.0 checked field by field (no schema download)."""
+"""dlp.cli.report: the JSON contract, the table, and SARIF 2.1.0 checked field by field (no schema download)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from dlp import report
-from dlp.model import FAIL, NOT_APPLICABLE, PASS, UNKNOWN, Assessment, Finding, PrivateEndpoint, Registry
-from dlp.rules import CATALOGUE, evaluate, rules
+from dlp.cli import report
+from dlp.domain.model import FAIL, NOT_APPLICABLE, PASS, UNKNOWN, Assessment, Finding, PrivateEndpoint, Registry
+from dlp.domain.rules import CATALOGUE, evaluate, rules
 
 ID = "/subscriptions/6c1f2f46-7f3e-4c3a-9a55-3b1f0e2d9c41/resourceGroups/rg/providers/Microsoft.ContainerRegistry/registries/"
 

@@ -18,10 +18,11 @@ import pytest
 from azure.storage.queue import QueueClient
 
 import function_app
-from dlp import handlers, runtime
+from dlp import runtime
 from dlp.emulator.base import arm_error
 from dlp.emulator.tokens import SYSTEM_CLIENT_ID, TENANT_ID, object_id_of
 from dlp.settings import RETRY_QUEUE, STATE_TABLE
+from dlp.triggers import handlers
 from tests.evaluation_log import Evaluations
 
 SUB = "11111111-2222-3333-4444-555555555555"
@@ -561,7 +562,7 @@ def test_updating_registry_is_reread_before_any_write(responder, azurite_env, lo
 
 
 def _exposure_check(message) -> bool:
-    """Delayed exposure checks (dlp/timeline.py) of earlier tests' compliant events share the queue: not ours here."""
+    """Delayed exposure checks (dlp/responder/timeline.py) of earlier tests' compliant events share the queue: not ours here."""
     return json.loads(base64.b64decode(message.content).decode()).get("kind") == "exposure-check"
 
 
@@ -641,8 +642,8 @@ def test_a_failed_long_running_operation_is_failed_not_retried(responder, azurit
 
 
 def test_a_plan_only_recheck_stays_plan_only_on_the_durable_retry(responder, azurite_env, local_azure, azurite):
-    from dlp import pipeline
-    from dlp.model import Context, Target
+    from dlp.domain.model import Context, Target
+    from dlp.responder import pipeline
 
     reg = rid("acrplan01")
     local_azure.arm.create(SUB, RG, "acrplan01", export="enabled")
@@ -839,7 +840,7 @@ def test_the_lease_taken_during_the_read_is_extended_before_the_patch(responder,
     from azure.data.tables import TableServiceClient
 
     from dlp.azure.state import LEASE_ROW, partition_of
-    from dlp.pipeline import SPECULATIVE_TTL_S
+    from dlp.responder.pipeline import SPECULATIVE_TTL_S
 
     name = "acrlong01"
     reg = rid(name)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from dlp.model import PASS
-from dlp.rules import rules
-from dlp.rules.base import Rule
-from dlp.sources import registries_from_document
+from dlp.domain.model import PASS
+from dlp.domain.rules import rules
+from dlp.domain.rules.base import Rule
+from dlp.inputs.documents import registries_from_document
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "rules"
 NOT_RULE_PAGES = {"readme.md", "index.md"}

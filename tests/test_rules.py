@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from dlp import model
-from dlp.model import FAIL, NOT_APPLICABLE, PASS, UNKNOWN, Registry
-from dlp.rules import CATALOGUE, Rule, evaluate, rules
+from dlp.domain import model
+from dlp.domain.model import FAIL, NOT_APPLICABLE, PASS, UNKNOWN, Registry
+from dlp.domain.rules import CATALOGUE, Rule, evaluate, rules
 from tests.test_sources import SHAPES, TEMPLATE_SHAPES, only
 
 APPROVED = {"name": "pe-ok", "properties": {"privateLinkServiceConnectionState": {"status": "Approved"}}}
@@ -383,7 +383,7 @@ def test_compliant_exactly_when_nothing_fails():
 
 def test_benchmark_generates_varied_registries_and_reports_every_stage():
     from bench.bench_rules import generate, run
-    from dlp.sources import registries_from_document
+    from dlp.inputs.documents import registries_from_document
 
     registries = registries_from_document(generate(400), "bench.json")
     assert len(registries) == 400

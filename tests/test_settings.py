@@ -129,7 +129,7 @@ def test_a_dead_letter_container_url_names_its_own_account():
 
 
 def test_the_dead_letter_client_points_at_the_named_account_with_the_identity():
-    from dlp.deadletter import DeadLetterContainer
+    from dlp.responder.deadletter import DeadLetterContainer
 
     class Credential:                      # a TokenCredential: never asked for a token here (no request is made)
         def get_token(self, *scopes, **kwargs):

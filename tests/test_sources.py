@@ -1,4 +1,4 @@
-"""Every JSON shape a registry arrives in normalises to the same snapshot (dlp.sources).
+"""Every JSON shape a registry arrives in normalises to the same snapshot (dlp.inputs.sources).
 
 SHAPES wraps one registry (SKU + REST `properties`) in each shape users hold; test_rules.py
 runs every rule through every one of them.
@@ -16,10 +16,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dlp import model
-from dlp.model import PrivateEndpoint, Registry
-from dlp.rules import evaluate
-from dlp.sources import InputError, ci_get, load_json, registries_from_document, registries_from_file, registry_from_resource
+from dlp.domain import model
+from dlp.domain.model import PrivateEndpoint, Registry
+from dlp.domain.rules import evaluate
+from dlp.inputs.documents import load_json, registries_from_document, registries_from_file
+from dlp.inputs.sources import InputError, ci_get, registry_from_resource
 
 SUB = "6c1f2f46-7f3e-4c3a-9a55-3b1f0e2d9c41"
 TEMPLATE_SCHEMA = "https://schema.management.azure.com/schemas/2019-04-01/deploymentTemplate.json#"
@@ -352,7 +353,7 @@ def test_examples_cover_every_shape_and_load():
 def test_a_template_cannot_fake_a_private_endpoint_with_a_read_only_property(shape):
     """A developer who writes `privateEndpointConnections: [{... Approved}]` into a registry's template properties
     gets no private endpoint from ARM (read-only), so the gate must not pass DLP.ACR.PrivateEndpoint on it."""
-    from dlp.rules import evaluate
+    from dlp.domain.rules import evaluate
 
     props = json.loads(json.dumps(LOCKED))
     props["PrivateEndpointConnections"] = props.pop("privateEndpointConnections")     # any casing

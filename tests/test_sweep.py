@@ -12,10 +12,11 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 import function_app
-from dlp import pipeline, runtime, sweep
+from dlp import runtime
 from dlp.azure.graph import MAX_SUBSCRIPTIONS, GraphRetryPolicy, query_body, registry_query
+from dlp.domain.model import Context, Target
 from dlp.emulator import make_registry, registry_id
-from dlp.model import Context, Target
+from dlp.responder import finish, pipeline, sweep
 from dlp.settings import ConfigError
 
 SUB = "11111111-2222-3333-4444-555555555555"
@@ -44,15 +45,15 @@ def arm(local_azure):
 
 @pytest.fixture
 def finishes(monkeypatch):
-    """Every pipeline.finish call (the real one still runs): the sweep must record once, as a digest."""
+    """Every finish.finish call (the real one still runs): the sweep must record once, as a digest."""
     calls = []
-    real = pipeline.finish
+    real = finish.finish
 
     def spy(evaluations, services, *, digest=False):
         calls.append((len(evaluations), digest))
         return real(evaluations, services, digest=digest)
 
-    monkeypatch.setattr(pipeline, "finish", spy)
+    monkeypatch.setattr(finish, "finish", spy)
     return calls
 
 

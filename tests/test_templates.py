@@ -6,11 +6,12 @@ from typing import Any
 
 import pytest
 
-from dlp import model
-from dlp.model import FAIL, PASS, UNKNOWN
-from dlp.rules import evaluate
-from dlp.sources import InputError, registries_from_document
-from dlp.templates import is_template, parameters_from_file
+from dlp.domain import model
+from dlp.domain.model import FAIL, PASS, UNKNOWN
+from dlp.domain.rules import evaluate
+from dlp.inputs.documents import registries_from_document
+from dlp.inputs.sources import InputError
+from dlp.inputs.templates import is_template, parameters_from_file
 from tests.test_sources import TEMPLATE_SCHEMA
 
 REGISTRY = "Microsoft.ContainerRegistry/registries"

@@ -1,4 +1,4 @@
-"""`terraform show -json` plans and state (dlp.terraform): provider defaults, unknown values, destroyed
+"""`terraform show -json` plans and state (dlp.inputs.terraform): provider defaults, unknown values, destroyed
 resources, modules at any depth, azapi bodies, private endpoints and export pipelines matched to registries."""
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-from dlp import model
-from dlp.model import FAIL, NOT_APPLICABLE, PASS, UNKNOWN, PrivateEndpoint, Registry
-from dlp.rules import evaluate
-from dlp.sources import InputError, NoRegistry, registries_from_document, registries_from_file
-from dlp.terraform import is_address, is_terraform
+from dlp.domain import model
+from dlp.domain.model import FAIL, NOT_APPLICABLE, PASS, UNKNOWN, PrivateEndpoint, Registry
+from dlp.domain.rules import evaluate
+from dlp.inputs.documents import registries_from_document, registries_from_file
+from dlp.inputs.sources import InputError, NoRegistry
+from dlp.inputs.terraform import is_address, is_terraform
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "terraform"
 SUB = "/subscriptions/6c1f2f46-5a7e-4a2b-9d3e-1f0c8b7a9e21"

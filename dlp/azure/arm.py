@@ -1,7 +1,7 @@
 """ARM adapter: read a registry, list its export pipelines, PATCH the two DLP properties.
 
 Everything returns the raw REST JSON (via the SDK's `cls` hook) because SDK model attributes
-can be enum objects or strings of other casing; dlp.sources normalises the JSON.
+can be enum objects or strings of other casing; dlp.inputs.sources normalises the JSON.
 One SDK client per subscription per process, shared by all threads (azure-core clients are
 thread-safe), all with the budget-bounded retry policy.
 """
@@ -12,8 +12,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from dlp.budget import MARGIN_S, BudgetExhausted, BudgetRetryPolicy, budget_polling, remaining
-from dlp.model import parse_registry_id
+from dlp.azure.budget import MARGIN_S, BudgetExhausted, BudgetRetryPolicy, budget_polling, remaining
+from dlp.domain.model import parse_registry_id
 
 # azure-mgmt-containerregistry 15.x dropped the pipeline operations; this preview version has them.
 PIPELINES_API_VERSION = "2025-06-01-preview"

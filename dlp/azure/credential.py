@@ -18,7 +18,7 @@ def get_credential() -> Any:
         if _credential is None:
             from azure.identity import DefaultAzureCredential
 
-            from dlp.budget import BudgetRetryPolicy
+            from dlp.azure.budget import BudgetRetryPolicy
 
             # The token request (managed identity at cold start and at refresh) is bounded by the
             # invocation's budget like every other call: azure-identity builds its pipeline from these.

@@ -42,7 +42,7 @@ def classify(exc: BaseException) -> AzureFailure:
         ServiceResponseError,
     )
 
-    from dlp.budget import BudgetExhausted
+    from dlp.azure.budget import BudgetExhausted
 
     if isinstance(exc, BudgetExhausted):
         return AzureFailure(exc.status_code, "BudgetExhausted", str(exc), True)

@@ -3,7 +3,7 @@
 Why Resource Graph: one query returns the full ARM body of up to 1,000 registries per page
 (`id`, `name`, `type`, `sku`, `tags`, `properties`), so a sweep of 10,000 registries costs
 10 requests instead of 10,000 GETs (ARM throttles reads per principal). The rows are
-returned raw; dlp.sources normalises them with the same code as an ARM GET.
+returned raw; dlp.inputs.sources normalises them with the same code as an ARM GET.
 
 Scope: with no subscriptions the request carries no `subscriptions` list, which Resource
 Graph (api-version 2021-03-01, the one azure-mgmt-resourcegraph 8.x sends) runs at tenant
@@ -23,7 +23,7 @@ ARM's claims challenges, our retry policy, ARM's logging policy that redacts hea
 
 Retries: the query is a read, so POST is retried like a GET, and a 429 without `Retry-After`
 waits for ARG's `x-ms-user-quota-resets-after`; every wait stays inside the invocation's time
-budget (dlp.budget).
+budget (dlp.azure.budget).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from dlp.budget import BudgetRetryPolicy
+from dlp.azure.budget import BudgetRetryPolicy
 from dlp.ids import fold
 
 API_VERSION = "2021-03-01"        # what azure-mgmt-resourcegraph 8.x sends; tenant-scope queries need >= 2021-03-01
@@ -95,8 +95,8 @@ def registry_query(resource_groups: Sequence[str] = ()) -> str:
 def changes_query(since: datetime, registry_ids: Sequence[str] = (), resource_groups: Sequence[str] = ()) -> str:
     """The KQL over `resourcechanges`: registry changes since `since` that touch a DLP property or delete the
     registry, oldest first. IDs and names are validated, never spliced in raw."""
-    from dlp.events import registry_of
-    from dlp.exposure import WATCHED
+    from dlp.domain.exposure import WATCHED
+    from dlp.ids import registry_of
 
     moment = since.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     lines = ["resourcechanges",

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from dlp.azure.budget import BudgetRetryPolicy
 from dlp.azure.errors import AzureFailure, classify
-from dlp.budget import BudgetRetryPolicy
 
 log = logging.getLogger("dlp.logs")
 

@@ -41,16 +41,16 @@ POISON_QUEUE = RETRY_QUEUE + "-poison"     # where the Functions host moves a me
 class RetryQueue:
     def __init__(self, queue_client: Any, *, base_delay_s: float = 60, poison_client: Any = None):
         self._queue = queue_client
-        self.poison = poison_client             # read by the outbox timer (dlp.delivery): nothing rots unseen
+        self.poison = poison_client             # read by the outbox timer (dlp.responder.delivery): nothing rots unseen
         self._created = False
         self.base_delay_s = base_delay_s     # 60: the retry schedule as written; tests and the demo use 0 (at once)
-        self.check_delay_s: float | None = None   # delayed exposure checks; None: dlp.timeline.CHECK_DELAY_S
+        self.check_delay_s: float | None = None   # delayed exposure checks; None: dlp.responder.timeline.CHECK_DELAY_S
 
     @classmethod
     def from_settings(cls, settings: Any, credential: Any) -> RetryQueue:
         from azure.storage.queue import LinearRetry, QueueClient, TextBase64EncodePolicy
 
-        from dlp.budget import budget_transport, storage_request_hook, storage_response_hook
+        from dlp.azure.budget import budget_transport, storage_request_hook, storage_response_hook
 
         # The queue SDK's default retry (ExponentialRetry) waits 15 s, then 18 s, between attempts, whatever the
         # budget: a short linear backoff instead; the hooks cut each attempt to the budget.

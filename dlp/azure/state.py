@@ -6,9 +6,9 @@ Azure Table storage (the Function App's AzureWebJobsStorage), one partition per 
                             also the remediation's intent (issue 12): the planned changes, trigger, caller and
                             event, Status "pending" until the outcome is recorded, so that a remediation whose
                             invocation died after the PATCH is found and recorded (`verified-later`), not lost
-  RowKey "alert"            the registry's alert state (dlp/alerts/store.py)
+  RowKey "alert"            the registry's alert state (dlp/outputs/alerts/store.py)
   RowKey "recheck|<utc>"    a re-check scheduled on the durable-retry queue for that moment (breaker window end)
-  RowKey "exp|<key>"        one exposure window recorded (or being recorded) from change history (dlp/timeline.py)
+  RowKey "exp|<key>"        one exposure window recorded (or being recorded) from change history (dlp/responder/timeline.py)
 Partition "sweep", RowKey "exposure-cursor": where the last sweep's change-history query began.
 `MemoryState` is the same contract inside one process (CLI, demo, storage not configured).
 """
@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
-from dlp.model import Change, registry_key
+from dlp.domain.model import Change, registry_key
 from dlp.settings import STATE_TABLE
 
 LEASE_ROW = "lease"
@@ -463,10 +463,10 @@ def table_service(settings: Any, credential: Any) -> Any:
 
     azure-data-tables always builds its own TablesRetryPolicy (a `retry_policy` kwarg is ignored),
     so the budget is kept by a per-attempt hook (timeouts cut to what is left), few retries, a short
-    backoff cap, and a transport whose backoff sleeps stop at the deadline (`dlp.budget.budget_transport`)."""
+    backoff cap, and a transport whose backoff sleeps stop at the deadline (`dlp.azure.budget.budget_transport`)."""
     from azure.data.tables import TableServiceClient
 
-    from dlp.budget import budget_transport, storage_request_hook, storage_response_hook
+    from dlp.azure.budget import budget_transport, storage_request_hook, storage_response_hook
 
     options = {"retry_total": 3, "retry_backoff_factor": 0.2, "retry_backoff_max": 2,
                "connection_timeout": 5, "read_timeout": 10, "raw_request_hook": storage_request_hook,

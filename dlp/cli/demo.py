@@ -61,8 +61,9 @@ def _event(registry_id: str, claims: dict[str, str] | None = None, correlation: 
 
 
 def run(args: argparse.Namespace) -> int:
-    from dlp import handlers, runtime
+    from dlp import runtime
     from dlp.settings import load
+    from dlp.triggers import handlers
 
     try:
         from dlp.emulator import LocalAzure

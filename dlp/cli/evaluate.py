@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from dlp import report
-from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, error, note
-from dlp.model import FAIL, UNKNOWN, Assessment, Registry
-from dlp.rules import CATALOGUE, Rule, evaluate, rules
-from dlp.sources import InputError, NoRegistry, ci_get, load_json, parse_json, read_text, registries_from_document
-from dlp.templates import parameters_from_file
+from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, error, note, report
+from dlp.domain.model import FAIL, UNKNOWN, Assessment, Registry
+from dlp.domain.rules import CATALOGUE, Rule, evaluate, rules
+from dlp.inputs.documents import load_json, parse_json, read_text, registries_from_document
+from dlp.inputs.sources import InputError, NoRegistry, ci_get
+from dlp.inputs.templates import parameters_from_file
 
 NAME = "evaluate"
 STDIN = "-"

@@ -57,7 +57,7 @@ def scopes_of(values: Sequence[str]) -> list[str]:
 
 
 def since_of(text: str) -> timedelta:
-    from dlp.exposure import parse_since
+    from dlp.domain.exposure import parse_since
 
     span = timedelta(seconds=parse_since(text))
     if span <= timedelta(0) or span > MAX_SINCE:
@@ -67,8 +67,8 @@ def since_of(text: str) -> timedelta:
 
 def timeline(scopes: Sequence[str], since: datetime, graph: Any, responder: Sequence[str]) -> dict[str, tuple]:
     """Windows per registry key in these scopes: registries by ID, the rest by subscription/resource group."""
-    from dlp import exposure, remediation
-    from dlp.sweep import Listing
+    from dlp.domain import exposure, remediation
+    from dlp.responder.sweep import Listing
 
     registries = [s for s in scopes if s.count("/") >= 8]
     others = [s for s in scopes if s.count("/") < 8]
@@ -85,7 +85,7 @@ def timeline(scopes: Sequence[str], since: datetime, graph: Any, responder: Sequ
 
 
 def table(found: dict[str, tuple], now: datetime) -> str:
-    from dlp.exposure import CLOSED_BY_RESPONDER, STILL_OPEN, display_text, iso
+    from dlp.domain.exposure import CLOSED_BY_RESPONDER, STILL_OPEN, display_text, iso
 
     if not found:
         return "No exposure window in the change history of this scope."
@@ -108,9 +108,9 @@ def table(found: dict[str, tuple], now: datetime) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dlp.azure.budget import Budget
     from dlp.azure.errors import classify
     from dlp.azure.graph import ResourceGraph
-    from dlp.budget import Budget
 
     try:
         scopes = scopes_of(args.scope)

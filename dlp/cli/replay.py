@@ -74,10 +74,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _replay_file(path: str, services: Any, remediate: bool, lines: list[dict[str, Any]]) -> int:
-    from dlp.budget import Budget
-    from dlp.deadletter import replay_targets
-    from dlp.event_files import EventDocumentError, load_document
-    from dlp.pipeline import run as run_pipeline
+    from dlp.azure.budget import Budget
+    from dlp.inputs.event_files import EventDocumentError, load_document
+    from dlp.responder.deadletter import replay_targets
+    from dlp.responder.pipeline import run as run_pipeline
 
     shown = "stdin" if path == "-" else path
     try:
@@ -105,7 +105,7 @@ def _replay_file(path: str, services: Any, remediate: bool, lines: list[dict[str
 def _replay_container(settings: Any, services: Any, remediate: bool, lines: list[dict[str, Any]]) -> int:
     from dlp.azure.credential import get_credential
     from dlp.azure.errors import classify
-    from dlp.deadletter import DeadLetterContainer, Replayer
+    from dlp.responder.deadletter import DeadLetterContainer, Replayer
 
     container = DeadLetterContainer.from_settings(settings, get_credential())
     if container is None:

@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from dlp.cli import EXIT_OK
-from dlp.rules import Rule, rules
+from dlp.domain.rules import Rule, rules
 
 NAME = "rules"
 FORMATS = ("table", "json")

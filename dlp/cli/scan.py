@@ -25,13 +25,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from dlp import report
-from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, environment_settings, error
+from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, environment_settings, error, report
+from dlp.domain.model import A_DEFERRED, A_ERROR, A_GONE, A_NONE, Context, Evaluation
 from dlp.ids import RESOURCE_GROUP
-from dlp.model import A_DEFERRED, A_ERROR, A_GONE, A_NONE, Context, Evaluation
 
 NAME = "scan"
-CLI_BUDGET_S = 3600.0            # a person waits; every single request is still capped (dlp.budget)
+CLI_BUDGET_S = 3600.0            # a person waits; every single request is still capped (dlp.azure.budget)
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _GROUP = re.compile(rf"^{RESOURCE_GROUP}$")
 
@@ -55,7 +54,7 @@ def register(subparsers: Any) -> None:
 
 def listing_of(subscriptions: Sequence[str], resource_group: str | None) -> Any:
     """Arguments -> what to list; ValueError names the bad argument."""
-    from dlp.sweep import Listing
+    from dlp.responder.sweep import Listing
 
     subs = []
     for value in subscriptions:
@@ -76,13 +75,13 @@ def listing_of(subscriptions: Sequence[str], resource_group: str | None) -> Any:
 def build_services(settings: Any) -> Any:
     """Adapters for a workstation: ARM and Resource Graph with DefaultAzureCredential, breaker and
     leases in memory, no durable retry, nothing recorded or alerted (stdout is the record)."""
-    from dlp.alerting import NullNotifier
     from dlp.azure.arm import ArmGateway
     from dlp.azure.credential import get_credential
     from dlp.azure.graph import ResourceGraph
     from dlp.azure.state import MemoryState
-    from dlp.pipeline import Services
-    from dlp.recording import LogRecorder
+    from dlp.outputs.alerting import NullNotifier
+    from dlp.outputs.recording import LogRecorder
+    from dlp.responder.services import Services
 
     credential = get_credential()
     return Services(settings=settings, arm=ArmGateway(settings.arm_endpoint, credential), state=MemoryState(),
@@ -131,9 +130,9 @@ def summary(evaluations: Sequence[Evaluation]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dlp.azure.budget import Budget
     from dlp.azure.errors import classify
-    from dlp.budget import Budget
-    from dlp.sweep import collect, complete
+    from dlp.responder.sweep import collect, complete
 
     try:
         listing = listing_of(args.subscription, args.resource_group)
@@ -174,7 +173,7 @@ def explain(evaluations: Sequence[Evaluation], remediate: bool) -> list[Evaluati
     """Without --remediate the plan is only reported: point at --remediate, not at DLP_MODE."""
     from dataclasses import replace
 
-    from dlp.remediation import R_AUDIT
+    from dlp.domain.remediation import R_AUDIT
 
     if remediate:
         return list(evaluations)

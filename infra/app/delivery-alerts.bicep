@@ -1,7 +1,7 @@
 // Nothing rots unseen (issue 12): Azure Monitor alerts on work the responder gave up on.
 //
 // Azure Storage's platform metrics count queue messages per account, not per queue, so the poison queue's
-// length cannot be a metric alert. Instead the outbox timer (every 5 minutes, dlp/delivery.py) logs one line
+// length cannot be a metric alert. Instead the outbox timer (every 5 minutes, dlp/responder/delivery.py) logs one line
 //   delivery backlog: poisonMessages=<n> undeliverableAlerts=<n> rejectedFindings=<n> orphanedRemediations=<n>
 // (at ERROR level when any count is above zero), which reaches the workspace's AppTraces table; these two log
 // alerts read it. The same counts are in GET /api/health under "backlog".

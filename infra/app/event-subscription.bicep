@@ -30,13 +30,13 @@ resource eventSubscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@
     }
     eventDeliverySchema: 'EventGridSchema'
     filter: {
-      // Successful writes and deletes only (dlp.events.RELEVANT_TYPES): action events such as
+      // Successful writes and deletes only (dlp.inputs.events.RELEVANT_TYPES): action events such as
       // registries/scheduleRun/action fire on every `az acr build` and are never drift.
       includedEventTypes: [
         'Microsoft.Resources.ResourceWriteSuccess'
         'Microsoft.Resources.ResourceDeleteSuccess'
       ]
-      // Registries and their children (exportPipelines, privateEndpointConnections, ...): dlp.events.OPERATION_PREFIX.
+      // Registries and their children (exportPipelines, privateEndpointConnections, ...): dlp.inputs.events.OPERATION_PREFIX.
       advancedFilters: [
         {
           operatorType: 'StringBeginsWith'

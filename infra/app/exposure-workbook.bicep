@@ -1,4 +1,4 @@
-// Exposure windows (dlp/exposure.py, dlp/timeline.py): how long registries were open, from the Exposure* columns of
+// Exposure windows (dlp/domain/exposure.py, dlp/responder/timeline.py): how long registries were open, from the Exposure* columns of
 // AcrDlpFindings_CL. A workbook with a chart of exposure minutes per registry per day, and the same query as a saved
 // search (Logs > Queries > "ACR DLP responder"). tests/test_exposure.py checks the columns it reads exist.
 param location string

@@ -1,5 +1,5 @@
 // Where the responder's evidence lands, and the alerts on the responder itself:
-// - Log Analytics workspace + the custom table AcrDlpFindings_CL (columns: dlp.findings.COLUMNS, via findings-columns.json)
+// - Log Analytics workspace + the custom table AcrDlpFindings_CL (columns: dlp.outputs.findings.COLUMNS, via findings-columns.json)
 // - a data collection rule of kind Direct (its own logs-ingestion endpoint) with the Custom-AcrDlpFindings stream
 // - Application Insights with local (key) auth off: telemetry needs Entra ID (Monitoring Metrics Publisher)
 // - alerts: function failures, a heartbeat that fires when no sweep row arrived in twice the sweep interval (armed
@@ -21,7 +21,7 @@ param heartbeatHours int
 @description('When this deployment runs (utcNow() may only be a parameter default): the heartbeat is armed heartbeatHours later.')
 param deployedAt string = utcNow('u')
 
-// One definition of the findings schema: names and types of dlp.findings.COLUMNS (tests/test_infra.py checks them;
+// One definition of the findings schema: names and types of dlp.outputs.findings.COLUMNS (tests/test_infra.py checks them;
 // the test's failure message prints the command that regenerates the file).
 var findingsColumns = loadJsonContent('findings-columns.json')
 var findingsTableName = 'AcrDlpFindings_CL'

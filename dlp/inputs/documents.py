@@ -1,0 +1,91 @@
+"""A JSON document of any supported shape -> `Registry` snapshots: the one place that tells the shapes apart.
+
+Which shape a document is decides which reader runs: ARM templates (dlp.inputs.templates), Terraform plans and
+state (dlp.inputs.terraform), Resource Graph results, ARM list responses and single resources (dlp.inputs.sources).
+The readers never import this module, so the shapes have no import circle between them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from dlp.domain.model import Registry
+from dlp.inputs import templates, terraform
+from dlp.inputs.sources import InputError, NoRegistry, ci_get, is_registry, registry_from_resource
+
+
+def _registries_in(rows: Iterable[Any], source: str, what: str) -> list[Registry]:
+    found = [registry_from_resource(row, source) for row in rows if is_registry(row)]
+    if not found:
+        raise NoRegistry(source, f"{what} holds no Microsoft.ContainerRegistry/registries resource")
+    return found
+
+
+def registries_from_document(document: Any, source: str, parameters: Mapping[str, Any] | None = None) -> list[Registry]:
+    """Any supported JSON document -> snapshots, or InputError saying what was expected."""
+    try:
+        return _registries_from_document(document, source, parameters)
+    except RecursionError:             # json.loads accepts nesting that walking the values cannot
+        raise InputError(source, "JSON nested too deeply") from None
+
+
+def _registries_from_document(document: Any, source: str, parameters: Mapping[str, Any] | None) -> list[Registry]:
+    if isinstance(document, list):
+        return _registries_in(document, source, "the array")
+    if not isinstance(document, Mapping):
+        raise NoRegistry(source, "expected a JSON object or array (a registry, an az acr list array, "
+                                 "a Resource Graph result, an ARM template or `terraform show -json` output)")
+    if templates.is_template(document):
+        return templates.registries_from_template(document, source, parameters or {})
+    if terraform.is_terraform(document):
+        return terraform.registries_from_terraform(document, source)
+    data = ci_get(document, "data")
+    if isinstance(data, list):                                     # Resource Graph: REST or az graph query
+        return _registries_in(data, source, "the Resource Graph result")
+    if isinstance(data, Mapping) and isinstance(ci_get(data, "rows"), list):
+        declared = ci_get(data, "columns")
+        names = [ci_get(c, "name") for c in declared] if isinstance(declared, list) else []
+        columns = [name if isinstance(name, str) else None for name in names]     # a list name is unhashable
+        rows = [dict(zip(columns, row, strict=False)) for row in ci_get(data, "rows") if isinstance(row, list)]
+        return _registries_in(rows, source, "the Resource Graph table result")
+    value = ci_get(document, "value")
+    if isinstance(value, list) and not is_registry(document):      # ARM list response
+        return _registries_in(value, source, "the ARM list response")
+    if is_registry(document):
+        return [registry_from_resource(document, source)]
+    raise NoRegistry(source, "not a container registry: expected a resource with type "
+                             "Microsoft.ContainerRegistry/registries, an array of them, a Resource Graph "
+                             "result ({\"data\": [...]}), an ARM template (resources) or `terraform show -json` output")
+
+
+def load_json(path: Path) -> Any:
+    return parse_json(read_text(path), str(path))
+
+
+def read_text(path: Path) -> str:
+    """A file's text (UTF-8, with or without a BOM), or InputError naming it."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(str(path), f"not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise InputError(str(path), exc.strerror or str(exc)) from None
+
+
+def parse_json(text: str, source: str) -> Any:
+    """One JSON document, or InputError saying where it breaks."""
+    if not text.strip():
+        raise InputError(source, "empty file; expected JSON")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(source, f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise InputError(source, "JSON nested too deeply") from None
+
+
+def registries_from_file(path: Path, parameters: Mapping[str, Any] | None = None) -> list[Registry]:
+    return registries_from_document(load_json(path), str(path), parameters)
