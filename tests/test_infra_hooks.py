@@ -1,135 +1,34 @@
-"""The azd hooks (infra/hooks/*.sh), run for real against stand-in `az`, `azd`, `curl` and `sleep` commands.
+"""The azd hooks that provision and deploy (preprovision, postdeploy), run against stand-in commands.
 
-The stand-in `az` answers from a list of rules (a regular expression over its arguments, the output, the exit
-code) and records every call, so a test says what Azure answers and checks what the hook asked and concluded.
-The PowerShell twins cannot run here (no pwsh): test_hooks_have_powershell_twins_that_say_the_same checks that they
-carry the same steps.
+See tests/hooks_support.py for the stand-ins; tests/test_infra_teardown.py covers predown and postdown, and checks
+that the PowerShell twins (which cannot run here) carry the same steps.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-HOOKS = ROOT / "infra" / "hooks"
-SUB_A = "0000000a-0000-0000-0000-000000000001"
-SUB_B = "0000000b-0000-0000-0000-000000000002"
-TENANT = "72f988bf-0000-0000-0000-000000000000"
-OTHER_TENANT = "11111111-0000-0000-0000-000000000000"
-GUIDS = ["aaaaaaaa-0000-0000-0000-000000000001", "bbbbbbbb-0000-0000-0000-000000000002",
-         "cccccccc-0000-0000-0000-000000000003"]
+from tests.hooks_support import (
+    GUIDS,
+    OTHER_TENANT,
+    OURS,
+    OWN_TOPIC,
+    ROOT,
+    SUB_A,
+    SUB_B,
+    TENANT,
+    Run,
+    rule,
+    run_hook,
+)
 
 pytestmark = pytest.mark.skipif(shutil.which("sh") is None, reason="no POSIX shell")
-
-FAKE_AZ = f"""#!{sys.executable}
-import json, os, re, sys
-fake = os.environ["FAKE_DIR"]
-args = sys.argv[1:]
-line = " ".join(args)
-with open(os.path.join(fake, "calls"), "a") as calls:
-    calls.write(json.dumps(args) + "\\n")
-counts_path = os.path.join(fake, "counts.json")
-counts = json.load(open(counts_path)) if os.path.exists(counts_path) else {{}}
-for index, rule in enumerate(json.load(open(os.path.join(fake, "rules.json")))):
-    if not re.search(rule["match"], line):
-        continue
-    used = counts.get(str(index), 0)
-    if rule.get("times") is not None and used >= rule["times"]:
-        continue
-    counts[str(index)] = used + 1
-    json.dump(counts, open(counts_path, "w"))
-    sys.stdout.write(rule.get("out", ""))
-    sys.stderr.write(rule.get("err", ""))
-    sys.exit(rule.get("code", 0))
-sys.stderr.write("stand-in az: no rule for: " + line + "\\n")
-sys.exit(1)
-"""
-FAKE_AZD = f"""#!{sys.executable}
-import json, os, sys
-with open(os.path.join(os.environ["FAKE_DIR"], "azd"), "a") as calls:
-    calls.write(json.dumps(sys.argv[1:]) + "\\n")
-"""
-FAKE_SLEEP = """#!/bin/sh
-echo "$@" >> "$FAKE_DIR/sleeps"
-"""
-# curl: the config (headers) arrives on stdin; the answer depends on whether it carries a bearer token
-FAKE_CURL = """#!/bin/sh
-config=$(cat)
-printf '%s\\n' "$config" >> "$FAKE_DIR/curl-configs"
-printf '%s\\n' "$*" >> "$FAKE_DIR/curl-args"
-case "$config" in
-  *"Authorization: Bearer"*) cat "$FAKE_DIR/status-token" ;;
-  *) cat "$FAKE_DIR/status-anonymous" ;;
-esac
-"""
-
-
-def rule(match: str, out: str = "", code: int = 0, err: str = "", times: int | None = None) -> dict:
-    return {"match": match, "out": out, "code": code, "err": err, "times": times}
-
-
-@dataclass
-class Run:
-    """One hook run: its result and what it asked of the stand-ins."""
-    done: subprocess.CompletedProcess
-    fake_dir: Path
-    calls: list[list[str]] = field(default_factory=list)
-    azd: list[list[str]] = field(default_factory=list)
-
-    @property
-    def code(self) -> int:
-        return self.done.returncode
-
-    @property
-    def stdout(self) -> str:
-        return self.done.stdout
-
-    @property
-    def stderr(self) -> str:
-        return self.done.stderr
-
-    def called(self, pattern: str) -> list[list[str]]:
-        return [c for c in self.calls if re.search(pattern, " ".join(c))]
-
-    def index(self, pattern: str) -> int:
-        return next(i for i, c in enumerate(self.calls) if re.search(pattern, " ".join(c)))
-
-    def option(self, call: list[str], name: str) -> str:
-        return call[call.index(name) + 1]
-
-    def azd_set(self) -> dict[str, str]:
-        return {c[2]: c[3] for c in self.azd if c[:2] == ["env", "set"]}
-
-
-def run_hook(tmp_path: Path, hook: str, rules: list[dict], env: dict[str, str], files: dict[str, str] | None = None) -> Run:
-    fake = tmp_path / "fake"
-    bin_dir = fake / "bin"
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    for name, text in (("az", FAKE_AZ), ("azd", FAKE_AZD), ("sleep", FAKE_SLEEP), ("curl", FAKE_CURL)):
-        (bin_dir / name).write_text(text)
-        (bin_dir / name).chmod(0o755)
-    (fake / "rules.json").write_text(json.dumps(rules))
-    for name, text in (files or {}).items():
-        (fake / name).write_text(text)
-    environ = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_DIR": str(fake), **env}
-    done = subprocess.run(["sh", str(HOOKS / hook)], check=False, env=environ, cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
-
-    def lines(name: str) -> list[list[str]]:
-        path = fake / name
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-    return Run(done, fake, lines("calls"), lines("azd"))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -322,140 +221,6 @@ def test_deployment_names_fit_64_characters_and_name_the_location(tmp_path):
     assert len(name) == 64 and name.startswith("acr-dlp-bootstrap-germanywestcentral-eee")
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# predown / postdown
-# ---------------------------------------------------------------------------------------------------------------
-OURS = "acr-dlp-tok123"
-OWN_TOPIC = f"/subscriptions/{SUB_A}/resourceGroups/rg-acr-dlp/providers/Microsoft.EventGrid/systemTopics/evgst-dlp-tok123"
-B_TOPIC = (f"/subscriptions/{SUB_B}/resourceGroups/rg-acr-dlp-dlp-events/providers/Microsoft.EventGrid/systemTopics/"
-           "evgst-dlp-tok123")
-REUSED = f"/subscriptions/{SUB_B}/resourceGroups/defender/providers/Microsoft.EventGrid/systemTopics/defender-topic"
-OUTPUTS = {
-    "RESPONDER_MONITORED_SUBSCRIPTIONS": f"{SUB_A},{SUB_B}",
-    "RESPONDER_ROLE_GUID": GUIDS[0],
-    "RESPONDER_CUSTOM_ROLE_GUIDS": ",".join(GUIDS),
-    "RESPONDER_POLICY_ASSIGNMENT": "acr-dlp-exports-disabled-tok12345",
-    "EVENTGRID_SYSTEM_TOPIC_IDS": f"{OWN_TOPIC},{B_TOPIC}",
-    "EVENTGRID_REUSED_TOPIC_IDS": "",
-    "EVENTGRID_EVENTS_RESOURCE_GROUP": "rg-acr-dlp-dlp-events",
-    "EVENTGRID_SUBSCRIPTION_NAME": OURS,
-    "EVENTGRID_DIAGNOSTIC_SETTING_NAME": OURS,
-}
-
-
-def down_env(**env: str) -> dict[str, str]:
-    return {"AZURE_ENV_NAME": "acr-dlp", "AZURE_SUBSCRIPTION_ID": SUB_A, **env}
-
-
-def subscriptions_on(topic: str, names: list[str]) -> dict:
-    group, name = topic.split("/")[4], topic.split("/")[8]
-    return rule(rf"^eventgrid system-topic event-subscription list .*--resource-group {group} --system-topic-name {name} ",
-                "".join(n + "\n" for n in names))
-
-
-def test_predown_refuses_to_delete_a_topic_another_environment_uses(tmp_path):
-    rules = [subscriptions_on(OWN_TOPIC, [OURS.upper(), "acr-dlp-staging99"]), subscriptions_on(B_TOPIC, [OURS])]
-    run = run_hook(tmp_path, "predown.sh", rules, down_env(**OUTPUTS))
-    assert run.code != 0
-    assert f"{OWN_TOPIC}: acr-dlp-staging99" in run.stderr and B_TOPIC not in run.stderr
-    assert "ACR_DLP_FORCE_DOWN=true azd down" in run.stderr
-    assert run.azd == []   # nothing recorded: azd down stops here
-
-
-def test_predown_records_what_postdown_needs(tmp_path):
-    rules = [subscriptions_on(OWN_TOPIC, [OURS]), subscriptions_on(B_TOPIC, [])]
-    run = run_hook(tmp_path, "predown.sh", rules, down_env(**OUTPUTS))
-    assert run.code == 0, run.stderr
-    assert run.azd_set() == {f"ACR_DLP_DOWN_{name}": value for name, value in OUTPUTS.items()}
-
-
-def test_predown_does_not_inspect_reused_topics_and_can_be_forced(tmp_path):
-    outputs = {**OUTPUTS, "EVENTGRID_SYSTEM_TOPIC_IDS": f"{OWN_TOPIC},{REUSED}", "EVENTGRID_REUSED_TOPIC_IDS": REUSED}
-    rules = [subscriptions_on(OWN_TOPIC, [OURS, "other"])]
-    run = run_hook(tmp_path, "predown.sh", rules, down_env(ACR_DLP_FORCE_DOWN="TRUE", **outputs))
-    assert run.code == 0, run.stderr
-    assert "ACR_DLP_FORCE_DOWN=true" in run.stderr and f"{OWN_TOPIC}: other" in run.stderr
-    assert not run.called("defender-topic")
-    assert run.azd_set()["ACR_DLP_DOWN_EVENTGRID_REUSED_TOPIC_IDS"] == REUSED
-
-
-def test_predown_without_outputs_keeps_an_earlier_record(tmp_path):
-    run = run_hook(tmp_path, "predown.sh", [], down_env())
-    assert run.code == 0 and run.azd == [] and run.calls == []
-
-
-def recorded(**outputs: str) -> dict[str, str]:
-    """The environment postdown sees after `azd down`: main.bicep's outputs gone, predown's record left."""
-    return down_env(**{f"ACR_DLP_DOWN_{k}": v for k, v in {**OUTPUTS, **outputs}.items()})
-
-
-def postdown_rules(group_tag: str = "acr-dlp", on_b_topic: list[str] | None = None) -> list[dict]:
-    return [
-        subscriptions_on(B_TOPIC, on_b_topic or []),
-        rule(rf"^group exists --subscription {SUB_B} --name rg-acr-dlp-dlp-events", "true\n"),
-        rule(rf"^group show --subscription {SUB_B} --name rg-acr-dlp-dlp-events", group_tag + "\n"),
-        rule(r"^group delete "),
-        rule(r"^policy assignment delete "),
-        rule(r"^eventgrid system-topic event-subscription delete "),
-        rule(r"^monitor diagnostic-settings delete "),
-        rule(rf"^role assignment list --subscription (\S+) --role {GUIDS[0]} ", "/ra/responder\n"),
-        rule(rf"^role assignment list --subscription {SUB_A} --role {GUIDS[1]} ", "/ra/lister\n"),
-        rule(r"^role assignment list ", ""),
-        rule(r"^role assignment delete "),
-        rule(r"^role definition delete "),
-    ]
-
-
-def test_postdown_removes_what_azd_down_leaves_from_what_predown_recorded(tmp_path):
-    run = run_hook(tmp_path, "postdown.sh", postdown_rules(), recorded(EVENTGRID_REUSED_TOPIC_IDS=REUSED))
-    assert run.code == 0, run.stderr
-    # our event subscription and diagnostic setting off the reused topic, nothing else there
-    unsubscribed = run.called(r"^eventgrid system-topic event-subscription delete ")
-    assert len(unsubscribed) == 1 and run.option(unsubscribed[0], "--system-topic-name") == "defender-topic"
-    assert run.option(unsubscribed[0], "--name") == OURS
-    diagnostics = run.called(r"^monitor diagnostic-settings delete ")
-    assert [(run.option(c, "--name"), run.option(c, "--resource")) for c in diagnostics] == [(OURS, REUSED)]
-    # the group bootstrap.bicep made in the other subscription; azd down deleted the own subscription's
-    deleted = run.called(r"^group delete ")
-    assert [(run.option(c, "--subscription"), run.option(c, "--name")) for c in deleted] == [(SUB_B, "rg-acr-dlp-dlp-events")]
-    assert len(run.called(r"^policy assignment delete ")) == 2
-    # every custom role: its assignments, then the definition; the responder role's in every monitored subscription
-    assert {run.option(c, "--subscription") for c in run.called(rf"^role assignment list .*--role {GUIDS[0]} ")} == {SUB_A, SUB_B}
-    assert {run.option(c, "--subscription") for c in run.called(rf"^role assignment list .*--role {GUIDS[1]} ")} == {SUB_A}
-    assert [c[c.index("--ids") + 1] for c in run.called(r"^role assignment delete ")] == [
-        "/ra/responder", "/ra/responder", "/ra/lister"]
-    definitions = run.called(r"^role definition delete ")
-    assert [run.option(c, "--name") for c in definitions] == GUIDS
-    assert run.index(r"^role assignment delete ") < run.index(r"^role definition delete ")
-
-
-def test_postdown_keeps_a_group_whose_topic_another_environment_uses(tmp_path):
-    run = run_hook(tmp_path, "postdown.sh", postdown_rules(on_b_topic=[OURS, "acr-dlp-prod42"]), recorded())
-    assert run.code == 0, run.stderr
-    assert not run.called(r"^group delete ")
-    assert "also serves acr-dlp-prod42" in run.stderr
-    unsubscribed = run.called(r"^eventgrid system-topic event-subscription delete ")
-    assert [run.option(c, "--system-topic-name") for c in unsubscribed] == ["evgst-dlp-tok123"]
-
-
-def test_postdown_keeps_a_group_another_environment_tagged(tmp_path):
-    run = run_hook(tmp_path, "postdown.sh", postdown_rules(group_tag="someone-else"), recorded())
-    assert run.code == 0
-    assert not run.called(r"^group delete ") and "not tagged azd-env-name=acr-dlp" in run.stderr
-
-
-def test_postdown_says_so_when_nothing_was_recorded(tmp_path):
-    run = run_hook(tmp_path, "postdown.sh", [], down_env())
-    assert run.code == 0 and run.calls == []
-    assert "nothing recorded by the predown hook" in run.stderr
-
-
-def test_predown_records_exactly_what_postdown_reads():
-    predown = (HOOKS / "predown.sh").read_text()
-    names = set(re.search(r"^for name in (.*?); do$", predown, re.MULTILINE | re.DOTALL).group(1).replace("\\", " ").split())
-    read = set(re.findall(r"\brecorded ([A-Z_]+)", (HOOKS / "postdown.sh").read_text()))
-    assert names == read == set(OUTPUTS)
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # postdeploy
@@ -582,63 +347,3 @@ def test_postdeploy_warns_when_it_cannot_get_a_token_to_show_acceptance(tmp_path
     assert len((run.fake_dir / "curl-args").read_text().splitlines()) == 1
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Both shells, both line endings
-# ---------------------------------------------------------------------------------------------------------------
-TWINS = {
-    "preprovision": ["Microsoft.App", "--wait", "az login --tenant", "AZURE_TENANT_ID", "infra/bootstrap.bicep",
-                     "customRoleGuids", "RoleDefinitionDoesNotExist", "DISCOVERED_SYSTEM_TOPIC_IDS", "VNET_ENABLED",
-                     "tags['azd-env-name']", "list-flexconsumption-locations"],
-    "predown": ["ACR_DLP_FORCE_DOWN", "ACR_DLP_DOWN_", "EVENTGRID_REUSED_TOPIC_IDS", "event-subscription list"],
-    "postdown": ["ACR_DLP_DOWN_", "diagnostic-settings delete", "role assignment list", "role definition delete",
-                 "azd-env-name", "also serves"],
-    "postdeploy": ["infra/eventgrid.bicep", "HOST_STORAGE_ACCESS blob-data-owner", "get-access-token", "x-functions-key",
-                   "Bearer", "AZURE_FUNCTION_APP_AUTH_PRINCIPALS", "AZURE_FUNCTION_APP_AUTH_APPLICATIONS", "403",
-                   "eventSubscriptionName=", "diagnosticSettingName=", "workspaceId=", "eventsResourceGroupName="],
-}
-
-
-@pytest.mark.parametrize("hook", sorted(TWINS))
-def test_hooks_have_powershell_twins_that_say_the_same(hook):
-    sh, ps1 = (HOOKS / f"{hook}.sh").read_text(), (HOOKS / f"{hook}.ps1").read_text()
-    for fragment in TWINS[hook]:
-        assert fragment in sh and fragment in ps1, f"{hook}: {fragment!r}"
-    yaml = (ROOT / "azure.yaml").read_text()
-    assert f"run: ./infra/hooks/{hook}.sh" in yaml and f"run: ./infra/hooks/{hook}.ps1" in yaml
-
-
-def test_powershell_preprovision_falls_back_to_the_deployment_subscription_on_a_blank_list():
-    ps1 = (HOOKS / "preprovision.ps1").read_text()
-    assert "Split-List $env:MONITORED_SUBSCRIPTION_IDS" in ps1
-    assert "if ($subscriptions.Count -eq 0) { $subscriptions = @($own) }" in ps1
-    common = (HOOKS / "common.ps1").read_text()
-    assert "Where-Object { $_ }" in common.split("function Split-List")[1].splitlines()[0]
-
-
-def test_powershell_deployment_names_fit_64_characters_and_name_the_location():
-    common = (HOOKS / "common.ps1").read_text()
-    assert '"acr-dlp-$stage-$("$env:AZURE_LOCATION".ToLowerInvariant())-$suffix"' in common
-    assert "if ($name.Length -gt 64) { $name = $name.Substring(0, 64) }" in common
-    assert "(Get-DeploymentName 'eventgrid' $env:RESPONDER_RESOURCE_TOKEN)" in (HOOKS / "postdeploy.ps1").read_text()
-
-
-def test_shell_hooks_keep_lf_line_endings_on_every_checkout():
-    attributes = subprocess.run(["git", "check-attr", "eol", "--", *(str(p.relative_to(ROOT)) for p in HOOKS.glob("*.sh"))],
-                                cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    assert attributes.count(": eol: lf") == len(list(HOOKS.glob("*.sh"))) >= 5, attributes
-    for script in HOOKS.glob("*.sh"):
-        assert b"\r" not in script.read_bytes(), script.name
-
-
-@pytest.mark.parametrize("script", sorted(HOOKS.glob("*.sh")), ids=lambda p: p.name)
-def test_shell_hooks_parse(script):
-    subprocess.run(["sh", "-n", str(script)], check=True)
-
-
-
-def test_powershell_predown_records_exactly_what_powershell_postdown_reads():
-    predown = (HOOKS / "predown.ps1").read_text()
-    names = set(re.findall(r"'([A-Z_]+)'", re.search(r"^foreach \(\$name in (.*?)\) \{$", predown,
-                                                     re.MULTILINE | re.DOTALL).group(1)))
-    read = set(re.findall(r"Get-Recorded '([A-Z_]+)'", (HOOKS / "postdown.ps1").read_text()))
-    assert names == read == set(OUTPUTS)
