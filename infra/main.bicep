@@ -143,14 +143,33 @@ param authClientId string = ''
 @description('Tenant that issues those tokens. Empty: the deployment tenant.')
 param authTenantId string = ''
 
+@description('With authClientId: comma-separated client (application) IDs whose tokens are accepted (the token\'s appid/azp claim), e.g. 04b07795-8ddb-461a-bbee-02f9e1bf7b46 for the Azure CLI. Empty: any application. At least this or authAllowedPrincipals must be set, or the deployment fails: otherwise any principal of the tenant could call the app.')
+param authAllowedApplications string = ''
+
+@description('With authClientId: comma-separated object IDs (the token\'s oid claim) of the users or service principals allowed to call the app; App Service matches principals, not group membership. At most 500 characters in all (an App Service limit). Empty: any principal.')
+param authAllowedPrincipals string = ''
+
 // ---------------------------------------------------------------------------------------------------------------
 // Network
 // ---------------------------------------------------------------------------------------------------------------
-@description('Private layout: the Function App integrated into a new VNet, its storage reachable only through private endpoints with public network access disabled, private DNS zones created. (The Key Vault stays public: Flex Consumption cannot resolve Key Vault references against a network-restricted vault.) false: public endpoints restricted by Entra ID only.')
+@description('Private layout: the Function App integrated into a new VNet (both subnets with a network security group), its storage and Key Vault reachable only through private endpoints with public network access disabled, private DNS zones created or reused (privateDnsZoneIds). false: public endpoints restricted by Entra ID only.')
 param vnetEnabled bool = true
 
 @description('Address space of that VNet (a /23 or larger: two /24 subnets are carved from it).')
 param vnetAddressPrefix string = '10.42.0.0/23'
+
+@description('Comma-separated resource IDs of existing private DNS zones (a landing zone\'s hub) for privatelink.blob, privatelink.queue, privatelink.table and, with Teams alerts, privatelink.vaultcore: the private endpoints register in them and no zone is created. Empty: the zones are created in the responder\'s group and linked to its VNet.')
+param privateDnsZoneIds string = ''
+
+@description('Comma-separated DNS server IP addresses of the VNet (e.g. the hub\'s DNS resolver, needed with privateDnsZoneIds when the hub zones are not linked to this VNet). Empty: Azure-provided DNS.')
+param vnetDnsServers string = ''
+
+@description('How the Functions host reaches its storage: least-privilege (Storage Blob Data Contributor on the three named containers plus a custom role that lists containers; docs/deploy.md says why it suffices) or blob-data-owner (Storage Blob Data Owner on the account, what Microsoft documents for identity-based AzureWebJobsStorage), the fallback if the host does not start.')
+@allowed([
+  'least-privilege'
+  'blob-data-owner'
+])
+param hostStorageAccess string = 'least-privilege'
 
 // ---------------------------------------------------------------------------------------------------------------
 // Guard rails (optional)
@@ -199,11 +218,21 @@ var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(r
 var deadLetterContainerName = 'eventgrid-deadletters'
 var alertNamePrefix = 'acr-dlp-${resourceToken}-'
 var ownSubscriptionId = toLower(subscription().subscriptionId)
+// Created by infra/bootstrap.bicep in every monitored subscription but this one (same expression there).
 var eventsResourceGroupName = '${abbrs.resourcesResourceGroups}${environmentName}-dlp-events'
 var systemTopicName = '${abbrs.eventGridSystemTopics}dlp-${resourceToken}'
 var policyAssignmentName = 'acr-dlp-exports-disabled-${take(resourceToken, 8)}'
-// The event subscription infra/eventgrid.bicep creates on every system topic (the guardrail alerts watch it).
-var eventSubscriptionName = 'acr-dlp-responder'
+// The event subscription infra/eventgrid.bicep creates on every system topic (the guardrail alerts watch it). One
+// per environment: a second environment watching the same subscription reuses the first one's topic (only one may
+// exist per subscription) and must neither overwrite nor, on `azd down`, delete the first one's subscription.
+var eventSubscriptionName = 'acr-dlp-${resourceToken}'
+// The diagnostic setting infra/eventgrid.bicep puts on every system topic (DeliveryFailures to the workspace).
+var topicDiagnosticSettingName = 'acr-dlp-${resourceToken}'
+
+// The custom role definitions infra/bootstrap.bicep creates (same expressions there): main.bicep only assigns them.
+var responderRoleGuid = guid(subscription().id, environmentName, 'acr-dlp-responder')
+var hostStorageListerRoleGuid = guid(subscription().id, environmentName, 'acr-dlp-host-storage-lister')
+var emailSenderRoleGuid = guid(subscription().id, environmentName, 'acr-dlp-email-sender')
 
 // Names the code fixes (dlp.settings): the retry queue the trigger binds, and the state and outbox tables.
 var retryQueueName = 'dlp-retry'
@@ -254,17 +283,19 @@ var teamsEnabled = !empty(teamsWebhookUrl)
 var emailEnabled = !empty(dlpEmailTo)
 var authEnabled = !empty(authClientId)
 
-// The only permissions the responder's identity has on monitored subscriptions (docs/deploy.md says why each):
-// read registries (ARM and Resource Graph), list export pipelines (the export-policy guard), PATCH a registry
-// and follow the long-running operation. Private endpoint connections come embedded in the registry GET, so no
-// privateEndpointConnections/read. No delete, no listCredentials, no tokens, no data plane.
-var responderActions = [
-  'Microsoft.ContainerRegistry/registries/read'
-  'Microsoft.ContainerRegistry/registries/write'
-  'Microsoft.ContainerRegistry/registries/exportPipelines/read'
-  'Microsoft.ContainerRegistry/registries/operationStatuses/read'
-  'Microsoft.ResourceGraph/resources/read'
-]
+// Easy Auth's built-in authorization policy (App Service "Use a built-in authorization policy"): a token must come
+// from an allowed application AND name an allowed principal; an empty list is no restriction. Without either list
+// any principal of the tenant could call the app, so Easy Auth without them does not deploy (the same int() trick
+// as DLP_SWEEP_SCHEDULE: ARM evaluates only the branch of if() it takes).
+var authApplications = filter(map(split(authAllowedApplications, ','), id => trim(id)), id => !empty(id))
+var authPrincipals = filter(map(split(authAllowedPrincipals, ','), id => trim(id)), id => !empty(id))
+var authRestricted = !empty(authApplications) || !empty(authPrincipals)
+var authPrincipalsFit = length(join(authPrincipals, '')) <= 500
+
+// Private DNS zones of a landing zone's hub instead of new ones (governed tenants often deny creating
+// privatelink zones outside the hub).
+var existingDnsZoneIds = filter(map(split(privateDnsZoneIds, ','), id => trim(id)), id => !empty(id))
+var dnsServers = filter(map(split(vnetDnsServers, ','), ip => trim(ip)), ip => !empty(ip))
 
 // ---------------------------------------------------------------------------------------------------------------
 // Resources
@@ -273,24 +304,6 @@ resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: resourceGroupNameResolved
   location: location
   tags: tags
-}
-
-resource responderRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
-  name: guid(subscription().id, environmentName, 'acr-dlp-responder')
-  properties: {
-    roleName: 'ACR DLP responder (${environmentName}-${resourceToken})'
-    description: 'Read container registries and revert their export policy / public network access. Assigned to the ACR DLP responder only.'
-    type: 'CustomRole'
-    permissions: [
-      {
-        actions: responderActions
-        notActions: []
-        dataActions: []
-        notDataActions: []
-      }
-    ]
-    assignableScopes: map(union([ownSubscriptionId], monitoredSubscriptions), s => '/subscriptions/${s}')
-  }
 }
 
 module identity 'app/identity.bicep' = {
@@ -311,6 +324,9 @@ module network 'app/network.bicep' = if (vnetEnabled) {
     location: location
     tags: tags
     addressPrefix: vnetAddressPrefix
+    existingDnsZoneIds: existingDnsZoneIds
+    dnsServers: dnsServers
+    keyVaultZone: teamsEnabled
   }
 }
 
@@ -342,6 +358,7 @@ module deadLetterStorage 'app/dead-letter-storage.bicep' = {
     tags: tags
     containerName: deadLetterContainerName
     privateOnly: vnetEnabled
+    workspaceId: monitoring.outputs.workspaceId
   }
 }
 
@@ -355,6 +372,8 @@ module privateEndpoints 'app/private-endpoints.bicep' = if (vnetEnabled) {
     subnetId: vnetEnabled ? network.outputs.privateEndpointSubnetId : ''
     storageAccountId: storage.outputs.id
     deadLetterStorageAccountId: deadLetterStorage.outputs.id
+    keyVaultEndpoint: teamsEnabled
+    keyVaultId: teamsEnabled ? keyVault.outputs.id : ''
     dnsZoneIds: vnetEnabled ? network.outputs.dnsZoneIds : {}
   }
 }
@@ -418,6 +437,8 @@ module rbac 'app/rbac.bicep' = {
     principalId: identity.outputs.principalId
     storageAccountName: storage.outputs.name
     blobContainerNames: storage.outputs.appContainerNames
+    hostStorageAccess: hostStorageAccess
+    hostStorageListerRoleGuid: hostStorageListerRoleGuid
     appInsightsName: monitoring.outputs.appInsightsName
     dcrName: monitoring.outputs.dcrName
   }
@@ -444,6 +465,8 @@ module keyVault 'app/keyvault.bicep' = if (teamsEnabled) {
     tags: tags
     principalId: identity.outputs.principalId
     teamsWebhookUrl: teamsWebhookUrl
+    privateOnly: vnetEnabled
+    workspaceId: monitoring.outputs.workspaceId
   }
 }
 
@@ -456,7 +479,7 @@ module email 'app/email.bicep' = if (emailEnabled) {
     tags: tags
     dataLocation: emailDataLocation
     principalId: identity.outputs.principalId
-    senderRoleDefinitionId: emailSenderRoleId
+    senderRoleGuid: !empty(emailSenderRoleId) ? emailSenderRoleId : emailSenderRoleGuid
   }
 }
 
@@ -465,17 +488,17 @@ module subscriptionAccess 'app/subscription-access.bicep' = [for (s, i) in monit
   scope: subscription(s)
   params: {
     principalId: identity.outputs.principalId
-    responderRoleGuid: responderRole.name
-    responderRoleId: responderRole.id
+    responderRoleGuid: responderRoleGuid
+    // The role as the deployment subscription names it (its definition lives there); the guardrail alerts also
+    // watch the ID each monitored subscription gives it.
+    responderRoleId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', responderRoleGuid)
     assignExportPolicy: assignExportPolicy
     exportPolicyEffect: exportPolicyEffect
     policyAssignmentName: policyAssignmentName
-    location: location
     tags: tags
-    // The topic lives in the monitored subscription: the responder's own group there, a dedicated one elsewhere
-    // (which also holds the guardrail alerts).
+    // The topic lives in the monitored subscription: the responder's own group there, the one infra/bootstrap.bicep
+    // created elsewhere (which also holds the guardrail alerts).
     eventsResourceGroupName: s == ownSubscriptionId ? rg.name : eventsResourceGroupName
-    createEventsResourceGroup: s != ownSubscriptionId
     reusedSystemTopicId: reusedTopicIds[i]
     systemTopicName: systemTopicName
     systemTopicId: systemTopicIds[i]
@@ -539,6 +562,9 @@ module api 'app/api.bicep' = {
     subnetId: vnetEnabled ? network.outputs.appSubnetId : ''
     authClientId: authClientId
     authTenantId: !empty(authTenantId) ? authTenantId : tenant().tenantId
+    authAllowedApplications: authApplications
+    authAllowedPrincipals: !authEnabled || (authRestricted && authPrincipalsFit) ? authPrincipals : array(int(authRestricted ? 'AUTH_ALLOWED_PRINCIPALS (authAllowedPrincipals) holds more than 500 characters of object IDs, the App Service limit' : 'AUTH_CLIENT_ID is set but neither AUTH_ALLOWED_PRINCIPALS nor AUTH_ALLOWED_APPLICATIONS: any principal of the tenant could call the app'))
+    workspaceId: monitoring.outputs.workspaceId
   }
   dependsOn: [
     // The host starts with these: storage, telemetry and Key Vault access (and the storage private endpoints) first.
@@ -566,8 +592,14 @@ output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = api.outputs.name
 output AZURE_FUNCTION_APP_URL string = 'https://${api.outputs.defaultHostName}'
 output AZURE_FUNCTION_APP_AUTH string = authEnabled ? 'entra-id' : 'function-keys'
+output AZURE_FUNCTION_APP_AUTH_CLIENT_ID string = authClientId
+output AZURE_FUNCTION_APP_AUTH_APPLICATIONS string = join(authApplications, ',')
+output AZURE_FUNCTION_APP_AUTH_PRINCIPALS string = join(authPrincipals, ',')
 output RESPONDER_PRINCIPAL_ID string = identity.outputs.principalId
-output RESPONDER_ROLE_GUID string = responderRole.name
+output RESPONDER_RESOURCE_TOKEN string = resourceToken
+output RESPONDER_ROLE_GUID string = responderRoleGuid
+output RESPONDER_CUSTOM_ROLE_GUIDS string = join([responderRoleGuid, hostStorageListerRoleGuid, emailSenderRoleGuid], ',')
+output RESPONDER_HOST_STORAGE_ACCESS string = hostStorageAccess
 output RESPONDER_MONITORED_SUBSCRIPTIONS string = join(monitoredSubscriptions, ',')
 output RESPONDER_POLICY_ASSIGNMENT string = assignExportPolicy ? policyAssignmentName : ''
 output RESPONDER_VNET_ENABLED bool = vnetEnabled
@@ -575,6 +607,7 @@ output EVENTGRID_SYSTEM_TOPIC_IDS string = join(systemTopicIds, ',')
 output EVENTGRID_REUSED_TOPIC_IDS string = join(filter(reusedTopicIds, id => !empty(id)), ',')
 output EVENTGRID_EVENTS_RESOURCE_GROUP string = eventsResourceGroupName
 output EVENTGRID_SUBSCRIPTION_NAME string = eventSubscriptionName
+output EVENTGRID_DIAGNOSTIC_SETTING_NAME string = topicDiagnosticSettingName
 output EVENTGRID_DEADLETTER_STORAGE_ACCOUNT string = deadLetterStorage.outputs.name
 output EVENTGRID_DEADLETTER_CONTAINER string = deadLetterContainerName
 output ALERT_ACTION_GROUP_ID string = monitoring.outputs.actionGroupId

@@ -27,6 +27,12 @@ param subnetId string
 @description('Entra ID app (client) ID for App Service authentication. Empty: no Easy Auth.')
 param authClientId string
 param authTenantId string
+@description('Client IDs whose tokens Easy Auth accepts (appid/azp claim). Empty: any application.')
+param authAllowedApplications array
+@description('Object IDs (oid claim) Easy Auth accepts. Empty: any principal. main.bicep refuses both empty.')
+param authAllowedPrincipals array
+@description('Log Analytics workspace receiving the app\'s platform logs (function execution, App Service authentication).')
+param workspaceId string
 
 // The Event Grid trigger's webhook (Event Grid authenticates with the system key, it cannot get an Entra ID token
 // for our app) and the health probe stay reachable without a token; everything else needs one.
@@ -131,6 +137,14 @@ resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(authC
             'api://${authClientId}'
             authClientId
           ]
+          // Not every principal of the tenant: the token must come from an allowed application AND name an allowed
+          // principal (an empty list is no restriction); anything else gets 403 from the platform.
+          defaultAuthorizationPolicy: {
+            allowedApplications: authAllowedApplications
+            allowedPrincipals: {
+              identities: authAllowedPrincipals
+            }
+          }
         }
       }
     }
@@ -157,6 +171,22 @@ resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@20
   name: 'ftp'
   properties: {
     allow: false
+  }
+}
+
+// Every log category the app offers (FunctionAppLogs, and AppServiceAuthenticationLogs with Easy Auth: who was
+// refused) to the project's workspace; a category group, so that a category Flex Consumption lacks is no error.
+resource platformLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'acr-dlp-logs'
+  scope: functionApp
+  properties: {
+    workspaceId: workspaceId
+    logs: [
+      {
+        categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
   }
 }
 

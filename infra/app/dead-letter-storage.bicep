@@ -9,6 +9,8 @@ param tags object = {}
 param containerName string
 @description('true (vnetEnabled): the firewall admits trusted Azure services only (Event Grid writes, the app reads through its private endpoint). false: any network, OAuth only (the app has no fixed outbound address).')
 param privateOnly bool = true
+@description('Log Analytics workspace receiving the blob service\'s read, write and delete log: who wrote, read or deleted a dead letter (a planted or removed dead letter is an attack on the replay).')
+param workspaceId string
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
@@ -56,6 +58,18 @@ resource container 'Microsoft.Storage/storageAccounts/blobServices/containers@20
   name: containerName
   properties: {
     publicAccess: 'None'
+  }
+}
+
+resource blobLog 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'acr-dlp-audit'
+  scope: blobService
+  properties: {
+    workspaceId: workspaceId
+    logs: [for category in ['StorageRead', 'StorageWrite', 'StorageDelete']: {
+      category: category
+      enabled: true
+    }]
   }
 }
 

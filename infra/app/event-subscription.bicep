@@ -1,15 +1,16 @@
-// The event subscription from one system topic to the Event Grid function, and the alerts on its delivery.
-// Deployed by infra/eventgrid.bicep after the code (the function endpoint must exist first).
+// The event subscription from one system topic to the Event Grid function, and the topic's delivery-failure log.
+// Deployed by infra/eventgrid.bicep after the code (the function endpoint must exist first), at the topic's scope.
 param topicName string
+@description('This environment\'s event subscription name (one per environment on a shared topic).')
 param eventSubscriptionName string
 @description('`<function app ID>/functions/<function name>`')
 param functionResourceId string
 param deadLetterStorageAccountId string
 param deadLetterContainerName string
-@description('Action group of the alerts on the responder itself. Empty: alerts only show in the portal.')
-param actionGroupId string
-param alertNamePrefix string
-param tags object = {}
+@description('This environment\'s diagnostic setting name on the topic.')
+param diagnosticSettingName string
+@description('Log Analytics workspace of the responder.')
+param workspaceId string
 
 resource topic 'Microsoft.EventGrid/systemTopics@2025-02-15' existing = {
   name: topicName
@@ -66,56 +67,20 @@ resource eventSubscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@
   }
 }
 
-var deliveryAlerts = [
-  {
-    metric: 'DeadLetteredCount'
-    name: 'deadlettered'
-    description: 'Events for the ACR DLP responder were dead-lettered: drift they announced was not evaluated. Replay them from the dead-letter container or run the sweep.'
-  }
-  {
-    metric: 'DroppedEventCount'
-    name: 'dropped'
-    description: 'Events for the ACR DLP responder were dropped: drift they announced was not evaluated. Run the sweep.'
-  }
-]
-
-resource deliveryAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = [for alert in deliveryAlerts: {
-  name: '${alertNamePrefix}${alert.name}-${topicName}'
-  location: 'global'
-  tags: tags
+// Why an event was not delivered (AegDeliveryFailureLogs, with the EventSubscriptionName column): on a shared topic
+// it also holds the other subscribers' failures; filter on this environment's name.
+resource deliveryFailures 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: diagnosticSettingName
+  scope: topic
   properties: {
-    description: alert.description
-    severity: 1
-    enabled: true
-    scopes: [
-      topic.id
-    ]
-    evaluationFrequency: 'PT5M'
-    windowSize: 'PT15M'
-    criteria: {
-      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
-      allOf: [
-        {
-          criterionType: 'StaticThresholdCriterion'
-          name: alert.metric
-          metricNamespace: 'Microsoft.EventGrid/systemTopics'
-          metricName: alert.metric
-          operator: 'GreaterThan'
-          threshold: 0
-          timeAggregation: 'Total'
-        }
-      ]
-    }
-    autoMitigate: true
-    actions: empty(actionGroupId) ? [] : [
+    workspaceId: workspaceId
+    logs: [
       {
-        actionGroupId: actionGroupId
+        category: 'DeliveryFailures'
+        enabled: true
       }
     ]
   }
-  dependsOn: [
-    eventSubscription
-  ]
-}]
+}
 
 output id string = eventSubscription.id

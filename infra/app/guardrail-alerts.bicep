@@ -10,7 +10,8 @@ param alertNamePrefix string
 @description('Action group to notify. Empty: the alerts only show in the portal.')
 param actionGroupId string
 param roleAssignmentId string
-param responderRoleId string
+@description('The resource IDs of the responder\'s custom role that an activity-log event in this subscription may carry.')
+param responderRoleIds array
 param systemTopicId string
 param eventSubscriptionId string
 
@@ -30,10 +31,7 @@ var guardrails = [
       'Microsoft.Authorization/roleDefinitions/write'
       'Microsoft.Authorization/roleDefinitions/delete'
     ]
-    resourceIds: [
-      roleAssignmentId
-      responderRoleId
-    ]
+    resourceIds: concat([roleAssignmentId], responderRoleIds)
   }
   {
     name: 'events-changed'

@@ -2,8 +2,9 @@
 // - Log Analytics workspace + the custom table AcrDlpFindings_CL (columns: dlp.outputs.findings.COLUMNS, via findings-columns.json)
 // - a data collection rule of kind Direct (its own logs-ingestion endpoint) with the Custom-AcrDlpFindings stream
 // - Application Insights with local (key) auth off: telemetry needs Entra ID (Monitoring Metrics Publisher)
-// - alerts: function failures, a heartbeat that fires when no sweep row arrived in twice the sweep interval, and
-//   an activity-log alert on changes to the responder itself
+// - alerts: function failures, a heartbeat that fires when no sweep row arrived in twice the sweep interval (armed
+//   that long after the deployment: the first sweep runs only at the next schedule boundary), and an activity-log
+//   alert on changes to the responder itself
 param location string
 param tags object = {}
 param workspaceName string
@@ -17,6 +18,8 @@ param retentionInDays int
 param operatorEmails string
 @description('The heartbeat alert fires when no sweep row arrived within this many hours (twice the sweep interval).')
 param heartbeatHours int
+@description('When this deployment runs (utcNow() may only be a parameter default): the heartbeat is armed heartbeatHours later.')
+param deployedAt string = utcNow('u')
 
 // One definition of the findings schema: names and types of dlp.outputs.findings.COLUMNS (tests/test_infra.py checks them;
 // the test's failure message prints the command that regenerates the file).
@@ -48,8 +51,10 @@ resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
     }
     retentionInDays: retentionInDays
     features: {
-      // Readers need rights on the workspace or the table, not just on some resource that logs to it.
-      enableLogAccessUsingOnlyResourcePermissions: true
+      // Workspace-context access only ("Require workspace permissions"): readers need rights on the workspace or on a
+      // table (findings carry UPNs and IP addresses), not merely on some resource that logs to it. true would be
+      // "Use resource or workspace permissions".
+      enableLogAccessUsingOnlyResourcePermissions: false
       disableLocalAuth: true
     }
     publicNetworkAccessForIngestion: 'Enabled'
@@ -175,7 +180,11 @@ resource functionFailuresAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = {
 }
 
 // The heartbeat: every sweep writes rows with Trigger == "sweep"; none within twice the interval means the
-// timer stopped, the identity lost Resource Graph access, or findings stopped reaching the workspace.
+// timer stopped, the identity lost Resource Graph access, or findings stopped reaching the workspace. Until
+// heartbeatHours after this deployment one stand-in row keeps it quiet: the first sweep only runs at the next
+// schedule boundary, and a heartbeat firing on day one teaches operators to ignore it. Each `azd provision` re-arms it.
+var heartbeatArmedAt = dateTimeAdd(deployedAt, 'PT${heartbeatHours}H', 'yyyy-MM-ddTHH:mm:ssZ')
+var heartbeatQuery = 'union (${findingsTableName} | where Trigger == "sweep" | project TimeGenerated), (print TimeGenerated = now() | where TimeGenerated < datetime(${heartbeatArmedAt}))'
 resource heartbeatAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   name: '${alertNamePrefix}sweep-heartbeat'
   location: location
@@ -192,10 +201,13 @@ resource heartbeatAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
     evaluationFrequency: 'PT1H'
     windowSize: 'PT1H'
     overrideQueryTimeRange: 'PT${heartbeatHours}H'
+    // The table was created seconds earlier in this deployment: query validation fails on first runs (the same
+    // race as the DCR's InvalidOutputTable); the dependsOn below orders them, this skips the check.
+    skipQueryValidation: true
     criteria: {
       allOf: [
         {
-          query: '${findingsTableName} | where Trigger == "sweep"'
+          query: heartbeatQuery
           timeAggregation: 'Count'
           operator: 'LessThan'
           threshold: 1

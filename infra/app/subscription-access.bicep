@@ -1,12 +1,13 @@
-// Per monitored subscription: the responder's custom role, the optional "exports disabled" policy, the Event Grid
-// system topic that raises resource write/delete events for the whole subscription, and the activity-log alerts
-// that watch those guardrails.
+// Per monitored subscription: the assignment of the responder's custom role, the optional "exports disabled" policy,
+// the Event Grid system topic that raises resource write/delete events for the whole subscription (unless one exists),
+// and the activity-log alerts that watch those guardrails. The role definition and, outside the deployment
+// subscription, the resource group come from infra/bootstrap.bicep (an earlier stage: see why there).
 targetScope = 'subscription'
 
 param principalId string
-@description('GUID of the responder custom role (defined once, assignable in every monitored subscription).')
+@description('GUID of the responder custom role (defined once by infra/bootstrap.bicep, assignable in every monitored subscription).')
 param responderRoleGuid string
-@description('Resource ID of that role definition (the alerts watch changes to it).')
+@description('Resource ID of that role definition in the deployment subscription (the alerts watch changes to it).')
 param responderRoleId string
 param assignExportPolicy bool
 @allowed([
@@ -15,11 +16,9 @@ param assignExportPolicy bool
 ])
 param exportPolicyEffect string
 param policyAssignmentName string
-param location string
 param tags object = {}
-@description('Resource group that holds the system topic and the guardrail alerts (created here when createEventsResourceGroup).')
+@description('Existing resource group that holds the system topic (when created) and the guardrail alerts: the responder\'s own group in the deployment subscription, the one infra/bootstrap.bicep created elsewhere.')
 param eventsResourceGroupName string
-param createEventsResourceGroup bool
 @description('Resource ID of an existing Microsoft.Resources.Subscriptions system topic for this subscription (only one may exist). Empty: create one.')
 param reusedSystemTopicId string
 param systemTopicName string
@@ -59,12 +58,6 @@ resource exportsDisabled 'Microsoft.Authorization/policyAssignments@2024-04-01' 
   }
 }
 
-resource eventsResourceGroup 'Microsoft.Resources/resourceGroups@2024-03-01' = if (createEventsResourceGroup) {
-  name: eventsResourceGroupName
-  location: location
-  tags: tags
-}
-
 module systemTopic 'system-topic.bicep' = if (empty(reusedSystemTopicId)) {
   name: 'dlp-system-topic-${uniqueString(subscription().id, systemTopicName)}'
   scope: resourceGroup(eventsResourceGroupName)
@@ -72,9 +65,6 @@ module systemTopic 'system-topic.bicep' = if (empty(reusedSystemTopicId)) {
     name: systemTopicName
     tags: tags
   }
-  dependsOn: [
-    eventsResourceGroup
-  ]
 }
 
 module guardrailAlerts 'guardrail-alerts.bicep' = {
@@ -85,13 +75,13 @@ module guardrailAlerts 'guardrail-alerts.bicep' = {
     alertNamePrefix: alertNamePrefix
     actionGroupId: actionGroupId
     roleAssignmentId: responderAccess.id
-    responderRoleId: responderRoleId
+    // Both names of the one custom role: the deployment subscription's, and this subscription's (how the
+    // assignment here refers to it). containsAny "compares" the event's value with each (whole value or substring
+    // is not documented), so each full form is listed.
+    responderRoleIds: union([responderRoleId], [subscriptionResourceId('Microsoft.Authorization/roleDefinitions', responderRoleGuid)])
     systemTopicId: systemTopicId
     eventSubscriptionId: '${systemTopicId}/eventSubscriptions/${eventSubscriptionName}'
   }
-  dependsOn: [
-    eventsResourceGroup
-  ]
 }
 
 output systemTopicId string = systemTopicId
