@@ -461,7 +461,7 @@ def _registry_logs(get: Any, degraded: list[tuple[str, str]]) -> tuple[str, str]
         found.append(("DLP_REGISTRY_LOGS_WORKSPACE", "must be a workspace ID (a GUID: the workspace's Overview page), "
                                                       "not its name or resource ID"))
     endpoint = _https_url("DLP_LOGS_QUERY_ENDPOINT", get("DLP_LOGS_QUERY_ENDPOINT"), found) or ""
-    if endpoint and urlsplit(endpoint).path.rstrip("/") not in ("", "/v1") or "?" in endpoint:
+    if (endpoint and urlsplit(endpoint).path.rstrip("/") not in ("", "/v1")) or "?" in endpoint:
         found.append(("DLP_LOGS_QUERY_ENDPOINT", "must be https://<host> or https://<host>/v1"))
     if not _group(degraded, found):
         return "", default

@@ -35,6 +35,10 @@ MAX_ARTIFACTS = 5         # artifacts named per caller in a sentence
 MAX_CALLERS = 5           # callers named in a sentence
 MAX_PICTURE = 500         # callers / artifacts remembered for "did the picture change"
 NOT_CONFIGURED = "registry logs are not configured (DLP_REGISTRY_LOGS_WORKSPACE)"
+# Outcome.reason of the alert a later look sends (dlp/responder/impact.py): the pulls grew, or stayed unknown
+REASON_FOUND = "pulls-found"
+REASON_UNKNOWN = "pulls-unknown"
+LOOK_REASONS = (REASON_FOUND, REASON_UNKNOWN)
 
 
 @dataclass(frozen=True)
@@ -224,5 +228,5 @@ def with_note(pulls: Pulls, note: str) -> Pulls:
     return Pulls(pulls.status, pulls.count, pulls.details, display_text(note, 300), pulls.sentence, pulls.truncated)
 
 
-__all__ = ["LOGIN_EVENTS", "MAX_DETAILS", "REPOSITORY_EVENTS", "Picture", "caller_ip", "count", "off", "parse_rows",
-           "pending", "unknown", "with_note"]
+__all__ = ["LOGIN_EVENTS", "LOOK_REASONS", "MAX_DETAILS", "REASON_FOUND", "REASON_UNKNOWN", "REPOSITORY_EVENTS",
+           "Picture", "caller_ip", "count", "off", "parse_rows", "pending", "unknown", "with_note"]

@@ -21,7 +21,13 @@ def finish(evaluations: Sequence[Evaluation], services: Services, *, digest: boo
 
     Recording raises only when the rows could be neither sent nor kept: the alerts still go out (saying the
     record is pending), the intents stay pending, and the exception makes the trigger deliver the work again;
-    that delivery finds the intent and records the remediation under the same evaluation id (one alert)."""
+    that delivery finds the intent and records the remediation under the same evaluation id (one alert).
+
+    Closed exposure windows first get what is known of their pulls (dlp/responder/impact.py), so the record and
+    the alert say it."""
+    from dlp.responder import impact
+
+    evaluations = impact.prepare(evaluations, services)
     try:
         services.recorder.record(evaluations)
     except Exception:
