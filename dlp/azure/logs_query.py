@@ -89,6 +89,8 @@ def describe(exc: BaseException) -> QueryFailed:
     where = f"HTTP {failure.status} " if failure.status else ""
     hint = {403: " (the app's identity needs read access to the workspace and the registry log tables)",
             404: " (check DLP_REGISTRY_LOGS_WORKSPACE: the workspace ID, not its name)"}.get(failure.status or 0, "")
+    if "resolve table" in str(message):
+        hint = " (no registry log has reached this workspace: is the registries' diagnostic setting on?)"
     return QueryFailed(f"{where}{code}: {str(message).splitlines()[0][:200] if message else ''}{hint}".strip(),
                        transient=failure.transient)
 

@@ -15,8 +15,9 @@ the queries keep the newest row) and alerts only when the picture grew: more pul
 next look (a failed last look gets up to two more, RETRY_LOOK_S); the last failure is alerted once.
 
 Idempotent like the exposure claims: a look claims the impact row (ETag) before it queries, records and alerts,
-then marks itself done; a second delivery of the same look, or another instance racing it, finds it claimed or
-done. A crash after the claim leaves it to the same message's redelivery at once, or to anyone after CLAIM_TTL:
+then marks itself done; a second delivery of the same look, or another instance racing it, finds it claimed (and
+asks to run again BUSY_RETRY_S later) or done. A look that raises (its record could be neither sent nor kept)
+releases its claim for the redelivery; a crash after the claim leaves it to anyone after CLAIM_TTL:
 the record is written again (same EvaluationId + RuleId, de-duplicated by the queries) and the alert may go out
 again with the same alert ID (email de-duplicates on it): at least once.
 """
@@ -216,10 +217,24 @@ def _run_look(body: dict[str, Any], services: Any) -> list[Evaluation]:
     if getattr(services, "registry_logs", None) is None or getattr(services, "impacts", None) is None:
         log.warning("exposure look of %s dropped: registry logs are no longer configured", found[0])
         return []
+    owner = f"{owner[:64]}|{uuid.uuid4().hex[:12]}"     # this delivery: a duplicate delivery racing it is another
     impact = _claim(services, found[0], evaluation_id, owner, n)
     if impact is None:
         return []
-    return _finish_look(services, impact, owner, n)
+    try:
+        return _finish_look(services, impact, owner, n)
+    except Exception:
+        _release(services, found[0], evaluation_id, owner)      # its redelivery may take it at once
+        raise
+
+
+def _release(services: Any, registry_id: str, evaluation_id: str, owner: str) -> None:
+    try:
+        impact = services.impacts.get(registry_id, evaluation_id)
+        if impact is not None and impact.owner == owner:
+            services.impacts.replace(replace(impact, owner="", claimed_at=""))
+    except Exception as exc:
+        log.warning("claim on the look of %s not released (%s); it expires", registry_id, exc)
 
 
 def _claim(services: Any, registry_id: str, evaluation_id: str, owner: str, n: int) -> Any:
