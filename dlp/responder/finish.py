@@ -16,7 +16,7 @@ from dlp.responder.services import Services
 log = logging.getLogger("dlp.pipeline")
 
 
-def finish(evaluations: Sequence[Evaluation], services: Services, *, digest: bool = False) -> None:
+def finish(evaluations: Sequence[Evaluation], services: Services, *, digest: bool = False) -> list[Evaluation]:
     """Record, alert, then resolve the remediation intents the evaluations carry.
 
     Recording raises only when the rows could be neither sent nor kept: the alerts still go out (saying the
@@ -24,7 +24,7 @@ def finish(evaluations: Sequence[Evaluation], services: Services, *, digest: boo
     that delivery finds the intent and records the remediation under the same evaluation id (one alert).
 
     Closed exposure windows first get what is known of their pulls (dlp/responder/impact.py), so the record and
-    the alert say it."""
+    the alert say it; the evaluations as recorded are returned."""
     from dlp.responder import impact
 
     evaluations = impact.prepare(evaluations, services)
@@ -41,6 +41,7 @@ def finish(evaluations: Sequence[Evaluation], services: Services, *, digest: boo
         if evaluation.intent:
             resolve_intent(services, evaluation.registry_id, evaluation.intent,
                      "recorded" if evaluation.outcome.action == A_REMEDIATED else evaluation.outcome.action)
+    return list(evaluations)
 
 
 def _notify(services: Services, evaluations: Sequence[Evaluation], *, digest: bool, record_pending: bool = False) -> None:
