@@ -165,6 +165,12 @@ param assignExportPolicy bool = false
 ])
 param exportPolicyEffect string = 'Deny'
 
+@description('Resource ID of the Log Analytics workspace that receives the registries\' resource logs (ContainerRegistryRepositoryEvents, ContainerRegistryLoginEvents). Set: exposure windows record what was pulled while a registry was open (DLP_REGISTRY_LOGS_WORKSPACE), and the app may query those two tables of it. Empty: pulls are recorded as unknown.')
+param registryLogsWorkspaceId string = ''
+
+@description('With registryLogsWorkspaceId: assign the built-in policy that deploys diagnostic settings sending every container registry\'s logs to that workspace, on every monitored subscription.')
+param assignRegistryLogsPolicy bool = false
+
 @description('Put a CanNotDelete lock on the responder resource group (remove it before azd down).')
 param enableDeleteLock bool = false
 
@@ -210,6 +216,8 @@ var retryQueueName = 'dlp-retry'
 var stateTableName = 'dlpstate'
 var outboxTableName = 'dlpoutbox'
 
+var registryLogsEnabled = !empty(registryLogsWorkspaceId)
+var registryLogsWorkspace = split(registryLogsEnabled ? registryLogsWorkspaceId : '/subscriptions/x/resourceGroups/x/providers/x/x/x', '/')
 var requestedSubscriptions = filter(map(split(monitoredSubscriptionIds, ','), s => toLower(trim(s))), s => !empty(s))
 var monitoredSubscriptions = empty(requestedSubscriptions) ? [ownSubscriptionId] : union(requestedSubscriptions, []) // union: no duplicates
 // Reused topics: what the preprovision hook discovered, overridden per subscription by what the user set.
@@ -485,6 +493,27 @@ module subscriptionAccess 'app/subscription-access.bicep' = [for (s, i) in monit
   }
 }]
 
+// Exposure impact (issue 25): the responder may query the registry tables of the registry-logs workspace; optionally
+// every registry of the monitored subscriptions is made to send its logs there.
+module registryLogsAccess 'app/registry-logs-access.bicep' = if (registryLogsEnabled) {
+  name: 'dlp-registry-logs-${resourceToken}'
+  scope: resourceGroup(registryLogsWorkspace[2], registryLogsWorkspace[4])
+  params: {
+    workspaceName: last(registryLogsWorkspace)
+    principalId: identity.outputs.principalId
+  }
+}
+
+module registryLogsPolicy 'app/registry-logs-policy.bicep' = [for (s, i) in monitoredSubscriptions: if (registryLogsEnabled && assignRegistryLogsPolicy) {
+  name: 'dlp-registry-logs-policy-${resourceToken}-${i}'
+  scope: subscription(s)
+  params: {
+    workspaceId: registryLogsWorkspaceId
+    assignmentName: 'acr-dlp-registry-logs-${take(resourceToken, 8)}'
+    location: location
+  }
+}]
+
 // Every app setting of the Function App, in one place. tests/test_infra.py checks these names against
 // dlp.settings.SETTINGS (kinds app, secret, platform) both ways, and the limits of the parameters that feed them.
 var appSettings = {
@@ -515,6 +544,10 @@ var appSettings = {
   DLP_LOGS_ENDPOINT: monitoring.outputs.logsIngestionEndpoint
   DLP_LOGS_RULE_ID: monitoring.outputs.dcrImmutableId
   DLP_LOGS_STREAM: monitoring.outputs.logsStream
+  // Exposure impact (app): the registry-logs workspace's ID and the query endpoint of this cloud
+  DLP_REGISTRY_LOGS_WORKSPACE: registryLogsEnabled ? registryLogsAccess.outputs.customerId : ''
+  // the Log Analytics query API of this cloud (learn.microsoft.com/azure/azure-monitor/logs/api/access-api)
+  DLP_LOGS_QUERY_ENDPOINT: environment().name == 'AzureChinaCloud' ? 'https://api.loganalytics.azure.cn/v1' : (environment().name == 'AzureUSGovernment' ? 'https://api.loganalytics.us/v1' : 'https://api.loganalytics.io/v1')
   // Alerts: the Teams URL only as a Key Vault reference (secret); email through ACS with the identity (app)
   DLP_TEAMS_WEBHOOK_URL: teamsEnabled ? '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.teamsWebhookSecretUri})' : ''
   DLP_EMAIL_ENDPOINT: emailEnabled ? email.outputs.endpoint : ''
