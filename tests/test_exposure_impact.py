@@ -187,8 +187,8 @@ def test_a_remediation_window_gets_its_pulls_from_the_delayed_looks(world, azuri
     rows = rows_of(world, reg)
     updated = newest(rows, evaluation.evaluation_id, "DLP.ACR.ExportPolicy")
     assert updated["ExposurePulls"] == 1 and updated["Action"] == "remediated" and updated["Status"] == "fail"
-    assert {newest(rows, evaluation.evaluation_id, r)["ExposurePulls"] for r in {x["RuleId"] for x in rows
-                                                                             if x["EvaluationId"] == evaluation.evaluation_id}} == {1}
+    rules = {x["RuleId"] for x in rows if x["EvaluationId"] == evaluation.evaluation_id}
+    assert {newest(rows, evaluation.evaluation_id, rule)["ExposurePulls"] for rule in rules} == {1}   # every row
     new_cards = cards(world)[sent:]
     assert len(new_cards) == 1 and "Pulls found while the registry was open" in new_cards[0]
     assert "1 pull from 198.51.100.7 (mallory@contoso.com): payments/api:1.4" in new_cards[0]
@@ -260,7 +260,7 @@ def test_two_instances_racing_on_the_same_look_record_and_alert_once(world, azur
     checked(world, azurite_env, reg, opened)
     world.logs_query.add_pull(reg, opened + dt.timedelta(seconds=8), "payments/api", "2.0",
                               identity="mallory@contoso.com", caller_ip=MALLORY_IP)
-    ((message, body),) = messages(azurite_env, impact.LOOK_KIND, reg)
+    ((_, body),) = messages(azurite_env, impact.LOOK_KIND, reg)
     sent, recorded = len(cards(world)), len(rows_of(world, reg))
     world.logs_query.latency = 0.3                       # both instances are inside the query at the same time
     first, second = instance(), instance()
@@ -289,5 +289,5 @@ def test_without_a_workspace_the_pulls_are_unknown_and_nothing_is_queued(world, 
     checked(world, azurite_env, reg, opened)
     (row,) = [r for r in rows_of(world, reg) if r["Action"] == "exposure"]
     assert row["ExposurePulls"] is None and row["ExposurePullsNote"].startswith("off")
-    assert "pulls unknown: registry logs are not configured" in [c for c in cards(world) if "was open" in c][0]
+    assert "pulls unknown: registry logs are not configured" in next(c for c in cards(world) if "was open" in c)
     assert not messages(azurite_env, impact.LOOK_KIND, reg) and not world.logs_query.queries
