@@ -215,11 +215,13 @@ def test_exposure_workbook_reads_declared_columns_and_is_wired_in_main():
     infra = Path(__file__).resolve().parents[1] / "infra"
     module = (infra / "app" / "exposure-workbook.bicep").read_text()
     used = set(re.findall(r"\b(Exposure\w+|RegistryName|EvaluationId|RuleId|Action|TimeGenerated)\b", module))
-    assert {"ExposureSeconds", "ExposureOpenedAt", "ExposureClosedAt", "ExposureOpenedBy", "ExposureClosedBy"} <= used
+    assert {"ExposureSeconds", "ExposureOpenedAt", "ExposureClosedAt", "ExposureOpenedBy", "ExposureClosedBy",
+            "ExposurePulls", "ExposurePullsNote"} <= used
     assert used <= set(findings.COLUMN_NAMES)
     declared = {c["name"]: c["type"] for c in json.loads((infra / "app" / "findings-columns.json").read_text())}
     assert declared["ExposureOpenedAt"] == declared["ExposureClosedAt"] == "datetime"
-    assert declared["ExposureSeconds"] == "real"
+    assert declared["ExposureSeconds"] == "real" and declared["ExposurePulls"] == "int"
+    assert declared["ExposurePullDetails"] == "dynamic"
     main = (infra / "main.bicep").read_text()
     wiring = re.search(r"module exposureWorkbook 'app/exposure-workbook\.bicep' = \{(.*?)\n\}", main, re.DOTALL)
     assert wiring and "workspaceName: monitoring.outputs.workspaceName" in wiring.group(1)
