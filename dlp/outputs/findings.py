@@ -28,7 +28,8 @@ class Column:
 
 
 COLUMNS: tuple[Column, ...] = (
-    Column("TimeGenerated", "datetime", "When the evaluation started (UTC)."),
+    Column("TimeGenerated", "datetime", "When the evaluation started (UTC); for a row recorded again by a later pull "
+                                        "look (same EvaluationId), when that look ran: the newest row wins."),
     Column("EvaluationId", "string", "One evaluation of one registry; with RuleId, the de-duplication key."),
     Column("RegistryId", "string", "ARM ID of the registry."),
     Column("RegistryName", "string", "Registry name."),
