@@ -175,3 +175,33 @@ def test_a_bad_registry_logs_setting_turns_off_the_pulls_only(name, value):
     settings = load(environ)
     assert settings.mode == "enforce" and not settings.pulls_enabled
     assert [setting for setting, _ in settings.degraded] == [name]
+
+
+# --- the alert ----------------------------------------------------------------------------------------------------
+
+
+def test_card_and_mail_say_the_pulls_and_a_look_alert_has_its_own_id_and_headline():
+    from dataclasses import replace
+
+    from dlp.domain.model import A_EXPOSURE, Context, Evaluation, Exposure, Outcome
+    from dlp.outputs.alerts import bodies, card
+    from dlp.outputs.alerts.alert import build_alert, window_alert_id
+    from dlp.outputs.alerts.states import S_EXPOSED
+
+    found, _ = pulls.count([pull(1), pull(2, tag="1.5")], T0, T1)
+    exposure = Exposure("policies.exportPolicy.status", T0.isoformat(), T1.isoformat(), 93.0, "mallory@contoso.com",
+                        "mallory@contoso.com", "change-history", "Registry was open for 93 s: ...", "k",
+                        "DLP.ACR.ExportPolicy", found)
+    first = Evaluation("e1", REG, Context(trigger="retry"), "audit", Outcome(A_EXPOSURE, "person", "x"), exposure=exposure)
+    alert = build_alert(first, None, S_EXPOSED, alert_id=window_alert_id(first), at=T1.isoformat())
+    assert alert.alert_id == "e1" and alert.headline == "Registry was open"
+    expected = "2 pulls from 198.51.100.7 (mallory@contoso.com): payments/api:1.4, payments/api:1.5"
+    mail = bodies.single(alert)
+    assert f"Pulls while open: {expected}" in mail.plain and expected in mail.html
+    assert expected in str(card.message([alert]))
+    later = replace(first, outcome=Outcome(A_EXPOSURE, pulls.REASON_FOUND, "x"))
+    look_alert = build_alert(later, None, S_EXPOSED, alert_id=window_alert_id(later), at=T1.isoformat())
+    assert look_alert.headline == "Pulls found while the registry was open"
+    assert window_alert_id(later) not in ("e1", window_alert_id(replace(later, exposure=replace(
+        exposure, pulls=pulls.count([pull(1)], T0, T1)[0]))))
+    assert window_alert_id(later) == window_alert_id(replace(later))     # the same picture: the same ID
