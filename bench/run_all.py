@@ -387,9 +387,9 @@ def splice(report: str, figures: dict[str, Any], runs: dict[str, list[dict[str, 
         rows = [f"| {t.benchmark} | {t.what} | {t.target} | {t.measured} | "
                 f"{'met' if t.met else '**missed** (see below)'} |" for t in make_targets(figures, runs)]
         lines = _replace_rows(lines, "| benchmark | what | target |", f"| {name} |", rows)
-        section = make_section(figures).split("\n") + ["", f"_This part: `{shown(bench)}` via `{python_command()} -m "
-                                                            f"bench.run_all --runs {run_count} --only {name}` on "
-                                                            f"{started} (UTC), commit {machine()['Commit']}._"]
+        made = (f"_This part: `{shown(bench)}` via `{python_command()} -m bench.run_all --runs {run_count} --only "
+                f"{name}` on {started} (UTC), commit {machine()['Commit']}._")
+        section = [*make_section(figures).split("\n"), "", made]
         title = section[0]
         if title in lines:
             start = lines.index(title)
