@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.run_all [--runs 3] [--report bench/REPORT.md]
 
-Runs bench_rules, bench_events, bench_sweep, bench_cold_start and bench_concurrency `--runs` times each
+Runs bench_rules, bench_events, bench_sweep, bench_cold_start, bench_concurrency and bench_impact `--runs` times each
 (a new interpreter every time, so no run inherits another's imports, clients or caches), reads the
 `BENCH <name> {json}` line each prints last, takes the median of every figure over the runs, checks the
 targets the issues set, and writes the report: the machine, the exact commands, the medians, the request
@@ -44,6 +44,7 @@ BENCHMARKS = (
     Benchmark("sweep", "bench.bench_sweep", ("--registries", "10000", "--drifted", "0.01"), "#6 sweep"),
     Benchmark("cold_start", "bench.bench_cold_start", ("--runs", "10", "--first-event-runs", "5"), "#8 cold start"),
     Benchmark("concurrency", "bench.bench_concurrency", ("--rounds", "3"), "#8 concurrency"),
+    Benchmark("impact", "bench.bench_impact", ("--windows", "10"), "#25 exposure impact"),
 )
 
 
@@ -190,7 +191,32 @@ def targets(figures: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> l
         out.append(Target("concurrency", f"ARM requests per round of {concurrency['invocations']} invocations over "
                           f"{concurrency['registries']} registries, {row['latency_ms']:.0f} ms",
                           "< 136 (before issue 16)", f"{most:.0f} (max over runs)", most < 136))
+    if "impact" in figures:
+        out += impact_targets(figures, runs)
     return out
+
+
+def impact_targets(figures: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> list[Target]:
+    out = []
+    for case in figures["impact"]["results"]:
+        worst = max(r["results"][case]["max_queries_per_window"] for r in runs["impact"])
+        counted = all(r["results"][case]["all_pulls_counted"] for r in runs["impact"])
+        out.append(Target("impact", f"Log Analytics queries per exposure window, {case}", "<= 2",
+                          f"{worst} (max over windows and runs)", worst <= 2))
+        out.append(Target("impact", f"every window's pulls counted, {case}", "all", "all" if counted else "not all",
+                          counted))
+    return out
+
+
+def impact_section(figures: dict[str, Any]) -> str:
+    impact = figures["impact"]["results"]
+    return ("### Exposure impact (`bench_impact`)\n\n" + "The pull looks of exposure windows (dlp/responder/impact.py) "
+            "through the handlers: a flip-and-restore found by the delayed check (first look at once, the +20 minute "
+            "look from the queue), a remediation (both looks from the queue), a window found long after it closed "
+            "(one look); queries counted by the Log Analytics query emulator, per window.\n\n" + table(
+                ["case", "windows", "queries per window", "looks from the queue", "queued look (median)"],
+                [[case, row["windows"], f"{row['queries_per_window_median']:g} (max {row['max_queries_per_window']})",
+                  row["queued_looks"], _ms(row["queued_look_ms_median"])] for case, row in impact.items()]))
 
 
 # --- the report ---------------------------------------------------------------------------------------------
@@ -312,6 +338,8 @@ def sections(figures: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> 
                          _ms(r["handler_ms_median"]), _ms(r["handler_ms_p95"]), _ms(r["handler_ms_max"]),
                          f"{r['arm_requests']:.0f}", ", ".join(map(str, r["patches_per_round"])),
                          ", ".join(map(str, r["teams_cards_per_round"]))] for r in concurrency["results"]]))
+    if "impact" in figures:
+        out.append(impact_section(figures))
     return out
 
 
@@ -341,12 +369,62 @@ def render(figures: dict[str, Any], runs: dict[str, list[dict[str, Any]]], secon
     return "\n\n".join(parts) + "\n"
 
 
+# Benchmarks whose part of the report `--only` regenerates in place: (targets, section) functions.
+PARTS = {"impact": (impact_targets, impact_section)}
+
+
+def splice(report: str, figures: dict[str, Any], runs: dict[str, list[dict[str, Any]]],
+           seconds: dict[str, list[float]], run_count: int, started: str) -> str:
+    """The report with the parts of the benchmarks in `figures` regenerated: their command row, target rows and
+    figures section; the rest as it was (each part says when it was made)."""
+    lines = report.rstrip("\n").split("\n")
+    for name in figures:
+        bench = next(b for b in BENCHMARKS if b.name == name)
+        make_targets, make_section = PARTS[name]
+        command_row = (f"| {name} | {bench.issue} | `{shown(bench)}` | {run_count} | "
+                       f"{statistics.median(seconds[name]):.1f} |")
+        lines = _replace_rows(lines, "| benchmark | issue | command |", f"| {name} |", [command_row])
+        rows = [f"| {t.benchmark} | {t.what} | {t.target} | {t.measured} | "
+                f"{'met' if t.met else '**missed** (see below)'} |" for t in make_targets(figures, runs)]
+        lines = _replace_rows(lines, "| benchmark | what | target |", f"| {name} |", rows)
+        made = (f"_This part: `{shown(bench)}` via `{python_command()} -m bench.run_all --runs {run_count} --only "
+                f"{name}` on {started} (UTC), commit {machine()['Commit']}._")
+        section = [*make_section(figures).split("\n"), "", made]
+        title = section[0]
+        if title in lines:
+            start = lines.index(title)
+            end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("### ")), len(lines))
+            lines[start:end] = [*section, ""] if end < len(lines) else section
+        else:
+            lines += ["", *section]
+    header = next(i for i, line in enumerate(lines) if line.startswith("## Targets: "))
+    start = next(i for i, line in enumerate(lines) if line.startswith("| benchmark | what | target |")) + 2
+    end = start
+    while end < len(lines) and lines[end].startswith("| "):
+        end += 1
+    table_rows = lines[start:end]
+    met = sum(1 for line in table_rows if line.rstrip().endswith("| met |"))
+    lines[header] = f"## Targets: {met} of {len(table_rows)} met"
+    return "\n".join(lines) + "\n"
+
+
+def _replace_rows(lines: list[str], table_header: str, prefix: str, rows: list[str]) -> list[str]:
+    """Replace the rows starting with `prefix` of the table whose header starts with `table_header` (or append)."""
+    start = next(i for i, line in enumerate(lines) if line.startswith(table_header))
+    end = start + 2
+    while end < len(lines) and lines[end].startswith("| "):
+        end += 1
+    kept = [line for line in lines[start + 2:end] if not line.startswith(prefix)]
+    return [*lines[:start + 2], *kept, *rows, *lines[end:]]
+
+
 def main(argv: list[str] | None = None, *, runner: Callable[[Benchmark], tuple[dict[str, Any], float]] = run_once) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="fresh processes per benchmark (default 3)")
     parser.add_argument("--report", type=Path, default=ROOT / "bench" / "REPORT.md")
     parser.add_argument("--only", action="append", choices=[b.name for b in BENCHMARKS],
-                        help="run only these (the report needs all five)")
+                        help="run only these: prints their figures; for " + ", ".join(PARTS) + " also regenerates "
+                             "their part of the report")
     args = parser.parse_args(argv)
     started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
     runs: dict[str, list[dict[str, Any]]] = {}
@@ -360,7 +438,11 @@ def main(argv: list[str] | None = None, *, runner: Callable[[Benchmark], tuple[d
             runs.setdefault(bench.name, []).append(figures)
             seconds.setdefault(bench.name, []).append(took)
     if args.only:
-        print(json.dumps({name: median_of(values) for name, values in runs.items()}, indent=1))
+        figures = {name: median_of(values) for name, values in runs.items()}
+        print(json.dumps(figures, indent=1))
+        if set(args.only) <= set(PARTS) and args.report.is_file():
+            args.report.write_text(splice(args.report.read_text(), figures, runs, seconds, args.runs, started))
+            print(f"updated the {', '.join(args.only)} part of {args.report}")
         return 0
     figures = {name: median_of(values) for name, values in runs.items()}
     report = render(figures, runs, seconds, args.runs, started)

@@ -54,6 +54,13 @@ def build(settings: Settings, *, credential: Any = None, in_process: bool = Fals
         from dlp.azure.retryqueue import RetryQueue
 
         retry = RetryQueue.from_settings(settings, credential)
+    from dlp.azure.impacts import MemoryImpacts, TableImpacts
+
+    registry_logs = None
+    if settings.pulls_enabled:
+        from dlp.azure.logs_query import RegistryLogs
+
+        registry_logs = RegistryLogs(settings.registry_logs_workspace, settings.logs_query_endpoint, credential)
     return Services(
         settings=settings,
         arm=ArmGateway(settings.arm_endpoint, LearningCredential(credential, identity)),   # learns who we are
@@ -63,6 +70,8 @@ def build(settings: Settings, *, credential: Any = None, in_process: bool = Fals
         notifier=build_notifier(settings, credential, tables),
         identity=identity,
         dead_letters=DeadLetterContainer.from_settings(settings, credential),
+        registry_logs=registry_logs,
+        impacts=TableImpacts(tables) if tables is not None else MemoryImpacts(),
     )
 
 

@@ -95,6 +95,14 @@ SETTINGS: tuple[Setting, ...] = (
             "URL `https://<account>.blob.core.windows.net/<container>` (read with the managed identity; `infra/` sets "
             "this, its dead-letter account being separate). Empty: replay off.",
             example=""),
+    Setting("DLP_REGISTRY_LOGS_WORKSPACE", "",
+            "Workspace ID (a GUID) of the Log Analytics workspace that receives the registries' resource logs "
+            "(`ContainerRegistryRepositoryEvents`, `ContainerRegistryLoginEvents`). Set: every exposure window records "
+            "and alerts what was pulled while the registry was open (looks at +5 and +20 minutes). Empty: pulls are "
+            "recorded as unknown.", example=""),
+    Setting("DLP_LOGS_QUERY_ENDPOINT", "https://api.loganalytics.io/v1",
+            "Log Analytics query API endpoint (sovereign clouds set theirs, e.g. `https://api.loganalytics.azure.cn/v1`); "
+            "the token audience follows it.", example="https://api.loganalytics.io/v1"),
     Setting("AZURE_CLIENT_ID", "",
             "Client ID of the user-assigned managed identity the responder uses (read by azure-identity); change "
             "history names the responder's own writes by it, so exposure windows it closed say `responder`, and "
@@ -222,6 +230,8 @@ class Settings:
     deadletter_account_url: str = ""       # https://<account>.blob...: the container is on that account, not the app's
     degraded: tuple[tuple[str, str], ...] = ()    # (setting, problem): optional outputs turned off at start
     client_id: str = ""      # AZURE_CLIENT_ID: the responder's own identity in change history (dlp/domain/exposure.py)
+    registry_logs_workspace: str = ""         # DLP_REGISTRY_LOGS_WORKSPACE: where the registries' resource logs are
+    logs_query_endpoint: str = "https://api.loganalytics.io/v1"
 
     def policy(self, *, enforce: bool | None = None) -> Policy:
         """The slice of these settings the pure planner needs. `enforce`: whether this trigger may write (None:
@@ -241,6 +251,11 @@ class Settings:
     @property
     def email_enabled(self) -> bool:
         return bool(self.email_endpoint and self.email_sender and self.email_to)
+
+    @property
+    def pulls_enabled(self) -> bool:
+        """Exposure windows look up what was pulled (dlp/responder/impact.py)."""
+        return bool(self.registry_logs_workspace)
 
     @property
     def storage_configured(self) -> bool:
@@ -265,7 +280,7 @@ class Settings:
         """Which outputs are configured, never their values (for /api/health and the start-up notice)."""
         return {"logAnalytics": self.logs_enabled, "teams": self.teams_enabled,
                 "email": self.email_enabled, "storage": self.storage_configured,
-                "deadLetterReplay": self.deadletter_enabled}
+                "deadLetterReplay": self.deadletter_enabled, "registryLogs": self.pulls_enabled}
 
 
 DEVELOPMENT_STORAGE = (
@@ -296,6 +311,8 @@ OUTPUT_OF = {
     "DLP_LOGS_STREAM": "Log Analytics findings (they go to the application log only)",
     "DLP_RULE_DOCS_URL": "links to your rule pages (alerts link to Microsoft Learn instead)",
     "DLP_DEADLETTER_CONTAINER": "dead-letter replay (dead-lettered drift waits for the next sweep)",
+    "DLP_REGISTRY_LOGS_WORKSPACE": "pull look-ups of exposure windows (pulls are recorded as unknown)",
+    "DLP_LOGS_QUERY_ENDPOINT": "pull look-ups of exposure windows (pulls are recorded as unknown)",
 }
 
 
@@ -414,11 +431,41 @@ def _outputs(get: Any, degraded: list[tuple[str, str]]) -> dict[str, Any]:
     docs = _https_url("DLP_RULE_DOCS_URL", get("DLP_RULE_DOCS_URL"), found)
     _group(degraded, found)
 
+    workspace, query_endpoint = _registry_logs(get, degraded)
+
     return dict(
         logs_endpoint=logs_endpoint if logs_on else "", logs_rule_id=logs_rule_id if logs_on else "",
         logs_stream=logs_stream if logs_on else BY_NAME["DLP_LOGS_STREAM"].default, teams_webhook_url=teams,
         email_endpoint=email_endpoint if email_on else "", email_sender=email_sender if email_on else "",
-        email_to=email_to if email_on else (), rule_docs_url=docs)
+        email_to=email_to if email_on else (), rule_docs_url=docs, registry_logs_workspace=workspace,
+        logs_query_endpoint=query_endpoint)
+
+
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+def _registry_logs(get: Any, degraded: list[tuple[str, str]]) -> tuple[str, str]:
+    """DLP_REGISTRY_LOGS_WORKSPACE + DLP_LOGS_QUERY_ENDPOINT -> (workspace ID, endpoint); ("", default) when unset or
+    unusable (the pulls of exposure windows are then recorded as unknown, nothing else changes).
+
+    azure-monitor-query keeps only scheme and host of an endpoint that ends in `/v1` (and uses that as the token
+    audience); any other path would be kept and `/v1` appended, so the endpoint must be a host, optionally `/v1`."""
+    from urllib.parse import urlsplit
+
+    found: list[tuple[str, str]] = []
+    default = BY_NAME["DLP_LOGS_QUERY_ENDPOINT"].default
+    workspace = get("DLP_REGISTRY_LOGS_WORKSPACE")
+    if _unresolved(workspace):
+        found.append(("DLP_REGISTRY_LOGS_WORKSPACE", "is an unresolved Key Vault reference"))
+    elif workspace and not _GUID.match(workspace):
+        found.append(("DLP_REGISTRY_LOGS_WORKSPACE", "must be a workspace ID (a GUID: the workspace's Overview page), "
+                                                      "not its name or resource ID"))
+    endpoint = _https_url("DLP_LOGS_QUERY_ENDPOINT", get("DLP_LOGS_QUERY_ENDPOINT"), found) or ""
+    if (endpoint and urlsplit(endpoint).path.rstrip("/") not in ("", "/v1")) or "?" in endpoint:
+        found.append(("DLP_LOGS_QUERY_ENDPOINT", "must be https://<host> or https://<host>/v1"))
+    if not _group(degraded, found):
+        return "", default
+    return workspace.lower(), (endpoint or default).rstrip("/")
 
 
 def _entries(name: str, text: str, problems: list[tuple[str, str]]) -> list[str]:

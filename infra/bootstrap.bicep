@@ -26,6 +26,9 @@ param location string
 @description('MONITORED_SUBSCRIPTION_IDS as main.bicep reads it. Empty: the deployment subscription.')
 param monitoredSubscriptionIds string = ''
 
+@description('REGISTRY_LOGS_WORKSPACE_ID as main.bicep reads it (registryLogsWorkspaceId). Set: the registry-logs reader role is created too.')
+param registryLogsWorkspaceId string = ''
+
 var abbrs = loadJsonContent('abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
@@ -42,6 +45,9 @@ var otherSubscriptions = filter(monitoredSubscriptions, s => s != ownSubscriptio
 var responderRoleGuid = guid(subscription().id, environmentName, 'acr-dlp-responder')
 var hostStorageListerRoleGuid = guid(subscription().id, environmentName, 'acr-dlp-host-storage-lister')
 var emailSenderRoleGuid = guid(subscription().id, environmentName, 'acr-dlp-email-sender')
+var registryLogsReaderRoleGuid = guid(subscription().id, environmentName, 'acr-dlp-registry-logs-reader')
+var registryLogsEnabled = !empty(registryLogsWorkspaceId)
+var registryLogsSubscriptionId = registryLogsEnabled ? split(registryLogsWorkspaceId, '/')[2] : ownSubscriptionId
 var roleNameSuffix = '(${environmentName}-${resourceToken})'
 
 // The only permissions the responder's identity has on monitored subscriptions (docs/deploy.md says why each):
@@ -130,6 +136,37 @@ resource emailSenderRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = 
   }
 }
 
+// Exposure impact (issue 25): the least that can query the registries' resource logs. `workspaces/read` and
+// `workspaces/query/read` (run a query) plus the read actions of exactly the two registry tables
+// (`workspaces/query/<table>/read`): Microsoft documents these per-table actions as the table-level access of Log
+// Analytics ("Manage table-level read access", the custom-role method); without them `query/read` reads no table.
+// Log Analytics Reader would read every table of the workspace (and more). Assignable in the workspace's
+// subscription (it may be another than this one); infra/app/registry-logs-access.bicep assigns it on the workspace.
+resource registryLogsReaderRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (registryLogsEnabled) {
+  name: registryLogsReaderRoleGuid
+  properties: {
+    roleName: 'ACR DLP registry logs reader ${roleNameSuffix}'
+    description: 'Query the ContainerRegistryRepositoryEvents and ContainerRegistryLoginEvents tables of a workspace, and no other table.'
+    type: 'CustomRole'
+    permissions: [
+      {
+        actions: [
+          'Microsoft.OperationalInsights/workspaces/read'
+          'Microsoft.OperationalInsights/workspaces/query/read'
+          'Microsoft.OperationalInsights/workspaces/query/ContainerRegistryRepositoryEvents/read'
+          'Microsoft.OperationalInsights/workspaces/query/ContainerRegistryLoginEvents/read'
+        ]
+        notActions: []
+        dataActions: []
+        notDataActions: []
+      }
+    ]
+    assignableScopes: [
+      '/subscriptions/${registryLogsSubscriptionId}'
+    ]
+  }
+}
+
 module eventsGroups 'app/events-group.bicep' = [for s in otherSubscriptions: {
   name: 'dlp-events-group-${resourceToken}-${uniqueString(s)}'
   scope: subscription(s)
@@ -140,6 +177,6 @@ module eventsGroups 'app/events-group.bicep' = [for s in otherSubscriptions: {
   }
 }]
 
-@description('The custom role definitions (GUIDs), comma-separated: the hook waits until each reads back.')
-output customRoleGuids string = join([responderRole.name, hostStorageListerRole.name, emailSenderRole.name], ',')
+@description('The custom role definitions (GUIDs), comma-separated, the registry-logs reader last when it exists: the hook waits until each reads back.')
+output customRoleGuids string = join(concat([responderRole.name, hostStorageListerRole.name, emailSenderRole.name], registryLogsEnabled ? [registryLogsReaderRoleGuid] : []), ',')
 output eventsResourceGroupName string = eventsResourceGroupName

@@ -184,6 +184,12 @@ param assignExportPolicy bool = false
 ])
 param exportPolicyEffect string = 'Deny'
 
+@description('Resource ID of the Log Analytics workspace that receives the registries\' resource logs (ContainerRegistryRepositoryEvents, ContainerRegistryLoginEvents). Set: exposure windows record what was pulled while a registry was open (DLP_REGISTRY_LOGS_WORKSPACE), and the app may query those two tables of it. Empty: pulls are recorded as unknown.')
+param registryLogsWorkspaceId string = ''
+
+@description('With registryLogsWorkspaceId: assign the built-in policy that deploys diagnostic settings sending every container registry\'s logs to that workspace, on every monitored subscription.')
+param assignRegistryLogsPolicy bool = false
+
 @description('Put a CanNotDelete lock on the responder resource group (remove it before azd down).')
 param enableDeleteLock bool = false
 
@@ -233,12 +239,15 @@ var topicDiagnosticSettingName = 'acr-dlp-${resourceToken}'
 var responderRoleGuid = guid(subscription().id, environmentName, 'acr-dlp-responder')
 var hostStorageListerRoleGuid = guid(subscription().id, environmentName, 'acr-dlp-host-storage-lister')
 var emailSenderRoleGuid = guid(subscription().id, environmentName, 'acr-dlp-email-sender')
+var registryLogsReaderRoleGuid = guid(subscription().id, environmentName, 'acr-dlp-registry-logs-reader')
 
 // Names the code fixes (dlp.settings): the retry queue the trigger binds, and the state and outbox tables.
 var retryQueueName = 'dlp-retry'
 var stateTableName = 'dlpstate'
 var outboxTableName = 'dlpoutbox'
 
+var registryLogsEnabled = !empty(registryLogsWorkspaceId)
+var registryLogsWorkspace = split(registryLogsEnabled ? registryLogsWorkspaceId : '/subscriptions/x/resourceGroups/x/providers/x/x/x', '/')
 var requestedSubscriptions = filter(map(split(monitoredSubscriptionIds, ','), s => toLower(trim(s))), s => !empty(s))
 var monitoredSubscriptions = empty(requestedSubscriptions) ? [ownSubscriptionId] : union(requestedSubscriptions, []) // union: no duplicates
 // Reused topics: what the preprovision hook discovered, overridden per subscription by what the user set.
@@ -508,6 +517,28 @@ module subscriptionAccess 'app/subscription-access.bicep' = [for (s, i) in monit
   }
 }]
 
+// Exposure impact (issue 25): the responder may query the registry tables of the registry-logs workspace; optionally
+// every registry of the monitored subscriptions is made to send its logs there.
+module registryLogsAccess 'app/registry-logs-access.bicep' = if (registryLogsEnabled) {
+  name: 'dlp-registry-logs-${resourceToken}'
+  scope: resourceGroup(registryLogsWorkspace[2], registryLogsWorkspace[4])
+  params: {
+    workspaceName: last(registryLogsWorkspace)
+    principalId: identity.outputs.principalId
+    roleDefinitionGuid: registryLogsReaderRoleGuid
+  }
+}
+
+module registryLogsPolicy 'app/registry-logs-policy.bicep' = [for (s, i) in monitoredSubscriptions: if (registryLogsEnabled && assignRegistryLogsPolicy) {
+  name: 'dlp-registry-logs-policy-${resourceToken}-${i}'
+  scope: subscription(s)
+  params: {
+    workspaceId: registryLogsWorkspaceId
+    assignmentName: 'acr-dlp-registry-logs-${take(resourceToken, 8)}'
+    location: location
+  }
+}]
+
 // Every app setting of the Function App, in one place. tests/test_infra.py checks these names against
 // dlp.settings.SETTINGS (kinds app, secret, platform) both ways, and the limits of the parameters that feed them.
 var appSettings = {
@@ -538,6 +569,10 @@ var appSettings = {
   DLP_LOGS_ENDPOINT: monitoring.outputs.logsIngestionEndpoint
   DLP_LOGS_RULE_ID: monitoring.outputs.dcrImmutableId
   DLP_LOGS_STREAM: monitoring.outputs.logsStream
+  // Exposure impact (app): the registry-logs workspace's ID and the query endpoint of this cloud
+  DLP_REGISTRY_LOGS_WORKSPACE: registryLogsEnabled ? registryLogsAccess.outputs.customerId : ''
+  // the Log Analytics query API of this cloud (learn.microsoft.com/azure/azure-monitor/logs/api/access-api)
+  DLP_LOGS_QUERY_ENDPOINT: environment().name == 'AzureChinaCloud' ? 'https://api.loganalytics.azure.cn/v1' : (environment().name == 'AzureUSGovernment' ? 'https://api.loganalytics.us/v1' : 'https://api.loganalytics.io/v1')
   // Alerts: the Teams URL only as a Key Vault reference (secret); email through ACS with the identity (app)
   DLP_TEAMS_WEBHOOK_URL: teamsEnabled ? '@Microsoft.KeyVault(SecretUri=${keyVault.outputs.teamsWebhookSecretUri})' : ''
   DLP_EMAIL_ENDPOINT: emailEnabled ? email.outputs.endpoint : ''
@@ -599,6 +634,8 @@ output RESPONDER_PRINCIPAL_ID string = identity.outputs.principalId
 output RESPONDER_RESOURCE_TOKEN string = resourceToken
 output RESPONDER_ROLE_GUID string = responderRoleGuid
 output RESPONDER_CUSTOM_ROLE_GUIDS string = join([responderRoleGuid, hostStorageListerRoleGuid, emailSenderRoleGuid], ',')
+@description('The registry-logs reader role (infra/bootstrap.bicep) as <GUID>@<its subscription>, when registry logs are on: postdown deletes it there.')
+output RESPONDER_REGISTRY_LOGS_ROLE string = registryLogsEnabled ? '${registryLogsReaderRoleGuid}@${registryLogsWorkspace[2]}' : ''
 output RESPONDER_HOST_STORAGE_ACCESS string = hostStorageAccess
 output RESPONDER_MONITORED_SUBSCRIPTIONS string = join(monitoredSubscriptions, ',')
 output RESPONDER_POLICY_ASSIGNMENT string = assignExportPolicy ? policyAssignmentName : ''

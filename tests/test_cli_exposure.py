@@ -69,3 +69,32 @@ def test_no_window_exit_0_and_bad_arguments_exit_2(arm):
                 ["--scope", f"/subscriptions/{SUB}", "--since", "soon"]):
         failed = exposure(*bad)
         assert failed.returncode == 2 and "error:" in failed.stderr and "Traceback" not in failed.stderr
+
+
+def test_pulls_per_window_from_the_registry_logs_workspace(azure_env, monkeypatch):
+    arm = azure_env.arm
+    reg = registry_id(SUB, "rg-app", "acrpulls01")
+    arm.create(SUB, "rg-app", "acrpulls01", export="disabled", public="Disabled")
+    opened = datetime.now(timezone.utc) - timedelta(hours=1)
+    arm.write(reg, EXPORT_ON, caller="mallory@contoso.com", at=opened)
+    arm.write(reg, EXPORT_OFF, caller="mallory@contoso.com", at=opened + timedelta(seconds=90))
+    for seconds, tag in ((10, "1.4"), (20, "1.5")):
+        azure_env.logs_query.add_pull(reg, opened + timedelta(seconds=seconds), "payments/api", tag,
+                                      identity="mallory@contoso.com", caller_ip="198.51.100.7:4242")
+    azure_env.logs_query.add_pull(reg, opened + timedelta(minutes=10), "payments/outside", "1")
+    for name, value in azure_env.registry_logs_env().items():
+        monkeypatch.setenv(name, value)
+    done = exposure("--scope", reg, "--since", "2h")
+    assert done.returncode == 1, done.stderr
+    assert "pulls: 2 pulls from 198.51.100.7 (mallory@contoso.com): payments/api:1.4, payments/api:1.5" in done.stdout
+    assert "outside" not in done.stdout
+    [registry] = json.loads(exposure("--scope", reg, "--since", "2h", "--format", "json").stdout)
+    (window,) = registry["windows"]
+    assert window["pulls"]["count"] == 2 and window["pulls"]["status"] == "counted"
+    assert [d["reference"] for d in window["pulls"]["details"]] == [":1.4", ":1.5"]
+    azure_env.logs_query.forbidden = True
+    refused = exposure("--scope", reg, "--since", "2h", "--workspace", azure_env.workspace_id)
+    assert "pulls: pulls unknown: HTTP 403 InsufficientAccessError" in refused.stdout
+    none = exposure("--scope", reg, "--since", "2h", "--workspace", "")
+    assert "pulls:" not in none.stdout
+    assert len(azure_env.logs_query.queries) == 2          # one per run that read them (the 403 was refused first)

@@ -50,6 +50,9 @@ def test_demo_tells_the_story_and_prints_nothing_on_stderr():
         assert step in out
     assert "action=remediated" in out
     assert "it costs 0 ARM requests, no row and no alert" in out           # the own write is free (issue 16)
+    assert "== 10. Flip and restore, and what left meanwhile" in out       # the pulls of a window (issue 25)
+    assert ("Pulls while open: 3 pulls from 198.51.100.7 (mallory@contoso.com): payments/api:1.4, payments/api:1.5, "
+            "payments/worker:2.0") in out and "payments/api:1.6" not in out
     lowered = out.lower()
     for alarming in ("traceback", "warning", "error", "not configured", "exception"):
         assert alarming not in lowered, alarming

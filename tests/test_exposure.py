@@ -227,11 +227,13 @@ def test_exposure_workbook_reads_declared_columns_and_is_wired_in_main():
     infra = Path(__file__).resolve().parents[1] / "infra"
     module = (infra / "app" / "exposure-workbook.bicep").read_text()
     used = set(re.findall(r"\b(Exposure\w+|RegistryName|EvaluationId|RuleId|Action|TimeGenerated)\b", module))
-    assert {"ExposureSeconds", "ExposureOpenedAt", "ExposureClosedAt", "ExposureOpenedBy", "ExposureClosedBy"} <= used
+    assert {"ExposureSeconds", "ExposureOpenedAt", "ExposureClosedAt", "ExposureOpenedBy", "ExposureClosedBy",
+            "ExposurePulls", "ExposurePullsNote"} <= used
     assert used <= set(findings.COLUMN_NAMES)
     declared = {c["name"]: c["type"] for c in json.loads((infra / "app" / "findings-columns.json").read_text())}
     assert declared["ExposureOpenedAt"] == declared["ExposureClosedAt"] == "datetime"
-    assert declared["ExposureSeconds"] == "real"
+    assert declared["ExposureSeconds"] == "real" and declared["ExposurePulls"] == "int"
+    assert declared["ExposurePullDetails"] == "dynamic"
     main = (infra / "main.bicep").read_text()
     wiring = re.search(r"module exposureWorkbook 'app/exposure-workbook\.bicep' = \{(.*?)\n\}", main, re.DOTALL)
     assert wiring and "workspaceName: monitoring.outputs.workspaceName" in wiring.group(1)
@@ -270,3 +272,100 @@ def test_remediation_window_from_event_time_never_negative():
     assert ahead.seconds == 0
     unknown = remediation_exposure("", "", ["publicNetworkAccess"], T0)
     assert unknown.seconds is None and unknown.opened_at == "" and "unknown time" in unknown.sentence
+
+
+# --- change history as Azure really writes it (issue 25, item 7) ------------------------------------------------
+
+
+def real_row(change_id: str, at: str, changes: dict, *, who="mallory@contoso.com", change_type="Update",
+             by_type="User", correlation="c0ffee00-0000-4000-8000-000000000001", previous="", new=""):
+    """A row in the forms public samples of Resource Graph output show."""
+    return {"id": f"{REG}/providers/Microsoft.Resources/changes/{change_id}", "name": change_id,
+            "properties": {"targetResourceId": REG, "changeType": change_type,
+                           "changeAttributes": {"timestamp": at, "changedBy": who, "changedByType": by_type,
+                                                "correlationId": correlation, "clientType": "Unspecified",
+                                                "previousResourceSnapshotId": previous, "newResourceSnapshotId": new},
+                           "changes": changes}}
+
+
+def export(previous, new):
+    return {"properties.policies.exportPolicy.status": {"previousValue": previous, "newValue": new,
+                                                        "propertyChangeType": "Update"}}
+
+
+def test_same_timestamp_changes_are_ordered_as_their_ids_encode_later_is_smaller():
+    at = "2026-11-30T12:00:00.123Z"
+    enable = real_row("08584000000000000200_7f13e0a1-0000-4000-8000-000000000001", at, export("disabled", "enabled"))
+    disable = real_row("08584000000000000100_00000000-0000-4000-8000-000000000002", at, export("enabled", "disabled"))
+    for rows in ([enable, disable], [disable, enable]):        # unlinked snapshots: only the IDs tell the order
+        (window,) = windows(rows)[REG.lower()]
+        assert window.closed and window.opened_at is not None and window.seconds() == 0
+
+
+def test_the_snapshot_chain_wins_over_the_ids_where_it_exists():
+    at = "2026-11-30T12:00:00.123Z"
+    enable = real_row("08584000000000000100_a", at, export("disabled", "enabled"), previous="s0", new="s1")
+    disable = real_row("08584000000000000200_b", at, export("enabled", "disabled"), previous="s1", new="s2")
+    (window,) = windows([disable, enable])[REG.lower()]
+    assert window.closed and window.opened_at is not None
+
+
+def test_id_order_takes_the_last_path_segment_and_sorts_unencoded_ids_last():
+    assert exposure.id_order(f"{REG}/providers/Microsoft.Resources/changes/0858_x") < exposure.id_order("0857_y")
+    assert exposure.id_order("0857_y") < exposure.id_order("not-encoded")
+
+
+@pytest.mark.parametrize("previous, new, opens", [("False", "True", True), (False, True, True), ("True", "False", False),
+                                                   (None, "True", True), ("null", "True", True)])
+def test_booleans_as_text_and_null_or_the_string_null_as_absent(previous, new, opens):
+    change = {"properties.adminUserEnabled": {"previousValue": previous, "newValue": new}}
+    (window,) = windows([real_row("08584000000000000100_a", "2026-11-30T12:00:00Z", change)])[REG.lower()]
+    assert window.property == "adminUserEnabled" and (window.closer == STILL_OPEN) == opens
+
+
+def test_a_remove_with_null_falls_back_to_azures_default():
+    change = {"properties.anonymousPullEnabled": {"previousValue": "True", "newValue": None,
+                                                  "propertyChangeType": "Remove"}}
+    (window,) = windows([real_row("08584000000000000100_a", "2026-11-30T12:00:00Z", change)])[REG.lower()]
+    assert window.closed and window.opened_at is None          # absent = false (the default): it closed
+
+
+@pytest.mark.parametrize("text, micro", [("2026-11-30T12:00:00.12Z", 120000), ("2026-11-30T12:00:00.1234567Z", 123456),
+                                         ("2026-11-30T12:00:00.123+00:00", 123000), ("2026-11-30T12:00:00Z", 0)])
+def test_timestamps_with_2_to_7_fraction_digits(text, micro):
+    moment = exposure.parse_time(text)
+    assert moment is not None and moment.microsecond == micro and moment.utcoffset() == timedelta(0)
+
+
+def test_unspecified_and_system_callers_read_unknown_and_azure():
+    opened = real_row("08584000000000000300_a", "2026-11-30T12:00:00Z", export("disabled", "enabled"),
+                      who="System", by_type="System", correlation=exposure.NO_CORRELATION)
+    deleted = real_row("08584000000000000200_b", "2026-11-30T12:00:05Z", {}, who="Unspecified", by_type="Unspecified",
+                       change_type="Delete")
+    (window,) = windows([opened, deleted])[REG.lower()]
+    text = window.sentence()
+    assert "exports enabled by Azure" in text and "deleted by unknown" in text and "Unspecified" not in text
+    assert window.to_json()["closedBy"] == ""
+
+
+def test_the_emulator_writes_the_real_forms():
+    log = ChangeLog()
+    created = row(log, base(), base(), "ignored@x", T0, change_type="Create")
+    first = row(log, base(), {**base(), "properties": {**base()["properties"], "adminUserEnabled": True}}, "a@x",
+                T0 + timedelta(seconds=1))
+    second = flip(log, "a@x", T0 + timedelta(seconds=1), "enabled")          # the same timestamp
+    assert created["properties"]["changeAttributes"]["changedBy"] == "Unspecified"
+    attributes = first["properties"]["changeAttributes"]
+    assert attributes["timestamp"] == "2026-11-30T12:00:01.0000000Z" and first["location"]
+    assert first["properties"]["changes"]["properties.adminUserEnabled"]["newValue"] == "True"
+    assert exposure.id_order(second["name"]) > exposure.id_order(first["name"])        # later: a smaller number
+    assert int(second["name"].split("_")[0]) < int(first["name"].split("_")[0])
+    removed = log.record({"id": REG, "properties": {"x": "1"}}, {"id": REG, "properties": {}}, changed_by="a@x")
+    assert removed["properties"]["changes"]["properties.x"]["newValue"] is None
+    system = log.record_system(base(export="enabled"), base(), at=T0 + timedelta(seconds=2))
+    assert system["properties"]["changeAttributes"]["changedBy"] == "System"
+    assert system["properties"]["changeAttributes"]["correlationId"] == exposure.NO_CORRELATION
+    log.link_snapshots = False
+    third = flip(log, "a@x", T0 + timedelta(seconds=3), "disabled")
+    assert third["properties"]["changeAttributes"]["previousResourceSnapshotId"] != \
+        system["properties"]["changeAttributes"]["newResourceSnapshotId"]

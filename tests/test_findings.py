@@ -128,7 +128,7 @@ def test_one_row_per_rule_with_exactly_the_declared_columns():
         "DurationMs": 412.5,
         "ResponderVersion": __version__,
         "ExposureOpenedAt": None, "ExposureClosedAt": None, "ExposureSeconds": None, "ExposureOpenedBy": "",
-        "ExposureClosedBy": "",
+        "ExposureClosedBy": "", "ExposurePulls": None, "ExposurePullDetails": None, "ExposurePullsNote": "",
     }
 
 

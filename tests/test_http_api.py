@@ -303,7 +303,7 @@ def test_health_reports_version_mode_and_which_outputs_are_configured_never_thei
     assert status == 200
     assert body["status"] == "ok" and body["version"] == __version__ and body["mode"] == "audit"
     assert body["outputs"] == {"logAnalytics": True, "teams": True, "email": True, "storage": True,
-                               "deadLetterReplay": False}
+                               "deadLetterReplay": False, "registryLogs": False}
     assert body["configurationError"] is None
     for secret in (os.environ["DLP_TEAMS_WEBHOOK_URL"], os.environ["AzureWebJobsStorage"], os.environ["DLP_LOGS_ENDPOINT"]):
         assert secret not in text

@@ -44,7 +44,7 @@ def test_role_definitions_are_created_only_by_the_bootstrap_stage():
     """Assigned in the deployment that creates them, they fail first runs with RoleDefinitionDoesNotExist."""
     defined = {(file, symbol) for file, symbol, _body in resources_of("Microsoft.Authorization/roleDefinitions")}
     assert defined == {("bootstrap.bicep", "responderRole"), ("bootstrap.bicep", "hostStorageListerRole"),
-                       ("bootstrap.bicep", "emailSenderRole")}
+                       ("bootstrap.bicep", "emailSenderRole"), ("bootstrap.bicep", "registryLogsReaderRole")}
     yaml = read(ROOT / "azure.yaml")
     assert re.search(r"^  preprovision:$", yaml, re.MULTILINE)   # runs before azd provisions main.bicep
 
@@ -64,13 +64,15 @@ def test_main_and_bootstrap_compute_the_same_names():
     """main.bicep assigns what bootstrap.bicep defines and deploys into the groups it made: one expression each."""
     main, bootstrap = read(MAIN), read(BOOTSTRAP)
     for name in ("resourceToken", "ownSubscriptionId", "eventsResourceGroupName", "requestedSubscriptions",
-                 "monitoredSubscriptions", "responderRoleGuid", "hostStorageListerRoleGuid", "emailSenderRoleGuid"):
+                 "monitoredSubscriptions", "responderRoleGuid", "hostStorageListerRoleGuid", "emailSenderRoleGuid",
+                 "registryLogsReaderRoleGuid"):
         assert var_line(main, name) == var_line(bootstrap, name), name
     assert block(main, r"^var tags = ") == block(bootstrap, r"^var tags = ")
     assert "abbreviations.json" in var_line(bootstrap, "abbrs")
     # the hooks take the first GUID of either list for the responder role
-    assert ("output customRoleGuids string = join([responderRole.name, hostStorageListerRole.name, "
-            "emailSenderRole.name], ',')") in bootstrap
+    assert ("output customRoleGuids string = join(concat([responderRole.name, hostStorageListerRole.name, "
+            "emailSenderRole.name], registryLogsEnabled ? [registryLogsReaderRoleGuid] : []), ',')") in bootstrap
+    assert "roleDefinitionGuid: registryLogsReaderRoleGuid" in block(main, r"^module registryLogsAccess ")
     assert ("output RESPONDER_CUSTOM_ROLE_GUIDS string = join([responderRoleGuid, hostStorageListerRoleGuid, "
             "emailSenderRoleGuid], ',')") in main
     for symbol, guid in (("responderRole", "responderRoleGuid"), ("hostStorageListerRole", "hostStorageListerRoleGuid"),

@@ -36,6 +36,7 @@ OUTPUTS = {
     "RESPONDER_MONITORED_SUBSCRIPTIONS": f"{SUB_A},{SUB_B}",
     "RESPONDER_ROLE_GUID": GUIDS[0],
     "RESPONDER_CUSTOM_ROLE_GUIDS": ",".join(GUIDS),
+    "RESPONDER_REGISTRY_LOGS_ROLE": "",
     "RESPONDER_POLICY_ASSIGNMENT": "acr-dlp-exports-disabled-tok12345",
     "EVENTGRID_SYSTEM_TOPIC_IDS": f"{OWN_TOPIC},{B_TOPIC}",
     "EVENTGRID_REUSED_TOPIC_IDS": "",
@@ -129,6 +130,18 @@ def test_postdown_removes_what_azd_down_leaves_from_what_predown_recorded(tmp_pa
     definitions = run.called(r"^role definition delete ")
     assert [run.option(c, "--name") for c in definitions] == GUIDS
     assert run.index(r"^role assignment delete ") < run.index(r"^role definition delete ")
+
+
+def test_postdown_removes_the_registry_logs_role_in_the_workspace_subscription(tmp_path):
+    """The registry-logs reader is assignable (and assigned) where the workspace is, maybe another subscription."""
+    logs_guid, logs_sub = "44444444-4444-4444-4444-444444444444", "cccccccc-0000-4000-8000-00000000000c"
+    run = run_hook(tmp_path, "postdown.sh", postdown_rules(),
+                   recorded(RESPONDER_REGISTRY_LOGS_ROLE=f"{logs_guid}@{logs_sub}"))
+    assert run.code == 0, run.stderr
+    assert {run.option(c, "--subscription") for c in run.called(rf"^role assignment list .*--role {logs_guid} ")} == {
+        logs_sub}
+    (deleted,) = [c for c in run.called(r"^role definition delete ") if run.option(c, "--name") == logs_guid]
+    assert run.option(deleted, "--scope") == f"/subscriptions/{logs_sub}"
 
 
 def test_postdown_keeps_a_group_whose_topic_another_environment_uses(tmp_path):

@@ -16,7 +16,7 @@ def test_defaults_are_audit_mode_and_every_output_off():
     assert settings.mode == "audit" and settings.scopes == () and settings.exempt_tag == ""
     assert settings.max_remediations == 3 and settings.time_budget_s == 20.0 and not settings.allow_lockout
     assert settings.outputs() == {"logAnalytics": False, "teams": False, "email": False, "storage": False,
-                                  "deadLetterReplay": False}
+                                  "deadLetterReplay": False, "registryLogs": False}
 
 
 def test_every_documented_default_loads():
@@ -62,7 +62,8 @@ def test_a_bad_output_setting_turns_off_that_output_only_and_is_named(name, valu
     assert settings.mode == "enforce"                           # enforcement untouched
     assert name in {setting for setting, _ in settings.degraded}
     assert value not in str(settings.degraded) and "TOPSECRET" not in repr(settings)
-    expected = {"logAnalytics": True, "teams": True, "email": True, "storage": False, "deadLetterReplay": False}
+    expected = {"logAnalytics": True, "teams": True, "email": True, "storage": False, "deadLetterReplay": False,
+                "registryLogs": False}
     if output:
         expected[output] = False
     assert settings.outputs() == expected

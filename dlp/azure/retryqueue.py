@@ -45,6 +45,7 @@ class RetryQueue:
         self._created = False
         self.base_delay_s = base_delay_s     # 60: the retry schedule as written; tests and the demo use 0 (at once)
         self.check_delay_s: float | None = None   # delayed exposure checks; None: dlp.responder.timeline.CHECK_DELAY_S
+        self.look_delay_s: float | None = None    # pull looks; None: when each is due (dlp.responder.impact)
 
     @classmethod
     def from_settings(cls, settings: Any, credential: Any) -> RetryQueue:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -60,6 +61,43 @@ def _event(registry_id: str, claims: dict[str, str] | None = None, correlation: 
                                event_time=dt.datetime.now(dt.timezone.utc), data_version="2")
 
 
+def _flip_and_restore(azure: Any, services: Any) -> None:
+    """Step 10: exports enabled, three images pulled, exports disabled again, all before anyone looked; the delayed
+    check finds the window in change history and its first look finds the pulls in the registry's resource logs."""
+    from dlp.responder import timeline
+
+    name = "acrpayments02"
+    registry_id = azure.arm.create(SUB, RG, name, export="disabled", public="Disabled")["id"]
+    opened = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=8)
+    azure.arm.write(registry_id, {"properties": {"policies": {"exportPolicy": {"status": "enabled"}}}},
+                    caller="mallory@contoso.com", at=opened)
+    for seconds, repository, tag in ((20, "payments/api", "1.4"), (35, "payments/api", "1.5"),
+                                     (50, "payments/worker", "2.0")):
+        azure.logs_query.add_pull(registry_id, opened + dt.timedelta(seconds=seconds), repository, tag,
+                                  identity="mallory@contoso.com", caller_ip="198.51.100.7:49152")
+    azure.arm.write(registry_id, {"properties": {"policies": {"exportPolicy": {"status": "disabled"}}}},
+                    caller="mallory@contoso.com", at=opened + dt.timedelta(seconds=93))
+    azure.logs_query.add_pull(registry_id, opened + dt.timedelta(minutes=3), "payments/api", "1.6",
+                              identity="ci@contoso.com", caller_ip="10.1.2.3")       # after the close: not counted
+    cards = len(azure.teams.messages)
+    body = {"kind": timeline.CHECK_KIND, "checkId": "demo-check", "registryId": registry_id,
+            "eventTime": (opened + dt.timedelta(seconds=93)).isoformat()}
+    quiet = logging.getLogger("dlp.timeline")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)          # its "window(s) recorded" warning is for operators, not this story
+    try:
+        found = timeline.run_check(body, services)
+    finally:
+        quiet.setLevel(level)
+    _say("10. Flip and restore, and what left meanwhile",
+         "   mallory enabled exports, pulled three images and disabled exports again within 93 s; the delayed check "
+         "(7 minutes after the event) reads change history and the registry's resource logs:")
+    for evaluation in found:
+        print(f"   {evaluation.exposure.sentence}")
+        print(f"   Pulls while open: {evaluation.exposure.pulls.sentence}")
+    print(f"   Teams cards: {len(azure.teams.messages) - cards}; Log Analytics queries: {len(azure.logs_query.queries)}")
+
+
 def run(args: argparse.Namespace) -> int:
     from dlp import runtime
     from dlp.settings import load
@@ -77,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
     with LocalAzure() as azure, azure.environ():
         azure.set_latency(args.latency_ms / 1000)
         os.environ["DLP_MODE"] = args.mode
+        os.environ.update(azure.registry_logs_env())     # the registries' resource logs, for step 10
         _say("1. Local Azure", f"ARM {azure.arm.url}, managed identity {azure.identity.endpoint}, "
                                f"Log Analytics {azure.logs.url}, Teams and ACS email on 127.0.0.1 (HTTPS, throwaway CA)")
         registry = azure.arm.create(SUB, RG, NAME, export="disabled", public="Disabled")
@@ -134,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
             _say("9. The responder's own write raises an event too",
                  f"   its claims name the responder's identity and its correlation ID is the one our PATCH sent: it "
                  f"costs {azure.arm.log.count(service='arm')} ARM requests, no row and no alert")
+        _flip_and_restore(azure, services)
         runtime.reset()
         expected = "remediated" if args.mode == "enforce" else "would-remediate"
         return EXIT_OK if outcome.action == expected else EXIT_FAIL

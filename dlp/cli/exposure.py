@@ -5,6 +5,9 @@ reads compliant; its change history (Resource Graph's `resourcechanges`, kept 14
 opened it, when, and who closed it. This prints those windows per registry, oldest first, for the DLP
 properties (export policy, public network access, firewall default action, anonymous pull, admin user).
 
+With a registry-logs workspace (`--workspace`, else DLP_REGISTRY_LOGS_WORKSPACE), each closed window also shows
+what was pulled while it was open (one Log Analytics query per window, at most MAX_PULL_LOOKUPS windows).
+
 `DefaultAzureCredential` (works after `az login`); one Resource Graph query per 1,000 change rows.
 Exit codes: 0 no window, 1 at least one window (open or closed), 2 usage or Azure errors.
 Every name shown comes from outside (`changedBy`) and is printed through `exposure.display_text`.
@@ -25,6 +28,7 @@ from dlp.ids import RESOURCE_GROUP
 
 NAME = "exposure"
 MAX_SINCE = timedelta(days=14)           # Resource Graph keeps change history 14 days
+MAX_PULL_LOOKUPS = 50                    # windows whose pulls are looked up per run
 _SCOPE = re.compile(rf"^/subscriptions/[0-9a-fA-F-]{{36}}(/resourceGroups/{RESOURCE_GROUP}"
                     r"(/providers/Microsoft\.ContainerRegistry/registries/[a-zA-Z0-9]{5,50})?)?/?$", re.IGNORECASE)
 
@@ -41,6 +45,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--responder", action="append", default=[], metavar="ID",
                         help="the responder identity's client or object ID (repeatable): windows closed by it say "
                              "\"responder's identity\"")
+    parser.add_argument("--workspace", default=None, metavar="ID",
+                        help="Log Analytics workspace ID receiving the registries' resource logs: show the pulls of "
+                             "each closed window (default: DLP_REGISTRY_LOGS_WORKSPACE; '' for none)")
     parser.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
     parser.set_defaults(run=run)
 
@@ -85,7 +92,30 @@ def timeline(scopes: Sequence[str], since: datetime, graph: Any, responder: Sequ
             if windows and remediation.in_scopes(windows[0].registry_id, tuple(scopes))}
 
 
-def table(found: dict[str, tuple], now: datetime, responder: Sequence[str] = ()) -> str:
+def pulls_of(found: dict[str, tuple], logs: Any, now: datetime) -> dict[str, Any]:
+    """Pulls per window key (closed windows with a known start; the first MAX_PULL_LOOKUPS), each a Pulls."""
+    from dlp.azure.logs_query import QueryFailed
+    from dlp.domain import pulls
+
+    out: dict[str, Any] = {}
+    for windows in found.values():
+        for window in windows:
+            if not window.closed or window.opened_at is None or window.closed_at is None:
+                continue
+            if len(out) >= MAX_PULL_LOOKUPS:
+                out[window.key] = pulls.unknown(f"not looked up: more than {MAX_PULL_LOOKUPS} windows")
+                continue
+            try:
+                rows = logs.window_rows(window.registry_id, window.opened_at, window.closed_at, now=now)
+            except QueryFailed as exc:
+                out[window.key] = pulls.unknown(exc.reason)
+                continue
+            out[window.key] = pulls.count(rows.rows, window.opened_at, window.closed_at, truncated=rows.truncated)[0]
+    return out
+
+
+def table(found: dict[str, tuple], now: datetime, pulled: dict[str, Any] | None = None,
+          responder: Sequence[str] = ()) -> str:
     """Offline, the responder's intents are not at hand: a close by its identity is labelled as such (what
     provenance can tell from `changedBy` alone), never taken as verified."""
     from dlp.domain.exposure import STILL_OPEN, display_text, iso
@@ -110,6 +140,8 @@ def table(found: dict[str, tuple], now: datetime, responder: Sequence[str] = ())
             lines.append(f"  {iso(w.opened_at) or 'before the history':<27} {closed:<27} "
                          f"{'?' if seconds is None else f'{seconds:g}':>9}  {w.property:<29} "
                          f"{display_text(w.opened_by, 32) or '?':<32} {closer}")
+            if pulled is not None and w.key in pulled:
+                lines.append(f"    pulls: {pulled[w.key].sentence}")
         lines.append("")
     return "\n".join(lines).rstrip()
 
@@ -130,11 +162,24 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     from dlp.azure.credential import get_credential
 
+    workspace = settings.registry_logs_workspace if args.workspace is None else args.workspace.strip().lower()
+    if workspace and not re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", workspace):
+        error(NAME, f"--workspace {workspace[:60]!r} is not a workspace ID (a GUID)")
+        return EXIT_ERROR
     now = datetime.now(timezone.utc)
     graph = ResourceGraph(settings.arm_endpoint, get_credential())
+    pulled = None
     try:
         with Budget.of(600.0).active():
             found = timeline(scopes, now - span, graph, args.responder)
+            if workspace:
+                from dlp.azure.logs_query import RegistryLogs
+
+                logs = RegistryLogs(workspace, settings.logs_query_endpoint, get_credential())
+                try:
+                    pulled = pulls_of(found, logs, now)
+                finally:
+                    logs.close()
     except Exception as exc:
         failure = classify(exc)
         error(NAME, f"Resource Graph could not read the change history: {failure}")
@@ -142,9 +187,11 @@ def run(args: argparse.Namespace) -> int:
     finally:
         graph.close()
     if args.format == "json":
-        text = json.dumps([{"registryId": w[0].registry_id, "windows": [x.to_json(now) for x in w]}
+        text = json.dumps([{"registryId": w[0].registry_id,
+                            "windows": [{**x.to_json(now), **({"pulls": pulled[x.key].to_json()}
+                                                              if pulled and x.key in pulled else {})} for x in w]}
                            for w in found.values()], indent=2)
     else:
-        text = table(found, now, args.responder)
+        text = table(found, now, pulled, args.responder)
     sys.stdout.write(text + "\n")
     return EXIT_FAIL if found else EXIT_OK

@@ -128,12 +128,34 @@ class ChangeRecord:
 
 
 def _value(entry: Mapping[str, Any], name: str) -> str | None:
+    """A `previousValue` / `newValue` as lower-case text; None when absent. Resource Graph writes booleans as the
+    strings "True" / "False" (a JSON boolean is read the same), and an Insert's previous value / a Remove's new
+    value as JSON null; one documented example shows the string "null": both mean absent."""
     if name not in entry or entry[name] is None:
         return None
     value = entry[name]
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value).strip().strip('"').lower()
+    text = str(value).strip().strip('"').lower()
+    return None if text == "null" else text
+
+
+NO_CORRELATION = "00000000-0000-0000-0000-000000000000"
+AZURE_ACTOR = "Azure"     # how a platform change (`changedBy` "System") is shown
+
+
+def _actor(attributes: Mapping[str, Any]) -> str:
+    """Who `changedBy` names, as text to show: "" (unknown) for "Unspecified" (creates and deletes carry it, and so
+    do some updates), "Azure" for a platform change ("System", with changedByType System or an all-zero
+    correlation ID); anything else as given (hostile: shown only through display_text)."""
+    value = attributes.get("changedBy")
+    who = str(value)[:512] if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
+    if who.strip().lower() in ("", "unspecified"):
+        return ""
+    if who.strip().lower() == "system" and (str(attributes.get("changedByType") or "").lower() == "system"
+                                            or str(attributes.get("correlationId") or "") == NO_CORRELATION):
+        return AZURE_ACTOR
+    return who
 
 
 def parse_row(row: Any) -> ChangeRecord | None:
@@ -160,7 +182,7 @@ def parse_row(row: Any) -> ChangeRecord | None:
 
     return ChangeRecord(
         registry_id=target.rstrip("/"), at=at, change_type=str(props.get("changeType") or "").lower(),
-        changed_by=text("changedBy"), client_type=text("clientType"), operation=text("operation"),
+        changed_by=_actor(attributes), client_type=text("clientType"), operation=text("operation"),
         correlation_id=text("correlationId", 128), change_id=str(row.get("id") or row.get("name") or "")[:1024],
         changes=tuple(sorted(changes, key=lambda c: c.path)), previous_snapshot=text("previousResourceSnapshotId"),
         new_snapshot=text("newResourceSnapshotId"))
@@ -265,15 +287,27 @@ def windows(rows: Iterable[Any], *, closes: Closes = _nobody) -> dict[str, tuple
     return {key: registry_windows(found, closes) for key, found in histories(rows).items()}
 
 
+def id_order(change_id: str) -> tuple[int, int, str]:
+    """Sort key of a change ID, oldest first, as Azure encodes it: `<Int64.MaxValue - ticks>_<guid>` (the last
+    segment of the row's `id`), so a LATER change has a SMALLER number. An ID without that number sorts after
+    every encoded one, by its text."""
+    name = change_id.rstrip("/").rsplit("/", 1)[-1]
+    number, underscore, _ = name.partition("_")
+    if underscore and number.isdigit() and len(number) <= 20:
+        return (0, -int(number), name)
+    return (1, 0, name)
+
+
 def _ordered(records: list[ChangeRecord]) -> list[ChangeRecord]:
     """Oldest first. Timestamps have millisecond precision, so a script's writes can tie: within a tie, follow
-    the snapshot chain (a change starts from the snapshot the previous change produced), else the change ID."""
+    the snapshot chain (a change starts from the snapshot the previous change produced) where it exists, else the
+    order the change IDs encode (`id_order`)."""
     out: list[ChangeRecord] = []
     by_time: dict[datetime, list[ChangeRecord]] = {}
     for record in records:
         by_time.setdefault(record.at, []).append(record)
     for at in sorted(by_time):
-        tied = sorted(by_time[at], key=lambda r: r.change_id)
+        tied = sorted(by_time[at], key=lambda r: id_order(r.change_id))
         produced = {r.new_snapshot for r in tied if r.new_snapshot}
         starts = [r for r in tied if r.previous_snapshot not in produced]
         chain: list[ChangeRecord] = []
@@ -370,6 +404,7 @@ __all__ = [
     "as_exposure",
     "display_text",
     "histories",
+    "id_order",
     "iso",
     "parse_row",
     "parse_since",

@@ -303,6 +303,61 @@ class Outcome:
         return body
 
 
+# What is known of the pulls of a window (Pulls.status)
+PULLS_COUNTED = "counted"      # the registry's resource logs were read for the whole window
+PULLS_UNKNOWN = "unknown"      # they could not be read (why: Pulls.note)
+PULLS_PENDING = "pending"      # not looked up yet: resource logs arrive minutes late (when: Pulls.note)
+PULLS_OFF = "off"              # no workspace configured (DLP_REGISTRY_LOGS_WORKSPACE)
+
+
+@dataclass(frozen=True)
+class Pull:
+    """One pull inside a window, as the registry's resource log has it (display-safe text)."""
+
+    at: str                   # ISO 8601 UTC
+    repository: str
+    reference: str            # ":<tag>" or "@<digest>" ("" when the log row has neither)
+    identity: str
+    caller_ip: str            # without a ":port"
+
+    @property
+    def artifact(self) -> str:
+        return self.repository + self.reference
+
+    def to_json(self) -> dict[str, str]:
+        return {"time": self.at, "repository": self.repository, "reference": self.reference,
+                "identity": self.identity, "callerIp": self.caller_ip}
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Pull:
+        return cls(*(str(body.get(k) or "") for k in ("time", "repository", "reference", "identity", "callerIp")))
+
+
+@dataclass(frozen=True)
+class Pulls:
+    """What was pulled from a registry while it was open, as far as its resource logs tell (dlp/domain/pulls.py).
+
+    `count` is None unless `status` is counted: an unknown is never a zero."""
+
+    status: str                        # PULLS_COUNTED / PULLS_UNKNOWN / PULLS_PENDING / PULLS_OFF
+    count: int | None = None           # pull operations inside the window (de-duplicated)
+    details: tuple[Pull, ...] = ()     # up to dlp.domain.pulls.MAX_DETAILS, oldest first
+    note: str = ""                     # why unknown, or when the next look runs
+    sentence: str = ""                 # "3 pulls from 198.51.100.7 (mallory@contoso.com): ...", for alerts
+    truncated: bool = False            # the query's row bound was hit: `count` is a lower bound
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status, "count": self.count, "details": [p.to_json() for p in self.details],
+                "note": self.note, "sentence": self.sentence, "truncated": self.truncated}
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Pulls:
+        count = body.get("count")
+        return cls(str(body.get("status") or PULLS_UNKNOWN), count if isinstance(count, int) else None,
+                   tuple(Pull.from_json(p) for p in body.get("details") or () if isinstance(p, Mapping)),
+                   str(body.get("note") or ""), str(body.get("sentence") or ""), bool(body.get("truncated")))
+
+
 @dataclass(frozen=True)
 class Exposure:
     """How long a registry was open, as recorded and alerted: from its change history (dlp.domain.exposure.Window)
@@ -318,9 +373,20 @@ class Exposure:
     sentence: str = ""                # "Registry was open for N s: ..."
     key: str = ""                     # the window's de-duplication key (change history only)
     rule_id: str = ""                 # the rule of the property (RuleId of the row of an exposure evaluation)
+    pulls: Pulls | None = None        # what was pulled meanwhile (dlp/responder/impact.py); None: not a closed window
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v not in ("", None)}
+        body = {k: v for k, v in self.__dict__.items() if v not in ("", None) and k != "pulls"}
+        if self.pulls is not None:
+            body["pulls"] = self.pulls.to_json()
+        return body
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Exposure:
+        """Inverse of to_json (the impact rows of dlp/azure/impacts.py); unknown keys are ignored."""
+        known = {k: v for k, v in body.items() if k in cls.__dataclass_fields__ and k != "pulls"}
+        pulls = body.get("pulls")
+        return cls(**known, pulls=Pulls.from_json(pulls) if isinstance(pulls, Mapping) else None)
 
 
 @dataclass(frozen=True)

@@ -343,8 +343,7 @@ class ArmEmulator(Emulator):
             registry.clear()
             registry.update(op.before)
             registry["properties"]["provisioningState"] = "Failed"
-            self.graph.changes.record(applied, registry, changed_by="Azure Resource Manager",
-                                      client_type="Azure Resource Manager", changed_by_type="System")
+            self.graph.changes.record_system(applied, registry)
 
     def _poll(self, request: Request, kind: str, op_id: str) -> Response:
         with self._lock, self.registries.lock:

@@ -13,8 +13,18 @@ for a write by someone else in a test) appends one change row in Resource Graph'
         "changes": {"properties.publicNetworkAccess": {"previousValue", "newValue", "changeCategory",
                                                        "propertyChangeType", "isTruncated"}}}}
 
-Values are text, as Resource Graph shows them ("Enabled", "true"). A row becomes visible `lag_s` after
-the write (Azure documents "less than five minutes"); tests set the lag they need.
+Written in the forms real rows take (public samples of service output; see docs/architecture.md):
+
+* the change ID is `<Int64.MaxValue - .NET ticks of the previous snapshot>_<guid>`, zero-padded to 20 digits, so a
+  LATER change has a SMALLER ID; snapshot IDs are `<the same kind of number>_<guid>_<n>_<unix seconds>`;
+* values are text, booleans "True" / "False"; an Insert's `previousValue` and a Remove's `newValue` are JSON null;
+* timestamps carry 7 fraction digits and `Z` ("2026-11-30T12:00:00.1234567Z");
+* `changedBy` is "Unspecified" on creates and deletes (changedByType "Unspecified" too); a platform change
+  (`record_system`, e.g. a failed update rolled back) says "System" with an all-zero correlation ID;
+* `location` is the registry's.
+
+A row becomes visible `lag_s` after the write (Azure documents "less than five minutes"); tests set the lag
+they need. `link_snapshots = False` makes each change start from a fresh snapshot ID, as unlinked real rows do.
 
 Queries (no KQL is run) are recognised by `resourcechanges` in the text and filtered by
 `targetResourceId in~ ('<id>', ...)` and `changeTime >= datetime(<iso>)` / `changeTime < datetime(<iso>)`
@@ -50,6 +60,8 @@ def _flatten(value: Any, prefix: str, out: dict[str, str]) -> None:
         out[prefix] = value
     elif value is None:
         return
+    elif isinstance(value, bool):
+        out[prefix] = "True" if value else "False"     # .NET's spelling, as Resource Graph writes it
     else:
         out[prefix] = json.dumps(value, separators=(",", ":"))
 
@@ -68,17 +80,37 @@ def property_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> dic
         entry: dict[str, Any] = {"changeCategory": "System" if path == "properties.provisioningState" else "User",
                                  "isTruncated": "false"}
         if path not in old:
-            entry.update(propertyChangeType="Insert", newValue=new[path])
+            entry.update(propertyChangeType="Insert", previousValue=None, newValue=new[path])
         elif path not in new:
-            entry.update(propertyChangeType="Remove", previousValue=old[path])
+            entry.update(propertyChangeType="Remove", previousValue=old[path], newValue=None)
         else:
             entry.update(propertyChangeType="Update", previousValue=old[path], newValue=new[path])
         changes[path] = entry
     return changes
 
 
+INT64_MAX = 2**63 - 1
+NO_CORRELATION = "00000000-0000-0000-0000-000000000000"
+_EPOCH_TICKS = 621355968000000000       # .NET ticks (100 ns since 0001-01-01) at 1970-01-01
+
+
+def ticks(moment: datetime) -> int:
+    delta = moment.astimezone(timezone.utc) - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return _EPOCH_TICKS + (delta.days * 86400 + delta.seconds) * 10_000_000 + delta.microseconds * 10
+
+
+def change_id(previous_snapshot_at: datetime) -> str:
+    """`<Int64.MaxValue - ticks>_<guid>`: a later change has a smaller ID."""
+    return f"{INT64_MAX - ticks(previous_snapshot_at):020d}_{uuid.uuid4()}"
+
+
+def snapshot_id(at: datetime) -> str:
+    return f"{INT64_MAX - ticks(at):020d}_{uuid.uuid4()}_{uuid.uuid4().int % 4_000_000_000}_{int(at.timestamp())}"
+
+
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+    """7 fraction digits and Z, as Resource Graph writes `timestamp` (100 ns precision; ours has 1 µs)."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
 
 
 class ChangeLog:
@@ -86,8 +118,9 @@ class ChangeLog:
 
     def __init__(self) -> None:
         self.lag_s = 0.0
+        self.link_snapshots = True
         self._rows: list[tuple[float, datetime, dict[str, Any]]] = []     # (visible at, timestamp, row)
-        self._snapshots: dict[str, str] = {}       # target (lower-case) -> its latest snapshot ID
+        self._snapshots: dict[str, tuple[str, datetime]] = {}   # target (lower-case) -> its latest snapshot, taken at
         self._lock = threading.Lock()
 
     def reset(self) -> None:
@@ -95,6 +128,13 @@ class ChangeLog:
             self._rows.clear()
             self._snapshots.clear()
         self.lag_s = 0.0
+        self.link_snapshots = True
+
+    def record_system(self, before: Mapping[str, Any], after: Mapping[str, Any], *, at: datetime | None = None
+                      ) -> dict[str, Any] | None:
+        """A platform change (a failed update rolled back, a property Azure sets): "System", no correlation."""
+        return self.record(before, after, changed_by="System", client_type="Unspecified", operation="Unspecified",
+                           correlation_id=NO_CORRELATION, at=at, changed_by_type="System")
 
     def record(self, before: Mapping[str, Any], after: Mapping[str, Any], *, changed_by: str,
                client_type: str = "Azure Portal", operation: str = "microsoft.containerregistry/registries/write",
@@ -104,16 +144,23 @@ class ChangeLog:
         changes = property_changes(before, after) if change_type == "Update" else {}
         if change_type == "Update" and not changes:
             return None
+        if change_type in ("Create", "Delete"):         # Azure does not say who created or deleted
+            changed_by = changed_by_type = client_type = "Unspecified"
         target = str(after.get("id") or before.get("id"))
         sub, rg, _ = split_registry_id(target)
         moment = at or datetime.now(timezone.utc)
-        change_id = f"{int(moment.timestamp() * 1000)}_{uuid.uuid4()}"
         with self._lock:        # snapshots chain: each change starts from the previous change's new snapshot
-            previous_snapshot = self._snapshots.get(fold(target)) or uuid.uuid4().hex
-            new_snapshot = self._snapshots[fold(target)] = uuid.uuid4().hex
+            known = self._snapshots.get(fold(target))
+            previous_snapshot, previous_at = known or (snapshot_id(moment), moment)
+            if not self.link_snapshots:     # the ID still encodes when the previous snapshot was taken
+                previous_snapshot = snapshot_id(previous_at)
+            new_snapshot = snapshot_id(moment)
+            self._snapshots[fold(target)] = (new_snapshot, moment)
+        name = change_id(min(previous_at, moment))
         row = {
-            "id": f"{target}/providers/Microsoft.Resources/changes/{change_id}", "name": change_id,
-            "type": "microsoft.resources/changes", "tenantId": TENANT_ID, "kind": "", "location": "",
+            "id": f"{target}/providers/Microsoft.Resources/changes/{name}", "name": name,
+            "type": "microsoft.resources/changes", "tenantId": TENANT_ID, "kind": "",
+            "location": str(after.get("location") or before.get("location") or "westeurope"),
             "resourceGroup": fold(rg), "subscriptionId": sub, "managedBy": "", "sku": None, "plan": None,
             "tags": None, "identity": None, "zones": None, "extendedLocation": None,
             "properties": {

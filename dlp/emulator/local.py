@@ -33,6 +33,7 @@ from dlp.emulator.base import Emulator
 from dlp.emulator.certs import get_certs
 from dlp.emulator.identity import IdentityEmulator
 from dlp.emulator.logs import LogsEmulator
+from dlp.emulator.logs_query import LogsQueryEmulator
 from dlp.emulator.teams import TeamsEmulator
 from dlp.emulator.tokens import EmulatorCredential, TokenStore
 
@@ -48,13 +49,16 @@ STREAM = "Custom-AcrDlpFindings"
 
 
 class LocalAzure:
-    """Identity, ARM (+ Resource Graph), Logs Ingestion, Teams Workflows and ACS Email on loopback."""
+    """Identity, ARM (+ Resource Graph), Logs Ingestion, the Log Analytics query API (registry logs), Teams Workflows
+    and ACS Email on loopback."""
 
     def __init__(self) -> None:
         self.tokens = TokenStore()
         self.identity = IdentityEmulator(self.tokens)
         self.arm = ArmEmulator(self.tokens)
         self.logs = LogsEmulator(self.tokens)
+        self.logs_query = LogsQueryEmulator(self.tokens)     # the registries' resource logs (a workspace)
+        self.workspace_id = str(uuid.uuid4())
         self.teams = TeamsEmulator()
         self.email = EmailEmulator(self.tokens)
         self.rule_id = "dcr-" + uuid.uuid4().hex
@@ -63,7 +67,7 @@ class LocalAzure:
 
     @property
     def emulators(self) -> tuple[Emulator, ...]:
-        return (self.identity, self.arm, self.logs, self.teams, self.email)
+        return (self.identity, self.arm, self.logs, self.logs_query, self.teams, self.email)
 
     @property
     def ca_path(self) -> str:
@@ -107,6 +111,10 @@ class LocalAzure:
         """A TokenCredential that mints directly (no HTTP round trip): for benchmarks and unit tests."""
         return EmulatorCredential(self.tokens)
 
+    def registry_logs_env(self) -> dict[str, str]:
+        """The settings that turn on the pull look-ups of exposure windows (not in `env()`: tests opt in)."""
+        return {"DLP_REGISTRY_LOGS_WORKSPACE": self.workspace_id, "DLP_LOGS_QUERY_ENDPOINT": self.logs_query.endpoint}
+
     def env(self, client_id: str | None = None) -> dict[str, str]:
         """App settings and SDK variables pointing at the emulators (see UNSET_ENV for what to remove)."""
         env = {
@@ -117,6 +125,7 @@ class LocalAzure:
             "DLP_LOGS_ENDPOINT": self.logs.url,
             "DLP_LOGS_RULE_ID": self.rule_id,
             "DLP_LOGS_STREAM": self.stream,
+            "DLP_LOGS_QUERY_ENDPOINT": self.logs_query.endpoint,
             "DLP_TEAMS_WEBHOOK_URL": self.teams.webhook_url(),
             "DLP_EMAIL_ENDPOINT": self.email.url,
             "DLP_EMAIL_SENDER": SENDER,

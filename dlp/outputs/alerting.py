@@ -27,7 +27,7 @@ from typing import Any
 
 from dlp.azure.state import partition_of
 from dlp.domain.model import A_EXPOSURE, Evaluation
-from dlp.outputs.alerts.alert import Alert, build_alert, system_alert, undeliverable_alert
+from dlp.outputs.alerts.alert import Alert, build_alert, system_alert, undeliverable_alert, window_alert_id
 from dlp.outputs.alerts.batch import Batch, MemoryOutbox
 from dlp.outputs.alerts.channel import Channel, DeliveryError
 from dlp.outputs.alerts.states import S_EXPOSED, Observed, Stored, decide, observe
@@ -190,7 +190,7 @@ class AlertNotifier:
                      ) -> tuple[list[_Due], list[tuple[str, Stored]]]:
         # A window found in change history is news on its own (its record de-duplicates it, dlp/responder/timeline.py) and
         # leaves the registry's stored state alone: it is compliant again, and its next evaluation must not say so.
-        windows = [_Due(build_alert(e, None, S_EXPOSED, alert_id=e.evaluation_id, at=self._clock().astimezone(
+        windows = [_Due(build_alert(e, None, S_EXPOSED, alert_id=window_alert_id(e), at=self._clock().astimezone(
             timezone.utc).isoformat()), e.registry_id) for e in evaluations if e.outcome.action == A_EXPOSURE]
         observed = [(evaluation, seen) for evaluation in evaluations if (seen := observe(evaluation)) is not None]
         if not observed:

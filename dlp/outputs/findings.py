@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from dlp import __version__
-from dlp.domain.model import FAIL, Evaluation, parse_registry_id
+from dlp.domain.model import FAIL, PULLS_COUNTED, Evaluation, Pulls, parse_registry_id
 from dlp.sanitize import clean
 
 TABLE = "AcrDlpFindings_CL"
@@ -28,7 +28,8 @@ class Column:
 
 
 COLUMNS: tuple[Column, ...] = (
-    Column("TimeGenerated", "datetime", "When the evaluation started (UTC)."),
+    Column("TimeGenerated", "datetime", "When the evaluation started (UTC); for a row recorded again by a later pull "
+                                        "look (same EvaluationId), when that look ran: the newest row wins."),
     Column("EvaluationId", "string", "One evaluation of one registry; with RuleId, the de-duplication key."),
     Column("RegistryId", "string", "ARM ID of the registry."),
     Column("RegistryName", "string", "Registry name."),
@@ -75,6 +76,13 @@ COLUMNS: tuple[Column, ...] = (
     Column("ExposureSeconds", "real", "Seconds it was open (empty when a bound is unknown)."),
     Column("ExposureOpenedBy", "string", "Who opened it (change history's changedBy, or the event's caller)."),
     Column("ExposureClosedBy", "string", "Who closed it: 'responder', or the change history's changedBy."),
+    Column("ExposurePulls", "int", "Pull operations inside the window, from the registry's resource logs "
+                                   "(ContainerRegistryRepositoryEvents); empty, never 0, when the logs were not read "
+                                   "(not yet, failed, or DLP_REGISTRY_LOGS_WORKSPACE not set: see ExposurePullsNote)."),
+    Column("ExposurePullDetails", "dynamic", "Up to 20 of those pulls, oldest first: a list of {time, repository, "
+                                             "reference (:tag or @digest), identity, callerIp}."),
+    Column("ExposurePullsNote", "string", "What is known of the pulls: counted, unknown: <why>, pending (the first look "
+                                          "is due at ...), off; and the alert's sentence."),
 )
 
 COLUMN_NAMES = tuple(c.name for c in COLUMNS)
@@ -183,10 +191,21 @@ def exposure_columns(evaluation: Evaluation) -> dict[str, Any]:
     window = evaluation.exposure
     if window is None:
         return {"ExposureOpenedAt": None, "ExposureClosedAt": None, "ExposureSeconds": None,
-                "ExposureOpenedBy": "", "ExposureClosedBy": ""}
+                "ExposureOpenedBy": "", "ExposureClosedBy": "", **pull_columns(None)}
     return {"ExposureOpenedAt": window.opened_at or None, "ExposureClosedAt": window.closed_at or None,
             "ExposureSeconds": window.seconds, "ExposureOpenedBy": window.opened_by,
-            "ExposureClosedBy": window.closed_by}
+            "ExposureClosedBy": window.closed_by, **pull_columns(window.pulls)}
+
+
+def pull_columns(pulls: Pulls | None) -> dict[str, Any]:
+    """ExposurePulls (None unless counted: an unknown is never a zero), ExposurePullDetails, ExposurePullsNote."""
+    if pulls is None:
+        return {"ExposurePulls": None, "ExposurePullDetails": None, "ExposurePullsNote": ""}
+    counted = pulls.status == PULLS_COUNTED
+    note = pulls.status + (f": {pulls.note}" if pulls.note else "") + (f" | {pulls.sentence}" if pulls.sentence else "")
+    return {"ExposurePulls": pulls.count if counted else None,
+            "ExposurePullDetails": [p.to_json() for p in pulls.details] if counted else None,
+            "ExposurePullsNote": _text(note)}
 
 
 def iso8601(value: str | datetime) -> str:

@@ -72,6 +72,9 @@ class LogRecorder:
         for evaluation in evaluations:
             log_line(evaluation)
 
+    def record_rows(self, key: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        log.info("evaluation %s re-recorded: %d row(s)", key, len(rows))
+
 
 @dataclass
 class Delivery:
@@ -131,6 +134,13 @@ class LogsRecorder:
         units = [_Unit(e.evaluation_id, findings.rows(e)) for e in evaluations if not e.out_of_scope]
         if units:           # out of scope only: no row, not even a look at the backlog
             self._deliver(self._backlog(BACKLOG_PER_RECORD) + units)
+
+    def record_rows(self, key: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Rows already built: a recorded evaluation's rows again, updated (a later pull look, with the same
+        EvaluationId and a later TimeGenerated, so the queries' de-duplication keeps the newest). Sent and kept
+        like `record`'s; raises RecordingError when they could be neither sent nor kept."""
+        if rows:
+            self._deliver([*self._backlog(BACKLOG_PER_RECORD), _Unit(key, [dict(r) for r in rows])])
 
     # the timer function -------------------------------------------------------------------------
     def drain(self, *, budget_s: float = DRAIN_BUDGET_S, max_items: int = DRAIN_MAX_ITEMS) -> Delivery:

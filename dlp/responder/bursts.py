@@ -53,7 +53,7 @@ class Bursts:
         self._registries: dict[tuple[str, Any], _Registry] = {}
 
     def run(self, target: Target, mode: Any, *, evaluate: Callable[[list[Target]], Evaluation],
-            finish: Callable[[Evaluation], None], wait_s: float) -> Evaluation:
+            finish: Callable[[Evaluation], Evaluation | None], wait_s: float) -> Evaluation:
         """Answer `target` with the evaluation of its round: evaluated here (`evaluate` with the round's targets,
         under the registry's turn, then `finish` to record it) if this event opened the round, else waited for
         for at most `wait_s`. `mode` keeps rounds of different enforce decisions apart."""
@@ -77,7 +77,7 @@ class Bursts:
                     del self._registries[key]
 
     def _lead(self, slot: _Registry, round_: _Round, evaluate: Callable[[list[Target]], Evaluation],
-              finish: Callable[[Evaluation], None], wait_s: float) -> Evaluation:
+              finish: Callable[[Evaluation], Evaluation | None], wait_s: float) -> Evaluation:
         try:
             # Wait for the previous round to finish evaluating; past the budget, go ahead anyway (the Table lease
             # still keeps two writers apart: this only costs the read the turn would have saved).
@@ -90,7 +90,7 @@ class Bursts:
             finally:
                 if has_turn:
                     slot.turn.release()
-            finish(round_.evaluation)
+            round_.evaluation = finish(round_.evaluation) or round_.evaluation    # as recorded
             return round_.evaluation
         except BaseException as exc:
             round_.error = exc

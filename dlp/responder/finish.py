@@ -16,14 +16,19 @@ from dlp.responder.services import Services
 log = logging.getLogger("dlp.pipeline")
 
 
-def finish(evaluations: Sequence[Evaluation], services: Services, *, digest: bool = False) -> None:
+def finish(evaluations: Sequence[Evaluation], services: Services, *, digest: bool = False) -> list[Evaluation]:
     """Record, alert, then resolve the remediation intents the evaluations carry.
 
     Recording raises only when the rows could be neither sent nor kept: the alerts still go out (saying the
     record is pending), the intents stay pending, and the exception makes the trigger deliver the work again;
     that delivery finds the intent and records the remediation under the same evaluation id (one alert).
-    Remediations an evaluation settled on its way (`Evaluation.settled`) are recorded with it."""
-    evaluations = flatten(evaluations)
+    Remediations an evaluation settled on its way (`Evaluation.settled`) are recorded with it.
+
+    Closed exposure windows first get what is known of their pulls (dlp/responder/impact.py), so the record and
+    the alert say it; the evaluations as recorded are returned."""
+    from dlp.responder import impact
+
+    evaluations = impact.prepare(flatten(evaluations), services)
     try:
         services.recorder.record(evaluations)
     except Exception:
@@ -37,6 +42,7 @@ def finish(evaluations: Sequence[Evaluation], services: Services, *, digest: boo
         if evaluation.intent:
             resolve_intent(services, evaluation.registry_id, evaluation.intent,
                      "recorded" if evaluation.outcome.action == A_REMEDIATED else evaluation.outcome.action)
+    return list(evaluations)
 
 
 def _notify(services: Services, evaluations: Sequence[Evaluation], *, digest: bool, record_pending: bool = False) -> None:

@@ -50,7 +50,7 @@ def run(targets: Sequence[Target], services: Services, *, enforce: bool | None =
         evaluations = flatten([evaluate_target(target, services, budget, enforce=enforce) for target in targets])
         if record:
             timeline.schedule_checks(evaluations, services)     # flip-and-restore: a delayed look at the history
-            finish(evaluations, services, digest=digest)
+            evaluations = finish(evaluations, services, digest=digest)     # as recorded (pulls of closed windows)
     return evaluations
 
 
@@ -66,9 +66,9 @@ def _coalesced(target: Target, services: Services, budget: Budget, enforce: bool
             evaluation = replace(evaluation, answered=tuple(t.context for t in targets[1:]))
         return evaluation
 
-    def finish_round(evaluation: Evaluation) -> None:
+    def finish_round(evaluation: Evaluation) -> Evaluation:
         timeline.schedule_checks([evaluation], services)     # flip-and-restore: a delayed look at the history
-        finish([evaluation], services, digest=digest)
+        return finish([evaluation], services, digest=digest)[0]
 
     return services.bursts.run(target, enforce, evaluate=evaluate_round, finish=finish_round,
                                wait_s=budget.remaining() + RELEASE_BUDGET_S)

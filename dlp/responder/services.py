@@ -45,3 +45,5 @@ class Services:
     identity: Any = None   # dlp.azure.identity.Identity: who the responder is (dlp.domain.provenance decides with it)
     bursts: Bursts = field(default_factory=Bursts)   # events of one registry arriving together share one read
     dead_letters: Any = None   # dlp.responder.deadletter.DeadLetterContainer when DLP_DEADLETTER_CONTAINER is set
+    registry_logs: Any = None  # dlp.azure.logs_query.RegistryLogs when DLP_REGISTRY_LOGS_WORKSPACE is set
+    impacts: Any = None        # dlp.azure.impacts: the pull looks' state (Table storage, else in memory)

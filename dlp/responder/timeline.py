@@ -168,7 +168,7 @@ def _run_check(body: dict[str, Any], services: Any) -> list[Evaluation]:
     mode = services.settings.mode
     started = services.clock().isoformat()
     evaluations = [evaluation_of(w, trigger="retry", mode=mode, started_at=started) for w in mine]
-    finish(evaluations, services)
+    evaluations = finish(evaluations, services)          # as recorded: with what is known of their pulls
     done(mine, services)
     log.warning("exposure check of %s: %d window(s) recorded", registry_id, len(evaluations))
     return evaluations

@@ -9,7 +9,7 @@ from typing import Any
 from dlp import runtime
 from dlp.domain.model import Evaluation
 from dlp.inputs import events
-from dlp.responder import deferral, pipeline, timeline
+from dlp.responder import deferral, impact, pipeline, timeline
 
 log = logging.getLogger("dlp.handlers")
 
@@ -36,6 +36,8 @@ def on_retry(message: Any) -> list[Evaluation]:
         return []
     if isinstance(body, dict) and body.get("kind") == timeline.CHECK_KIND:
         return timeline.run_check(body, runtime.services())
+    if isinstance(body, dict) and body.get("kind") == impact.LOOK_KIND:
+        return impact.run_look(body, runtime.services())
     target = deferral.target_from_retry(body)
     if target is None:
         log.error("durable-retry message %s is not a registry target; dropped", getattr(message, "id", "?"))

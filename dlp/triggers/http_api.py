@@ -354,7 +354,20 @@ def health_report(environ: Mapping[str, str] | None = None, services: Any = None
         from dlp.responder.delivery import backlog as delivery_backlog
 
         body["backlog"] = delivery_backlog(services).to_json()
+        registry_logs = registry_logs_health(services)
+        if registry_logs is not None:
+            body["registryLogs"] = registry_logs
+            if registry_logs.get("failing"):
+                body["status"] = "degraded"
     return 200, body
+
+
+def registry_logs_health(services: Any) -> dict[str, Any] | None:
+    """The registry-logs workspace and its last query error (pulls of exposure windows), bounded in time."""
+    from dlp.responder.impact import health as impact_health
+
+    with Budget.of(HEALTH_STORAGE_BUDGET_S).active():
+        return impact_health(services)
 
 
 def _degraded(degraded: Sequence[tuple[str, str]]) -> list[dict[str, str]]:

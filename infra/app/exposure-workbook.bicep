@@ -20,14 +20,28 @@ AcrDlpFindings_CL
 | render columnchart
 '''
 
-// Every window with who opened and who closed it, newest first.
+// Every window with who opened and who closed it, and what was pulled meanwhile, newest first. A later pull look
+// re-records a window's rows with a later TimeGenerated, so arg_max keeps what the last look found.
 var exposureWindows = '''
 AcrDlpFindings_CL
 | where TimeGenerated > ago(30d)
 | where isnotnull(ExposureOpenedAt) or isnotnull(ExposureClosedAt)
-| summarize arg_max(TimeGenerated, RegistryName, RuleId, Action, ExposureOpenedAt, ExposureClosedAt, ExposureSeconds, ExposureOpenedBy, ExposureClosedBy) by EvaluationId
-| project ExposureOpenedAt, ExposureClosedAt, ExposureSeconds, RegistryName, RuleId, Action, ExposureOpenedBy, ExposureClosedBy
+| summarize arg_max(TimeGenerated, RegistryName, RuleId, Action, ExposureOpenedAt, ExposureClosedAt, ExposureSeconds, ExposureOpenedBy, ExposureClosedBy, ExposurePulls, ExposurePullsNote) by EvaluationId
+| project ExposureOpenedAt, ExposureClosedAt, ExposureSeconds, RegistryName, RuleId, Action, ExposureOpenedBy, ExposureClosedBy, ExposurePulls, ExposurePullsNote
 | order by ExposureClosedAt desc
+'''
+
+// Pulls per window (issue 25): one bar per closed window, its pull count from the registry's resource logs; a window
+// whose pulls are unknown (logs not read) has no bar and is listed in the table above with why.
+var pullsPerWindow = '''
+AcrDlpFindings_CL
+| where TimeGenerated > ago(30d)
+| where isnotnull(ExposureClosedAt)
+| summarize arg_max(TimeGenerated, RegistryName, ExposureOpenedAt, ExposurePulls) by EvaluationId
+| where isnotnull(ExposurePulls)
+| project Window = strcat(RegistryName, " ", format_datetime(ExposureOpenedAt, "yyyy-MM-dd HH:mm")), ExposurePulls
+| order by Window asc
+| render columnchart
 '''
 
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' existing = {
@@ -62,6 +76,19 @@ var workbook = {
         version: 'KqlItem/1.0'
         title: 'Exposure minutes per registry per day'
         query: exposureMinutes
+        size: 0
+        queryType: 0
+        resourceType: 'microsoft.operationalinsights/workspaces'
+        visualization: 'barchart'
+      }
+    }
+    {
+      type: 3
+      name: 'pulls-per-window'
+      content: {
+        version: 'KqlItem/1.0'
+        title: 'Pulls while open, per window (registry resource logs)'
+        query: pullsPerWindow
         size: 0
         queryType: 0
         resourceType: 'microsoft.operationalinsights/workspaces'

@@ -16,6 +16,9 @@ $own = $env:AZURE_SUBSCRIPTION_ID.ToLowerInvariant()
 $subscriptions = Split-List (Get-Recorded 'RESPONDER_MONITORED_SUBSCRIPTIONS')
 $responderRole = Get-Recorded 'RESPONDER_ROLE_GUID'
 $roles = Split-List (Get-Recorded 'RESPONDER_CUSTOM_ROLE_GUIDS')
+$logsRole = Get-Recorded 'RESPONDER_REGISTRY_LOGS_ROLE'     # <GUID>@<subscription of the registry-logs workspace>
+$logsGuid, $logsSub = if ($logsRole) { $logsRole -split '@', 2 } else { '', '' }
+if ($logsGuid) { $roles = @($roles) + $logsGuid }
 if (-not $roles) { $roles = Split-List $responderRole }
 $policy = Get-Recorded 'RESPONDER_POLICY_ASSIGNMENT'
 $topics = Split-List (Get-Recorded 'EVENTGRID_SYSTEM_TOPIC_IDS')
@@ -79,6 +82,8 @@ foreach ($sub in $subscriptions) {
 # Assignments first: a role definition that is still assigned cannot be deleted.
 foreach ($role in $roles) {
     $scopes = if ($role -eq $responderRole) { @(@($own) + $subscriptions | Select-Object -Unique) } else { @($own) }
+    $roleHome = if ($logsGuid -and $role -eq $logsGuid) { $logsSub } else { $own }
+    if ($logsGuid -and $role -eq $logsGuid) { $scopes = @($logsSub) }
     foreach ($sub in $scopes) {
         $assignments = @(az role assignment list --subscription $sub --role $role --all --query '[].id' --output tsv 2>$null | Where-Object { $_ })
         if ($assignments.Count -gt 0) {
@@ -88,7 +93,7 @@ foreach ($role in $roles) {
         }
     }
     Write-Host "Deleting role definition $role"
-    az role definition delete --name $role --scope "/subscriptions/$own" --output none
+    az role definition delete --name $role --scope "/subscriptions/$roleHome" --output none
     if ($LASTEXITCODE -ne 0) { Left "role definition $role" }
 }
 exit 0

@@ -23,6 +23,8 @@ subscriptions=$(recorded RESPONDER_MONITORED_SUBSCRIPTIONS | tr ',' ' ')
 responder_role=$(recorded RESPONDER_ROLE_GUID)
 roles=$(recorded RESPONDER_CUSTOM_ROLE_GUIDS | tr ',' ' ')
 [ -n "$roles" ] || roles=$responder_role
+logs_role=$(recorded RESPONDER_REGISTRY_LOGS_ROLE)          # <GUID>@<subscription of the registry-logs workspace>
+[ -z "$logs_role" ] || roles="$roles ${logs_role%@*}"
 policy=$(recorded RESPONDER_POLICY_ASSIGNMENT)
 topics=$(recorded EVENTGRID_SYSTEM_TOPIC_IDS)
 reused=$(recorded EVENTGRID_REUSED_TOPIC_IDS)
@@ -92,6 +94,7 @@ done
 for role in $roles; do
   scopes=$own
   [ "$role" != "$responder_role" ] || scopes=$(printf '%s\n' $own $subscriptions | sort -u)
+  [ -z "$logs_role" ] || [ "$role" != "${logs_role%@*}" ] || scopes=${logs_role#*@}
   for sub in $scopes; do
     assignments=$(az role assignment list --subscription "$sub" --role "$role" --all --query "[].id" --output tsv 2>/dev/null || true)
     if [ -n "$assignments" ]; then
@@ -101,6 +104,8 @@ for role in $roles; do
     fi
   done
   echo "Deleting role definition ${role}"
-  az role definition delete --name "$role" --scope "/subscriptions/${own}" --output none || left "role definition ${role}"
+  home=$own
+  [ -z "$logs_role" ] || [ "$role" != "${logs_role%@*}" ] || home=${logs_role#*@}
+  az role definition delete --name "$role" --scope "/subscriptions/${home}" --output none || left "role definition ${role}"
 done
 exit 0

@@ -33,7 +33,7 @@ if (-not $env:RESPONDER_MONITORED_SUBSCRIPTIONS) {
     Write-Host 'No outputs of infra/main.bicep in this environment: keeping what an earlier azd down recorded for postdown.'
     exit 0
 }
-foreach ($name in 'RESPONDER_MONITORED_SUBSCRIPTIONS', 'RESPONDER_ROLE_GUID', 'RESPONDER_CUSTOM_ROLE_GUIDS', 'RESPONDER_POLICY_ASSIGNMENT',
+foreach ($name in 'RESPONDER_MONITORED_SUBSCRIPTIONS', 'RESPONDER_ROLE_GUID', 'RESPONDER_CUSTOM_ROLE_GUIDS', 'RESPONDER_REGISTRY_LOGS_ROLE', 'RESPONDER_POLICY_ASSIGNMENT',
                   'EVENTGRID_SYSTEM_TOPIC_IDS', 'EVENTGRID_REUSED_TOPIC_IDS', 'EVENTGRID_EVENTS_RESOURCE_GROUP', 'EVENTGRID_SUBSCRIPTION_NAME',
                   'EVENTGRID_DIAGNOSTIC_SETTING_NAME') {
     azd env set "ACR_DLP_DOWN_$name" "$([Environment]::GetEnvironmentVariable($name))"

@@ -76,11 +76,13 @@ $guids = az deployment sub create --subscription $own --name (Get-DeploymentName
     --location $env:AZURE_LOCATION --template-file infra/bootstrap.bicep `
     --parameters environmentName="$env:AZURE_ENV_NAME" location="$env:AZURE_LOCATION" `
         monitoredSubscriptionIds="$($subscriptions -join ',')" `
+        registryLogsWorkspaceId="$env:REGISTRY_LOGS_WORKSPACE_ID" `
     --query properties.outputs.customRoleGuids.value --output tsv
 if ($LASTEXITCODE -ne 0 -or -not $guids) { Fail 'deployment of infra/bootstrap.bicep failed (creating role definitions needs Owner or User Access Administrator)' }
 $roles = Split-List $guids
 foreach ($guid in $roles) {
     $scopes = if ($guid -eq $roles[0]) { @(@($own) + $subscriptions | Select-Object -Unique) } else { @($own) }
+    if ($roles.Count -ge 4 -and $guid -eq $roles[3]) { $scopes = @(($env:REGISTRY_LOGS_WORKSPACE_ID -split '/')[2]) }   # the registry-logs reader
     foreach ($sub in $scopes) {
         $seen = 0
         for ($tries = 1; $seen -lt 3; $tries++) {

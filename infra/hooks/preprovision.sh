@@ -97,13 +97,17 @@ if ! guids=$(az deployment sub create --subscription "$own" --name "$(deployment
     --location "$AZURE_LOCATION" --template-file infra/bootstrap.bicep \
     --parameters environmentName="$AZURE_ENV_NAME" location="$AZURE_LOCATION" \
       monitoredSubscriptionIds="$(printf '%s' "$subscriptions" | tr ' ' ',')" \
+      registryLogsWorkspaceId="${REGISTRY_LOGS_WORKSPACE_ID:-}" \
     --query properties.outputs.customRoleGuids.value --output tsv); then
   die "deployment of infra/bootstrap.bicep failed (creating role definitions needs Owner or User Access Administrator)"
 fi
 responder_guid=$(printf '%s' "$guids" | cut -d, -f1)
+logs_guid=$(printf '%s' "$guids" | cut -s -d, -f4)            # the registry-logs reader, when REGISTRY_LOGS_WORKSPACE_ID is set
+logs_sub=$(printf '%s' "${REGISTRY_LOGS_WORKSPACE_ID:-}" | cut -d/ -f3)
 for guid in $(printf '%s' "$guids" | tr ',' ' '); do
   scopes=$own
   [ "$guid" != "$responder_guid" ] || scopes=$(printf '%s\n' $own $subscriptions | sort -u)
+  [ -z "$logs_guid" ] || [ "$guid" != "$logs_guid" ] || scopes=$logs_sub
   for sub in $scopes; do
     seen=0
     tries=0

@@ -7,12 +7,14 @@ first attempt would have said.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 from urllib.parse import quote
 
 from dlp.domain.model import A_NONE, A_WOULD, SEVERITIES, Evaluation, parse_registry_id
+from dlp.domain.pulls import LOOK_REASONS, REASON_FOUND, REASON_UNKNOWN
 from dlp.outputs.alerts.states import (
     LABELS,
     S_BLOCKED,
@@ -67,6 +69,10 @@ ESCALATION_HEADLINES = {
     S_BLOCKED: "New exposure while remediation is blocked",
 }
 
+# The headline of a later pull look's alert (dlp/responder/impact.py): the window was alerted before.
+LOOK_HEADLINES = {REASON_FOUND: "Pulls found while the registry was open",
+                  REASON_UNKNOWN: "Pulls unknown while the registry was open"}
+
 # How bad it is, for the card's colour and the email's banner: needs a human / fine / informational.
 SEVERITY = {
     S_COMPLIANT: "good", S_REMEDIATED: "good", S_GONE: "info", S_EXEMPT: "warning", S_TAG_EXEMPT: "warning",
@@ -119,6 +125,7 @@ class Alert:
     caller_verified: bool = False
 
     exposure: str = ""            # "Registry was open for N s: ..." (display-safe, from dlp.domain.exposure)
+    pulls: str = ""               # "3 pulls from 198.51.100.7 (...): ..." / "no pulls recorded" / "pulls unknown: ..."
     escalation: tuple[str, ...] = ()      # exposure items new since the hold's last alert ("rule:<id>", "change:<path>")
     next_attempt: str = ""                # remediation pending: when the durable retry runs next (ISO 8601 UTC)
 
@@ -142,6 +149,8 @@ class Alert:
 
     @property
     def headline(self) -> str:
+        if self.state == S_EXPOSED and self.reason in LOOK_HEADLINES:
+            return LOOK_HEADLINES[self.reason]
         if self.escalation and self.state in ESCALATION_HEADLINES:
             return ESCALATION_HEADLINES[self.state]
         return HEADLINES.get(self.state, self.state)
@@ -216,6 +225,8 @@ class Alert:
         facts += [("Warning", warning) for warning in self.warnings]
         if self.exposure:
             facts.append(("Exposed", self.exposure))
+        if self.pulls:
+            facts.append(("Pulls while open", self.pulls))
         return facts
 
     @property
@@ -297,6 +308,9 @@ class Alert:
                     "replay or the sweep.")
         if self.state in (S_COMPLIANT, S_GONE):
             return "Nothing."
+        if self.state == S_EXPOSED and self.pulls and not self.pulls.startswith("pulls "):
+            return (f"Check the pulls listed (who, from where, which images) against what should have left, and "
+                    f"whether the change by {self.who} was intended.")
         if self.state == S_EXPOSED:
             return (f"Find out what left the registry while it was open (its diagnostic logs for that interval) "
                     f"and whether the change by {self.who} was intended.")
@@ -367,10 +381,21 @@ def build_alert(evaluation: Evaluation, previous: Stored | None, state: str, *, 
         caller_object_id=context.caller_object_id, caller_app_id=context.caller_app_id,
         caller_tenant_id=context.caller_tenant_id, caller_verified=context.caller_verified,
         exposure=evaluation.exposure.sentence if evaluation.exposure is not None else "",
+        pulls=evaluation.exposure.pulls.sentence if evaluation.exposure is not None and evaluation.exposure.pulls else "",
         escalation=escalation, next_attempt=evaluation.next_attempt,
     )
 
 
+def window_alert_id(evaluation: Evaluation) -> str:
+    """The alert ID of an exposure evaluation: its evaluation ID for the window's first alert; for a later pull
+    look's alert, one derived from what it says (the same picture twice gives the same ID: email sends it once)."""
+    found = evaluation.exposure.pulls if evaluation.exposure is not None else None
+    if evaluation.outcome.reason not in LOOK_REASONS or found is None:
+        return evaluation.evaluation_id
+    return str(uuid.uuid5(_LOOK_NAMESPACE, f"{evaluation.evaluation_id}|{found.status}|{found.sentence}"))
+
+
+_LOOK_NAMESPACE = uuid.UUID("5d0b7a57-3c1e-4f0e-9a55-1f6c2b9e7d31")
 MAX_CALLERS = 10     # names shown when a burst of events was answered by one evaluation
 
 

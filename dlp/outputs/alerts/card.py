@@ -126,6 +126,8 @@ def _digest(alerts: Sequence[Alert], docs_base: str, shown: int, chars: int) -> 
             items.append(_text(f"Failing: {md(rules)}", spacing="None", size="Small"))
         if alert.exposure:
             items.append(_text(md(_cut(alert.exposure, chars)), spacing="None", size="Small"))
+        if alert.pulls:
+            items.append(_text(md(_cut("Pulls while open: " + alert.pulls, chars)), spacing="None", size="Small"))
         items.append(_text(md(_cut(alert.todo, chars)), spacing="None", size="Small"))
         body.append({"type": "Container", "separator": True, "spacing": "Medium", "items": items})
     if count > shown:
