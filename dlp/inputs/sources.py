@@ -207,8 +207,11 @@ def registry_from_resource(resource: Mapping[str, Any], source: str, *, resolve:
     """One registry resource (nested or flattened properties) -> snapshot."""
     reader = _Reader(resolve)
     props = ci_get(resource, "properties")
-    if not isinstance(props, Mapping):
+    if isinstance(props, str) and is_expression(props):
+        props = Unresolved(props)            # a template's whole `properties` as one expression nobody evaluated
+    if not isinstance(props, (Mapping, Unresolved)):
         props = resource                     # az acr show / az acr list: properties flattened
+    # (an Unresolved `properties` stays: every property read below it is unknown, never Azure's default)
     name = reader.value("name", ci_get(resource, "name"))
     name = name if isinstance(name, str) else ""
     resource_id = ci_get(resource, "id")

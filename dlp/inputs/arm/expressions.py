@@ -192,7 +192,7 @@ def render(node: Node) -> str:
         if isinstance(value, str):
             return "'" + value.replace("'", "''") + "'"
         if value is None or isinstance(value, bool):
-            return {None: "null()", True: "true()", False: "false()"}[value]
+            return {None: "null", True: "true", False: "false"}[value]
         return str(value)
     if isinstance(node, Call):
         return f"{node.name}({', '.join(render(a) for a in node.args)})"
