@@ -163,9 +163,9 @@ _literals = st.one_of(st.text(alphabet=st.characters(blacklist_categories=("Cs",
                       st.integers(-1000, 1000).map(Literal), st.sampled_from([True, False, None]).map(Literal))
 _nodes = st.recursive(_literals, lambda inner: st.one_of(
     st.builds(lambda n, a: Call(n.lower(), tuple(a)), _names, st.lists(inner, max_size=3)),
-    st.builds(lambda b, n, s: Member(b, n, s), inner.filter(lambda x: isinstance(x, Call)),
+    st.builds(Member, inner.filter(lambda x: isinstance(x, Call)),
               st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,6}", fullmatch=True), st.booleans()),
-    st.builds(lambda b, i, s: Index(b, i, s), inner.filter(lambda x: isinstance(x, Call)), inner, st.booleans()),
+    st.builds(Index, inner.filter(lambda x: isinstance(x, Call)), inner, st.booleans()),
 ), max_leaves=12)
 
 
@@ -191,7 +191,7 @@ _merged = st.dictionaries(st.sampled_from("abcd"), _no_nulls, max_size=4)
 def _call(name: str, *args: Any) -> Any:
     context = Context({"parameters": {f"p{i}": {"type": "object"} for i in range(len(args))}},
                       {f"p{i}": arg for i, arg in enumerate(args)})
-    arguments = ", ".join("parameters('p%d')" % i for i in range(len(args)))
+    arguments = ", ".join(f"parameters('p{i}')" for i in range(len(args)))
     text = f"[{name}({arguments})]"
     return evaluate_value(text, context.frame())
 

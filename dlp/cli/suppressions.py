@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePath
 from typing import Any
@@ -52,16 +52,16 @@ class Suppression:
         return self.expires is None or today <= self.expires
 
     def matches(self, registry: Registry) -> bool:
+        """Its name, its ID (ARM ID, Terraform address, template label) or its file: a relative path pattern
+        matches the file wherever the run was started (`infra/main.json` matches `/ci/work/infra/main.json`)."""
         pattern = fold(self.resource)
-        return any(fnmatch.fnmatchcase(fold(candidate), pattern) for candidate in _candidates(registry))
-
-
-def _candidates(registry: Registry) -> Iterable[str]:
-    yield registry.name
-    yield registry.id
-    if registry.source:
-        yield registry.source
-        yield PurePath(registry.source).as_posix().removeprefix("./")
+        if any(fnmatch.fnmatchcase(fold(candidate), pattern) for candidate in (registry.name, registry.id)):
+            return True
+        if not registry.source:
+            return False
+        path = fold(PurePath(registry.source).as_posix().removeprefix("./"))
+        return fnmatch.fnmatchcase(path, pattern) or (
+            not pattern.startswith(("/", "*")) and fnmatch.fnmatchcase(path, "*/" + pattern))
 
 
 def load(path: Path, explicit: bool) -> list[Suppression]:

@@ -119,9 +119,9 @@ def line_of(text: str, pointer: str) -> int:
     nested = "/properties/template/" in pointer
     candidates = []
     if first and not first.isdigit():
-        candidates.append(rf"^\s*(?:resource|module)\s+{re.escape(first)}\b")
-    candidates.append(r"^\s*module\s+\w+\s" if nested else
-                      r"^\s*resource\s+\w+\s+'Microsoft\.ContainerRegistry/registries@")
+        candidates.append(rf"^[ \t]*(?:resource|module)[ \t]+{re.escape(first)}\b")
+    candidates.append(r"^[ \t]*module[ \t]+\w+[ \t]" if nested else
+                      r"^[ \t]*resource[ \t]+\w+[ \t]+'Microsoft\.ContainerRegistry/registries@")
     for pattern in candidates:
         match = re.search(pattern, text, re.MULTILINE | re.IGNORECASE)
         if match:
