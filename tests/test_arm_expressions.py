@@ -218,3 +218,16 @@ def test_union_of_objects_is_associative_and_the_last_value_wins(a, b, c, x, y):
 def test_coalesce_is_the_first_non_null(values):
     expected = next((v for v in values if v is not None), None)
     assert _call("coalesce", *values) == expected
+
+
+@pytest.mark.parametrize("body", ["[concat(variables('v{i}'), variables('v{i}'))]",
+                                  "[format('{{0}}{{0}}', variables('v{i}'))]",
+                                  "[replace(variables('v{i}'), 'x', variables('v{i}'))]"])
+def test_a_template_that_doubles_a_value_until_it_is_huge_is_unknown_not_a_hang(body):
+    """An attacker's template must not make the gate run out of memory (then it would not gate at all)."""
+    chain = {f"v{i + 1}": body.format(i=i) for i in range(64)}
+    chain["v0"] = "x" * 64
+    found = evaluate_value("[variables('v64')]", Context({"variables": chain}, {}).frame())
+    assert isinstance(found, Unresolved)
+    assert isinstance(value("[range(0, 100000000)]"), Unresolved)
+    assert isinstance(value("[padLeft('a', 100000000, 'x')]"), Unresolved)

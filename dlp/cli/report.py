@@ -19,6 +19,7 @@ from dlp.domain.model import FAIL, SEVERITIES, SUPPRESSED, UNKNOWN, Assessment, 
 from dlp.domain.rules import CATALOGUE, Rule
 from dlp.ids import fold
 from dlp.inputs.terraform import is_address
+from dlp.sanitize import clean
 
 FORMATS = ("table", "json", "sarif")
 
@@ -113,7 +114,7 @@ def _accepted(finding: Finding) -> str:
     if finding.status != SUPPRESSED:
         return ""
     until = f", until {finding.expires}" if finding.expires else ""
-    return f"  [was {finding.suppressed}; suppressed{until}: {_one_line(finding.justification)}]"
+    return f"  [was {finding.suppressed}; suppressed{until}: {clean(finding.justification, 200)}]"
 
 
 # --- SARIF ------------------------------------------------------------------------------------

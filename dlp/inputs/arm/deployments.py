@@ -164,8 +164,7 @@ def _passed(deployed: Deployed) -> dict[str, Any]:
             passed[name] = value
         elif isinstance(value, Mapping) and ci_get(value, "reference") is not None:
             passed[name] = Unresolved(f"parameter '{name}' is a Key Vault reference")
-        elif (isinstance(value, Mapping) and ci_get(value, "value") is not None) or (
-                isinstance(value, Mapping) and "value" in value):
+        elif isinstance(value, Mapping) and any(isinstance(k, str) and k.lower() == "value" for k in value):
             passed[name] = ci_get(value, "value")
     return passed
 

@@ -20,6 +20,7 @@ from dlp.inputs.sources import Unresolved, ci_get
 
 MAX_COPY = 800                 # ARM's limit on a copy loop's count
 MAX_NESTING = 200
+MAX_SIZE = 4_000_000           # characters or items: ARM refuses templates over 4 MB
 _ERRORS = (TemplateError, TypeError, ValueError, KeyError, IndexError, ZeroDivisionError, AttributeError, OverflowError)
 # functions that only carry their arguments into a container: values inside may stay unknown or placeholders
 _CARRIERS = frozenset({"createobject", "createarray", "union", "intersection", "tryget", "trygetvalue", "array",
@@ -245,10 +246,14 @@ def apply(name: str, args: list[Any]) -> Any:
     placeholder = any(contains_placeholder(a) for a in args)
     if placeholder and name not in TEXT_BUILDERS and not (name in _CARRIERS and not isinstance(args[0], str)):
         return Unresolved(f"{name}() of a deployment-time value")
+    if name == "concat" and sum(len(a) for a in args if isinstance(a, (str, list))) > MAX_SIZE:
+        return Unresolved("concat(): a value larger than a template can be")    # a doubling loop must not hang the gate
     try:
         result = fn(*args)
     except _ERRORS as exc:
         return Unresolved(f"{name}(): {exc}")
+    if isinstance(result, (str, list)) and len(result) > MAX_SIZE:
+        return Unresolved(f"{name}(): a value larger than a template can be")
     if placeholder and name in TEXT_BUILDERS and not (name in _CARRIERS and not isinstance(args[0], str)):
         return taint(result, f"{name}() of a deployment-time value")
     return result

@@ -282,7 +282,25 @@ def _items(value: Any) -> list[dict[str, Any]]:
     return [{"key": k, "value": value[k]} for k in sorted(value, key=lambda k: fold(str(k)))]
 
 
+_LARGEST = 4_000_000      # characters: ARM refuses templates over 4 MB; a value past it is a trap, not a value
+
+
+def _replace(value: Any, old: Any, new: Any) -> str:
+    text, old, new = str(value), str(old), str(new)
+    if old and text.count(old) * len(new) > _LARGEST:
+        raise TemplateError("replace() result larger than a template can be")
+    return text.replace(old, new)
+
+
+def _pad_left(value: Any, width: Any, char: Any = " ") -> str:
+    if _int(width) > _LARGEST:
+        raise TemplateError("padLeft() width larger than a template can be")
+    return _string(value).rjust(_int(width), str(char)[:1] or " ")
+
+
 def _range(start: Any, count: Any) -> list[int]:
+    if not 0 <= _int(count) <= 10_000:
+        raise TemplateError("range count must be from 0 to 10000")
     return list(range(_int(start), _int(start) + _int(count)))
 
 
@@ -402,14 +420,14 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "take": _take,
     "skip": _skip,
     "split": _split,
-    "replace": lambda a, old, new: str(a).replace(str(old), str(new)),
+    "replace": _replace,
     "startswith": lambda a, b: str(a).lower().startswith(str(b).lower()),
     "endswith": lambda a, b: str(a).lower().endswith(str(b).lower()),
     "indexof": _index_of,
     "lastindexof": lambda a, b: (str(a).lower().rfind(str(b).lower()) if isinstance(a, str)
                                  else max((i for i, x in enumerate(a) if _equal(x, b)), default=-1)),
     "substring": _substring,
-    "padleft": lambda a, n, c=" ": _string(a).rjust(_int(n), str(c)[:1] or " "),
+    "padleft": _pad_left,
     "uri": lambda base, rel: base.rsplit("/", 1)[0] + "/" + rel if not base.endswith("/") else base + rel,
     "uricomponent": lambda a: quote(str(a), safe=""),
     "base64": lambda a: base64.b64encode(str(a).encode()).decode(),
