@@ -164,6 +164,8 @@ class _Reader:
             return default
         if value is None:
             return default
+        if type(value) is bool:              # the common case first: the sweep reads 10,000 registries
+            return value
         read = _flag_value(value, default)
         if read is None:
             self.unresolved.add(prop)
