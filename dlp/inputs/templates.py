@@ -16,7 +16,7 @@ from typing import Any
 from dlp.domain.model import P_PRIVATE_ENDPOINTS, PrivateEndpoint, Registry
 from dlp.inputs.arm.deployments import Deployed, Expansion, expand, resources_of
 from dlp.inputs.arm.evaluator import evaluate_value
-from dlp.inputs.arm.values import Placeholder
+from dlp.inputs.arm.values import Placeholder, anywhere
 from dlp.inputs.sources import (
     PIPELINE_TYPE,
     REGISTRY_TYPE,
@@ -69,14 +69,8 @@ def parameters_from_file(document: Any, source: str) -> dict[str, Any]:
     return values
 
 
-def _contains_expression(value: Any, depth: int = 0) -> bool:
-    if depth > 50 or is_expression(value):
-        return True
-    if isinstance(value, Mapping):
-        return any(_contains_expression(v, depth + 1) for v in value.values())
-    if isinstance(value, list):
-        return any(_contains_expression(v, depth + 1) for v in value)
-    return False
+def _contains_expression(value: Any) -> bool:
+    return anywhere(value, is_expression)
 
 
 def registries_from_template(template: Mapping[str, Any], source: str, supplied: Mapping[str, Any]) -> list[Registry]:

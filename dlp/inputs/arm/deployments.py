@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dlp.inputs.arm.evaluator import Context, Frame, copy_count, evaluate_value, truth
-from dlp.inputs.arm.values import Placeholder
 from dlp.inputs.sources import Unresolved, ci_get
 
 DEPLOYMENT_TYPE = "microsoft.resources/deployments"
@@ -168,13 +167,3 @@ def _passed(deployed: Deployed) -> dict[str, Any]:
             passed[name] = ci_get(value, "value")
     return passed
 
-
-def display(value: Any) -> str | None:
-    """A name as far as it is known: its text (a placeholder's too), None when it cannot be known."""
-    if isinstance(value, str) and value:
-        return str(value)
-    return None
-
-
-def is_known_name(value: Any) -> bool:
-    return isinstance(value, str) and bool(value) and not isinstance(value, Placeholder)

@@ -336,30 +336,24 @@ def _coalesce_from(values: list[Any]) -> Any:
     return None
 
 
-@_lazy("parameters")
-def _parameters(node: Call, frame: Frame) -> Any:
-    name = _name_argument(node, frame)
-    if isinstance(name, Unresolved):
-        return name
-    if frame.bound is not None:
+def _by_name(lookup: Callable[[Frame, str], Any]) -> Callable[[Call, Frame], Any]:
+    """`parameters('x')`, `variables('x')`, `lambdaVariables('x')`: one name, looked up in the frame."""
+    def lazy(node: Call, frame: Frame) -> Any:
+        name = _name_argument(node, frame)
+        return name if isinstance(name, Unresolved) else lookup(frame, name)
+    return lazy
+
+
+def _parameter(frame: Frame, name: str) -> Any:
+    if frame.bound is not None:               # inside a user-defined function: only its own arguments
         return frame.bound.get(name.lower(), Unresolved(f"parameters('{name}') is not a parameter of the function"))
     return frame.context.parameter(name)
 
 
-@_lazy("variables")
-def _variables(node: Call, frame: Frame) -> Any:
-    name = _name_argument(node, frame)
-    if isinstance(name, Unresolved):
-        return name
-    return frame.context.variable(name)
-
-
-@_lazy("lambdavariables")
-def _lambda_variables(node: Call, frame: Frame) -> Any:
-    name = _name_argument(node, frame)
-    if isinstance(name, Unresolved):
-        return name
-    return frame.lambdas.get(name.lower(), Unresolved(f"lambdaVariables('{name}') is not bound"))
+_LAZY["parameters"] = _by_name(_parameter)
+_LAZY["variables"] = _by_name(lambda frame, name: frame.context.variable(name))
+_LAZY["lambdavariables"] = _by_name(lambda frame, name: frame.lambdas.get(
+    name.lower(), Unresolved(f"lambdaVariables('{name}') is not bound")))
 
 
 def _name_argument(node: Call, frame: Frame) -> str | Unresolved:

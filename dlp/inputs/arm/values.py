@@ -37,15 +37,20 @@ def is_unknown(value: Any) -> bool:
     return isinstance(value, Unresolved)
 
 
-def contains_unresolved(value: Any, depth: int = 0) -> bool:
-    """Unresolved anywhere inside (a deeply nested value counts as unknown)."""
-    if isinstance(value, Unresolved) or depth > 64:
+def anywhere(value: Any, test: Callable[[Any], bool], depth: int = 0) -> bool:
+    """`test` holds for the value or anything inside it (past 64 levels: assumed to hold, never to be absent)."""
+    if depth > 64 or test(value):
         return True
     if isinstance(value, Mapping):
-        return any(contains_unresolved(v, depth + 1) for v in value.values())
+        return any(anywhere(v, test, depth + 1) for v in value.values())
     if isinstance(value, list):
-        return any(contains_unresolved(v, depth + 1) for v in value)
+        return any(anywhere(v, test, depth + 1) for v in value)
     return False
+
+
+def contains_unresolved(value: Any) -> bool:
+    """Unresolved anywhere inside (a deeply nested value counts as unknown)."""
+    return anywhere(value, is_unknown)
 
 
 def contains_placeholder(value: Any, depth: int = 0) -> bool:
