@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from dlp.inputs.sources import is_expression
+
 
 class ExpressionError(ValueError):
     """Text that is not a valid expression: ARM would refuse the template."""
@@ -47,10 +49,6 @@ class Index:
 Node = Literal | Call | Member | Index
 
 _BARE = {"true": True, "false": False, "null": None}
-
-
-def is_expression(text: Any) -> bool:
-    return type(text) is str and text[:1] == "[" and text[-1:] == "]" and text[:2] != "[["
 
 
 def unescape(text: str) -> str:
