@@ -272,6 +272,12 @@ def sections(figures: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> 
                    ["stage", "median time", "registries/s"],
                    [[stage, _ms(rules["median_s"][stage] * 1000), f"{rules['registries_per_s'][stage]:,}"]
                     for stage in ("load", "normalise", "evaluate", "total")]))
+    avm = rules.get("avm_template")
+    if avm:
+        out[-1] += (f"\n\nARM template expansion (issue 23): the Azure Verified Module's compiled {avm['template']}, "
+                    f"expanded the way ARM deploys it (nested deployments, copy loops, lambdas) and every rule "
+                    f"evaluated: {avm['median_ms_per_template']:.2f} ms per template, "
+                    f"{avm['templates_per_s']:,} templates/s.")
 
     events = figures["events"]
     rows = []

@@ -122,7 +122,7 @@ def test_sarif_over_the_examples(capsys):
     uris = {r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] for r in results}
     assert "examples/template-v2-symbolic.json" in uris and all(uri.startswith("examples/") for uri in uris)
     pipeline = next(r for r in results if r["ruleId"] == "DLP.ACR.ExportPipelines" and r["level"] == "error")
-    assert pipeline["locations"][0]["physicalLocation"]["region"]["startLine"] == 24     # "name": "contosoedgeacr"
+    assert pipeline["locations"][0]["physicalLocation"]["region"]["startLine"] == 21     # "registry": { (its resource)
     assert "contosoedgeacr" in pipeline["message"]["text"]
 
 
@@ -168,14 +168,14 @@ def test_malformed_files_give_one_line_and_no_traceback(capsys, tmp_path, conten
 
 
 def test_an_internal_error_is_still_one_line_and_other_files_count(capsys, monkeypatch, tmp_path):
-    real = evaluate_command.registries_from_document
+    real = evaluate_command.read_document
 
     def explode(document, source, parameters=None):
         if source.endswith("boom.json"):
             raise RuntimeError("kaboom")
         return real(document, source, parameters)
 
-    monkeypatch.setattr(evaluate_command, "registries_from_document", explode)
+    monkeypatch.setattr(evaluate_command, "read_document", explode)
     boom = write(tmp_path / "boom.json", arm_get("Premium", {}))
     code, out, err = run(capsys, str(boom), "examples/premium-compliant.json", "--format", "json")
     assert code == 2
@@ -262,25 +262,37 @@ def test_directory_walk_is_recursive_sorted_and_skips_what_is_not_registries(cap
     assert [item["source"] for item in json.loads(out)] == [str(tmp_path / "a.json"), str(tmp_path / "b" / "second.json")]
 
 
-def test_directory_walk_still_reports_templates_hiding_registries_in_nested_deployments(capsys, tmp_path):
+def test_directory_walk_evaluates_registries_in_nested_deployments(capsys, tmp_path):
     write(tmp_path / "main.json", {"$schema": "https://schema.management.azure.com/schemas/2019-04-01/"
                                               "deploymentTemplate.json#", "contentVersion": "1.0.0.0",
                                    "resources": [{"type": "Microsoft.Resources/deployments", "name": "acr",
                                                   "properties": {"template": {"resources": [
                                                       {"type": "Microsoft.ContainerRegistry/registries"}]}}}]})
+    code, out, err = run(capsys, str(tmp_path), "-o", "json")
+    assert (code, err) == (1, "")
+    assert json.loads(out)[0]["registryId"] == "acr/<resources[0]>"
+
+
+def test_directory_walk_says_which_linked_templates_it_cannot_see(capsys, tmp_path):
+    write(tmp_path / "main.json", {"$schema": "https://schema.management.azure.com/schemas/2019-04-01/"
+                                              "deploymentTemplate.json#", "contentVersion": "1.0.0.0",
+                                   "resources": [{"type": "Microsoft.Resources/deployments", "name": "acr",
+                                                  "properties": {"templateLink": {"relativePath": "acr.json"}}}]})
+    write(tmp_path / "ok.json", json.loads((EXAMPLES / "premium-compliant.json").read_text()))
     code, _, err = run(capsys, str(tmp_path))
-    assert code == 2 and "inside nested deployments" in err
+    assert code == 0                                   # without --verbose too: a linked template is never silent
+    assert "main.json: nested deployments by templateLink are not fetched" in err and "acr (acr.json)" in err
 
 
 def test_directory_without_json_is_an_error_and_a_walk_finding_no_registry_is_one_line(capsys, tmp_path):
     (tmp_path / "empty").mkdir()
     code, _, err = run(capsys, str(tmp_path / "empty"))
-    assert code == 2 and err.endswith("no *.json file in this directory\n")
+    assert code == 2 and err.endswith("no *.json or *.bicep file in this directory\n")
     write(tmp_path / "other" / "host.json", {"version": "2.0"})
     code, out, err = run(capsys, str(tmp_path / "other"), "-o", "json")
     assert (code, json.loads(out)) == (2, [])
     assert err == (f"python -m dlp evaluate: error: no container registry found in {tmp_path / 'other'} "
-                   "(1 JSON file skipped: no container registry in them; --verbose lists them)\n")
+                   "(1 file skipped: no container registry in them; --verbose lists them)\n")
 
 
 def test_a_file_named_twice_is_evaluated_once(capsys):
@@ -393,13 +405,21 @@ def test_a_broken_file_that_mentions_a_registry_is_an_error_even_in_a_walk(capsy
                                                                   str(tmp_path / "tfplan.json")]
 
 
-def test_this_repository_infra_runs_as_the_ci_recipe_says(capsys):
-    """infra/ here is Bicep (no compiled template) and holds no registry: the gate must say so in one line
-    and exit 2, not trip over abbreviations.json or the column list, and not pass."""
+def test_this_repository_infra_runs_as_the_ci_recipe_says(capsys, monkeypatch):
+    """infra/ here is Bicep and holds no registry. With no Bicep CLI the gate refuses, naming every .bicep file;
+    with --skip-bicep it says in one line that nothing was found, not tripping over abbreviations.json or the
+    column list, and does not pass."""
+    monkeypatch.setenv("PATH", "")
+    bicep_files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "infra").rglob("*.bicep"))
     code, out, err = run(capsys, "infra/", "-o", "sarif")
-    json_files = len(list((ROOT / "infra").rglob("*.json")))
-    assert code == 2 and json_files >= 3
-    assert err == (f"python -m dlp evaluate: error: no container registry found in infra/ ({json_files} JSON files "
+    assert code == 2 and len(bicep_files) >= 3
+    assert err.startswith(f"python -m dlp evaluate: error: {len(bicep_files)} Bicep files cannot be evaluated: "
+                          "no Bicep CLI on PATH (")
+    assert all(name in err for name in bicep_files) and "--skip-bicep" in err and err.count("\n") == 1
+    code, out, err = run(capsys, "infra/", "-o", "sarif", "--skip-bicep")
+    skipped = len(list((ROOT / "infra").rglob("*.json"))) + len(list((ROOT / "infra").rglob("*.bicep*")))
+    assert code == 2
+    assert err == (f"python -m dlp evaluate: error: no container registry found in infra/ ({skipped} files "
                    "skipped: no container registry in them; --verbose lists them)\n")
     assert json.loads(out)["runs"][0]["results"] == []
 

@@ -10,7 +10,7 @@ from dlp.domain import model
 from dlp.domain.model import FAIL, PASS, UNKNOWN
 from dlp.domain.rules import evaluate
 from dlp.inputs.documents import registries_from_document
-from dlp.inputs.sources import InputError
+from dlp.inputs.sources import InputError, Unresolved
 from dlp.inputs.templates import is_template, parameters_from_file
 from tests.test_sources import TEMPLATE_SCHEMA
 
@@ -73,7 +73,8 @@ def test_parameter_names_and_whitespace_in_the_expression_do_not_matter():
     ("[parameters('undeclared')]", {}),
     ("[parameters('pna')]", {"pna": {"type": "string", "defaultValue": "[variables('x')]"}}),       # default is an expression
     ("[variables('publicNetworkAccess')]", {}),
-    ("[if(parameters('locked'), 'Disabled', 'Enabled')]", {"locked": {"type": "bool", "defaultValue": True}}),
+    ("[reference('acrSettings').publicNetworkAccess]", {}),
+    ("[if(equals(resourceGroup().location, 'westeurope'), 'Disabled', 'Enabled')]", {}),     # a placeholder decides
 ])
 def test_unresolvable_expressions_make_only_the_rules_reading_them_unknown(value, parameters):
     doc = template(registry(**public(value), adminUserEnabled=True), parameters=parameters)
@@ -137,8 +138,10 @@ def test_unresolvable_sku_makes_sku_specific_rules_unknown():
 def test_registry_named_by_an_unresolvable_expression_gets_a_source_based_id():
     doc = template(registry(name="[format('acr{0}', uniqueString(resourceGroup().id))]"))
     found = registries_from_document(doc, "infra/main.json")[0]
-    assert found.id == "infra/main.json#resources/0"
-    assert found.name == "<resources[0]>"
+    assert found.id == "infra/main.json#resources/0"          # a deployment-time value names it, but is no ID
+    assert found.name == "acr{uniqueString}"
+    unknown = template(registry(name="[reference('x').name]"))
+    assert registries_from_document(unknown, "infra/main.json")[0].name == "<resources[0]>"
     symbolic = template({**registry(name="[variables('n')]"), "symbol": "acr"}, symbolic=True)
     found = registries_from_document(symbolic, "infra/main.json")[0]
     assert (found.id, found.name) == ("infra/main.json#resources/acr", "<acr>")
@@ -155,8 +158,9 @@ def test_parameters_file_that_is_not_one_is_rejected():
         parameters_from_file({"resources": []}, "p.json")
     with pytest.raises(InputError):
         parameters_from_file([1, 2], "p.json")
-    # key vault references (no literal value) are skipped, not guessed
-    assert parameters_from_file({"parameters": {"secret": {"reference": {"keyVault": {}}}, "x": {"value": 1}}}, "p") == {"x": 1}
+    # key vault references (no literal value) cannot be known offline: never guessed, never the default
+    values = parameters_from_file({"parameters": {"secret": {"reference": {"keyVault": {}}}, "x": {"value": 1}}}, "p")
+    assert values["x"] == 1 and isinstance(values["secret"], Unresolved)
 
 
 # --- export pipelines --------------------------------------------------------------------------
@@ -247,10 +251,18 @@ def test_template_without_registry_is_rejected():
         registries_from_document(doc, "main.json")
 
 
-def test_registry_inside_a_nested_deployment_is_reported_not_skipped():
+def test_registry_inside_a_nested_deployment_is_evaluated_and_named_by_its_module():
     doc = template({"type": "Microsoft.Resources/deployments", "apiVersion": "2022-09-01", "name": "acr-module",
                     "properties": {"mode": "Incremental", "template": template(registry())}})
-    with pytest.raises(InputError, match="inside nested deployments"):
+    found = registries_from_document(doc, "main.json")[0]
+    assert (found.id, found.name, found.declared_at) == ("acr-module/contosoacr", "contosoacr",
+                                                         "/resources/0/properties/template/resources/0")
+
+
+def test_a_linked_template_is_named_not_fetched():
+    doc = template({"type": "Microsoft.Resources/deployments", "apiVersion": "2022-09-01", "name": "acr-module",
+                    "properties": {"mode": "Incremental", "templateLink": {"uri": "https://example.invalid/acr.json"}}})
+    with pytest.raises(InputError, match=r"templateLink are not fetched.*acr-module \(https://example\.invalid/acr\.json\)"):
         registries_from_document(doc, "main.json")
 
 

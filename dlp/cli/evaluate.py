@@ -2,12 +2,16 @@
 
 Every file is evaluated even when others are broken: a broken file is one line on stderr and
 exit code 2, never a traceback, and never hides the results of the other files. A run that found
-no registry at all is exit code 2 too: a gate pointed at the wrong folder must not pass.
+no registry at all is exit code 2 too: a gate pointed at the wrong folder must not pass. Bicep files are
+compiled with the Bicep CLI on PATH, and a run that meets one without a compiler fails (exit 2) unless
+--skip-bicep says so. Suppressions (`.acr-dlp.yaml`, dlp.cli.suppressions) and --min-severity decide which
+findings fail the run; they never hide one.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import re
 import sys
@@ -16,12 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, error, note, report
-from dlp.domain.model import FAIL, UNKNOWN, Assessment, Registry
+from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, error, note, report, suppressions
+from dlp.domain.model import FAIL, SEVERITIES, UNKNOWN, Assessment, Registry
 from dlp.domain.rules import CATALOGUE, Rule, evaluate, rules
-from dlp.inputs.documents import load_json, parse_json, read_text, registries_from_document
+from dlp.inputs import bicep
+from dlp.inputs.arm.lines import line_of_pointer
+from dlp.inputs.documents import load_json, parse_json, read_document, read_text
 from dlp.inputs.sources import InputError, NoRegistry, ci_get
-from dlp.inputs.templates import parameters_from_file
+from dlp.inputs.templates import LinkedOnly, TemplateReading, parameters_from_file
 
 NAME = "evaluate"
 STDIN = "-"
@@ -35,14 +41,15 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         NAME, help="evaluate registry JSON offline (az acr show/list, ARM GET, Resource Graph, ARM templates, "
                    "terraform show -json)",
-        description="Evaluate the DLP rules over registry JSON files, or one JSON document on stdin ('-'). "
-                    "Directories are searched recursively for *.json (hidden directories and node_modules are "
-                    "skipped; so is every JSON file that holds no container registry: --verbose lists them). "
+        description="Evaluate the DLP rules over registry JSON files and Bicep files, or one JSON document on stdin "
+                    "('-'). Directories are searched recursively for *.json, *.bicep and *.bicepparam (hidden "
+                    "directories and node_modules are skipped; so is every file that holds no container registry: "
+                    "--verbose lists them). Bicep is compiled with the Bicep CLI on PATH (bicep, else az bicep). "
                     "Exit code: 0 nothing fails, 1 a finding fails (or, with --fail-on unknown, cannot be "
                     "verified), 2 usage or input errors, or no registry found at all (the other files are still "
                     "evaluated and reported).")
     parser.add_argument("paths", nargs="+", metavar="PATH",
-                        help="a JSON file, a directory, or - for one JSON document on stdin")
+                        help="a JSON or Bicep file, a directory, or - for one JSON document on stdin")
     parser.add_argument("-o", "--output", "--format", dest="format", choices=report.FORMATS, default="table",
                         help="output format (default: table)")
     parser.add_argument("--fail-on", choices=FAIL_ON, default="fail",
@@ -56,6 +63,14 @@ def register(subparsers: Any) -> None:
                              "`az bicep build --stdout`); default: <stdin>")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="say on stderr which files a directory walk skipped, and why")
+    parser.add_argument("--config", metavar="PATH", type=Path,
+                        help=f"suppressions file (default: {suppressions.DEFAULT_FILE} in the working directory, "
+                             "when present)")
+    parser.add_argument("--min-severity", choices=("low", "medium", "high"), default="low",
+                        help="findings below this severity are reported but do not fail the run (default: low)")
+    parser.add_argument("--skip-bicep", action="store_true",
+                        help="leave *.bicep / *.bicepparam files out on purpose (without it, a run that meets one "
+                             "and has no Bicep CLI fails)")
     parser.set_defaults(run=run)
 
 
@@ -68,12 +83,16 @@ class Outcome:
     errors: tuple[str, ...]
     texts: Mapping[str, str] = field(default_factory=dict)   # source -> file text, for SARIF line numbers
     skipped: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()      # what a person must know about how a file was read (always shown)
 
-    def exit_code(self, fail_on: str = "fail") -> int:
+    def exit_code(self, fail_on: str = "fail", min_severity: str = "low") -> int:
+        """2 on any error or nothing found; 1 when a finding of at least `min_severity` fails (or, with
+        `fail_on="unknown"`, is unknown); suppressed findings never fail the run."""
         if self.errors or not self.assessments:
             return EXIT_ERROR
         gate = (FAIL, UNKNOWN) if fail_on == "unknown" else (FAIL,)
-        failing = any(f.status in gate for a in self.assessments for f in a.findings)
+        severities = SEVERITIES[:SEVERITIES.index(min_severity) + 1] if min_severity in SEVERITIES else SEVERITIES
+        failing = any(f.status in gate and f.severity in severities for a in self.assessments for f in a.findings)
         return EXIT_FAIL if failing else EXIT_OK
 
 
@@ -94,7 +113,7 @@ def _walk(directory: Path) -> Iterator[Path]:
     for root, dirs, files in os.walk(directory):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "node_modules")
         for name in sorted(files):
-            if name.lower().endswith(".json"):
+            if name.lower().endswith(".json") or bicep.is_bicep(name):
                 yield Path(root) / name
 
 
@@ -118,7 +137,7 @@ def discover(paths: Sequence[str]) -> list[tuple[Path, bool, str | None]]:
         elif path.is_dir():
             files = list(_walk(path))
             if not files:
-                found.append((path, True, f"{text}: no *.json file in this directory"))
+                found.append((path, True, f"{text}: no *.json or *.bicep file in this directory"))
             for file in files:
                 add(file, False)
         elif path.exists():
@@ -146,6 +165,11 @@ def _read(path: Path, source: str, stdin: TextIO | None) -> str:
 def registries_in(text: str, source: str, explicit: bool, parameters: Mapping[str, Any] | None) -> list[Registry]:
     """Snapshots in one file's text. InputError for anything unreadable; NoRegistry for a file holding no
     registry (an error when named explicitly, a skipped file in a directory walk)."""
+    return reading_of(text, source, explicit, parameters).registries
+
+
+def reading_of(text: str, source: str, explicit: bool, parameters: Mapping[str, Any] | None) -> TemplateReading:
+    """registries_in, with the notes a template's reading produced."""
     try:
         document = parse_json(text, source)
     except InputError as exc:
@@ -156,26 +180,64 @@ def registries_in(text: str, source: str, explicit: bool, parameters: Mapping[st
         if explicit:
             raise InputError(source, "a deployment parameters file, not registries: pass it with --parameters")
         raise NoRegistry(source, "a deployment parameters file")
-    return registries_from_document(document, source, parameters)
+    return read_document(document, source, parameters)
+
+
+def bicep_reading(path: Path, compiler: bicep.Compiler, parameters: Mapping[str, Any] | None) -> TemplateReading:
+    """A .bicep file compiled and read as its template; a .bicepparam file as the template it is for, with its
+    values (a value given with --parameters too: the .bicepparam's wins, as it names the deployment)."""
+    source = str(path)
+    compiled = bicep.compile_to_json(path, compiler)
+    if path.suffix.lower() != ".bicepparam":
+        return read_document(parse_json(compiled, source), source, parameters)
+    template, values_file = bicep.parameters_output(compiled, source)
+    values = {**(parameters or {}), **parameters_from_file(values_file, source)}
+    if template is None:
+        target = bicep.using_target(read_text(path), path)
+        if target is None:
+            raise InputError(source, "its `using` names no local .bicep file, so the template cannot be compiled here")
+        template = parse_json(bicep.compile_to_json(target, compiler), str(target))
+    return read_document(template, source, values)
 
 
 def evaluate_paths(paths: Sequence[str], *, parameters: Mapping[str, Any] | None = None,
                    selected: tuple[Rule, ...] | None = None, keep_text: bool = False,
-                   stdin: TextIO | None = None, stdin_name: str = STDIN_NAME) -> Outcome:
+                   stdin: TextIO | None = None, stdin_name: str = STDIN_NAME, skip_bicep: bool = False) -> Outcome:
     """Discover, read, normalise and evaluate; every file is tried whatever happened to the others."""
     errors: list[str] = []
     skipped: list[str] = []
+    notes: list[str] = []
     assessments: list[Assessment] = []
     texts: dict[str, str] = {}
-    for path, explicit, problem in discover(paths):
+    found = discover(paths)
+    compiler = None
+    bicep_files = [str(path) for path, _, problem in found if not problem and bicep.is_bicep(path)]
+    if bicep_files and not skip_bicep:
+        compiler = bicep.find_compiler()
+        if compiler is None:
+            errors.append(bicep.refusal(bicep_files))
+    for path, explicit, problem in found:
         if problem:
             errors.append(problem)
             continue
         source = stdin_name if str(path) == STDIN else str(path)
+        is_bicep = str(path) != STDIN and bicep.is_bicep(path)
+        if is_bicep and (skip_bicep or compiler is None):
+            if skip_bicep:
+                skipped.append(f"{source}: a Bicep file (--skip-bicep)")
+            continue
         try:
-            text = _read(path, source, stdin)
-            registries = registries_in(text, source, explicit, parameters)
-            assessments.extend([evaluate(registry, selected) for registry in registries])
+            if is_bicep and compiler is not None:
+                text = read_text(path)
+                reading = bicep_reading(path, compiler, parameters)
+            else:
+                text = _read(path, source, stdin)
+                reading = reading_of(text, source, explicit, parameters)
+            notes.extend(reading.notes)
+            assessments.extend([evaluate(registry, selected) for registry in reading.registries])
+        except LinkedOnly as exc:
+            (errors if explicit else notes).append(str(exc))     # never a silent skip
+            continue
         except NoRegistry as exc:
             (errors if explicit else skipped).append(str(exc))
             continue
@@ -185,16 +247,33 @@ def evaluate_paths(paths: Sequence[str], *, parameters: Mapping[str, Any] | None
         except Exception as exc:        # a bug of ours: still one line, and the other files still count
             errors.append(f"{source}: internal error ({type(exc).__name__}: {exc}); please report it with the file")
             continue
-        if keep_text and registries and not (str(path) == STDIN and stdin_name != STDIN_NAME):
+        if keep_text and reading.registries and not (str(path) == STDIN and stdin_name != STDIN_NAME):
             texts[source] = text        # a named stdin (main.bicep) is compiled JSON: its lines are not the file's
-    return Outcome(tuple(assessments), tuple(errors), texts, tuple(skipped))
+    return Outcome(tuple(assessments), tuple(errors), texts, tuple(skipped), tuple(notes))
+
+
+def locate_in(texts: Mapping[str, str]) -> Any:
+    """`locate` for SARIF: the line that declares a registry in its file (a .bicep file's `resource` or `module`,
+    a template's resource by its JSON pointer, else report.line_of); 1 when the file's text is not kept."""
+    def locate(registry: Registry) -> int:
+        text = texts.get(registry.source)
+        if not text:
+            return 1
+        if bicep.is_bicep(registry.source):
+            return bicep.line_of(text, registry.declared_at)
+        if registry.declared_at:
+            line = line_of_pointer(text, registry.declared_at)
+            if line is not None:
+                return line
+        return report.line_of(text, registry)
+    return locate
 
 
 def nothing_found(paths: Sequence[str], skipped: int, verbose: bool = False) -> str:
     """The one line of a run that found no registry: a gate pointed at the wrong folder must not pass."""
     files = ""
     if skipped:
-        files = (f" ({skipped} JSON file{'s' if skipped != 1 else ''} skipped: no container registry in them"
+        files = (f" ({skipped} file{'s' if skipped != 1 else ''} skipped: no container registry in them"
                  f"{'' if verbose else '; --verbose lists them'})")
     return f"no container registry found in {', '.join(paths)}{files}"
 
@@ -206,6 +285,13 @@ def run(args: argparse.Namespace) -> int:
         error(NAME, f"unknown rule ID {exc.args[0]!r}; valid IDs: {', '.join(CATALOGUE)}")
         return EXIT_ERROR
 
+    config = args.config if args.config is not None else Path(suppressions.DEFAULT_FILE)
+    try:
+        accepted = suppressions.load(config, explicit=args.config is not None)
+    except suppressions.ConfigError as exc:       # a gate whose exceptions cannot be read must not guess them
+        error(NAME, str(exc))
+        return EXIT_ERROR
+
     parameters = None
     if args.parameters is not None:
         try:
@@ -215,19 +301,23 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_ERROR
 
     outcome = evaluate_paths(args.paths, parameters=parameters, selected=selected, keep_text=args.format == "sarif",
-                             stdin_name=args.stdin_name)
+                             stdin_name=args.stdin_name, skip_bicep=args.skip_bicep)
+    today = dt.datetime.now(dt.timezone.utc).date()
+    for entry in suppressions.expired(accepted, today):
+        note(NAME, f"{config}: {entry.describe()} expired on {entry.expires}: it no longer applies")
+    outcome = Outcome(tuple(suppressions.apply(outcome.assessments, accepted, today)), outcome.errors,
+                      outcome.texts, outcome.skipped, outcome.notes)
     for message in outcome.errors:
         error(NAME, message)
+    for message in outcome.notes:
+        note(NAME, message)
     if args.verbose:
         for message in outcome.skipped:
             note(NAME, f"skipped {message}")
     if not outcome.assessments and not outcome.errors:
         error(NAME, nothing_found(args.paths, len(outcome.skipped), args.verbose))
 
-    def locate(registry: Registry) -> int:
-        text = outcome.texts.get(registry.source)
-        return report.line_of(text, registry) if text else 1
-
-    sys.stdout.write(report.render(outcome.assessments, args.format, rules=selected, locate=locate) + "\n")
+    sys.stdout.write(report.render(outcome.assessments, args.format, rules=selected,
+                                   locate=locate_in(outcome.texts)) + "\n")
     sys.stdout.flush()
-    return outcome.exit_code(args.fail_on)
+    return outcome.exit_code(args.fail_on, args.min_severity)

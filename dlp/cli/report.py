@@ -15,10 +15,11 @@ from typing import Any
 from urllib.parse import quote
 
 from dlp import __version__
-from dlp.domain.model import FAIL, SEVERITIES, UNKNOWN, Assessment, Finding, Registry
+from dlp.domain.model import FAIL, SEVERITIES, SUPPRESSED, UNKNOWN, Assessment, Finding, Registry
 from dlp.domain.rules import CATALOGUE, Rule
 from dlp.ids import fold
 from dlp.inputs.terraform import is_address
+from dlp.sanitize import clean
 
 FORMATS = ("table", "json", "sarif")
 
@@ -32,7 +33,8 @@ SARIF_LEVELS = {"high": "error", "medium": "warning", "low": "note"}
 SECURITY_SEVERITY = {"high": "8.0", "medium": "5.5", "low": "3.0"}
 SARIF_TAGS = ("security", "azure", "container-registry", "data-loss-prevention")
 
-_ATTENTION = (FAIL, UNKNOWN)    # statuses the table and SARIF show; pass / not-applicable stay quiet
+# statuses the table and SARIF show; pass / not-applicable stay quiet; a suppressed finding stays visible, marked
+_ATTENTION = (FAIL, UNKNOWN, SUPPRESSED)
 
 
 # --- JSON -------------------------------------------------------------------------------------
@@ -70,8 +72,10 @@ def summary(assessments: Sequence[Assessment]) -> str:
         return f"{len(found)} ({', '.join(f'{sum(1 for f in found if f.severity == s)} {s}' for s in SEVERITIES)})"
 
     noun = "registry" if len(assessments) == 1 else "registries"
+    suppressed = sum(1 for a in assessments for f in a.findings if f.status == SUPPRESSED)
+    accepted = f"; suppressed findings: {suppressed}" if suppressed else ""
     return (f"{len(assessments)} {noun}: {compliant} compliant, {len(assessments) - compliant} not compliant; "
-            f"failing findings: {count(FAIL)}; unknown findings: {count(UNKNOWN)}.")
+            f"failing findings: {count(FAIL)}; unknown findings: {count(UNKNOWN)}{accepted}.")
 
 
 def render_table(assessments: Sequence[Assessment]) -> str:
@@ -94,7 +98,8 @@ def render_table(assessments: Sequence[Assessment]) -> str:
     for a, row in zip(assessments, rows, strict=True):
         out.append(line(row))
         for f in attention(a):
-            out.append(f"    {f.status:<7}  {f.severity:<6}  {f.rule_id:<{rule_width}}  {_one_line(f.message)}")
+            out.append(f"    {f.status:<7}  {f.severity:<6}  {f.rule_id:<{rule_width}}  {_one_line(f.message)}"
+                       f"{_accepted(f)}")
     out.append("")
     out.append(summary(assessments))
     return "\n".join(out)
@@ -104,12 +109,21 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _accepted(finding: Finding) -> str:
+    """The table's marker of a suppressed finding: what it was, why it is accepted, until when."""
+    if finding.status != SUPPRESSED:
+        return ""
+    until = f", until {finding.expires}" if finding.expires else ""
+    return f"  [was {finding.suppressed}; suppressed{until}: {clean(finding.justification, 200)}]"
+
+
 # --- SARIF ------------------------------------------------------------------------------------
 
 def sarif_level(finding: Finding) -> str:
     """`fail` -> error / warning / note by severity. `unknown` -> note: a template value we could not
     verify must stay visible in code scanning (a `kind: review` result with level `none` would be hidden)."""
-    if finding.status == FAIL:
+    status = finding.suppressed if finding.status == SUPPRESSED else finding.status
+    if status == FAIL:
         return SARIF_LEVELS.get(finding.severity, "warning")
     return "note"
 
@@ -179,9 +193,10 @@ def to_sarif(assessments: Sequence[Assessment], rules: Sequence[Rule] | None = N
             if finding.rule_id not in index:               # a finding from a rule nobody listed: list it
                 index[finding.rule_id] = len(driver_rules)
                 driver_rules.append(CATALOGUE[finding.rule_id])
-            prefix = "" if finding.status == FAIL else "Cannot be verified: "
+            status = finding.suppressed if finding.status == SUPPRESSED else finding.status
+            prefix = "" if status == FAIL else "Cannot be verified: "
             fingerprint = hashlib.sha256(f"{finding.rule_id}|{fold(registry.id)}".encode()).hexdigest()[:32]
-            results.append({
+            result: dict[str, Any] = {
                 "ruleId": finding.rule_id,
                 "ruleIndex": index[finding.rule_id],
                 "level": sarif_level(finding),
@@ -197,7 +212,11 @@ def to_sarif(assessments: Sequence[Assessment], rules: Sequence[Rule] | None = N
                 "partialFingerprints": {"registryRule/v1": fingerprint},
                 "properties": {"status": finding.status, "severity": finding.severity,
                                "remediable": finding.remediable, "registryId": registry.id},
-            })
+            }
+            if finding.status == SUPPRESSED:          # code scanning shows it as dismissed, with the reason
+                result["suppressions"] = [{"kind": "external", "status": "accepted",
+                                           "justification": finding.justification}]
+            results.append(result)
     return {
         "$schema": SARIF_SCHEMA,
         "version": SARIF_VERSION,

@@ -24,6 +24,9 @@ SKUS = ("Basic", "Standard", "Premium")
 # Finding statuses
 PASS, FAIL, NOT_APPLICABLE, UNKNOWN = "pass", "fail", "not-applicable", "unknown"
 STATUSES = (PASS, FAIL, NOT_APPLICABLE, UNKNOWN)
+# A fail or unknown finding accepted on purpose by the offline gate's suppressions file (`dlp evaluate`, issue 23);
+# the live responder never produces it (its exemptions are DLP_EXEMPTIONS and the exempt tag)
+SUPPRESSED = "suppressed"
 
 # Severities, most severe first
 SEVERITIES = ("high", "medium", "low")
@@ -101,6 +104,11 @@ class Registry:
     export_pipelines: tuple[str, ...] | None = None
     source: str = ""
     unresolved: frozenset[str] = frozenset()
+    # For some unresolved properties, every value they can take (a template parameter's allowedValues, both
+    # branches of an `if`): the rules check only those. Absent: any value (dlp.domain.rules.base.POSSIBLE_VALUES).
+    choices: Mapping[str, tuple[Any, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    # Where the input declares it, for code scanning: a JSON pointer into a template (`/resources/2`), or ""
+    declared_at: str = ""
 
     @property
     def premium(self) -> bool:
@@ -158,10 +166,17 @@ class Finding:
     severity: str
     remediable: bool
     message: str
+    suppressed: str = ""          # status SUPPRESSED: the status it had (fail / unknown)
+    justification: str = ""       # status SUPPRESSED: why it was accepted
+    expires: str = ""             # status SUPPRESSED: the last day the suppression holds (ISO date), or ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"ruleId": self.rule_id, "status": self.status, "severity": self.severity,
-                "remediable": self.remediable, "message": self.message}
+        body: dict[str, Any] = {"ruleId": self.rule_id, "status": self.status, "severity": self.severity,
+                                "remediable": self.remediable, "message": self.message}
+        if self.status == SUPPRESSED:
+            body.update({"suppressedStatus": self.suppressed, "justification": self.justification,
+                         "expires": self.expires or None})
+        return body
 
 
 @dataclass(frozen=True)

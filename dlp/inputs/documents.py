@@ -26,8 +26,16 @@ def _registries_in(rows: Iterable[Any], source: str, what: str) -> list[Registry
 
 def registries_from_document(document: Any, source: str, parameters: Mapping[str, Any] | None = None) -> list[Registry]:
     """Any supported JSON document -> snapshots, or InputError saying what was expected."""
+    return read_document(document, source, parameters).registries
+
+
+def read_document(document: Any, source: str, parameters: Mapping[str, Any] | None = None) -> templates.TemplateReading:
+    """Snapshots and the notes a person must see about how they were read (a template's unknown conditions,
+    linked templates not fetched); InputError saying what was expected."""
     try:
-        return _registries_from_document(document, source, parameters)
+        if isinstance(document, Mapping) and templates.is_template(document):
+            return templates.read_template(document, source, parameters or {})
+        return templates.TemplateReading(_registries_from_document(document, source, parameters))
     except RecursionError:             # json.loads accepts nesting that walking the values cannot
         raise InputError(source, "JSON nested too deeply") from None
 

@@ -43,15 +43,26 @@ class NoRegistry(InputError):
 
 
 class Unresolved:
-    """A template expression we could not resolve; rules reading it answer `unknown`."""
+    """A value that cannot be known offline (a template expression over `reference()`, a parameter with no value,
+    a plan value known only after apply); rules reading it answer `unknown` unless every value it could take decides.
 
-    __slots__ = ("expression",)
+    `options`, when not None, lists every value it can take (a parameter's `allowedValues`, both branches of an
+    `if` whose condition is unknown): the rules then check only those. A superset is always safe; never a guess."""
 
-    def __init__(self, expression: str):
+    __slots__ = ("expression", "options")
+
+    def __init__(self, expression: str, options: tuple[Any, ...] | None = None):
         self.expression = expression
+        self.options = options
 
     def __repr__(self) -> str:
-        return f"Unresolved({self.expression!r})"
+        extra = f", options={self.options!r}" if self.options is not None else ""
+        return f"Unresolved({self.expression!r}{extra})"
+
+
+def is_expression(value: Any) -> bool:
+    """An ARM template expression string: `[...]`, but not the `[[...]` escape of a literal."""
+    return type(value) is str and value[:1] == "[" and value[-1:] == "]" and value[:2] != "[["
 
 
 Resolver = Callable[[Any], Any]
@@ -60,11 +71,14 @@ Resolver = Callable[[Any], Any]
 def ci_get(mapping: Any, *path: str) -> Any:
     """`mapping[path...]` with keys compared ignoring A-Z case only (as ARM does); None when any step is absent or not
     an object. Never `str.lower()`: "publicNetwor\u212aAccess" (Kelvin sign) is not a property ARM knows, and must
-    not stand in for publicNetworkAccess in a template."""
+    not stand in for publicNetworkAccess in a template.
+
+    A step that is `Unresolved` (or a template expression string nobody evaluated) is never "absent": the value
+    below it is Unresolved too (issue 23: `"networkRuleSet": "[if(...)]"` must not read as Azure's default)."""
     node = mapping
-    for key in path:
+    for depth, key in enumerate(path):
         if type(node) is not dict and not isinstance(node, Mapping):   # dict first: the ABC check is slow
-            return None
+            return _below_unresolved(node, path[depth:])
         if key in node:
             node = node[key]
             continue
@@ -78,6 +92,24 @@ def ci_get(mapping: Any, *path: str) -> Any:
     return node
 
 
+def _below_unresolved(node: Any, rest: tuple[str, ...]) -> Any:
+    """What lies at `rest` below a node that is no object: Unresolved when the node is not known (its options
+    followed down the path), else None (a literal of another type: absent, as before)."""
+    if isinstance(node, Unresolved):
+        if node.options is None:
+            return Unresolved(node.expression)
+        below = tuple(ci_get(option, *rest) for option in node.options)
+        if any(isinstance(b, Unresolved) and b.options is None for b in below):
+            return Unresolved(node.expression)
+        flat: list[Any] = []
+        for b in below:
+            flat.extend(b.options if isinstance(b, Unresolved) else (b,))
+        return Unresolved(node.expression, tuple(flat))
+    if is_expression(node):
+        return Unresolved(node)
+    return None
+
+
 def is_registry(resource: Any) -> bool:
     kind = ci_get(resource, "type")
     return isinstance(kind, str) and kind.lower() == REGISTRY_TYPE
@@ -88,11 +120,13 @@ def _identity(value: Any) -> Any:
 
 
 class _Reader:
-    """Reads one registry's properties, applying defaults and recording unresolved ones."""
+    """Reads one registry's properties, applying defaults and recording unresolved ones (and, when an unresolved
+    value can take only some values, which: `choices`)."""
 
     def __init__(self, resolve: Resolver):
         self.resolve = resolve
         self.unresolved: set[str] = set()
+        self.choices: dict[str, tuple[Any, ...]] = {}
 
     def value(self, prop: str, raw: Any) -> Any:
         value = self.resolve(raw)
@@ -101,8 +135,20 @@ class _Reader:
             return None
         return value
 
+    def _narrow(self, prop: str, value: Unresolved, read: Callable[[Any], Any]) -> None:
+        """Record the snapshot values an unresolved property can take, when each option reads as one."""
+        if value.options is None or not value.options:
+            return
+        read_options = [read(option) for option in value.options]
+        if all(option is not None for option in read_options):
+            self.choices[prop] = tuple(dict.fromkeys(read_options))
+
     def enum(self, prop: str, raw: Any, choices: tuple[str, ...], default: str) -> str:
-        value = self.value(prop, raw)
+        value = self.resolve(raw)
+        if isinstance(value, Unresolved):
+            self.unresolved.add(prop)
+            self._narrow(prop, value, lambda option: _enum_value(option, choices, default))
+            return default
         if value is None:
             return default
         if not isinstance(value, str):
@@ -111,17 +157,42 @@ class _Reader:
         return next((c for c in choices if c.lower() == value.strip().lower()), value.strip())
 
     def flag(self, prop: str, raw: Any, default: bool = False) -> bool:
-        value = self.value(prop, raw)
+        value = self.resolve(raw)
+        if isinstance(value, Unresolved):
+            self.unresolved.add(prop)
+            self._narrow(prop, value, lambda option: _flag_value(option, default))
+            return default
         if value is None:
             return default
-        if isinstance(value, bool):
+        if type(value) is bool:              # the common case first: the sweep reads 10,000 registries
             return value
-        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-            return value.strip().lower() == "true"
-        self.unresolved.add(prop)
+        read = _flag_value(value, default)
+        if read is None:
+            self.unresolved.add(prop)
+            return default
+        return read
+
+
+def _enum_value(value: Any, choices: tuple[str, ...], default: str) -> str | None:
+    """One possible value -> the snapshot's spelling; None when it cannot be read (then nothing is narrowed)."""
+    if value is None:
+        return default or None             # absent: Azure's default (the SKU has none)
+    if not isinstance(value, str):
+        return None
+    return next((c for c in choices if c.lower() == value.strip().lower()), value.strip())
+
+
+def _flag_value(value: Any, default: bool) -> bool | None:
+    if value is None:
         return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    return None
 
 
+_NO_CHOICES: Mapping[str, tuple[Any, ...]] = MappingProxyType({})
 READ_ONLY_PROPERTIES = frozenset({"privateendpointconnections", "provisioningstate"})
 
 
@@ -138,8 +209,11 @@ def registry_from_resource(resource: Mapping[str, Any], source: str, *, resolve:
     """One registry resource (nested or flattened properties) -> snapshot."""
     reader = _Reader(resolve)
     props = ci_get(resource, "properties")
-    if not isinstance(props, Mapping):
+    if isinstance(props, str) and is_expression(props):
+        props = Unresolved(props)            # a template's whole `properties` as one expression nobody evaluated
+    if not isinstance(props, (Mapping, Unresolved)):
         props = resource                     # az acr show / az acr list: properties flattened
+    # (an Unresolved `properties` stays: every property read below it is unknown, never Azure's default)
     name = reader.value("name", ci_get(resource, "name"))
     name = name if isinstance(name, str) else ""
     resource_id = ci_get(resource, "id")
@@ -187,4 +261,5 @@ def registry_from_resource(resource: Mapping[str, Any], source: str, *, resolve:
         export_pipelines=export_pipelines,
         source=source,
         unresolved=frozenset(reader.unresolved),
+        choices=MappingProxyType(reader.choices) if reader.choices else _NO_CHOICES,
     )

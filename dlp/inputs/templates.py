@@ -1,17 +1,22 @@
-"""ARM templates -> registry snapshots, so a pipeline can block a bad deployment before it happens.
+"""ARM templates -> registry snapshots, evaluated the way ARM deploys them, so a pipeline can block a bad
+deployment before it happens.
 
-Only `[parameters('x')]` is resolved (from a parameters file, else a literal `defaultValue`);
-every other expression stays `Unresolved` and makes the rules that read it `unknown`.
+dlp.inputs.arm expands the template (parameters, variables, functions, copy loops, conditions, nested
+deployments); this module picks out the registries, their export pipelines and the private endpoints that
+connect to them. Whatever cannot be known offline stays `Unresolved` and makes the rules that read it `unknown`
+(or decides them when every value it can take does).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dlp.domain.model import P_PRIVATE_ENDPOINTS, PrivateEndpoint, Registry
+from dlp.inputs.arm.deployments import Deployed, Expansion, expand, resources_of
+from dlp.inputs.arm.evaluator import evaluate_value
+from dlp.inputs.arm.values import Placeholder, anywhere
 from dlp.inputs.sources import (
     PIPELINE_TYPE,
     REGISTRY_TYPE,
@@ -19,13 +24,26 @@ from dlp.inputs.sources import (
     NoRegistry,
     Unresolved,
     ci_get,
+    is_expression,
     registry_from_resource,
     writable_properties,
 )
 
 PRIVATE_ENDPOINT_TYPE = "microsoft.network/privateendpoints"
-DEPLOYMENT_TYPE = "microsoft.resources/deployments"
-_PARAMETER_EXPR = re.compile(r"^\[\s*parameters\(\s*'([^']+)'\s*\)\s*\]$", re.IGNORECASE)
+_READ = ("name", "type", "location", "sku", "tags", "properties")      # what the rules can read of a registry
+
+
+class LinkedOnly(NoRegistry):
+    """A template whose only deployments are by templateLink: its registries (if any) cannot be seen offline.
+    An error when the file is named; in a directory walk a note that is always shown, never a silent skip."""
+
+
+@dataclass(frozen=True)
+class TemplateReading:
+    """The registries a template deploys, and what a person must know about how they were read."""
+
+    registries: list[Registry]
+    notes: list[str] = field(default_factory=list)
 
 
 def is_template(document: Mapping[str, Any]) -> bool:
@@ -37,7 +55,8 @@ def is_template(document: Mapping[str, Any]) -> bool:
 
 
 def parameters_from_file(document: Any, source: str) -> dict[str, Any]:
-    """A deployment parameters file (`{"parameters": {"x": {"value": ...}}}`) -> literal values by lower-case name."""
+    """A deployment parameters file (`{"parameters": {"x": {"value": ...}}}`) -> values by lower-case name.
+    A Key Vault `reference` is a value that cannot be known offline."""
     params = ci_get(document, "parameters")
     if not isinstance(params, Mapping):
         raise InputError(source, "not a parameters file: expected {\"parameters\": {\"name\": {\"value\": ...}}}")
@@ -45,152 +64,132 @@ def parameters_from_file(document: Any, source: str) -> dict[str, Any]:
     for name, entry in params.items():
         if isinstance(entry, Mapping) and "value" in entry:
             values[str(name).lower()] = entry["value"]
+        elif isinstance(entry, Mapping) and ci_get(entry, "reference") is not None:
+            values[str(name).lower()] = Unresolved(f"parameter '{name}' is a Key Vault reference")
     return values
 
 
-def _is_expression(value: Any) -> bool:
-    return isinstance(value, str) and value.startswith("[") and value.endswith("]") and not value.startswith("[[")
-
-
-class _Resolver:
-    def __init__(self, template: Mapping[str, Any], supplied: Mapping[str, Any]):
-        declared = ci_get(template, "parameters")
-        self.defaults: dict[str, Any] = {}
-        if isinstance(declared, Mapping):
-            for name, spec in declared.items():
-                default = ci_get(spec, "defaultValue")
-                if default is not None and not _contains_expression(default):
-                    self.defaults[str(name).lower()] = default
-        self.supplied = {str(k).lower(): v for k, v in supplied.items()}
-
-    def __call__(self, value: Any) -> Any:
-        if not _is_expression(value):
-            if isinstance(value, str) and value.startswith("[["):
-                return value[1:]                       # escaped literal "[[...]" means "[...]"
-            return value
-        match = _PARAMETER_EXPR.match(value)
-        if match:
-            name = match.group(1).lower()
-            if name in self.supplied and not _contains_expression(self.supplied[name]):
-                return self.supplied[name]
-            if name in self.defaults:
-                return self.defaults[name]
-        return Unresolved(value)
-
-
-def _contains_expression(value: Any, depth: int = 0) -> bool:
-    if depth > 50:
-        return True
-    if _is_expression(value):
-        return True
-    if isinstance(value, Mapping):
-        return any(_contains_expression(v, depth + 1) for v in value.values())
-    if isinstance(value, list):
-        return any(_contains_expression(v, depth + 1) for v in value)
-    return False
-
-
-def _resources(container: Any) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    """(symbolic name or index, resource) of `resources` as an array or a languageVersion 2.0 object."""
-    resources = ci_get(container, "resources")
-    if isinstance(resources, list):
-        for index, resource in enumerate(resources):
-            if isinstance(resource, Mapping):
-                yield str(index), resource
-    elif isinstance(resources, Mapping):
-        for symbol, resource in resources.items():
-            if isinstance(resource, Mapping):
-                yield str(symbol), resource
-
-
-def _resolve_deep(value: Any, resolve: _Resolver) -> Any:
-    """Resolve a whole resource so that nested values (e.g. `sku.name`) see resolved parameters."""
-    if isinstance(value, Mapping):
-        return {k: _resolve_deep(v, resolve) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_resolve_deep(v, resolve) for v in value]
-    return resolve(value)
-
-
-def _leaf_name(name: Any) -> str:
-    return name.rsplit("/", 1)[-1] if isinstance(name, str) else ""
+def _contains_expression(value: Any) -> bool:
+    return anywhere(value, is_expression)
 
 
 def registries_from_template(template: Mapping[str, Any], source: str, supplied: Mapping[str, Any]) -> list[Registry]:
-    resolve = _Resolver(template, supplied)
-    registries: list[tuple[str, dict[str, Any]]] = []
-    pipelines: list[tuple[Mapping[str, Any], str]] = []      # (pipeline resource, parent hint)
-    endpoints: list[tuple[str, str, str]] = []               # (name, status, target text)
-    nested_pipelines: dict[str, list[str]] = {}
+    return read_template(template, source, supplied).registries
 
-    for symbol, resource in _resources(template):
-        if ci_get(resource, "existing") is True:
-            continue                                           # referenced, not deployed here
-        kind = str(ci_get(resource, "type") or "").lower()
-        if kind == REGISTRY_TYPE:
-            resolved = _resolve_deep(resource, resolve)
-            registries.append((symbol, resolved))
-            for _, child in _resources(resource):            # nested child resources
-                child_type = str(ci_get(child, "type") or "").lower()
-                if child_type in ("exportpipelines", PIPELINE_TYPE):
-                    nested_pipelines.setdefault(symbol, []).append(_pipeline_name(child, resolve))
-        elif kind == PIPELINE_TYPE:
-            parent = ci_get(resource, "parent")
-            name = resolve(ci_get(resource, "name"))
-            hint = str(parent) if isinstance(parent, str) else (
-                name.split("/")[0] if isinstance(name, str) and "/" in name else "")
-            pipelines.append((resource, hint))
-        elif kind == PRIVATE_ENDPOINT_TYPE:
-            endpoints.extend(_registry_endpoints(resource, resolve))
 
+def read_template(template: Mapping[str, Any], source: str, supplied: Mapping[str, Any]) -> TemplateReading:
+    """Expand, then snapshot every registry; NoRegistry / InputError when there is none to evaluate."""
+    # a parameters file holding an expression is ignored: its text is no value the template's default should lose to
+    values = {k: v for k, v in supplied.items() if not _contains_expression(v)}
+    expansion = expand(template, values)
+    notes = [f"{source}: {note}" for note in expansion.notes]
+    registries = [d for d in expansion.resources if d.kind == REGISTRY_TYPE]
     if not registries:
-        if any(str(ci_get(r, "type") or "").lower() == DEPLOYMENT_TYPE and REGISTRY_TYPE in repr(r).lower()
-               for _, r in _resources(template)):
-            raise InputError(source, "the ARM template declares its registries inside nested deployments "
-                                     "(Microsoft.Resources/deployments, e.g. Bicep modules), which are not read: "
-                                     "evaluate the module's own template")
+        if expansion.links:
+            raise LinkedOnly(source, "nested deployments by templateLink are not fetched, so their registries cannot "
+                                     f"be evaluated: {', '.join(expansion.links)}; evaluate the linked templates "
+                                     "themselves (or compile the Bicep project to one template)")
         raise NoRegistry(source, "the ARM template declares no Microsoft.ContainerRegistry/registries resource")
-
+    notes += [f"{source}: nested deployment {link} is not fetched (templateLink): registries in it are not evaluated"
+              for link in expansion.links]
+    pipelines = list(_pipelines(expansion))
+    endpoints = [e for d in expansion.resources if d.kind == PRIVATE_ENDPOINT_TYPE for e in _registry_endpoints(d)]
     result = []
-    for symbol, resource in registries:
-        name = resource.get("name") if isinstance(resource.get("name"), str) else None
-        declared = list(nested_pipelines.get(symbol, []))
-        for pipeline, hint in pipelines:
-            if (hint and hint.lower() in (symbol.lower(), (name or "").lower())) or len(registries) == 1:
-                declared.append(_pipeline_name(pipeline, resolve))
-        mine = [PrivateEndpoint(pe_name, status) for pe_name, status, target in endpoints
-                if len(registries) == 1 or symbol.lower() in target or (name and name.lower() in target)]
-        identifier = f"Microsoft.ContainerRegistry/registries/{name or symbol}"
-        named = resource
-        properties = ci_get(resource, "properties")
-        if isinstance(properties, Mapping):      # read-only properties a template declares are ignored by ARM
-            named = {**{k: v for k, v in resource.items() if not (isinstance(k, str) and k.lower() == "properties")},
-                     "properties": writable_properties(properties)}
-        if name is None:
-            named = {**named, "name": f"<{symbol}>" if not symbol.isdigit() else f"<resources[{symbol}]>"}
-            identifier = f"{source}#resources/{symbol}"
-        registry = registry_from_resource(named, source, resolve=lambda v: v, identifier=identifier,
-                                          export_pipelines=tuple(declared) if declared else None)
-        if mine:
-            registry = replace(registry, private_endpoints=registry.private_endpoints + tuple(mine))
-        elif not registry.private_endpoints:
-            # private endpoints are usually deployed elsewhere: unknown, not a false failure
-            registry = replace(registry, unresolved=registry.unresolved | {P_PRIVATE_ENDPOINTS})
+    for deployed in registries:
+        registry = _snapshot(deployed, source, registries, pipelines, endpoints)
+        if deployed.condition:
+            notes.append(f"{source}: registry {registry.id} is deployed only when {deployed.condition} holds, "
+                         "which cannot be known offline: it is evaluated as deployed")
         result.append(registry)
-    return result
+    return TemplateReading(result, notes)
 
 
-def _registry_endpoints(resource: Mapping[str, Any], resolve: _Resolver) -> Iterator[tuple[str, str, str]]:
+def _evaluated(deployed: Deployed) -> dict[str, Any]:
+    resource: dict[str, Any] = {}
+    for key in _READ:
+        raw = ci_get(deployed.resource, key)
+        if raw is not None:
+            resource[key] = evaluate_value(raw, deployed.frame)
+    properties = resource.get("properties")
+    if isinstance(properties, Mapping):      # read-only properties a template declares are ignored by ARM
+        resource["properties"] = writable_properties(properties)
+    return resource
+
+
+def _label(deployed: Deployed, name: Any) -> tuple[str, str]:
+    """(registryId, name): by its evaluated name when known (a placeholder's text names it, but is no ID),
+    else by where the template declares it; inside nested deployments, prefixed by their names."""
+    known = isinstance(name, str) and bool(name) and not isinstance(name, Placeholder)
+    suffix = f"[{deployed.copy_index}]" if deployed.copy_index is not None and not known else ""
+    if isinstance(name, str) and name:
+        shown = str(name)
+    else:
+        shown = (f"<{deployed.symbol}>" if not deployed.symbol.isdigit() else f"<resources[{deployed.symbol}]>") + suffix
+    if deployed.modules:
+        return "/".join((*deployed.modules, shown if known or not suffix else shown + suffix)), shown
+    if known:
+        return f"Microsoft.ContainerRegistry/registries/{name}", shown
+    return f"#resources/{deployed.symbol}{suffix}", shown
+
+
+def _snapshot(deployed: Deployed, source: str, registries: list[Deployed],
+              pipelines: list[tuple[str, str]], endpoints: list[tuple[str, str, str]]) -> Registry:
+    resource = _evaluated(deployed)
+    identifier, shown = _label(deployed, resource.get("name"))
+    if identifier.startswith("#"):
+        identifier = f"{source}{identifier}"
+    resource["name"] = shown
+    name = shown.lower()
+    alone = len(registries) == 1
+    declared = [leaf for parent, leaf in pipelines
+                if alone or parent.lower() in (name, deployed.symbol.lower())]
+    declared += list(_child_pipelines(deployed))
+    mine = [PrivateEndpoint(pe_name, status) for pe_name, status, target in endpoints
+            if alone or f"registries/{name}" in target or target.endswith(f"/{name}")]
+    registry = registry_from_resource(resource, source, identifier=identifier,
+                                      export_pipelines=tuple(declared) if declared else None)
+    registry = replace(registry, declared_at=deployed.pointer)
+    if mine:
+        return replace(registry, private_endpoints=registry.private_endpoints + tuple(mine))
+    if not registry.private_endpoints:
+        # private endpoints are usually deployed elsewhere: unknown, not a false failure
+        return replace(registry, unresolved=registry.unresolved | {P_PRIVATE_ENDPOINTS})
+    return registry
+
+
+def _leaf(name: Any) -> str:
+    return str(name).rsplit("/", 1)[-1] if isinstance(name, str) else "<unresolved>"
+
+
+def _pipelines(expansion: Expansion) -> Iterator[tuple[str, str]]:
+    """(registry name or symbol, pipeline name) of every registries/exportPipelines resource deployed."""
+    for deployed in expansion.resources:
+        if deployed.kind != PIPELINE_TYPE:
+            continue
+        name = deployed.value("name")
+        parent = ci_get(deployed.resource, "parent")
+        hint = str(parent) if isinstance(parent, str) else (
+            str(name).split("/")[0] if isinstance(name, str) and "/" in name else "")
+        yield hint, _leaf(name)
+
+
+def _child_pipelines(deployed: Deployed) -> Iterator[str]:
+    """Export pipelines declared as child resources inside the registry resource."""
+    for _, _, child in resources_of(deployed.resource, deployed.pointer):
+        kind = evaluate_value(ci_get(child, "type"), deployed.frame)
+        if isinstance(kind, str) and kind.lower() in ("exportpipelines", PIPELINE_TYPE):
+            yield _leaf(evaluate_value(ci_get(child, "name"), deployed.frame))
+
+
+def _registry_endpoints(deployed: Deployed) -> Iterator[tuple[str, str, str]]:
     """Private endpoints a template creates for a registry: automatic connections are approved on creation."""
-    name = resolve(ci_get(resource, "name"))
+    name = deployed.value("name")
+    properties = deployed.value("properties")
     for key, status in (("privateLinkServiceConnections", "Approved"), ("manualPrivateLinkServiceConnections", "Pending")):
-        for connection in ci_get(resource, "properties", key) or []:
-            groups = ci_get(connection, "properties", "groupIds") or []
-            if isinstance(groups, list) and any(str(g).lower() == "registry" for g in groups):
-                target = str(ci_get(connection, "properties", "privateLinkServiceId") or "").lower()
-                yield (name if isinstance(name, str) else "private-endpoint"), status, target
-
-
-def _pipeline_name(resource: Mapping[str, Any], resolve: _Resolver) -> str:
-    name = resolve(ci_get(resource, "name"))
-    return _leaf_name(name) if isinstance(name, str) else str(ci_get(resource, "name"))
+        connections = ci_get(properties, key)
+        for connection in connections if isinstance(connections, list) else []:
+            groups = ci_get(connection, "properties", "groupIds")
+            if isinstance(groups, list) and any(isinstance(g, str) and g.lower() == "registry" for g in groups):
+                target = ci_get(connection, "properties", "privateLinkServiceId")
+                yield (str(name) if isinstance(name, str) else "private-endpoint"), status, (
+                    target.lower() if isinstance(target, str) else "")

@@ -50,7 +50,7 @@ def _possible(registry: Registry, prop: str) -> tuple[Any, ...]:
         return tuple(registry.private_endpoints + extra for extra in POSSIBLE_VALUES[prop])
     if prop == model.P_PIPELINES:
         return tuple((registry.export_pipelines or ()) + extra for extra in POSSIBLE_VALUES[prop])
-    return POSSIBLE_VALUES[prop]
+    return registry.choices.get(prop) or POSSIBLE_VALUES[prop]
 
 
 @dataclass(frozen=True)
