@@ -59,7 +59,7 @@ def build(settings: Settings, *, credential: Any = None, in_process: bool = Fals
         state=state,
         retry=retry,
         recorder=build_recorder(settings, credential, tables),
-        notifier=build_notifier(settings, credential, tables),
+        notifier=build_notifier(settings, credential, tables, schedule=retry.schedule if retry is not None else None),
         identity=identity,
         dead_letters=DeadLetterContainer.from_settings(settings, credential),
     )

@@ -9,6 +9,7 @@ from typing import Any
 from dlp import runtime
 from dlp.domain.model import Evaluation
 from dlp.inputs import events
+from dlp.outputs import alerting
 from dlp.responder import pipeline, timeline
 
 log = logging.getLogger("dlp.handlers")
@@ -36,6 +37,9 @@ def on_retry(message: Any) -> list[Evaluation]:
         return []
     if isinstance(body, dict) and body.get("kind") == timeline.CHECK_KIND:
         return timeline.run_check(body, runtime.services())
+    if isinstance(body, dict) and body.get("kind") == alerting.DIGEST_KIND:
+        alerting.flush_digests(runtime.services().notifier, body)      # a group's alert window ended
+        return []
     target = pipeline.target_from_retry(body)
     if target is None:
         log.error("durable-retry message %s is not a registry target; dropped", getattr(message, "id", "?"))
