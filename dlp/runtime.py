@@ -34,6 +34,7 @@ def build(settings: Settings, *, credential: Any = None, in_process: bool = Fals
     """
     from dlp.azure.arm import ArmGateway
     from dlp.azure.credential import get_credential
+    from dlp.azure.inventory import MemoryInventory, TableInventory
     from dlp.azure.state import MemoryState, TableState, table_service
     from dlp.outputs.alerting import build_notifier
     from dlp.outputs.recording import build_recorder
@@ -62,6 +63,7 @@ def build(settings: Settings, *, credential: Any = None, in_process: bool = Fals
         notifier=build_notifier(settings, credential, tables, schedule=retry.schedule if retry is not None else None),
         identity=identity,
         dead_letters=DeadLetterContainer.from_settings(settings, credential),
+        inventory=TableInventory(tables) if tables is not None else MemoryInventory(),
     )
 
 

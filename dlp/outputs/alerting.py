@@ -47,7 +47,7 @@ GROUP_TRIES = 12            # a burst's alerts race on their group's row: re-rea
 DRAIN_LIMIT = 20            # kept copies per drain
 NOTIFY_DRAIN_LIMIT = 5      # fewer when draining inside an event invocation
 DRAIN_BUDGET_S = 120.0      # the outbox timer's time for alerts
-FLUSH_BUDGET_S = 60.0       # a scheduled digest flush (queue message)
+FLUSH_BUDGET_S = 20.0       # a scheduled digest flush (queue message), when the app's budget is not given
 FAR_FUTURE = 4.0e9           # a wall-clock time past every claim (year 2096)
 DIGEST_KIND = "alert-digest"     # the `kind` of a digest flush message on the durable-retry queue
 FLUSH_SLACK_S = 1.0         # a flush message becomes visible this long after the window's end
@@ -451,14 +451,15 @@ def drain_outbox(notifier: Any) -> int:
         return notifier.drain()
 
 
-def flush_digests(notifier: Any, message: Any) -> int:
-    """A scheduled digest flush (a DIGEST_KIND message on the durable-retry queue): that group, then any other due
-    group this process knows of. Never raises: the outbox timer flushes whatever this misses."""
+def flush_digests(notifier: Any, message: Any, budget_s: float = FLUSH_BUDGET_S) -> int:
+    """A scheduled digest flush (a DIGEST_KIND message on the durable-retry queue): that group, within `budget_s`
+    (the app's DLP_TIME_BUDGET_S: the claims it takes expire with it). Never raises: the outbox timer flushes
+    whatever this misses."""
     from dlp.azure.budget import Budget
 
     group = message.get("group") if isinstance(message, dict) else None
     if not isinstance(group, str) or not group.startswith("group|") or len(group) > 100:
         log.error("digest flush message without a valid group; ignored (the outbox timer flushes every due group)")
         return 0
-    with Budget.of(FLUSH_BUDGET_S).active():
+    with Budget.of(budget_s).active():
         return notifier.flush([group])

@@ -45,3 +45,4 @@ class Services:
     identity: Any = None   # dlp.responder.own_writes.Identity: who the responder is (its own writes' events are skipped)
     bursts: Bursts = field(default_factory=Bursts)   # events of one registry arriving together share one read
     dead_letters: Any = None   # dlp.responder.deadletter.DeadLetterContainer when DLP_DEADLETTER_CONTAINER is set
+    inventory: Any = None      # dlp.azure.inventory: the registries known per resource group (scope exits, issue 22)
