@@ -184,7 +184,7 @@ def _schedule(services: Services, resource_group_id: str, reason: str, context: 
     message = {"kind": CHECK_KIND, "resourceGroup": resource_group_id, "reason": reason, "attempt": attempt + 1,
                "registryIds": list(registry_ids)[:MAX_READS], "context": context.to_json()}
     try:
-        services.retry.schedule(message, RECHECK_S[attempt])
+        services.retry.later(message, RECHECK_S[attempt])
     except Exception:
         log.warning("scope re-check of %s not queued; the next sweep compares it", resource_group_id, exc_info=True)
 
