@@ -442,7 +442,7 @@ def check_nothing_lost(world: World, case: Case) -> None:
     assert max(rows.values()) == 1, [key for key, count in rows.items() if count > 1]
     # Alerts go out even when the record could not be kept (the invocation then raises so that Event Grid
     # redelivers it; its alert says the record is pending), if the budget the failing storage left allows a send
-    # (dlp.outputs.alerting.MIN_SEND_S): such an invocation's own alert may be there or not, on each channel; all others
+    # (dlp.outputs.alerts.sending.MIN_SEND_S): such an invocation's own alert may be there or not, on each channel; all others
     # are there exactly once.
     def expected(records: list[dict]) -> set[int]:
         told = records[len(case.first):] if case.raised else records

@@ -164,6 +164,22 @@ def test_a_registry_moved_out_of_scope_alerts_once_naming_the_mover_and_its_old_
     assert len(world.cards(name(moved))) == 1 and len(world.mails(name(moved))) == 1
 
 
+def test_a_registry_that_alerted_is_known_without_any_sweep(world):
+    """Every registry that ever alerted has an alert row in its resource group's key range: a move finds it."""
+    (registry,) = world.registries(1)
+    current = world.azure.arm.get(registry)
+    current["properties"]["policies"]["exportPolicy"]["status"] = "enabled"
+    world.azure.arm.add(current)
+    world.instance()
+    handle_event(resource_event(registry, "Microsoft.Resources.ResourceWriteSuccess",
+                                "Microsoft.ContainerRegistry/registries/write", "bob@contoso.com"))
+    assert len(world.cards(name(registry))) == 1                       # remediated
+    world.azure.arm.move([registry], group_id(world.target))
+    handle_event(move_event(world.source, "mallory@contoso.com"))
+    cards = world.cards(name(registry))
+    assert len(cards) == 2 and "left the monitored scope" in json.dumps(cards[1])
+
+
 def test_a_move_still_running_is_read_again_until_the_registry_has_left(world):
     """ARM runs a move for up to four hours: the event may come while the registry is still at its old ID."""
     (registry,) = world.registries(1)
