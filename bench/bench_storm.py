@@ -60,6 +60,7 @@ class Monitor(threading.Thread):
         self.last: dict[str, float] = {}
         self.closed_at: float | None = None
         self.counts = {"teams": 0, "email": 0}
+        self.opened = 0                    # registries drifted so far (set by the storm)
         self.stop = threading.Event()
 
     def _mine(self, messages: list[Any]) -> int:
@@ -74,7 +75,7 @@ class Monitor(threading.Thread):
                     self.first.setdefault(channel, now)
                     self.last[channel] = now
                     self.counts[channel] = count
-            if self.closed_at is None and all(
+            if self.closed_at is None and self.opened == len(self.ids) and all(
                     self.azure.arm.get(r)["properties"]["policies"]["exportPolicy"]["status"] == "disabled"
                     for r in self.ids):
                 self.closed_at = now
@@ -141,6 +142,7 @@ def run(registries: int = 30, spread_s: float = 5.0, window_s: int = 60) -> dict
                 current = azure.arm.get(registry_id)
                 current["properties"]["policies"]["exportPolicy"]["status"] = "enabled"     # the drift
                 azure.arm.add(current)
+                monitor.opened = index + 1
                 futures.append(pool.submit(handle_event, _event(registry_id, caller)))
             last_drift = time.perf_counter() - started
             for future in futures:
