@@ -288,13 +288,18 @@ def child(mode: str) -> subprocess.Popen:
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_two_instances_racing_on_one_digest_send_it_once(world):
+def stormed(world: World, prefix: str) -> tuple[str, list[str], dict]:
+    """Six registries opened by one caller: (caller, names, the digest's flush message, taken off the queue)."""
     caller = world.caller()
-    ids = world.open(6, "acrr")
-    names = [name(r) for r in ids]
+    ids = world.open(6, prefix)
     world.storm([(r, caller) for r in ids])
     (message, body), *_ = world.digest_messages(caller)
     world.queue.delete_message(message)
+    return caller, [name(r) for r in ids], body
+
+
+def test_two_instances_racing_on_one_digest_send_it_once(world):
+    caller, names, body = stormed(world, "acrr")
     other = child("race")
     try:
         assert other.stdout.readline().strip() == "ready", other.stderr.read()[-2000:]
@@ -345,15 +350,12 @@ def test_a_digest_raced_in_one_process_is_composed_once(world):
         sent = list(pool.map(lambda n: n.flush([partition]), notifiers))
     assert sorted(sent) == [0, 2]                                              # one instance sent both channels
     assert len(world.cards(*names)) == 2 and len(world.mails(*names)) == 2
+    for message, _body in world.digest_messages(caller):                       # its scheduled flush finds nothing
+        world.queue.delete_message(message)
 
 
 def test_an_instance_killed_between_committing_a_digest_and_sending_it_loses_nothing(world):
-    caller = world.caller()
-    ids = world.open(6, "acrk")
-    names = [name(r) for r in ids]
-    world.storm([(r, caller) for r in ids])
-    (message, body), *_ = world.digest_messages(caller)
-    world.queue.delete_message(message)
+    caller, names, body = stormed(world, "acrk")
     dying = child("crash")
     assert dying.stdout.readline().strip() == "ready", dying.stderr.read()[-2000:]
     dying.stdin.write(json.dumps(body) + "\n")
