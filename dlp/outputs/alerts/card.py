@@ -129,6 +129,7 @@ def _digest(alerts: Sequence[Alert], docs_base: str, shown: int, chars: int, not
             items.append(_text(f"Failing: {md(rules)}", spacing="None", size="Small"))
         if alert.exposure:
             items.append(_text(md(_cut(alert.exposure, chars)), spacing="None", size="Small"))
+        items.append(_text(md(_cut(alert.done, chars)), spacing="None", size="Small"))
         items.append(_text(md(_cut(alert.todo, chars)), spacing="None", size="Small"))
         body.append({"type": "Container", "separator": True, "spacing": "Medium", "items": items})
     if len(listed) > shown:

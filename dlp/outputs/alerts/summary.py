@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from dlp.outputs.alerts.alert import Alert
 
 MAX_STATES = 6          # state labels shown per folded line ("non-compliant → compliant → ...")
+MAX_DONE = 160          # characters of "what the responder did" per registry line
 
 
 def title(alerts: Sequence[Alert]) -> str:
@@ -28,11 +29,12 @@ def split(alerts: Sequence[Alert], folded: Sequence[str]) -> tuple[list[Alert], 
 
 
 def brief(alert: Alert) -> str:
-    """One registry in one line: name, where, the state change, who, when."""
+    """One registry in one line: name, where, the state change, who, when, and what the responder did."""
     where = " · ".join(part for part in (alert.resource_group, alert.subscription_id) if part)
     when = _clock(alert.event_time or alert.at)
+    done = alert.done if len(alert.done) <= MAX_DONE else alert.done[:MAX_DONE - 1].rstrip() + "…"
     return (f"{alert.registry_name}{f' ({where})' if where else ''}: {alert.previous} → {alert.label}, "
-            f"by {alert.who}{f' at {when} UTC' if when else ''}")
+            f"by {alert.who}{f' at {when} UTC' if when else ''}. {done}")
 
 
 def folded_lines(alerts: Sequence[Alert]) -> list[str]:
