@@ -85,6 +85,17 @@ _REGISTRY_OR_CHILD = re.compile(
 )
 
 
+_RESOURCE_GROUP_ID = re.compile(rf"^(?a:/subscriptions/{_GUID}/resourceGroups/){RESOURCE_GROUP}$", re.IGNORECASE)
+
+
+def resource_group_of(resource_id: object) -> str | None:
+    """The resource-group ID itself (no trailing slash, no child), or None when it is not exactly one."""
+    if not isinstance(resource_id, str) or len(resource_id) > MAX_RESOURCE_ID:
+        return None
+    text = resource_id.strip().rstrip("/")
+    return text if _RESOURCE_GROUP_ID.match(text) else None
+
+
 def registry_of(resource_id: str) -> tuple[str, bool] | None:
     """(parent registry ID, is the registry itself) for a registry or any of its children."""
     if not isinstance(resource_id, str) or len(resource_id) > MAX_RESOURCE_ID:

@@ -35,6 +35,7 @@ def build(settings: Settings, *, credential: Any = None, in_process: bool = Fals
     from dlp.azure.arm import ArmGateway
     from dlp.azure.credential import get_credential
     from dlp.azure.identity import Identity, LearningCredential
+    from dlp.azure.inventory import MemoryInventory, TableInventory
     from dlp.azure.memory_state import MemoryState
     from dlp.azure.state import TableState, table_service
     from dlp.outputs.alerting import build_notifier
@@ -67,11 +68,12 @@ def build(settings: Settings, *, credential: Any = None, in_process: bool = Fals
         state=state,
         retry=retry,
         recorder=build_recorder(settings, credential, tables),
-        notifier=build_notifier(settings, credential, tables),
+        notifier=build_notifier(settings, credential, tables, schedule=retry.schedule if retry is not None else None),
         identity=identity,
         dead_letters=DeadLetterContainer.from_settings(settings, credential),
         registry_logs=registry_logs,
         impacts=TableImpacts(tables) if tables is not None else MemoryImpacts(),
+        inventory=TableInventory(tables) if tables is not None else MemoryInventory(),
     )
 
 

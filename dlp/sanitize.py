@@ -54,7 +54,7 @@ class CleanLogFilter(logging.Filter):
 # Every logger the responder writes to (tests/test_adversarial.py checks this list against the source).
 LOGGERS = ("dlp.alerting", "dlp.deadletter", "dlp.delivery", "dlp.evaluation", "dlp.event_files", "dlp.handlers",
            "dlp.http", "dlp.logs", "dlp.outbox", "dlp.own_writes", "dlp.pipeline", "dlp.recording", "dlp.runtime",
-           "dlp.sweep", "dlp.timeline", "dlp.impact", "dlp.logs_query")
+           "dlp.scope", "dlp.sweep", "dlp.timeline", "dlp.impact", "dlp.logs_query")
 _filter = CleanLogFilter()
 
 

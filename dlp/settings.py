@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from dlp.domain.formats import CONTAINER_RE, dead_letter_container, ncrontab_problem, url_parses
 from dlp.domain.remediation import Exemption, Policy
 from dlp.ids import RESOURCE_GROUP, fold
 
@@ -89,6 +90,16 @@ SETTINGS: tuple[Setting, ...] = (
             "Base URL of the rule pages (docs/rules/) used in alert links, e.g. your fork's "
             "`https://github.com/<org>/<repo>/blob/main/docs/rules/`. Empty: links go to the rule's Microsoft Learn page.",
             example=""),
+    Setting("DLP_ALERT_GROUP_WINDOW_S", "60",
+            "Seconds that group a burst of alerts by one caller (or on one registry): the first goes out at once, the "
+            "rest as one digest per channel when the window ends (each next window of a burst that goes on is twice as "
+            "long, up to the cap window). `0`: every alert at once. Unusable: the default applies.", example="60"),
+    Setting("DLP_ALERT_CAP_PER_REGISTRY", "3",
+            "Alerts of one registry per cap window beyond which repeats are folded into the next digest (a kind of "
+            "exposure the registry was not alerted for in the window is never folded).", example="3"),
+    Setting("DLP_ALERT_CAP_PER_CALLER", "20",
+            "Alerts of one caller per cap window beyond which repeats are folded into the next digest.", example="20"),
+    Setting("DLP_ALERT_CAP_WINDOW_MIN", "60", "Minutes over which the alert caps count.", example="60"),
     Setting("DLP_DEADLETTER_CONTAINER", "",
             "Blob container where Event Grid dead-letters the events it could not deliver; the replay timer re-runs "
             "them every 5 minutes. A container name (on the app's own storage, `AzureWebJobsStorage`) or a container "
@@ -136,8 +147,6 @@ _SUB = r"(?a:/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-f
 _RG = _SUB + r"(?a:/resourceGroups/)" + RESOURCE_GROUP
 _REG = _RG + r"(?a:/providers/Microsoft\.ContainerRegistry/registries/[a-zA-Z0-9]{5,50})"
 SCOPE_RE = re.compile(rf"^{_SUB}(?:(?a:/resourceGroups/){RESOURCE_GROUP})?$", re.IGNORECASE)
-# Blob container names: https://learn.microsoft.com/rest/api/storageservices/naming-and-referencing-containers--blobs--and-metadata
-CONTAINER_RE = re.compile(r"^(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9]))*$")
 EXEMPTION_RE = re.compile(rf"^(?:{_REG}|{_RG})$", re.IGNORECASE)
 
 # Limits of the numeric and choice settings; infra/main.bicep carries the same (@minValue/@maxValue/@allowed on
@@ -148,50 +157,17 @@ BOUNDS: dict[str, tuple[int, int]] = {
     # Event Grid gives up (and redelivers) at 30 s; after a spent budget, handing over and keeping the record
     # in the outbox may take a few seconds more
     "DLP_TIME_BUDGET_S": (2, 22),
+    # alert grouping and caps (an unusable value degrades to the default: alerts never stop for it)
+    "DLP_ALERT_GROUP_WINDOW_S": (0, 3600),
+    "DLP_ALERT_CAP_PER_REGISTRY": (1, 1000),
+    "DLP_ALERT_CAP_PER_CALLER": (1, 10000),
+    "DLP_ALERT_CAP_WINDOW_MIN": (5, 1440),
 }
+ALERT_LIMITS = ("DLP_ALERT_GROUP_WINDOW_S", "DLP_ALERT_CAP_PER_REGISTRY", "DLP_ALERT_CAP_PER_CALLER",
+                "DLP_ALERT_CAP_WINDOW_MIN")
 CHOICES: dict[str, tuple[str, ...]] = {"DLP_MODE": MODES, "DLP_ALLOW_LOCKOUT": ("true", "false")}
 EXEMPT_TAG_MAX = 512
-
-# NCRONTAB (Azure Functions timer): {second} {minute} {hour} {day} {month} {day-of-week}; day-of-week 0 is Sunday.
-_CRON_FIELDS = (("second", 0, 59, ()), ("minute", 0, 59, ()), ("hour", 0, 23, ()), ("day", 1, 31, ()),
-                ("month", 1, 12, ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")),
-                ("day-of-week", 0, 6, ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")))
-_CRON_ITEM = re.compile(r"^(?:(\*)|([0-9A-Za-z]+)(?:-([0-9A-Za-z]+))?)(?:/([0-9]+))?$")
-
-
-def ncrontab_problem(expression: str) -> str | None:
-    """Why `expression` is not a 6-field NCRONTAB schedule the Functions timer accepts, or None.
-
-    Each field is a comma list of `*`, `n` or `a-b` (names for months and days), each optionally `/step`.
-    """
-    fields = expression.split()
-    if len(fields) != 6:
-        return f"must be an NCRONTAB expression with 6 fields (second minute hour day month day-of-week), not {len(fields)}"
-    for text, (name, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
-        for item in text.split(","):
-            match = _CRON_ITEM.match(item)
-            if not match:
-                return f"{name} field {text[:20]!r} is not *, n, a-b or a list of them (each optionally /step)"
-            star, first, last, step = match.groups()
-            values = []
-            for part in (first, last):
-                if part is None:
-                    continue
-                if part.isdigit():
-                    values.append(int(part))
-                elif part.upper() in names:
-                    values.append(names.index(part.upper()) + low)
-                else:
-                    return f"{name} field: {part[:20]!r} is not a number"
-            if any(not low <= v <= high for v in values):
-                return f"{name} field: values must be between {low} and {high}"
-            if len(values) == 2 and values[0] > values[1]:
-                return f"{name} field: range {first}-{last} runs backwards"
-            if step is not None and not 1 <= int(step) <= high - low + 1:
-                return f"{name} field: step must be between 1 and {high - low + 1}"
-            if star is None and first is None:
-                return f"{name} field is empty"
-    return None
+__all__ = ["CONTAINER_RE", "ncrontab_problem"]     # re-exported: the formats live in dlp.domain.formats
 
 
 class ConfigError(ValueError):
@@ -232,6 +208,10 @@ class Settings:
     client_id: str = ""      # AZURE_CLIENT_ID: the responder's own identity in change history (dlp/domain/exposure.py)
     registry_logs_workspace: str = ""         # DLP_REGISTRY_LOGS_WORKSPACE: where the registries' resource logs are
     logs_query_endpoint: str = "https://api.loganalytics.io/v1"
+    alert_group_window_s: float = 60.0        # dlp/outputs/alerts/grouping.py
+    alert_cap_per_registry: int = 3
+    alert_cap_per_caller: int = 20
+    alert_cap_window_min: int = 60
 
     def policy(self, *, enforce: bool | None = None) -> Policy:
         """The slice of these settings the pure planner needs. `enforce`: whether this trigger may write (None:
@@ -313,6 +293,7 @@ OUTPUT_OF = {
     "DLP_DEADLETTER_CONTAINER": "dead-letter replay (dead-lettered drift waits for the next sweep)",
     "DLP_REGISTRY_LOGS_WORKSPACE": "pull look-ups of exposure windows (pulls are recorded as unknown)",
     "DLP_LOGS_QUERY_ENDPOINT": "pull look-ups of exposure windows (pulls are recorded as unknown)",
+    **{name: "alert grouping and caps as set (their defaults apply)" for name in ALERT_LIMITS},
 }
 
 
@@ -333,49 +314,11 @@ def _https_url(name: str, value: str, problems: list[tuple[str, str]]) -> str:
         problems.append((name, "is an unresolved Key Vault reference: give the app's identity the Key Vault Secrets "
                                "User role on the vault and check the secret URI"))
         return ""
-    if value and not (re.match(r"^https://[^\s/?#]+(/[^\s]*)?$", value) and _parses(value)):
+    if value and not (re.match(r"^https://[^\s/?#]+(/[^\s]*)?$", value) and url_parses(value)):
         # never echo the value: it may carry a secret (the Teams URL's `sig`)
         problems.append((name, "must be an https:// URL"))
         return ""
     return value
-
-
-def _parses(url: str) -> bool:
-    """What the SDKs and our redaction will do with it: `urlsplit` and its port must not raise (an unclosed
-    IPv6 bracket, a port that is no number would otherwise fail the first invocation, not the setting)."""
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(url)
-        _ = parts.port
-    except ValueError:
-        return False
-    return bool(parts.hostname)
-
-
-def _dead_letter_container(value: str, problems: list[tuple[str, str]]) -> tuple[str, str]:
-    """DLP_DEADLETTER_CONTAINER -> (container name, account URL or "" for the app's own storage)."""
-    from urllib.parse import urlsplit
-
-    if not value:
-        return "", ""
-    account, name = "", value
-    if "://" in value:
-        if not _parses(value):
-            problems.append(("DLP_DEADLETTER_CONTAINER", "a URL must be https://<account host>/<container>"))
-            return "", ""
-        parts = urlsplit(value)
-        segments = [s for s in parts.path.split("/") if s]
-        if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment or len(segments) != 1:
-            problems.append(("DLP_DEADLETTER_CONTAINER", "a URL must be https://<account host>/<container>, "
-                                                         "with no query (no SAS: the managed identity reads it)"))
-            return "", ""
-        account, name = f"https://{parts.netloc}", segments[0]
-    if not CONTAINER_RE.match(name):
-        problems.append(("DLP_DEADLETTER_CONTAINER", "must name a blob container (3-63 lower-case letters, digits "
-                                                     "and single hyphens, starting with a letter or digit)"))
-        return "", ""
-    return name, account
 
 
 def _group(problems: list[tuple[str, str]], found: list[tuple[str, str]]) -> bool:
@@ -468,6 +411,26 @@ def _registry_logs(get: Any, degraded: list[tuple[str, str]]) -> tuple[str, str]
     return workspace.lower(), (endpoint or default).rstrip("/")
 
 
+def _alert_limits(get: Any, degraded: list[tuple[str, str]]) -> dict[str, Any]:
+    """The grouping window and caps; an unusable value is reported and its default used (alerts go on)."""
+    values = []
+    for name in ALERT_LIMITS:
+        low, high = BOUNDS[name]
+        text = get(name)
+        value = int(BY_NAME[name].default)
+        try:
+            value = int(text)
+        except ValueError:
+            degraded.append((name, "must be a whole number"))
+        else:
+            if not low <= value <= high:
+                degraded.append((name, f"must be between {low} and {high}"))
+                value = int(BY_NAME[name].default)
+        values.append(value)
+    return dict(alert_group_window_s=float(values[0]), alert_cap_per_registry=values[1],
+                alert_cap_per_caller=values[2], alert_cap_window_min=values[3])
+
+
 def _entries(name: str, text: str, problems: list[tuple[str, str]]) -> list[str]:
     """A comma-separated list. Set but empty (" , ") is a mistake, not "none" / "everywhere"."""
     entries = _csv(text)
@@ -544,10 +507,11 @@ def load(environ: Mapping[str, str]) -> Settings:
         problems.append(("DLP_SWEEP_SCHEDULE", schedule_problem))
 
     outputs = _outputs(get, degraded)
+    alert_limits = _alert_limits(get, degraded)
 
     # Replay is a second chance for events Event Grid could not deliver: a bad value turns it off (the sweep
     # still finds their drift), it never stops enforcement
-    deadletter, deadletter_account = _dead_letter_container(get("DLP_DEADLETTER_CONTAINER"), degraded)
+    deadletter, deadletter_account = dead_letter_container(get("DLP_DEADLETTER_CONTAINER"), degraded)
 
     if problems:
         raise ConfigError(problems, tuple(degraded))
@@ -555,7 +519,7 @@ def load(environ: Mapping[str, str]) -> Settings:
         mode=mode, scopes=tuple(scopes), exemptions=tuple(exemptions), exempt_tag=exempt_tag,
         allow_lockout=lockout_text == "true", max_remediations=int(max_remediations),
         time_budget_s=float(budget), arm_endpoint=arm.rstrip("/"), sweep_schedule=schedule,
-        **outputs, degraded=tuple(degraded),
+        **outputs, **alert_limits, degraded=tuple(degraded),
         storage_connection_string=_storage(str(environ.get("AzureWebJobsStorage", "") or "")),
         storage_table_uri=str(environ.get("AzureWebJobsStorage__tableServiceUri", "") or ""),
         storage_queue_uri=str(environ.get("AzureWebJobsStorage__queueServiceUri", "") or ""),

@@ -98,6 +98,26 @@ param dlpMaxRemediations int = 3
 @maxValue(22)
 param dlpTimeBudgetSeconds int = 20
 
+@description('DLP_ALERT_GROUP_WINDOW_S: seconds that group a burst of alerts by one caller into one digest per channel after its first alert (0: every alert at once).')
+@minValue(0)
+@maxValue(3600)
+param dlpAlertGroupWindowSeconds int = 60
+
+@description('DLP_ALERT_CAP_PER_REGISTRY: alerts of one registry per cap window before repeats are folded into a digest.')
+@minValue(1)
+@maxValue(1000)
+param dlpAlertCapPerRegistry int = 3
+
+@description('DLP_ALERT_CAP_PER_CALLER: alerts of one caller per cap window before repeats are folded into a digest.')
+@minValue(1)
+@maxValue(10000)
+param dlpAlertCapPerCaller int = 20
+
+@description('DLP_ALERT_CAP_WINDOW_MIN: minutes over which the alert caps count.')
+@minValue(5)
+@maxValue(1440)
+param dlpAlertCapWindowMinutes int = 60
+
 @description('Hours between scheduled sweeps (DLP_SWEEP_SCHEDULE). The heartbeat alert fires after twice this without a sweep.')
 @allowed([
   1
@@ -559,6 +579,10 @@ var appSettings = {
   DLP_ALLOW_LOCKOUT: dlpAllowLockout ? 'true' : 'false'
   DLP_MAX_REMEDIATIONS: string(dlpMaxRemediations)
   DLP_TIME_BUDGET_S: string(dlpTimeBudgetSeconds)
+  DLP_ALERT_GROUP_WINDOW_S: string(dlpAlertGroupWindowSeconds)
+  DLP_ALERT_CAP_PER_REGISTRY: string(dlpAlertCapPerRegistry)
+  DLP_ALERT_CAP_PER_CALLER: string(dlpAlertCapPerCaller)
+  DLP_ALERT_CAP_WINDOW_MIN: string(dlpAlertCapWindowMinutes)
   DLP_ARM_ENDPOINT: environment().resourceManager
   // A schedule that is not 6 NCRONTAB-looking fields stops the deployment here (int() of a sentence fails, and
   // ARM evaluates only the branch taken), with the setting's name in the error.

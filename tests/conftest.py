@@ -11,7 +11,8 @@ Real Azurite (npm) for Table / Queue / Blob storage:
     azurite        session   connection string of an in-memory Azurite on free ports; FAILS (never
                              skips) when Azurite cannot start: install it with
                              `npm install --prefix .ci/node azurite@3`
-    azurite_env    function  azure_env plus AzureWebJobsStorage=<azurite connection string>
+    azurite_env    function  azure_env plus AzureWebJobsStorage=<azurite connection string>, and no sweep
+                             memory (the `inventory` rows: the emulators start each test with no registries)
 """
 
 from __future__ import annotations
@@ -72,4 +73,22 @@ def azurite() -> Iterator[str]:
 @pytest.fixture
 def azurite_env(azure_env: LocalAzure, azurite: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("AzureWebJobsStorage", azurite)
+    forget_sweeps(azurite)
     return azurite
+
+
+def forget_sweeps(azurite: str) -> None:
+    """What earlier tests' sweeps listed (dlp/azure/inventory.py): registries the reset emulators no longer have."""
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.data.tables import TableServiceClient
+
+    from dlp.azure.inventory import PARTITION
+    from dlp.settings import STATE_TABLE
+
+    table = TableServiceClient.from_connection_string(azurite).get_table_client(STATE_TABLE)
+    try:
+        for row in list(table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION},
+                                             select=["PartitionKey", "RowKey"])):
+            table.delete_entity(PARTITION, row["RowKey"])
+    except ResourceNotFoundError:
+        pass

@@ -33,6 +33,7 @@ from dlp.outputs.alerts.states import (
     S_EXEMPT,
     S_FAILED,
     S_GONE,
+    S_LEFT,
     S_NONCOMPLIANT,
     S_REMEDIATED,
     S_TAG_EXEMPT,
@@ -110,8 +111,12 @@ def _stored(state: str, signature: str = "") -> Stored:
     (_stored(S_ERROR, "403"), Observed(S_ERROR, "403"), False, False),
     (_stored(S_ERROR, "403"), Observed(S_COMPLIANT), True, True),
     (_stored(S_BLOCKED, "pe"), Observed(S_GONE), True, True),                       # deleted while blocked: final notice
-    (_stored(S_COMPLIANT), Observed(S_GONE), True, False),                          # deleted while fine: quiet
-    (None, Observed(S_GONE), False, False),
+    (_stored(S_COMPLIANT), Observed(S_GONE), True, True),                           # deleted while fine: once too
+    (None, Observed(S_GONE), True, True),                                           # (issue 22: scope exits)
+    (_stored(S_GONE), Observed(S_GONE), False, False),                              # ...once
+    (_stored(S_LEFT), Observed(S_GONE), False, False),                              # moved, then deleted: told
+    (None, Observed(S_LEFT), True, True),                                           # left the monitored scope
+    (_stored(S_GONE), Observed(S_LEFT), False, False),
     (_stored(S_GONE), Observed(S_COMPLIANT), True, False),                          # re-created, compliant
     (_stored(S_GONE), Observed(S_NONCOMPLIANT, "x"), True, True),
 ])

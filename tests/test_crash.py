@@ -306,9 +306,9 @@ def test_a_poison_message_is_announced_once_on_every_channel_and_counted_by_heal
 
 def test_an_alert_out_of_attempts_is_set_aside_announced_elsewhere_and_counted(instance, azurite, local_azure,
                                                                               monkeypatch):
-    from dlp.outputs import alerting
+    from dlp.outputs.alerts import sending
 
-    monkeypatch.setattr(alerting, "MAX_ATTEMPTS", 2)
+    monkeypatch.setattr(sending, "MAX_ATTEMPTS", 2)
     azure = local_azure
     name = f"acru{uuid.uuid4().hex[:8]}"
     rid = azure.arm.create(SUB, RG, name, export="enabled", public="Disabled")["id"]

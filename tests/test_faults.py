@@ -410,8 +410,8 @@ def run_case(world: World, dependency: str, fault: str) -> Case:
 def state_changes(records: list[dict]) -> int:
     """How many alerts a sequence of evaluations is worth (dlp.outputs.alerts.states, for the outcomes seen here): each
     remediation; each change into an error/failed/blocked state; a deferral after the registry was read (its
-    drift known: `compliant` is false) is "remediation pending" (enforce mode here); compliant or gone only after
-    one of those."""
+    drift known: `compliant` is false) is "remediation pending" (enforce mode here); compliant only after one of
+    those; gone (deleted) once."""
     state, alerts = "compliant", 0
     for record in records:
         action, reason = record["action"], record["reason"]
@@ -421,10 +421,14 @@ def state_changes(records: list[dict]) -> int:
             continue
         if action == "remediated":
             state, alerts = "remediated", alerts + 1
-        elif action in ("none", "gone"):
+        elif action == "gone":                  # a final notice, once, whatever came before (issue 22)
+            if state != "gone":
+                alerts += 1
+            state = "gone"
+        elif action == "none":
             if state not in ("compliant", "remediated", "gone"):
                 alerts += 1
-            state = "compliant" if action == "none" else "gone"
+            state = "compliant"
         elif (action, reason) != state:
             state, alerts = (action, reason), alerts + 1
     return alerts
@@ -442,7 +446,7 @@ def check_nothing_lost(world: World, case: Case) -> None:
     assert max(rows.values()) == 1, [key for key, count in rows.items() if count > 1]
     # Alerts go out even when the record could not be kept (the invocation then raises so that Event Grid
     # redelivers it; its alert says the record is pending), if the budget the failing storage left allows a send
-    # (dlp.outputs.alerting.MIN_SEND_S): such an invocation's own alert may be there or not, on each channel; all others
+    # (dlp.outputs.alerts.sending.MIN_SEND_S): such an invocation's own alert may be there or not, on each channel; all others
     # are there exactly once.
     def expected(records: list[dict]) -> set[int]:
         told = records[len(case.first):] if case.raised else records

@@ -421,9 +421,12 @@ def test_event_filter_covers_what_the_intake_treats_as_relevant():
     advanced = block(text, r"advancedFilters: ")
     assert "operatorType: 'StringBeginsWith'" in advanced and "key: 'data.operationName'" in advanced
     prefixes = strings_in(block(advanced, r"values: "))
-    # Event Grid compares case-insensitively; every operation starting with OPERATION_PREFIX must pass.
-    assert any(events.OPERATION_PREFIX.lower().startswith(p.lower()) for p in prefixes), prefixes
-    assert all(events.OPERATION_PREFIX.lower().startswith(p.lower()) for p in prefixes), prefixes
+    # Event Grid compares case-insensitively; every operation starting with OPERATION_PREFIX must pass, and the
+    # resource-group move and delete of the scope exits (issue 22); nothing else.
+    for wanted in events.OPERATION_FILTERS:
+        assert any(wanted.lower().startswith(p.lower()) for p in prefixes), (wanted, prefixes)
+    assert all(any(w.lower().startswith(p.lower()) for w in events.OPERATION_FILTERS) for p in prefixes), prefixes
+    assert not any(p.lower().rstrip("/") == "microsoft.resources/subscriptions/resourcegroups" for p in prefixes)
 
 
 def test_event_subscription_targets_the_event_grid_function_with_retries_and_dead_letters():

@@ -207,6 +207,12 @@ class Assessment:
 # The one guard reason that makes an evaluation silent: a debug log line, no row, no alert state (issue 11)
 OUT_OF_SCOPE = "out-of-scope"
 
+# Why a registry is `gone` (the reason of an A_GONE outcome) when it was not deleted before our eyes: the scope
+# exits (issue 22). A registry keeps its images across a move, so leaving the monitored scope is alerted like a deletion.
+GONE_DELETED = "deleted"            # a delete event (its own, or its resource group's)
+GONE_MOVED = "moved"                # a moveResources action on its resource group, and it is no longer at its ID
+GONE_UNLISTED = "not-listed"        # the sweep no longer lists it, and it is not at its ID
+
 # Remediation actions (the `Action` column and the `remediation.action` field)
 A_NONE = "none"
 A_WOULD = "would-remediate"

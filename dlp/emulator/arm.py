@@ -140,6 +140,24 @@ class ArmEmulator(Emulator):
     def get(self, resource_id: str) -> dict[str, Any] | None:
         return self.registries.get(resource_id)
 
+    def move(self, resource_ids: list[str], target_resource_group: str) -> list[str]:
+        """What `POST .../resourceGroups/{rg}/moveResources` does to registries (the responder never calls it): each
+        gets its ID in the target resource group, same name, same settings and images. Returns the new IDs."""
+        parts = target_resource_group.rstrip("/").split("/")
+        subscription, group = parts[2], parts[4]
+        self.registries.add_resource_group(subscription, group)
+        moved = []
+        for resource_id in resource_ids:
+            body = self.registries.get(resource_id)
+            if body is None:
+                continue
+            pipelines = self.registries.pipelines(resource_id)
+            self.registries.remove(resource_id)
+            body["id"] = f"/subscriptions/{subscription}/resourceGroups/{group}/providers/" \
+                         f"Microsoft.ContainerRegistry/registries/{resource_id.rsplit('/', 1)[-1]}"
+            moved.append(self.registries.add(body, pipelines)["id"])
+        return moved
+
     def remove(self, resource_id: str) -> bool:
         return self.registries.remove(resource_id)
 

@@ -48,6 +48,10 @@ RECIPIENTS = "secops@example.com"
 STREAM = "Custom-AcrDlpFindings"
 
 
+UNGROUPED_ALERTS = {"DLP_ALERT_GROUP_WINDOW_S": "0", "DLP_ALERT_CAP_PER_REGISTRY": "1000",
+                    "DLP_ALERT_CAP_PER_CALLER": "10000"}
+
+
 class LocalAzure:
     """Identity, ARM (+ Resource Graph), Logs Ingestion, the Log Analytics query API (registry logs), Teams Workflows
     and ACS Email on loopback."""
@@ -132,6 +136,9 @@ class LocalAzure:
             "DLP_EMAIL_TO": RECIPIENTS,
             "NO_PROXY": "127.0.0.1,localhost",
             "no_proxy": "127.0.0.1,localhost",
+            # Every alert at once, no caps: the tests of other features and the demo count one message per state
+            # change. The grouping tests (tests/test_alert_grouping.py) and bench_storm set the production values.
+            **UNGROUPED_ALERTS,
         }
         if client_id:
             env["AZURE_CLIENT_ID"] = client_id

@@ -47,3 +47,4 @@ class Services:
     dead_letters: Any = None   # dlp.responder.deadletter.DeadLetterContainer when DLP_DEADLETTER_CONTAINER is set
     registry_logs: Any = None  # dlp.azure.logs_query.RegistryLogs when DLP_REGISTRY_LOGS_WORKSPACE is set
     impacts: Any = None        # dlp.azure.impacts: the pull looks' state (Table storage, else in memory)
+    inventory: Any = None      # dlp.azure.inventory: the registries known per resource group (scope exits, issue 22)

@@ -47,7 +47,7 @@ from dlp.domain.remediation import R_EXEMPTION, R_NOT_PREMIUM, R_OUT_OF_SCOPE, R
 from dlp.domain.rules import evaluate
 from dlp.ids import fold, registry_of
 from dlp.inputs.sources import is_registry, registry_from_resource
-from dlp.responder import finish, pipeline, timeline
+from dlp.responder import finish, pipeline, scope_exits, timeline
 from dlp.responder.services import Services
 
 log = logging.getLogger("dlp.sweep")
@@ -96,6 +96,7 @@ class Result:
     from_rows: int = 0        # evaluated from the Resource Graph row (no ARM call)
     re_read: int = 0          # sent through the pipeline (ARM re-read)
     windows: int = 0          # exposure windows recorded from change history
+    exits: int = 0            # registries listed before that are no longer there (dlp/responder/scope_exits.py)
     timings: dict[str, float] = field(default_factory=dict)   # seconds per phase: listing, pipelines, record
 
     @property
@@ -263,14 +264,16 @@ def sweep(services: Services, *, budget: Budget | None = None, scheduled_for: st
     listing = Listing.of_scopes(services.settings.scopes)
     history, cursor = _history(services, listing, budget)
     result = assess(listing, services, context=context, budget=budget)
+    exits = scope_exits.after_sweep(_in_scope(result, listing), services, context, budget)   # issue 22
     now = services.clock()
     result.evaluations = [timeline.with_history(e, history.get(registry_key(e.registry_id)), now)
                           for e in result.evaluations]
+    result.exits = len(exits)
     recording = time.monotonic()
     with Budget.of(RECORD_RESERVE_S).active():     # this sweep's record first, then the backlog, both bounded
         windows, exposures = _exposures(services, history, run_id)
         result.windows = len(exposures)
-        finish.finish(result.evaluations + exposures, services, digest=True)
+        finish.finish(result.evaluations + exits + exposures, services, digest=True)
         timeline.done(windows, services)
         if cursor is not None:
             try:
@@ -279,10 +282,16 @@ def sweep(services: Services, *, budget: Budget | None = None, scheduled_for: st
                 log.warning("exposure cursor not saved; the next sweep looks at the same history again", exc_info=True)
         result.timings["record"] = round(time.monotonic() - recording, 3)
         drain_outbox(services)
-    log.info("sweep %s: %d registries in %d page(s), %d from rows, %d re-read, %d exposure window(s); %s; %.1f s %s",
-             run_id, result.rows, result.pages, result.from_rows, result.re_read, result.windows, result.by_action,
-             time.monotonic() - started, result.timings)
+    log.info("sweep %s: %d registries in %d page(s), %d from rows, %d re-read, %d exposure window(s), %d gone from "
+             "the listing; %s; %.1f s %s", run_id, result.rows, result.pages, result.from_rows, result.re_read,
+             result.windows, result.exits, result.by_action, time.monotonic() - started, result.timings)
     return result
+
+
+def _in_scope(result: Result, listing: Listing) -> list[str]:
+    """The registry IDs this sweep listed inside the scopes (look-alikes are not inside)."""
+    return [e.registry_id for e in result.evaluations
+            if e.outcome.reason != remediation.R_SCOPE_LOOKALIKE and remediation.in_scopes(e.registry_id, listing.scopes)]
 
 
 def _history(services: Services, listing: Listing, budget: Budget) -> tuple[dict[str, Any], Any]:

@@ -9,7 +9,8 @@ from typing import Any
 from dlp import runtime
 from dlp.domain.model import Evaluation
 from dlp.inputs import events
-from dlp.responder import deferral, impact, pipeline, timeline
+from dlp.outputs import alerting
+from dlp.responder import deferral, impact, pipeline, scope_exits, timeline
 
 log = logging.getLogger("dlp.handlers")
 
@@ -24,6 +25,9 @@ def on_event(event: Any) -> list[Evaluation]:
     if intake.ignored:
         log.debug("event %s ignored: %s", intake.event_id, intake.ignored)
         return []
+    if intake.group_change is not None:         # a resource group moved registries away, or was deleted
+        change = intake.group_change
+        return scope_exits.check_group(change.resource_group, change.reason, change.context, runtime.services())
     return pipeline.run(intake.targets, runtime.services())
 
 
@@ -38,6 +42,12 @@ def on_retry(message: Any) -> list[Evaluation]:
         return timeline.run_check(body, runtime.services())
     if isinstance(body, dict) and body.get("kind") == impact.LOOK_KIND:
         return impact.run_look(body, runtime.services())
+    if isinstance(body, dict) and body.get("kind") == scope_exits.CHECK_KIND:
+        return scope_exits.recheck(body, runtime.services())
+    if isinstance(body, dict) and body.get("kind") == alerting.DIGEST_KIND:
+        services = runtime.services()                                   # a group's alert window ended
+        alerting.flush_digests(services.notifier, body, services.settings.time_budget_s)
+        return []
     target = deferral.target_from_retry(body)
     if target is None:
         log.error("durable-retry message %s is not a registry target; dropped", getattr(message, "id", "?"))

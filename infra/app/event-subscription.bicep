@@ -30,19 +30,25 @@ resource eventSubscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@
     }
     eventDeliverySchema: 'EventGridSchema'
     filter: {
-      // Successful writes and deletes only (dlp.inputs.events.RELEVANT_TYPES): action events such as
-      // registries/scheduleRun/action fire on every `az acr build` and are never drift.
+      // Successful writes, deletes and actions (dlp.inputs.events.RELEVANT_TYPES). Actions for the scope exits:
+      // a resource group's moveResources (its registries may have left the monitored scope). Registry actions
+      // (registries/scheduleRun/action fires on every `az acr build`) also pass the filter below, and the
+      // function drops them unread: one advanced filter cannot pair an event type with an operation.
       includedEventTypes: [
         'Microsoft.Resources.ResourceWriteSuccess'
         'Microsoft.Resources.ResourceDeleteSuccess'
+        'Microsoft.Resources.ResourceActionSuccess'
       ]
-      // Registries and their children (exportPipelines, privateEndpointConnections, ...): dlp.inputs.events.OPERATION_PREFIX.
+      // Registries and their children (exportPipelines, privateEndpointConnections, ...), and the resource-group
+      // move and delete: dlp.inputs.events.OPERATION_FILTERS.
       advancedFilters: [
         {
           operatorType: 'StringBeginsWith'
           key: 'data.operationName'
           values: [
             'Microsoft.ContainerRegistry/registries'
+            'Microsoft.Resources/subscriptions/resourceGroups/moveResources/action'
+            'Microsoft.Resources/subscriptions/resourceGroups/delete'
           ]
         }
       ]

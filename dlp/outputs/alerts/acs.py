@@ -5,8 +5,9 @@ default polls every 30 s. We poll every `POLL_INTERVAL_S` (a `Retry-After` from 
 still wins) and stop waiting when the invocation's budget runs out. Every send carries an
 `operation_id` derived from the alerts it contains, so when a send is retried (its wait ran
 out, or it failed after the service took it) ACS recognises the operation and does not mail
-twice. Azure-managed sender domains allow 5 mails a minute and 10 an hour, which is why a
-notify call never sends more than one mail (several changes become one digest).
+twice. Azure-managed sender domains allow 5 mails a minute and 10 an hour (custom domains 30 and 100, see
+docs/operations.md), which is why a notify call never sends more than one mail (several changes become one digest)
+and why bursts and repeats are grouped and capped (dlp/outputs/alerts/grouping.py).
 """
 
 from __future__ import annotations
@@ -63,14 +64,15 @@ class EmailChannel:
                                                                           retry_backoff_max=2))
             return self._client
 
-    def message(self, alerts: Sequence[Alert], *, digest: bool = False) -> dict[str, Any]:
+    def message(self, alerts: Sequence[Alert], *, digest: bool = False, note: str = "",
+                folded: Sequence[str] = ()) -> dict[str, Any]:
         """The ACS send request body: the same content as plain text and HTML."""
-        mail = bodies.render(alerts, digest_=digest, docs_base=self._docs_base)
+        mail = bodies.render(alerts, digest_=digest, docs_base=self._docs_base, note=note, folded=folded)
         return {"senderAddress": self._sender,
                 "recipients": {"to": [{"address": address} for address in self._recipients]},
                 "content": {"subject": mail.subject, "plainText": mail.plain, "html": mail.html}}
 
-    def send(self, alerts: Sequence[Alert], *, digest: bool = False) -> None:
+    def send(self, alerts: Sequence[Alert], *, digest: bool = False, note: str = "", folded: Sequence[str] = ()) -> None:
         """Send one mail (a digest for several alerts) and wait for ACS to confirm it, within the budget."""
         from azure.core.exceptions import AzureError
         from azure.core.polling.base_polling import LROBasePolling
@@ -85,7 +87,8 @@ class EmailChannel:
                                  path_format_arguments={"endpoint": self._endpoint.rstrip("/")})
         finished = True
         try:
-            poller = self._email_client().begin_send(self.message(alerts, digest=digest), polling=polling,
+            poller = self._email_client().begin_send(self.message(alerts, digest=digest, note=note, folded=folded),
+                                                     polling=polling,
                                                      operation_id=op_id)
             left = remaining()
             try:

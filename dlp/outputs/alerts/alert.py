@@ -26,6 +26,7 @@ from dlp.outputs.alerts.states import (
     S_EXPOSED,
     S_FAILED,
     S_GONE,
+    S_LEFT,
     S_MISCONFIGURED,
     S_NONCOMPLIANT,
     S_PENDING,
@@ -53,6 +54,7 @@ HEADLINES = {
     S_EXEMPT: "Drift on an exempt registry",
     S_TAG_EXEMPT: "Tag exemption used",
     S_GONE: "Registry deleted",
+    S_LEFT: "Registry left the monitored scope",
     S_UNDELIVERABLE: "Alert or record not delivered",
     S_PENDING: "Drift detected, remediation pending",
     S_MISCONFIGURED: "Output misconfigured",
@@ -75,7 +77,7 @@ LOOK_HEADLINES = {REASON_FOUND: "Pulls found while the registry was open",
 
 # How bad it is, for the card's colour and the email's banner: needs a human / fine / informational.
 SEVERITY = {
-    S_COMPLIANT: "good", S_REMEDIATED: "good", S_GONE: "info", S_EXEMPT: "warning", S_TAG_EXEMPT: "warning",
+    S_COMPLIANT: "good", S_REMEDIATED: "good", S_GONE: "info", S_LEFT: "attention", S_EXEMPT: "warning", S_TAG_EXEMPT: "warning",
     S_NONCOMPLIANT: "attention", S_BLOCKED: "attention", S_BREAKER: "attention", S_FAILED: "attention",
     S_ERROR: "attention", S_UNDELIVERABLE: "attention", S_MISCONFIGURED: "warning", S_DEAD_LETTERED: "attention",
     S_EXPOSED: "attention", S_PENDING: "attention",
@@ -263,7 +265,10 @@ class Alert:
         if self.state == S_EXPOSED:
             return f"Nothing to revert: it was closed again. {self.exposure}."
         if self.state == S_GONE:
-            return "Nothing: the registry no longer exists."
+            return "Nothing: the registry no longer exists." + (f" ({self.detail})" if self.detail else "")
+        if self.state == S_LEFT:
+            return ("Nothing: it is no longer at this ID, so the responder no longer reads or writes it. "
+                    + self.detail).strip()
         if self.state == S_ERROR:
             return f"Nothing: the registry could not be evaluated ({self.error_code or self.reason})."
         if self.state == S_FAILED:
@@ -306,8 +311,16 @@ class Alert:
             return ("Find out why Event Grid could not reach the responder (the function app stopped or failing to "
                     "start, a deployment, a removed event subscription endpoint): until then drift waits for this "
                     "replay or the sweep.")
-        if self.state in (S_COMPLIANT, S_GONE):
+        if self.state == S_COMPLIANT:
             return "Nothing."
+        if self.state == S_GONE:
+            return f"Nothing, unless {self.who} was not meant to delete it."
+        if self.state == S_LEFT:
+            return (f"Find out where it went and whether {self.who} meant to move it: a registry keeps its images "
+                    "across a move, and outside DLP_SCOPES nobody watches its export policy or public access. "
+                    "Move it back, or add its new resource group or subscription to DLP_SCOPES. Registry names "
+                    "are globally unique: Resource Graph finds it by name (resources | where type =~ "
+                    f"'microsoft.containerregistry/registries' and name =~ '{self.registry_name}').")
         if self.state == S_EXPOSED and self.pulls and not self.pulls.startswith("pulls "):
             return (f"Check the pulls listed (who, from where, which images) against what should have left, and "
                     f"whether the change by {self.who} was intended.")
@@ -406,11 +419,14 @@ def _callers(evaluation: Evaluation) -> str:
     return shown + (f" and {len(callers) - MAX_CALLERS} more" if len(callers) > MAX_CALLERS else "")
 
 
+def notice_id(kept: Any) -> str:
+    """The id of the notice that a kept alert could not be delivered (derived: the same on every instance)."""
+    return "undeliverable-" + kept.alert_id[:80]
+
+
 def undeliverable_alert(kept: Any, error: str) -> Alert:
     """The notice that a kept alert was given up on (sent on the other channels). Its id is derived from the
     alert's, so every instance builds the same one."""
-    from dlp.outputs.alerts.store import notice_id
-
     try:
         lost = Alert.from_json(kept.payload["alerts"][0])
         registry_id, name, what = lost.registry_id, lost.registry_name, f"the alert \"{lost.title}\""

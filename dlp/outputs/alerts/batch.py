@@ -23,6 +23,8 @@ class Batch:
     channel: str
     alerts: tuple[Alert, ...]
     digest: bool
+    note: str = ""                    # a grouped digest: whose burst, when (dlp/outputs/alerts/digests.py)
+    folded: tuple[str, ...] = ()      # ids of the alerts summed up rather than listed (over a cap)
 
     @property
     def key(self) -> str:
@@ -31,7 +33,13 @@ class Batch:
         return f"{self.channel}|{ids[0] if len(ids) == 1 else uuid.uuid5(_NAMESPACE, ','.join(ids))}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"channel": self.channel, "digest": self.digest, "alerts": [a.to_json() for a in self.alerts]}
+        body: dict[str, Any] = {"channel": self.channel, "digest": self.digest,
+                                "alerts": [a.to_json() for a in self.alerts]}
+        if self.note:
+            body["note"] = self.note
+        if self.folded:
+            body["folded"] = list(self.folded)
+        return body
 
     @classmethod
     def from_json(cls, body: Any) -> Batch:
@@ -39,7 +47,8 @@ class Batch:
         alerts = tuple(Alert.from_json(a) for a in body["alerts"])
         if not alerts:
             raise ValueError("a batch without alerts")
-        return cls(str(body["channel"]), alerts, bool(body.get("digest")))
+        return cls(str(body["channel"]), alerts, bool(body.get("digest")), str(body.get("note") or ""),
+                   tuple(str(i) for i in body.get("folded") or ()))
 
 
 @dataclass(frozen=True)

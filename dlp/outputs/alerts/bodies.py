@@ -10,9 +10,13 @@ import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dlp.outputs.alerts import summary
 from dlp.outputs.alerts.alert import Alert, rule_doc_url
 
-MAX_DIGEST_ENTRIES = 200      # a sweep digest lists at most this many registries, then says how many more
+MAX_DETAILED = 25             # changes shown in full in a digest mail; every registry is named in one line after them
+# ACS takes 10 MB per send request (service limits, docs/operations.md): the HTML and plain-text bodies together stay
+# well under it, whatever the digest holds
+MAX_MAIL_BYTES = 4 * 1024 * 1024
 _BANNER = {"good": "#107c10", "warning": "#c19c00", "attention": "#c50f1f", "info": "#0f6cbd"}
 
 
@@ -103,13 +107,27 @@ def single(alert: Alert, docs_base: str = "") -> Mail:
                 _wrap(body))
 
 
-def digest(alerts: Sequence[Alert], docs_base: str = "") -> Mail:
-    """One mail for many changes: Azure-managed sender domains allow 5 mails a minute and 10 an hour."""
-    count = len(alerts)
-    title = f"{count} registr{'y' if count == 1 else 'ies'} changed state"
+def digest(alerts: Sequence[Alert], docs_base: str = "", note: str = "", folded: Sequence[str] = ()) -> Mail:
+    """One mail for many changes (Azure-managed sender domains allow 5 mails a minute and 10 an hour). The first
+    MAX_DETAILED changes are shown in full; then every registry of the mail is named in one line each, and the
+    changes beyond the alert caps are summed up, so the mail always names everything it is about."""
+    listed, summed = summary.split(alerts, folded)
+    title = summary.title(alerts)
+    for detailed in (MAX_DETAILED, 10, 3, 0):
+        mail = _digest_mail(title, alerts, listed, summed, docs_base, note, detailed)
+        if len(mail.html.encode("utf-8")) + len(mail.plain.encode("utf-8")) <= MAX_MAIL_BYTES:
+            return mail
+    return mail
+
+
+def _digest_mail(title: str, alerts: Sequence[Alert], listed: Sequence[Alert], summed: Sequence[Alert],
+                 docs_base: str, note: str, detailed: int) -> Mail:
     plain = [title, "=" * len(title), ""]
     parts = [_banner(title, "attention" if any(a.severity == "attention" for a in alerts) else "good")]
-    for alert in alerts[:MAX_DIGEST_ENTRIES]:
+    if note:
+        plain += [note, ""]
+        parts.append(f"<p>{html.escape(note)}</p>")
+    for alert in listed[:detailed]:
         plain += [alert.title, "-" * min(len(alert.title), 78)]
         parts.append(f"<h3>{html.escape(alert.title)}</h3>")
         for heading, lines in _sections(alert, docs_base):
@@ -119,15 +137,38 @@ def digest(alerts: Sequence[Alert], docs_base: str = "") -> Mail:
             parts.append(_html_section(heading, lines).replace("<h3>", "<h4>").replace("</h3>", "</h4>"))
         plain.append("")
         parts.append("<hr>")
-    if count > MAX_DIGEST_ENTRIES:
-        more = f"... and {count - MAX_DIGEST_ENTRIES} more: see the AcrDlpFindings table in Log Analytics."
-        plain.append(more)
-        parts.append(f"<p>{html.escape(more)}</p>")
+    if len(listed) > detailed:
+        heading = (f"Every registry in this mail ({len(listed)}; the first {detailed} in full above)" if detailed
+                   else f"Every registry in this mail ({len(listed)})")
+        briefs = _capped([summary.brief(alert) for alert in listed])
+        plain += [heading, "-" * min(len(heading), 78), *(f"- {line}" for line in briefs), ""]
+        parts.append(f"<h3>{html.escape(heading)}</h3><ul>"
+                     + "".join(f"<li>{html.escape(line)}</li>" for line in briefs) + "</ul>")
+    lines = summary.folded_lines(summed)
+    if lines:
+        heading = "Beyond the alert caps (summed up; each change is in the AcrDlpFindings table)"
+        plain += [heading, "-" * min(len(heading), 78), *(f"- {line}" for line in _capped(lines)), ""]
+        parts.append(f"<h3>{html.escape(heading)}</h3><ul>"
+                     + "".join(f"<li>{html.escape(line)}</li>" for line in _capped(lines)) + "</ul>")
     return Mail(f"[ACR DLP] {title}", "\n".join(plain).rstrip() + "\n\nSent by the ACR DLP drift responder.\n",
                 _wrap("".join(parts)))
 
 
-def render(alerts: Sequence[Alert], *, digest_: bool = False, docs_base: str = "") -> Mail:
+def _capped(lines: list[str]) -> list[str]:
+    """Every line, unless they alone would pass the mail's size limit (tens of thousands of registries)."""
+    total, kept = 0, []
+    for index, line in enumerate(lines):
+        total += 2 * len(line.encode("utf-8")) + 20
+        if total > MAX_MAIL_BYTES:
+            return [*kept, f"... and {len(lines) - index} more: see the AcrDlpFindings table in Log Analytics."]
+        kept.append(line)
+    return kept
+
+
+def render(alerts: Sequence[Alert], *, digest_: bool = False, docs_base: str = "", note: str = "",
+           folded: Sequence[str] = ()) -> Mail:
     if not alerts:
         raise ValueError("no alerts to render")
-    return digest(alerts, docs_base) if digest_ or len(alerts) > 1 else single(alerts[0], docs_base)
+    if digest_ or len(alerts) > 1:
+        return digest(alerts, docs_base, note, folded)
+    return single(alerts[0], docs_base)

@@ -13,6 +13,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from dlp.outputs.alerts import summary
 from dlp.outputs.alerts.alert import Alert, rule_doc_url
 
 CARD_VERSION = "1.4"
@@ -105,15 +106,17 @@ def _single(alert: Alert, docs_base: str, shown: int, chars: int) -> dict[str, A
     return envelope(_card(body, actions))
 
 
-def _digest(alerts: Sequence[Alert], docs_base: str, shown: int, chars: int) -> dict[str, Any]:
-    count = len(alerts)
+def _digest(alerts: Sequence[Alert], docs_base: str, shown: int, chars: int, note: str = "",
+            folded: Sequence[str] = ()) -> dict[str, Any]:
+    listed, summed = summary.split(alerts, folded)
     body: list[dict[str, Any]] = [
-        _text(f"ACR DLP: {count} registr{'y' if count == 1 else 'ies'} changed state", size="Medium",
-              weight="Bolder", color="Attention" if any(a.severity == "attention" for a in alerts) else "Default"),
-        _text("One digest for the whole sweep, so a sweep that finds many changes sends one message.",
+        _text(f"ACR DLP: {summary.title(alerts)}", size="Medium", weight="Bolder",
+              color="Attention" if any(a.severity == "attention" for a in alerts) else "Default"),
+        _text(md(_cut(note, chars * 2)) if note else
+              "One digest for the whole sweep, so a sweep that finds many changes sends one message.",
               isSubtle=True, spacing="None", size="Small"),
     ]
-    for alert in alerts[:shown]:
+    for alert in listed[:shown]:
         rules = ", ".join(r.rule_id for r in alert.failing[:3]) + (" …" if len(alert.failing) > 3 else "")
         items = [
             _text(f"**[{md(alert.registry_name)}]({alert.portal_url})**: {md(alert.headline)} "
@@ -128,24 +131,32 @@ def _digest(alerts: Sequence[Alert], docs_base: str, shown: int, chars: int) -> 
             items.append(_text(md(_cut(alert.exposure, chars)), spacing="None", size="Small"))
         if alert.pulls:
             items.append(_text(md(_cut("Pulls while open: " + alert.pulls, chars)), spacing="None", size="Small"))
+        items.append(_text(md(_cut(alert.done, chars)), spacing="None", size="Small"))
         items.append(_text(md(_cut(alert.todo, chars)), spacing="None", size="Small"))
         body.append({"type": "Container", "separator": True, "spacing": "Medium", "items": items})
-    if count > shown:
-        body.append(_text(f"… and {count - shown} more: see the AcrDlpFindings table in Log Analytics.",
-                          isSubtle=True))
+    if len(listed) > shown:
+        body.append(_text(f"… and {len(listed) - shown} more: see the AcrDlpFindings table in Log Analytics "
+                          "(the email lists every registry).", isSubtle=True))
+    lines = summary.folded_lines(summed)
+    if lines:
+        rows = [_text(md(_cut(line, chars)), spacing="Small", size="Small") for line in lines[:shown]]
+        if len(lines) > shown:
+            rows.append(_text(f"… and {len(lines) - shown} more", isSubtle=True, spacing="Small", size="Small"))
+        body += [_heading("Beyond the alert caps"), {"type": "Container", "items": rows}]
     rule_ids = list(dict.fromkeys(r.rule_id for a in alerts for r in a.failing))
     actions = [_open_url(_rule_button(rule_id), url) for rule_id in rule_ids[:RULE_ACTIONS]
                if (url := rule_doc_url(rule_id, docs_base))]
     return envelope(_card(body, actions))
 
 
-def message(alerts: Sequence[Alert], *, digest: bool = False, docs_base: str = "") -> dict[str, Any]:
+def message(alerts: Sequence[Alert], *, digest: bool = False, docs_base: str = "", note: str = "",
+            folded: Sequence[str] = ()) -> dict[str, Any]:
     """The Workflows message for one alert, or a digest card listing several; always under the size limit."""
     if not alerts:
         raise ValueError("no alerts to render")
     use_digest = digest or len(alerts) > 1
     for shown, chars in _LIMITS:
-        candidate = (_digest(alerts, docs_base, shown, chars) if use_digest
+        candidate = (_digest(alerts, docs_base, shown, chars, note, folded) if use_digest
                      else _single(alerts[0], docs_base, shown, chars))
         if len(encode(candidate)) <= MAX_MESSAGE_BYTES:
             return candidate

@@ -20,7 +20,8 @@ class DeliveryError(Exception):
 class Channel(Protocol):
     name: str
 
-    def send(self, alerts: Sequence[Alert], *, digest: bool = False) -> None:
+    def send(self, alerts: Sequence[Alert], *, digest: bool = False, note: str = "", folded: Sequence[str] = ()) -> None:
         """Deliver one message for `alerts` (a digest when several); raise DeliveryError when it was not taken.
+        A grouped digest says whose burst it is (`note`) and sums up the alerts over a cap (`folded`: their ids).
 
         Must be safe to call again with the same alerts (the outbox retries it)."""

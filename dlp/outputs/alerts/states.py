@@ -30,14 +30,17 @@ A deferral whose drift is known (the registry was read) is "remediation pending"
 mode, alerted at once with the next attempt's time; the retry's outcome then alerts as a
 change (remediated, failed, blocked). A deferral before anything was read shows no state.
 While the breaker or an exemption holds, a deferral stays quiet: the retry's outcome decides.
-`gone` is a final state: a final notice when the registry was deleted while not compliant,
-silence otherwise (and a registry re-created under the same ID starts from it as if compliant).
+`gone` (deleted) and `left-scope` (moved away, or no longer listed by the sweep) are final states: each alerts
+once, whatever the registry's state was (a compliant registry that leaves unseen takes its images out of the
+monitored scope), and a second final notice for the same registry stays quiet. A registry re-created under the same
+ID starts from them as if compliant.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Any
 
 from dlp.domain.model import (
     A_BLOCKED,
@@ -49,6 +52,8 @@ from dlp.domain.model import (
     A_NONE,
     A_REMEDIATED,
     A_WOULD,
+    GONE_MOVED,
+    GONE_UNLISTED,
     Assessment,
     Evaluation,
     Finding,
@@ -67,11 +72,12 @@ S_ERROR = "error"
 S_EXEMPT = "exempt"
 S_TAG_EXEMPT = "tag-exempt"
 S_GONE = "gone"
+S_LEFT = "left-scope"      # moved out of its ID (a moveResources action), or no longer listed by the sweep
 S_UNDELIVERABLE = "undeliverable"   # not a registry state: the notice that an alert or a message was given up on
 S_EXPOSED = "exposed"      # not a state the registry stays in: a window found in change history (never stored)
 S_PENDING = "remediation-pending"
 STATES = (S_COMPLIANT, S_NONCOMPLIANT, S_REMEDIATED, S_BLOCKED, S_BREAKER, S_FAILED, S_ERROR, S_EXEMPT,
-          S_TAG_EXEMPT, S_GONE, S_EXPOSED, S_PENDING)
+          S_TAG_EXEMPT, S_GONE, S_LEFT, S_EXPOSED, S_PENDING)
 # States in which a drift stays in place for a while: their signature carries the exposure already told.
 HOLDS = frozenset({S_BREAKER, S_EXEMPT, S_TAG_EXEMPT, S_PENDING, S_BLOCKED})
 _GUARDS = frozenset({S_BREAKER, S_EXEMPT, S_TAG_EXEMPT})      # a person's decision or the breaker, not a retry
@@ -95,6 +101,7 @@ LABELS = {
     S_EXEMPT: "exempt",
     S_TAG_EXEMPT: "tag exemption used",
     S_GONE: "deleted",
+    S_LEFT: "left the monitored scope",
     S_UNDELIVERABLE: "not delivered",
     S_PENDING: "remediation pending",
     S_MISCONFIGURED: "output misconfigured",
@@ -102,8 +109,9 @@ LABELS = {
     S_EXPOSED: "was open",
 }
 
-# States after which compliant (or deleted) is not news: the registry was fine already.
-_QUIET_BEFORE_COMPLIANT = frozenset({S_COMPLIANT, S_REMEDIATED, S_GONE})
+# States after which compliant is not news: the registry was fine already.
+_QUIET_BEFORE_COMPLIANT = frozenset({S_COMPLIANT, S_REMEDIATED, S_GONE, S_LEFT})
+FINAL = frozenset({S_GONE, S_LEFT})     # told once: the registry is no longer at its ID
 
 
 @dataclass(frozen=True)
@@ -129,6 +137,7 @@ class Stored:
     etag: str | None = None
     unsent: str = ""         # alert id whose kept copies (transactional outbox) may not all be delivered yet
     kept_etags: tuple[str | None, ...] = field(default=(), compare=False)   # of the copies this commit created
+    tally: Any = field(default=None, compare=False)     # dlp.outputs.alerts.grouping.Tally of the registry's alerts
 
 
 @dataclass(frozen=True)
@@ -194,7 +203,7 @@ def _observe(evaluation: Evaluation) -> Observed | None:
     if action == A_DEFERRED:
         return _deferred(evaluation)
     if action == A_GONE:
-        return Observed(S_GONE)
+        return Observed(S_LEFT if outcome.reason in (GONE_MOVED, GONE_UNLISTED) else S_GONE)
     if action == A_ERROR:
         return Observed(S_ERROR, _digest(outcome.error_code or outcome.reason))
     if action == A_FAILED:
@@ -240,8 +249,8 @@ def alerting_failures(assessment: Assessment) -> tuple[Finding, ...]:
 
 def decide(previous: Stored | None, observed: Observed) -> Decision:
     """Whether to commit the observed state, and whether that commit is worth an alert."""
-    if observed.state == S_GONE and previous is None:
-        return NOTHING
+    if observed.state in FINAL:
+        return NOTHING if previous is not None and previous.state in FINAL else Decision(write=True, alert=True)
     if previous is None:
         return NOTHING if observed.state == S_COMPLIANT else Decision(write=True, alert=True)
     if previous.state == observed.state and previous.signature == observed.signature:
@@ -251,7 +260,7 @@ def decide(previous: Stored | None, observed: Observed) -> Decision:
     if observed.state in HOLDS and previous.state == observed.state \
             and guard_of(previous.signature) == guard_of(observed.signature):
         return _escalation(previous, observed)
-    if observed.state in (S_COMPLIANT, S_GONE) and previous.state in _QUIET_BEFORE_COMPLIANT:
+    if observed.state == S_COMPLIANT and previous.state in _QUIET_BEFORE_COMPLIANT:
         return Decision(write=True)
     return Decision(write=True, alert=True)
 

@@ -20,68 +20,54 @@ ends; it is deleted once its channel took the alert. Whoever finds a row whose c
 drain timer, or a redelivery of the registry's event) claims it with an ETag-guarded update before
 sending, so two instances draining at once send it once. A row still failing after MAX_ATTEMPTS is
 marked `Dead` (kept for a person, counted by /api/health) instead of being retried.
+
+Grouping (issue 22, dlp/outputs/alerts/grouping.py): an alert held for its group's digest is kept the same way,
+in the same transaction, but *held* (`Held`, `HoldUntil`, `Group`: the group's partition) and unclaimed; the
+drain leaves it alone. Each group has a row (PartitionKey `group|<digest of its key>`, RowKey "group") with its
+burst, its caps and the lock of whoever composes its digest (`FlushOwner`, `FlushUntil`, ETag-guarded). A digest is
+kept in the group's partition, RowKey "out|digest-<id>|<channel>", with the (partition, row key) of the held copies
+it replaces (`Members`), in ONE transaction with the release of the lock: committed before it is sent, sent like
+any kept copy (claimed first), and its members are deleted before it goes out.
+
+Fair draining: the drain reads the kept rows' keys and ages (no payload), orders them oldest first one registry at
+a time (`kept.fair_order`), and reads the payloads of the few it will send.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
-import threading
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from dlp.azure.state import LazyTable, partition_of
+from dlp.outputs.alerts.groups_table import TableGroups
+from dlp.outputs.alerts.kept import (
+    ALERT_ROW,
+    DIGEST_PREFIX,
+    KEPT_END,
+    KEPT_PREFIX,
+    MAX_KEPT_BYTES,
+    OPS_PARTITION,
+    Hold,
+    Kept,
+    claim_deadline,
+    digest_row_key,
+    fair_order,
+    kept_row_key,
+    notice_id,
+    pack,
+    tally_fields,
+    tally_of,
+    unpack,
+)
+from dlp.outputs.alerts.memory import MemoryAlertStore
 from dlp.outputs.alerts.states import Stored
 from dlp.settings import STATE_TABLE
 
-ALERT_ROW = "alert"
-OPS_PARTITION = "ops"            # notices about the responder itself (poison messages), and their markers
-KEPT_PREFIX = "out|"
-KEPT_END = "out}"                 # just past every "out|..." key
-MAX_KEPT_BYTES = 60 * 1024        # one binary property (64 KiB), with room to spare
-
-
-@dataclass(frozen=True)
-class Kept:
-    """One channel's copy of one alert, kept until that channel took it (a batch of one: {"channel", "digest",
-    "alerts"}). `etag` guards the next claim or update."""
-
-    partition: str
-    row_key: str
-    channel: str
-    payload: Any
-    attempts: int = 0
-    last_error: str = ""
-    claimed_until: float = 0.0        # wall clock (time.time()); 0: free to claim
-    owner: str = ""
-    dead: bool = False
-    etag: str | None = None
-
-    @property
-    def key(self) -> str:
-        return self.row_key[len(KEPT_PREFIX):]
-
-    @property
-    def alert_id(self) -> str:
-        return self.key.rsplit("|", 1)[0]
-
-
-def kept_row_key(alert_id: str, channel: str) -> str:
-    return f"{KEPT_PREFIX}{alert_id}|{channel}"
-
-
-def _pack(payload: Any) -> bytes:
-    packed = gzip.compress(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8"), mtime=0)
-    if len(packed) > MAX_KEPT_BYTES:
-        raise ValueError(f"alert too large to keep ({len(packed)} compressed bytes)")
-    return packed
-
-
-def _unpack(data: Any) -> Any:
-    return json.loads(gzip.decompress(bytes(data)).decode("utf-8"))
+_KEPT_COLUMNS = ["PartitionKey", "RowKey", "Channel", "Attempts", "LastError", "ClaimUntil", "Owner", "Dead", "Held",
+                 "HoldUntil", "Group", "Folded", "Created"]
 
 
 class AlertStore(Protocol):
@@ -90,104 +76,7 @@ class AlertStore(Protocol):
     def commit(self, registry_id: str, previous: Stored | None, new: Stored) -> Stored | None: ...
 
 
-class MemoryAlertStore:
-    """The same contract inside one process (no storage configured): de-duplicates per instance only."""
-
-    def __init__(self) -> None:
-        self._rows: dict[str, Stored] = {}
-        self._kept: dict[tuple[str, str], Kept] = {}
-        self._markers: set[str] = set()
-        self._version = 0
-        self._lock = threading.Lock()
-
-    def _tag(self) -> str:
-        self._version += 1
-        return str(self._version)
-
-    def get(self, registry_id: str) -> Stored | None:
-        with self._lock:
-            return self._rows.get(partition_of(registry_id))
-
-    def get_all(self) -> dict[str, Stored]:
-        with self._lock:
-            return dict(self._rows)
-
-    def commit(self, registry_id: str, previous: Stored | None, new: Stored, keep: Sequence[tuple[str, Any]] = (),
-               *, owner: str = "", claim_until: float = 0.0) -> Stored | None:
-        key = partition_of(registry_id)
-        with self._lock:
-            current = self._rows.get(key)
-            if (current.etag if current else None) != (previous.etag if previous else None):
-                return None
-            etags = []
-            for channel, payload in keep:
-                row = kept_row_key(new.alert_id, channel)
-                etags.append(self._tag())
-                self._kept[(key, row)] = Kept(key, row, channel, payload, claimed_until=claim_until, owner=owner,
-                                              etag=etags[-1])
-            stored = Stored(new.state, new.signature, new.alert_id, new.since, self._tag(),
-                            new.alert_id if keep else "", tuple(etags))
-            self._rows[key] = stored
-            return stored
-
-    def kept(self, registry_id: str) -> list[Kept]:
-        key = partition_of(registry_id)
-        with self._lock:
-            return [k for (p, _), k in sorted(self._kept.items()) if p == key and not k.dead]
-
-    def backlog(self, limit: int, now: float) -> list[Kept]:
-        with self._lock:
-            return [k for _, k in sorted(self._kept.items()) if not k.dead and k.claimed_until <= now][:limit]
-
-    def undeliverable(self) -> int:
-        with self._lock:
-            return sum(1 for k in self._kept.values() if k.dead)
-
-    def claim(self, kept: Kept, owner: str, until: float) -> Kept | None:
-        return self._swap(kept, lambda k: replace(k, owner=owner, claimed_until=until))
-
-    def failed(self, kept: Kept, error: str, *, dead: bool, notices: Sequence[tuple[str, Any]] = ()) -> Kept | None:
-        updated = self._swap(kept, lambda k: replace(k, attempts=k.attempts + 1, last_error=error, claimed_until=0.0,
-                                                     dead=dead))
-        if updated is not None:
-            with self._lock:
-                for channel, payload in notices:
-                    row = kept_row_key(notice_id(kept), channel)
-                    self._kept[(kept.partition, row)] = Kept(kept.partition, row, channel, payload, etag=self._tag())
-        return updated
-
-    def delivered(self, kept: Kept) -> None:
-        with self._lock:
-            self._kept.pop((kept.partition, kept.row_key), None)
-
-    def settle(self, registry_id: str, stored: Stored) -> None:
-        key = partition_of(registry_id)
-        with self._lock:
-            current = self._rows.get(key)
-            if current is not None and current.etag == stored.etag and current.unsent:
-                self._rows[key] = replace(current, unsent="", etag=self._tag())
-
-    def announce(self, marker: str, notices: Sequence[tuple[str, Any]]) -> bool:
-        with self._lock:
-            if (OPS_PARTITION, marker) in self._kept or marker in self._markers:
-                return False
-            self._markers.add(marker)
-            for channel, payload in notices:
-                row = kept_row_key(marker.replace("|", "-"), channel)
-                self._kept[(OPS_PARTITION, row)] = Kept(OPS_PARTITION, row, channel, payload, etag=self._tag())
-            return True
-
-    def _swap(self, kept: Kept, change: Any) -> Kept | None:
-        with self._lock:
-            current = self._kept.get((kept.partition, kept.row_key))
-            if current is None or current.etag != kept.etag:
-                return None
-            updated = replace(change(current), etag=self._tag())
-            self._kept[(kept.partition, kept.row_key)] = updated
-            return updated
-
-
-class TableAlertStore:
+class TableAlertStore(TableGroups):
     """Alert rows in Azure Table storage; `service` is the composition root's TableServiceClient."""
 
     def __init__(self, service: Any, table: str = STATE_TABLE):
@@ -196,7 +85,8 @@ class TableAlertStore:
     @staticmethod
     def _stored(entity: Any) -> Stored:
         return Stored(str(entity.get("State", "")), str(entity.get("Signature", "")), str(entity.get("AlertId", "")),
-                      str(entity.get("Since", "")), entity.metadata.get("etag"), str(entity.get("Unsent") or ""))
+                      str(entity.get("Since", "")), entity.metadata.get("etag"), str(entity.get("Unsent") or ""),
+                      tally=tally_of(entity))
 
     def get(self, registry_id: str) -> Stored | None:
         from azure.core.exceptions import ResourceNotFoundError
@@ -209,25 +99,28 @@ class TableAlertStore:
     def get_all(self) -> dict[str, Stored]:
         """Every registry's alert row in one query (paged by the service, 1,000 rows a page)."""
         rows = self._client().query_entities("RowKey eq @row", parameters={"row": ALERT_ROW},
-                                             select=["PartitionKey", "State", "Signature", "AlertId", "Since", "Unsent"])
+                                             select=["PartitionKey", "State", "Signature", "AlertId", "Since", "Unsent",
+                                                     "TallyLast", "TallyStart", "TallyCount", "TallyTold"])
         return {str(entity["PartitionKey"]): self._stored(entity) for entity in rows}
 
     def commit(self, registry_id: str, previous: Stored | None, new: Stored, keep: Sequence[tuple[str, Any]] = (),
-               *, owner: str = "", claim_until: float = 0.0) -> Stored | None:
+               *, owner: str = "", claim_until: float = 0.0, hold: Hold | None = None) -> Stored | None:
         """Write `new` only if the row is still `previous`; the committed value, or None when another won.
 
         With `keep` ((channel, payload) pairs), the kept rows are created in the same transaction, claimed by
-        `owner` until `claim_until`: the state change and the alerts it owes are written together or not at all."""
+        `owner` until `claim_until` (or, with `hold`, held for their group's digest and unclaimed): the state
+        change and the alerts it owes are written together or not at all."""
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
         from azure.data.tables import TableTransactionError, UpdateMode
 
         pk = partition_of(registry_id)
         etags: tuple[str | None, ...] = ()
+        unsent = new.alert_id if keep and hold is None else ""
         entity = {"PartitionKey": pk, "RowKey": ALERT_ROW, "State": new.state,
                   "Signature": new.signature, "AlertId": new.alert_id, "Since": new.since,
                   "RegistryId": registry_id[:1024], "Updated": datetime.now(timezone.utc).isoformat(),
-                  "Unsent": new.alert_id if keep else ""}
+                  "Unsent": unsent, **tally_fields(new.tally)}
         table = self._client()
         create = previous is None or previous.etag is None
         try:
@@ -239,8 +132,11 @@ class TableAlertStore:
                                                match_condition=MatchConditions.IfNotModified)
             else:
                 rows = [{"PartitionKey": pk, "RowKey": kept_row_key(new.alert_id, channel), "Channel": channel,
-                         "Payload": _pack(payload), "Attempts": 0, "LastError": "", "ClaimUntil": claim_until,
-                         "Owner": owner, "Dead": False, "RegistryId": registry_id[:1024], "Created": new.since}
+                         "Payload": pack(payload), "Attempts": 0, "LastError": "",
+                         "ClaimUntil": 0.0 if hold else claim_until, "Owner": owner, "Dead": False,
+                         "RegistryId": registry_id[:1024], "Created": new.since, "Held": hold is not None,
+                         "HoldUntil": hold.until if hold else 0.0, "Group": hold.group if hold else "",
+                         "Folded": bool(hold and hold.folded)}
                         for channel, payload in keep]
                 first: tuple[Any, ...] = ("create", entity) if create else (
                     "update", entity, {"mode": UpdateMode.REPLACE, "etag": previous.etag,
@@ -258,40 +154,50 @@ class TableAlertStore:
             if getattr(exc, "status_code", None) == 412:     # precondition failed: another instance committed
                 return None
             raise
-        return Stored(new.state, new.signature, new.alert_id, new.since, (meta or {}).get("etag"),
-                      new.alert_id if keep else "", etags if keep else ())
+        return Stored(new.state, new.signature, new.alert_id, new.since, (meta or {}).get("etag"), unsent,
+                      etags if keep else (), new.tally)
 
     # the kept rows ------------------------------------------------------------------------------
     @staticmethod
-    def _kept(entity: Any) -> Kept | None:
+    def _kept(entity: Any) -> Kept:
         try:
-            payload = _unpack(entity["Payload"])
+            payload = unpack(entity["Payload"])
         except (KeyError, TypeError, ValueError, OSError, EOFError):
             payload = None
+        try:
+            members = tuple((str(p), str(r)) for p, r in json.loads(entity.get("Members") or "[]"))
+        except (ValueError, TypeError):
+            members = ()
         return Kept(str(entity["PartitionKey"]), str(entity["RowKey"]), str(entity.get("Channel", "")), payload,
                     int(entity.get("Attempts") or 0), str(entity.get("LastError") or ""),
                     float(entity.get("ClaimUntil") or 0.0), str(entity.get("Owner") or ""), bool(entity.get("Dead")),
-                    entity.metadata.get("etag"))
+                    entity.metadata.get("etag"), bool(entity.get("Held")), float(entity.get("HoldUntil") or 0.0),
+                    str(entity.get("Group") or ""), bool(entity.get("Folded")), members,
+                    str(entity.get("Created") or ""))
 
     def kept(self, registry_id: str) -> list[Kept]:
-        """The registry's kept alerts not given up on (one query of its partition)."""
+        """The registry's kept alerts not given up on (one query of its partition), held ones included."""
         rows = self._client().query_entities(
             "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high and Dead eq false",
             parameters={"pk": partition_of(registry_id), "low": KEPT_PREFIX, "high": KEPT_END})
-        return [k for k in map(self._kept, rows) if k is not None]
+        return [self._kept(entity) for entity in rows]
 
     def backlog(self, limit: int, now: float) -> list[Kept]:
-        """Kept alerts of every registry whose claim has expired (a scan of the state table's kept rows)."""
+        """Up to `limit` kept copies whose claim has expired and that wait for no digest, in fair order: a scan of
+        the kept rows' keys and ages, then one point read per copy returned."""
+        from azure.core.exceptions import ResourceNotFoundError
+
         rows = self._client().query_entities(
             "RowKey ge @low and RowKey lt @high and Dead eq false and ClaimUntil le @now",
-            parameters={"low": KEPT_PREFIX, "high": KEPT_END, "now": float(now)}, results_per_page=min(limit, 1000))
+            parameters={"low": KEPT_PREFIX, "high": KEPT_END, "now": float(now)}, select=_KEPT_COLUMNS,
+            results_per_page=1000)
+        waiting = [self._kept(entity) for entity in rows if not entity.get("Held")]
         found = []
-        for entity in rows:
-            kept = self._kept(entity)
-            if kept is not None:
-                found.append(kept)
-            if len(found) >= limit:
-                break
+        for row in fair_order(waiting, limit):
+            try:
+                found.append(self._kept(self._client().get_entity(row.partition, row.row_key)))
+            except ResourceNotFoundError:
+                continue                    # sent and forgotten by another instance meanwhile
         return found
 
     def undeliverable(self) -> int:
@@ -313,7 +219,7 @@ class TableAlertStore:
         from azure.data.tables import TableTransactionError, UpdateMode
 
         rows = [{"PartitionKey": kept.partition, "RowKey": kept_row_key(notice_id(kept), channel), "Channel": channel,
-                 "Payload": _pack(payload), "Attempts": 0, "LastError": "", "ClaimUntil": 0.0, "Owner": "",
+                 "Payload": pack(payload), "Attempts": 0, "LastError": "", "ClaimUntil": 0.0, "Owner": "",
                  "Dead": False, "Created": datetime.now(timezone.utc).isoformat()} for channel, payload in notices]
         try:
             results = self._client().submit_transaction([
@@ -359,7 +265,7 @@ class TableAlertStore:
 
         now = datetime.now(timezone.utc).isoformat()
         rows = [{"PartitionKey": OPS_PARTITION, "RowKey": kept_row_key(marker.replace("|", "-"), channel),
-                 "Channel": channel, "Payload": _pack(payload), "Attempts": 0, "LastError": "", "ClaimUntil": 0.0,
+                 "Channel": channel, "Payload": pack(payload), "Attempts": 0, "LastError": "", "ClaimUntil": 0.0,
                  "Owner": "", "Dead": False, "Created": now} for channel, payload in notices]
         try:
             self._client().submit_transaction([("create", {"PartitionKey": OPS_PARTITION, "RowKey": marker,
@@ -393,14 +299,6 @@ class TableAlertStore:
                        dead=bool(changes.get("Dead", kept.dead)), etag=(meta or {}).get("etag"))
 
 
-def notice_id(kept: Kept) -> str:
-    """The id of the notice that a kept alert could not be delivered (derived: the same on every instance)."""
-    return "undeliverable-" + kept.alert_id[:80]
-
-
-def claim_deadline(slack_s: float = 5.0) -> float:
-    """Wall-clock end of a claim taken now: the invocation's budget, plus slack for its last write."""
-    from dlp.azure.budget import remaining
-
-    left = remaining()
-    return time.time() + (60.0 if left is None else left) + slack_s
+__all__ = ["ALERT_ROW", "DIGEST_PREFIX", "KEPT_END", "KEPT_PREFIX", "MAX_KEPT_BYTES", "OPS_PARTITION", "AlertStore",
+           "Kept", "MemoryAlertStore", "TableAlertStore", "claim_deadline", "digest_row_key", "kept_row_key",
+           "notice_id"]

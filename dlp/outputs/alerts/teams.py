@@ -54,17 +54,18 @@ class TeamsChannel:
                                               transport=self._transport)
             return self._client
 
-    def render(self, alerts: Sequence[Alert], *, digest: bool = False) -> dict[str, Any]:
-        return card.message(alerts, digest=digest, docs_base=self._docs_base)
+    def render(self, alerts: Sequence[Alert], *, digest: bool = False, note: str = "",
+               folded: Sequence[str] = ()) -> dict[str, Any]:
+        return card.message(alerts, digest=digest, docs_base=self._docs_base, note=note, folded=folded)
 
-    def send(self, alerts: Sequence[Alert], *, digest: bool = False) -> None:
+    def send(self, alerts: Sequence[Alert], *, digest: bool = False, note: str = "", folded: Sequence[str] = ()) -> None:
         """Deliver one card (a digest card for several alerts); raise DeliveryError unless Teams took it."""
         from azure.core.exceptions import AzureError
         from azure.core.rest import HttpRequest
 
         from dlp.azure.budget import BudgetExhausted
 
-        body = card.encode(self.render(alerts, digest=digest))
+        body = card.encode(self.render(alerts, digest=digest, note=note, folded=folded))
         request = HttpRequest("POST", self._url, content=body,
                               headers={"Content-Type": "application/json; charset=utf-8"})
         try:
