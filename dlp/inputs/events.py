@@ -89,7 +89,8 @@ def intake(event_id: Any, event_type: Any, subject: Any, data: Any, event_time: 
     group_reason = {(ACTION_SUCCESS, fold(MOVE_OPERATION)): GONE_MOVED,
                     (DELETE_SUCCESS, fold(GROUP_DELETE_OPERATION)): GONE_DELETED}.get((kind, fold(operation)))
     if group_reason:
-        return _group_change(eid, group_reason, resource, event_type, operation, data, event_time, trigger)
+        return _group_change(eid, group_reason, resource, operation,
+                             _context(eid, event_type, operation, data, event_time, trigger))
     if operation and not fold(operation).startswith(fold(OPERATION_PREFIX)):
         return Intake(eid, ignored=f"operation {_text(operation, 128)} is not on a container registry")
     if kind == ACTION_SUCCESS or fold(operation).endswith("/action"):
@@ -119,14 +120,12 @@ def _context(eid: str, event_type: str, operation: str, data: Mapping[str, Any],
                                     getattr(event_time, "isoformat", lambda: "")(), 64))
 
 
-def _group_change(eid: str, reason: str, resource: Any, event_type: str, operation: str, data: Mapping[str, Any],
-                  event_time: Any, trigger: str) -> Intake:
+def _group_change(eid: str, reason: str, resource: Any, operation: str, context: Context) -> Intake:
     """A move out of, or the deletion of, a resource group: its registries are read again."""
     group = resource_group_of(resource)
     if group is None:
         return Intake(eid, malformed=f"{_text(operation, 128)} event whose subject is not a resource group ID: "
                                      f"{_text(resource, 200)!r}")
-    context = _context(eid, event_type, operation, data, event_time, trigger)
     return Intake(eid, group_change=GroupChange(group, reason, context))
 
 

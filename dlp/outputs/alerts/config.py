@@ -1,7 +1,7 @@
 """The one alert that says an optional output is misconfigured (issue 11).
 
 A bad DLP_TEAMS_WEBHOOK_URL, DLP_EMAIL_*, DLP_LOGS_* or DLP_RULE_DOCS_URL turns that output
-off at start (dlp/settings.py) while enforcement goes on. Whoever broke it (an operator, or
+off at start (dlp/settings/outputs.py) while enforcement goes on. Whoever broke it (an operator, or
 someone who revoked the app's access to Key Vault) must not thereby silence the responder
 unnoticed, so the outputs that still work carry one alert. "One": it is committed in the
 alert store under a key of its own, with the problems as signature, so many instances and
