@@ -59,6 +59,35 @@ def _bare_rtt_ms(services: Any, registry_id: str, samples: int = 15) -> float:
     return statistics.median(times)
 
 
+def _bare_state_write_ms(services: Any, samples: int = 15) -> float:
+    """One intent row written to Table storage, as the write stage does before its PATCH: what a durable state write
+    costs here."""
+    from dlp.domain.intent import PENDING, Intent
+    from dlp.domain.model import Change
+
+    times = []
+    for index in range(samples):
+        intent = Intent(dt.datetime.now(dt.timezone.utc).isoformat(), "bench", f"bench-intent-{index}",
+                        (Change("publicNetworkAccess", "Enabled", "Disabled"),), status=PENDING, until=time.time())
+        started = time.perf_counter()
+        services.state.record_remediation(f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/"
+                                          "Microsoft.ContainerRegistry/registries/acrbenchstate", intent)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def _phases(azure: Any, registry_id: str, handled_at: float, evaluation: Any) -> dict[str, float] | None:
+    """(before the GET, GET to PATCH, after the PATCH) in ms, from the emulator's arrival times of the requests."""
+    key = registry_id.lower()
+    gets = [r.time for r in azure.arm.log.filter(service="arm", method="GET") if r.path.lower() == key]
+    patches = [r.time for r in azure.arm.log.filter(method="PATCH") if r.path.lower() == key]
+    if not gets or not patches:
+        return None
+    ended = dt.datetime.fromisoformat(evaluation.started_at).timestamp() + evaluation.duration_ms / 1000
+    return {"before_get_ms": (gets[0] - handled_at) * 1000, "get_to_patch_ms": (patches[0] - gets[0]) * 1000,
+            "after_patch_ms": (ended - patches[0]) * 1000, "window_ms": (ended - handled_at) * 1000}
+
+
 def _measure(azure: Any, services: Any, latency_s: float, events: int) -> dict[str, Any]:
     from dlp.triggers import handlers
 
@@ -66,11 +95,12 @@ def _measure(azure: Any, services: Any, latency_s: float, events: int) -> dict[s
     compliant = azure.arm.create(SUB, RG, f"acrok{int(latency_s * 1000):04d}", export="disabled", public="Disabled")["id"]
     drifted = azure.arm.create(SUB, RG, f"acrdr{int(latency_s * 1000):04d}", export="enabled", public="Disabled")["id"]
     rtt = _bare_rtt_ms(services, compliant)
+    state_write = _bare_state_write_ms(services)
 
     result: dict[str, Any] = {"latency_ms": latency_s * 1000, "bare_arm_rtt_ms": round(rtt, 2)}
     tag = f"{int(latency_s * 1000):04d}"
     for label in ("compliant", "remediated", "remediated_201", "own_write"):
-        handler_ms, window_ms, requests = [], [], []
+        handler_ms, window_ms, requests, phases = [], [], [], []
         for index in range(events):
             registry_id = compliant
             if label != "compliant":
@@ -85,6 +115,7 @@ def _measure(azure: Any, services: Any, latency_s: float, events: int) -> dict[s
                 handlers.on_event(_event(registry_id, index))
                 claims, correlation = _own_claims(), azure.arm.write_correlation(registry_id)
             azure.arm.log.reset()
+            handled_at = time.time()
             started = time.perf_counter()
             evaluations = handlers.on_event(_event(registry_id, index, claims, correlation))
             handler_ms.append((time.perf_counter() - started) * 1000)
@@ -95,6 +126,8 @@ def _measure(azure: Any, services: Any, latency_s: float, events: int) -> dict[s
                 continue
             (evaluation,) = evaluations
             window_ms.append(evaluation.duration_ms)
+            if label == "remediated" and index > 0:       # the first is a revert war (one more read under the lease)
+                phases.append(_phases(azure, registry_id, handled_at, evaluation))
             expected = "none" if label == "compliant" else "remediated"
             if evaluation.outcome.action != expected:
                 raise RuntimeError(f"{label}: expected {expected}, got {evaluation.outcome}")
@@ -105,10 +138,21 @@ def _measure(azure: Any, services: Any, latency_s: float, events: int) -> dict[s
         }
         if window_ms:
             result[label]["drift_window_ms_median"] = round(statistics.median(window_ms), 1)
+        measured = [p for p in phases if p is not None]
+        if measured:
+            result[label]["phases_ms_median"] = {k: round(statistics.median(p[k] for p in measured), 2)
+                                                 for k in measured[0]}
     result["burst"] = _burst(azure, handlers, tag, events)
     window = result["remediated"]["drift_window_ms_median"]
     result["remediated"]["unavoidable_ms"] = round(UNAVOIDABLE * rtt, 1)
     result["remediated"]["window_ratio"] = round(window / (UNAVOIDABLE * rtt), 3)
+    phases = result["remediated"].get("phases_ms_median")
+    if phases:
+        floor = UNAVOIDABLE * rtt + state_write
+        result["remediated"]["floor"] = {"bare_state_write_ms": round(state_write, 2), "floor_ms": round(floor, 1),
+                                         "event_to_verified_ms": phases["window_ms"],
+                                         "ratio_to_floor": round(phases["window_ms"] / floor, 3),
+                                         "own_work_between_ms": round(phases["get_to_patch_ms"] - rtt, 2)}
     return result
 
 
@@ -185,6 +229,14 @@ def main(argv: list[str] | None = None) -> int:
             ratio = row.get("window_ratio", "")
             print(f"{result['latency_ms']:>6.0f}ms {case:>15} {row['arm_requests_per_event']:>14} "
                   f"{row['handler_ms_median']:>11} {row.get('drift_window_ms_median', ''):>10} {ratio:>6}")
+        floor = result["remediated"].get("floor")
+        phases = result["remediated"].get("phases_ms_median")
+        if floor and phases:
+            print(f"{result['latency_ms']:>6.0f}ms drift window {phases['window_ms']:.1f} ms = before GET "
+                  f"{phases['before_get_ms']:.1f} + GET to PATCH {phases['get_to_patch_ms']:.1f} (own work "
+                  f"{floor['own_work_between_ms']:.1f}) + after PATCH {phases['after_patch_ms']:.1f}; floor "
+                  f"{floor['floor_ms']:.1f} ms (2 x {result['bare_arm_rtt_ms']:.1f} ARM + state write "
+                  f"{floor['bare_state_write_ms']:.1f}): ratio {floor['ratio_to_floor']:.3f}")
         burst = result["burst"]
         print(f"{result['latency_ms']:>6.0f}ms burst of {burst['events']}: GETs median {burst['gets_median']} "
               f"(max {burst['max_gets']}), PATCH max {burst['max_patches']}, evaluations {burst['evaluations_median']}")

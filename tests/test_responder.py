@@ -827,6 +827,9 @@ def test_a_lease_taken_during_the_read_and_lost_before_the_write_writes_nothing(
     other.release(theirs)
     assert evaluation.outcome.action == "deferred" and evaluation.outcome.reason == "lease-busy"
     assert patches(local_azure) == [] and state(local_azure, reg) == ("enabled", "Disabled")
+    # the intent written beside the failed extension is resolved at once: nothing was written, nothing is pending
+    (intent,) = other.remediations_since(reg, dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5))
+    assert intent.status == "not-applied"
     queued = [(m, body) for m, body in _retry_messages(azurite) if body["registryId"] == reg]
     assert len(queued) == 1 and queued[0][1]["pending"] == []
     QueueClient.from_connection_string(azurite, RETRY_QUEUE).delete_message(queued[0][0])
