@@ -99,7 +99,7 @@ def test_ci_runs_the_quick_start_install_and_test_commands():
     for part in [*tests.split(" && "), install.split(" && ")[1]]:
         assert part in CI_RUN, f".ci/run does not run {part!r}"
     assert "set -euo pipefail" in CI_RUN
-    assert '"$python" -m venv --clear .venv' in CI_RUN and "PYTHON_VERSION=" in CI_RUN
+    assert '"$python" -m venv --clear .venv' in CI_RUN and "OLDEST=" in CI_RUN and "NEWEST=" in CI_RUN
     assert "ruff check ." in CI_RUN
 
 
