@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.run_all [--runs 3] [--report bench/REPORT.md]
 
-Runs bench_rules, bench_events, bench_sweep, bench_cold_start and bench_concurrency `--runs` times each
+Runs bench_rules, bench_events, bench_sweep, bench_cold_start, bench_concurrency and bench_sarif `--runs` times each
 (a new interpreter every time, so no run inherits another's imports, clients or caches), reads the
 `BENCH <name> {json}` line each prints last, takes the median of every figure over the runs, checks the
 targets the issues set, and writes the report: the machine, the exact commands, the medians, the request
@@ -44,7 +44,11 @@ BENCHMARKS = (
     Benchmark("sweep", "bench.bench_sweep", ("--registries", "10000", "--drifted", "0.01"), "#6 sweep"),
     Benchmark("cold_start", "bench.bench_cold_start", ("--runs", "10", "--first-event-runs", "5"), "#8 cold start"),
     Benchmark("concurrency", "bench.bench_concurrency", ("--rounds", "3"), "#8 concurrency"),
+    Benchmark("sarif", "bench.bench_sarif", ("--sizes", "1000", "2000", "4000", "--repeats", "3"), "#24 SARIF"),
 )
+# Every run's figures, per benchmark, with when and at which commit they were measured: `--only NAME` re-runs one
+# benchmark and re-renders the report with the stored runs of the others.
+RUNS_FILE = ROOT / "bench" / "runs.json"
 
 
 def python_command() -> str:
@@ -190,6 +194,15 @@ def targets(figures: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> l
         out.append(Target("concurrency", f"ARM requests per round of {concurrency['invocations']} invocations over "
                           f"{concurrency['registries']} registries, {row['latency_ms']:.0f} ms",
                           "< 136 (before issue 16)", f"{most:.0f} (max over runs)", most < 136))
+
+    sarif = figures["sarif"]
+    largest = sarif["results"][-1]
+    out.append(Target("sarif", f"`evaluate -o sarif` over `-o table`, {largest['registries']:,} registries in one file",
+                      f"<= {sarif['target_ratio']:g}x", f"{largest['ratio']:.2f}x ({largest['sarif_s']:.2f} s / "
+                      f"{largest['table_s']:.2f} s)", largest["ratio"] <= sarif["target_ratio"]))
+    out.append(Target("sarif", f"peak memory of a SARIF run, x{sarif['size_growth']:g} registries",
+                      f"<= x{sarif['target_memory_growth']:g} (linear)", f"x{sarif['memory_growth']:.2f}",
+                      sarif["memory_growth"] <= sarif["target_memory_growth"]))
     return out
 
 
@@ -312,11 +325,24 @@ def sections(figures: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> 
                          _ms(r["handler_ms_median"]), _ms(r["handler_ms_p95"]), _ms(r["handler_ms_max"]),
                          f"{r['arm_requests']:.0f}", ", ".join(map(str, r["patches_per_round"])),
                          ", ".join(map(str, r["teams_cards_per_round"]))] for r in concurrency["results"]]))
+
+    sarif = figures["sarif"]
+    out.append("### SARIF (`bench_sarif`)\n\n" + "`evaluate` in one process as the CLI runs it (read, parse, normalise, "
+               "evaluate, render) over one indented JSON file of Resource Graph rows, each format "
+               f"{sarif['repeats']} times interleaved, medians; peak memory of one SARIF run (tracemalloc). The "
+               "*quadratic search* column times the line search this replaced (each registry scanned the whole file), "
+               "at the smallest size.\n\n" + table(
+                   ["registries", "file", "SARIF results", "table", "SARIF", "SARIF / table", "peak memory (SARIF)",
+                    "quadratic search (SARIF)"],
+                   [[f"{r['registries']:,}", f"{r['file_bytes'] / 1e6:.1f} MB", f"{r['results']:,}",
+                     f"{r['table_s']:.2f} s", f"{r['sarif_s']:.2f} s", f"{r['ratio']:.2f}x", f"{r['peak_mb']:.1f} MB",
+                     f"{r['quadratic_sarif_s']:.2f} s" if "quadratic_sarif_s" in r else ""]
+                    for r in sarif["results"]]))
     return out
 
 
 def render(figures: dict[str, Any], runs: dict[str, list[dict[str, Any]]], seconds: dict[str, list[float]],
-           run_count: int, started: str) -> str:
+           run_count: int, started: str, measured: dict[str, str] | None = None) -> str:
     checks = targets(figures, runs)
     met = sum(t.met for t in checks)
     notes = [t for t in checks if t.note]
@@ -328,9 +354,11 @@ def render(figures: dict[str, Any], runs: dict[str, list[dict[str, Any]]], secon
         "counts: the worst run where a target bounds them). Azure is the local emulator over HTTPS on loopback "
         "(`dlp/emulator/`) with injected latency where stated, and Azurite for storage.",
         "## Machine\n\n" + table(["", ""], [[k, v] for k, v in machine().items()]),
-        "## Commands\n\n" + table(["benchmark", "issue", "command", "runs", "seconds per run (median)"],
-                                  [[b.name, b.issue, f"`{shown(b)}`", run_count,
-                                    f"{statistics.median(seconds[b.name]):.1f}"] for b in BENCHMARKS]),
+        "## Commands\n\n" + table(["benchmark", "issue", "command", "runs", "seconds per run (median)",
+                                   "measured (UTC, commit)"],
+                                  [[b.name, b.issue, f"`{shown(b)}`", len(runs[b.name]),
+                                    f"{statistics.median(seconds[b.name]):.1f}", (measured or {}).get(b.name, started)]
+                                   for b in BENCHMARKS]),
         f"## Targets: {met} of {len(checks)} met\n\n" + table(
             ["benchmark", "what", "target", "measured", "result"],
             [[t.benchmark, t.what, t.target, t.measured, "met" if t.met else "**missed** (see below)"] for t in checks]),
@@ -346,7 +374,7 @@ def main(argv: list[str] | None = None, *, runner: Callable[[Benchmark], tuple[d
     parser.add_argument("--runs", type=int, default=3, help="fresh processes per benchmark (default 3)")
     parser.add_argument("--report", type=Path, default=ROOT / "bench" / "REPORT.md")
     parser.add_argument("--only", action="append", choices=[b.name for b in BENCHMARKS],
-                        help="run only these (the report needs all five)")
+                        help="run only these; the report takes the others' stored runs (bench/runs.json)")
     args = parser.parse_args(argv)
     started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
     runs: dict[str, list[dict[str, Any]]] = {}
@@ -359,11 +387,20 @@ def main(argv: list[str] | None = None, *, runner: Callable[[Benchmark], tuple[d
             figures, took = runner(bench)
             runs.setdefault(bench.name, []).append(figures)
             seconds.setdefault(bench.name, []).append(took)
-    if args.only:
+    stamp = f"{started}, {machine()['Commit']}"
+    stored = json.loads(RUNS_FILE.read_text()) if RUNS_FILE.exists() else {}
+    for name, figures_of_runs in runs.items():
+        stored[name] = {"runs": figures_of_runs, "seconds": seconds[name], "measured": stamp}
+    RUNS_FILE.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
+    missing = [b.name for b in BENCHMARKS if b.name not in stored]
+    if missing:
         print(json.dumps({name: median_of(values) for name, values in runs.items()}, indent=1))
+        print(f"no report: no stored runs of {', '.join(missing)} (run without --only once)")
         return 0
+    runs = {b.name: stored[b.name]["runs"] for b in BENCHMARKS}
+    seconds = {b.name: stored[b.name]["seconds"] for b in BENCHMARKS}
     figures = {name: median_of(values) for name, values in runs.items()}
-    report = render(figures, runs, seconds, args.runs, started)
+    report = render(figures, runs, seconds, args.runs, started, {b.name: stored[b.name]["measured"] for b in BENCHMARKS})
     args.report.write_text(report)
     checks = targets(figures, runs)
     for t in checks:

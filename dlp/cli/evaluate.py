@@ -11,12 +11,12 @@ import argparse
 import os
 import re
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, error, note, report
+from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, error, note, report, warning
 from dlp.domain.model import FAIL, UNKNOWN, Assessment, Registry
 from dlp.domain.rules import CATALOGUE, Rule, evaluate, rules
 from dlp.inputs.documents import load_json, parse_json, read_text, registries_from_document
@@ -54,6 +54,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--stdin-name", metavar="NAME", default=STDIN_NAME,
                         help="the file name findings read from stdin are reported at (e.g. main.bicep for "
                              "`az bicep build --stdout`); default: <stdin>")
+    parser.add_argument("--source-root", metavar="DIR",
+                        help="SARIF: write file locations relative to this folder with uriBaseId %%SRCROOT%% (default: "
+                             "the git root of the first PATH; none found: paths as given)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="say on stderr which files a directory walk skipped, and why")
     parser.set_defaults(run=run)
@@ -224,10 +227,37 @@ def run(args: argparse.Namespace) -> int:
     if not outcome.assessments and not outcome.errors:
         error(NAME, nothing_found(args.paths, len(outcome.skipped), args.verbose))
 
-    def locate(registry: Registry) -> int:
-        text = outcome.texts.get(registry.source)
-        return report.line_of(text, registry) if text else 1
-
-    sys.stdout.write(report.render(outcome.assessments, args.format, rules=selected, locate=locate) + "\n")
+    sys.stdout.write(report.render(outcome.assessments, args.format, rules=selected, locate=locator(outcome.texts),
+                                   artifacts=artifacts_for(args)) + "\n")
     sys.stdout.flush()
+    if args.format == "sarif" and report.sarif_limit_warning(outcome.assessments):
+        warning(NAME, report.sarif_limit_warning(outcome.assessments))
     return outcome.exit_code(args.fail_on)
+
+
+def locator(texts: Mapping[str, str]) -> Callable[[Registry], int]:
+    """Registry -> its line, each file's text indexed once (sarif_locations.LineIndex), so N registries of a file
+    cost one pass over it, not N."""
+    from dlp.cli.sarif_locations import LineIndex
+
+    indexes: dict[str, LineIndex] = {}
+
+    def locate(registry: Registry) -> int:
+        text = texts.get(registry.source)
+        if not text:
+            return 1
+        if registry.source not in indexes:
+            indexes[registry.source] = LineIndex(text)
+        return indexes[registry.source].line_of(registry)
+
+    return locate
+
+
+def artifacts_for(args: argparse.Namespace) -> Any:
+    """--source-root, else the git root of the first PATH (the working directory for -)."""
+    from dlp.cli.sarif_locations import Artifacts, git_root
+
+    if args.source_root:
+        return Artifacts(args.source_root)
+    first = args.paths[0] if args.paths and args.paths[0] != STDIN else "."
+    return Artifacts(git_root(first))

@@ -24,7 +24,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, environment_settings, error, report
+from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, environment_settings, error, report, warning
 from dlp.domain.model import A_DEFERRED, A_ERROR, A_GONE, A_NONE, Context, Evaluation
 
 NAME = "scan"
@@ -175,6 +175,8 @@ def emit(evaluations: Sequence[Evaluation], fmt: str) -> int:
         text = report.render(assessments, fmt)
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+    if fmt == "sarif" and report.sarif_limit_warning(assessments):
+        warning(NAME, report.sarif_limit_warning(assessments))
     for line in summary(shown):
         sys.stderr.write(line + "\n")
     if failed:
