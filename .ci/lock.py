@@ -131,7 +131,7 @@ def _via(comments: list[str]) -> list[str]:
     for comment in comments:
         text = comment.strip()[1:].strip()
         text = text.removeprefix("via").strip()
-        if text:
+        if text and text not in sources:
             sources.append(text)
     if not sources:
         return []

@@ -154,7 +154,7 @@ def pins(name: str, python: str | None = None) -> dict[str, str]:
     exact pin; no package is pinned twice for one Python."""
     import sys
 
-    python = python or "%d.%d" % sys.version_info[:2]
+    python = python or f"{sys.version_info[0]}.{sys.version_info[1]}"
     found: dict[str, str] = {}
     for line in requirement_lines(name):
         match = PIN.match(line)

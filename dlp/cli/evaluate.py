@@ -54,6 +54,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--stdin-name", metavar="NAME", default=STDIN_NAME,
                         help="the file name findings read from stdin are reported at (e.g. main.bicep for "
                              "`az bicep build --stdout`); default: <stdin>")
+    parser.add_argument("--skip-unrelated", action="store_true",
+                        help="treat files named explicitly as a directory walk does: skip those holding no container "
+                             "registry, and pass when none holds one (pre-commit passes every staged *.json)")
     parser.add_argument("--source-root", metavar="DIR",
                         help="SARIF: write file locations relative to this folder with uriBaseId %%SRCROOT%% (default: "
                              "the git root of the first PATH; none found: paths as given)")
@@ -72,8 +75,8 @@ class Outcome:
     texts: Mapping[str, str] = field(default_factory=dict)   # source -> file text, for SARIF line numbers
     skipped: tuple[str, ...] = ()
 
-    def exit_code(self, fail_on: str = "fail") -> int:
-        if self.errors or not self.assessments:
+    def exit_code(self, fail_on: str = "fail", nothing_is_an_error: bool = True) -> int:
+        if self.errors or (nothing_is_an_error and not self.assessments):
             return EXIT_ERROR
         gate = (FAIL, UNKNOWN) if fail_on == "unknown" else (FAIL,)
         failing = any(f.status in gate for a in self.assessments for f in a.findings)
@@ -164,13 +167,15 @@ def registries_in(text: str, source: str, explicit: bool, parameters: Mapping[st
 
 def evaluate_paths(paths: Sequence[str], *, parameters: Mapping[str, Any] | None = None,
                    selected: tuple[Rule, ...] | None = None, keep_text: bool = False,
-                   stdin: TextIO | None = None, stdin_name: str = STDIN_NAME) -> Outcome:
-    """Discover, read, normalise and evaluate; every file is tried whatever happened to the others."""
+                   stdin: TextIO | None = None, stdin_name: str = STDIN_NAME, skip_unrelated: bool = False) -> Outcome:
+    """Discover, read, normalise and evaluate; every file is tried whatever happened to the others.
+    `skip_unrelated`: files named explicitly (but stdin) are skipped when they hold no registry, as in a walk."""
     errors: list[str] = []
     skipped: list[str] = []
     assessments: list[Assessment] = []
     texts: dict[str, str] = {}
-    for path, explicit, problem in discover(paths):
+    for path, named, problem in discover(paths):
+        explicit = named and not (skip_unrelated and str(path) != STDIN)
         if problem:
             errors.append(problem)
             continue
@@ -218,13 +223,13 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_ERROR
 
     outcome = evaluate_paths(args.paths, parameters=parameters, selected=selected, keep_text=args.format == "sarif",
-                             stdin_name=args.stdin_name)
+                             stdin_name=args.stdin_name, skip_unrelated=args.skip_unrelated)
     for message in outcome.errors:
         error(NAME, message)
     if args.verbose:
         for message in outcome.skipped:
             note(NAME, f"skipped {message}")
-    if not outcome.assessments and not outcome.errors:
+    if not outcome.assessments and not outcome.errors and not args.skip_unrelated:
         error(NAME, nothing_found(args.paths, len(outcome.skipped), args.verbose))
 
     sys.stdout.write(report.render(outcome.assessments, args.format, rules=selected, locate=locator(outcome.texts),
@@ -232,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     if args.format == "sarif" and report.sarif_limit_warning(outcome.assessments):
         warning(NAME, report.sarif_limit_warning(outcome.assessments))
-    return outcome.exit_code(args.fail_on)
+    return outcome.exit_code(args.fail_on, nothing_is_an_error=not args.skip_unrelated)
 
 
 def locator(texts: Mapping[str, str]) -> Callable[[Registry], int]:
