@@ -200,3 +200,14 @@ def test_narrowing_dlp_scopes_keeps_only_what_both_cover():
     assert Where((sub,)).narrow((group.lower(),)) == (group.lower(),)
     assert Where((f"/subscriptions/{OTHER}",)).narrow((sub,)) == ()
     assert Where().narrow((sub,)) == (sub,)
+
+
+def test_docs_cli_md_names_every_option_of_every_command_but_the_demos():
+    """docs/cli.md is where flags are documented (the demo documents itself with --help)."""
+    doc = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    missing = [(name, option) for name, sub in commands.items() if name != "demo" for action in sub._actions
+               for option in action.option_strings if option.startswith("--") and option != "--help"
+               and f"`{option}" not in doc and f"|{option}" not in doc and f" {option}" not in doc]
+    assert missing == []
