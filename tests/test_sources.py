@@ -288,8 +288,14 @@ NOT_AN_OBJECT = ("expected a JSON object or array (a registry, an az acr list ar
     (b"  \n\t\n", "empty file; expected JSON"),
     (b"{not json", "not JSON: Expecting property name enclosed in double quotes at line 1 column 2"),
     (b'{"id": "x",\n}', r"not JSON: .+ at line \d+ column \d+"),     # wording and position vary across Python versions
-    (b"\xff\xfe{\x00}\x00", "not UTF-8 text (invalid start byte)"),
-    (b"caf\xe9 latin-1", "not UTF-8 text (invalid continuation byte)"),
+    (b"\xff\xfe{\x00}\x00", r"not UTF-8 text \(it is UTF-16\); re-encode it as UTF-8: iconv -f UTF-16 -t UTF-8 .+"),
+    ('{"a": 1}'.encode("utf-16-le"), r"not UTF-8 text \(it is UTF-16\); re-encode it as UTF-8: .+"),   # no BOM
+    ('{"a": 1}'.encode("utf-32"), r"not UTF-8 text \(it is UTF-32\); re-encode it as UTF-8: iconv -f UTF-32 .+"),
+    (b"caf\xe9 latin-1", r"not UTF-8 text \(invalid continuation byte\); re-encode it as UTF-8: iconv -f <encoding> .+"),
+    (b'{"a": "x', "not JSON: Unterminated string starting at line 1 column 7"),         # not "at at line"
+    (b"# registry\nname: acr1\nsku:\n  name: Premium\n",
+     r"not JSON, and it looks like YAML \(.+ at line \d+ column \d+\): convert it first, e\.g\. yq -o json FILE > FILE\.json"),
+    (b"---\n- name: acr1\n", r"not JSON, and it looks like YAML .+"),
     (b"[" * 100_000 + b"]" * 100_000, "JSON nested too deeply"),
     (b"42", NOT_AN_OBJECT),
     (b'"registry"', NOT_AN_OBJECT),

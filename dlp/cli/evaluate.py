@@ -19,7 +19,7 @@ from typing import Any, TextIO
 from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, error, note, report, warning
 from dlp.domain.model import FAIL, UNKNOWN, Assessment, Registry
 from dlp.domain.rules import CATALOGUE, Rule, evaluate, rules
-from dlp.inputs.documents import load_json, parse_json, read_text, registries_from_document
+from dlp.inputs.documents import decode_text, load_json, parse_json, read_text, registries_from_document
 from dlp.inputs.sources import InputError, NoRegistry, ci_get
 from dlp.inputs.templates import parameters_from_file
 
@@ -142,10 +142,7 @@ def _read(path: Path, source: str, stdin: TextIO | None) -> str:
         raise InputError(source, "- reads one JSON document from stdin, but stdin is a terminal: pipe the JSON in")
     data = stream.buffer.read() if hasattr(stream, "buffer") else stream.read()
     if isinstance(data, bytes):
-        try:
-            return data.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise InputError(source, f"not UTF-8 text ({exc.reason})") from None
+        return decode_text(data, source)
     return data.lstrip("\ufeff")
 
 
