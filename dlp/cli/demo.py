@@ -75,7 +75,9 @@ def _say(step: str, text: str = "") -> None:
     _print(f"\n== {step}" + (f"\n{text}" if text else ""))
 
 
-def _event(registry_id: str, claims: dict[str, str] | None = None, correlation: str = "") -> Any:
+def _event(registry_id: str, claims: dict[str, str] | None = None, correlation: str = "",
+           at: dt.datetime | None = None) -> Any:
+    """The Event Grid event ARM raises for a registry write (`at`: its eventTime, default now)."""
     import azure.functions as func
 
     data = {"authorization": {"scope": registry_id, "action": "Microsoft.ContainerRegistry/registries/write"},
@@ -86,7 +88,7 @@ def _event(registry_id: str, claims: dict[str, str] | None = None, correlation: 
             "Microsoft.ContainerRegistry", "resourceUri": registry_id, "status": "Succeeded", "subscriptionId": SUB}
     return func.EventGridEvent(id="demo-event-1", data=data, topic=f"/subscriptions/{SUB}", subject=registry_id,
                                event_type="Microsoft.Resources.ResourceWriteSuccess",
-                               event_time=dt.datetime.now(dt.timezone.utc), data_version="2")
+                               event_time=at or dt.datetime.now(dt.timezone.utc), data_version="2")
 
 
 def run(args: argparse.Namespace) -> int:
