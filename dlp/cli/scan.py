@@ -29,7 +29,7 @@ from dlp.domain.model import A_DEFERRED, A_ERROR, A_GONE, A_NONE, Context, Evalu
 
 NAME = "scan"
 CLI_BUDGET_S = 3600.0            # a person waits; every single request is still capped (dlp.azure.budget)
-# The one rule of --remediate, on every command that has it (docs/cli.md, "Writing with --remediate")
+# The one rule of --remediate, on every command that has it (docs/cli.md, "Azure: sign-in, scopes and writing")
 REFUSE_WITHOUT_TERMINAL = "--remediate asks for confirmation on a terminal; pass --yes to remediate without asking"
 
 
