@@ -195,7 +195,7 @@ def _emit(lines: Sequence[dict[str, Any]], fmt: str, problems: int) -> int:
         rows = [header]
         for line in lines:
             if "ignored" in line:
-                name = line.get("registryId", "-").rsplit("/", 1)[-1]
+                name = clean(line.get("registryId", "-").rsplit("/", 1)[-1])
                 rows.append(f"{clean(line['eventId'])[:38]:<38} {name:<24} {'-':<9} {'ignored':<15} "
                             f"{clean(line['ignored'])}")
                 continue
