@@ -2,8 +2,8 @@
 
     .venv/bin/python -m bench.run_all [--runs 3] [--report bench/REPORT.md]
 
-Runs bench_rules, bench_events, bench_sweep, bench_cold_start, bench_concurrency, bench_impact and bench_storm `--runs`
-times each
+Runs bench_rules, bench_events, bench_sweep, bench_cold_start, bench_concurrency, bench_sarif, bench_impact and
+bench_storm `--runs` times each
 (a new interpreter every time, so no run inherits another's imports, clients or caches), reads the
 `BENCH <name> {json}` line each prints last, takes the median of every figure over the runs, checks the
 targets the issues set, and writes the report: the machine, the exact commands, the medians, the request
@@ -48,9 +48,13 @@ BENCHMARKS = (
     Benchmark("sweep", "bench.bench_sweep", ("--registries", "10000", "--drifted", "0.01"), "#6 sweep"),
     Benchmark("cold_start", "bench.bench_cold_start", ("--runs", "10", "--first-event-runs", "5"), "#8 cold start"),
     Benchmark("concurrency", "bench.bench_concurrency", ("--rounds", "3"), "#8 concurrency"),
+    Benchmark("sarif", "bench.bench_sarif", ("--sizes", "1000", "2000", "4000", "--repeats", "3"), "#24 SARIF"),
     Benchmark("impact", "bench.bench_impact", ("--windows", "10"), "#25 exposure impact"),
     Benchmark("storm", "bench.bench_storm", ("--registries", "30", "--spread", "5"), "#22 alert storm"),
 )
+# Every run's figures, per benchmark, with when and at which commit they were measured: `--only NAME` re-runs one
+# benchmark and re-renders the whole report with the stored runs of the others (the report is always whole).
+RUNS_FILE = ROOT / "bench" / "runs.json"
 
 
 def python_command() -> str:
@@ -220,6 +224,19 @@ def _concurrency_targets(figures: dict[str, Any], runs: dict[str, list[dict[str,
     return out
 
 
+def _sarif_targets(figures: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> list[Target]:
+    sarif = figures["sarif"]
+    largest = sarif["results"][-1]
+    return [
+        Target("sarif", f"`evaluate -o sarif` over `-o table`, {largest['registries']:,} registries in one file",
+               f"<= {sarif['target_ratio']:g}x", f"{largest['ratio']:.2f}x ({largest['sarif_s']:.2f} s / "
+               f"{largest['table_s']:.2f} s)", largest["ratio"] <= sarif["target_ratio"]),
+        Target("sarif", f"peak memory of a SARIF run, x{sarif['size_growth']:g} registries",
+               f"<= x{sarif['target_memory_growth']:g} (linear)", f"x{sarif['memory_growth']:.2f}",
+               sarif["memory_growth"] <= sarif["target_memory_growth"]),
+    ]
+
+
 def _storm_targets(figures: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> list[Target]:
     storm, all_runs = figures["storm"], runs["storm"]
     n, spread = int(storm["registries"]), storm["spread_s"]
@@ -255,7 +272,8 @@ def _impact_targets(figures: dict[str, Any], runs: dict[str, list[dict[str, Any]
 
 TARGETS: dict[str, Callable[[dict[str, Any], dict[str, list[dict[str, Any]]]], list[Target]]] = {
     "rules": _rules_targets, "events": _events_targets, "sweep": _sweep_targets, "cold_start": _cold_start_targets,
-    "concurrency": _concurrency_targets, "impact": _impact_targets, "storm": _storm_targets,
+    "concurrency": _concurrency_targets, "sarif": _sarif_targets, "impact": _impact_targets,
+    "storm": _storm_targets,
 }
 
 
@@ -305,11 +323,27 @@ def _ms(value: float) -> str:
 
 def sections(figures: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     out = _sections_before_storm(figures, runs)
+    if "sarif" in figures:
+        out.append(sarif_section(figures["sarif"]))
     if "impact" in figures:
         out.append(impact_section(figures["impact"]))
     if "storm" in figures:
         out.append(storm_section(figures["storm"]))
     return out
+
+
+def sarif_section(sarif: dict[str, Any]) -> str:
+    return ("### SARIF (`bench_sarif`)\n\n" + "`evaluate` in one process as the CLI runs it (read, parse, normalise, "
+            "evaluate, render) over one indented JSON file of Resource Graph rows, each format "
+            f"{sarif['repeats']} times interleaved, medians; peak memory of one SARIF run (tracemalloc). The "
+            "*quadratic search* column times the line search this replaced (each registry scanned the whole file), "
+            "at the smallest size.\n\n" + table(
+                ["registries", "file", "SARIF results", "table", "SARIF", "SARIF / table", "peak memory (SARIF)",
+                 "quadratic search (SARIF)"],
+                [[f"{r['registries']:,}", f"{r['file_bytes'] / 1e6:.1f} MB", f"{r['results']:,}",
+                  f"{r['table_s']:.2f} s", f"{r['sarif_s']:.2f} s", f"{r['ratio']:.2f}x", f"{r['peak_mb']:.1f} MB",
+                  f"{r['quadratic_sarif_s']:.2f} s" if "quadratic_sarif_s" in r else ""]
+                 for r in sarif["results"]]))
 
 
 def impact_section(figures: dict[str, Any]) -> str:
@@ -423,7 +457,7 @@ def _sections_before_storm(figures: dict[str, Any], runs: dict[str, list[dict[st
 
 
 def render(figures: dict[str, Any], runs: dict[str, list[dict[str, Any]]], seconds: dict[str, list[float]],
-           run_count: int, started: str) -> str:
+           run_count: int, started: str, measured: dict[str, str] | None = None) -> str:
     checks = targets(figures, runs)
     met = sum(t.met for t in checks)
     notes = [t for t in checks if t.note]
@@ -435,9 +469,11 @@ def render(figures: dict[str, Any], runs: dict[str, list[dict[str, Any]]], secon
         "counts: the worst run where a target bounds them). Azure is the local emulator over HTTPS on loopback "
         "(`dlp/emulator/`) with injected latency where stated, and Azurite for storage.",
         "## Machine\n\n" + table(["", ""], [[k, v] for k, v in machine().items()]),
-        "## Commands\n\n" + table(["benchmark", "issue", "command", "runs", "seconds per run (median)"],
-                                  [[b.name, b.issue, f"`{shown(b)}`", run_count,
-                                    f"{statistics.median(seconds[b.name]):.1f}"] for b in BENCHMARKS]),
+        "## Commands\n\n" + table(["benchmark", "issue", "command", "runs", "seconds per run (median)",
+                                   "measured (UTC, commit)"],
+                                  [[b.name, b.issue, f"`{shown(b)}`", len(runs[b.name]),
+                                    f"{statistics.median(seconds[b.name]):.1f}", (measured or {}).get(b.name, started)]
+                                   for b in BENCHMARKS]),
         f"## Targets: {met} of {len(checks)} met\n\n" + table(
             ["benchmark", "what", "target", "measured", "result"],
             [[t.benchmark, t.what, t.target, t.measured, "met" if t.met else "**missed** (see below)"] for t in checks]),
@@ -448,78 +484,12 @@ def render(figures: dict[str, Any], runs: dict[str, list[dict[str, Any]]], secon
     return "\n\n".join(parts) + "\n"
 
 
-def splice(report: str, figures: dict[str, Any], runs: dict[str, list[dict[str, Any]]],
-           seconds: dict[str, list[float]], run_count: int, started: str) -> str:
-    """The report with the parts of the benchmarks in `figures` replaced (or added): their command row, their target
-    rows, their figures section; the target count recounted; a line under the title saying what was rerun."""
-    lines = report.rstrip("\n").split("\n")
-    for bench in (b for b in BENCHMARKS if b.name in figures):
-        lines = _replace_row(lines, "## Commands", f"| {bench.name} |", [
-            f"| {bench.name} | {bench.issue} | `{shown(bench)}` | {run_count} | "
-            f"{statistics.median(seconds[bench.name]):.1f} |"])
-        checks = TARGETS[bench.name](figures, runs)
-        label = checks[0].benchmark if checks else bench.name
-        lines = _replace_row(lines, "## Targets:", f"| {label} |", [
-            "| " + " | ".join([t.benchmark, t.what, t.target, t.measured, "met" if t.met else "**missed** (see below)"])
-            + " |" for t in checks])
-        section = {"impact": impact_section, "storm": storm_section}.get(bench.name)
-        if section is not None:
-            lines = _replace_section(lines, f"(`bench_{bench.name}`)", section(figures[bench.name]).split("\n"))
-    rows = [line for line in _table_of(lines, "## Targets:")[1] if line.startswith("| ") and not line.startswith("|---")]
-    rows = rows[1:]                                             # the header
-    met = sum(1 for row in rows if row.rstrip().endswith("| met |"))
-    lines = [f"## Targets: {met} of {len(rows)} met" if line.startswith("## Targets:") else line for line in lines]
-    note = (f"Partly regenerated on {started} (UTC) at commit {machine()['Commit']} with `{python_command()} -m "
-            f"bench.run_all --runs {run_count} {' '.join('--only ' + n for n in sorted(figures))}`: "
-            f"{', '.join(sorted(figures))} only, the rest is from the run above.")
-    head, rest = lines[:3], lines[3:]
-    end = 1
-    while end < len(rest) and rest[end].startswith("Partly regenerated on "):
-        end += 1
-    notes = [line for line in rest[1:end] if not all(f"--only {n}" in line for n in figures)] + [note]
-    body = rest[end:]
-    while body and not body[0].strip():
-        body = body[1:]
-    return "\n".join([*head, "", *notes, "", *body]) + "\n"
-
-
-def _table_of(lines: list[str], heading: str) -> tuple[int, list[str]]:
-    """(index of the heading, the lines of the table that follows it)."""
-    start = next(i for i, line in enumerate(lines) if line.startswith(heading))
-    table_lines = []
-    for line in lines[start + 1:]:
-        if line.startswith("|"):
-            table_lines.append(line)
-        elif table_lines:
-            break
-    return start, table_lines
-
-
-def _replace_row(lines: list[str], heading: str, prefix: str, new: list[str]) -> list[str]:
-    start, rows = _table_of(lines, heading)
-    first = lines.index(rows[0], start)
-    last = first + len(rows)
-    body = lines[first:last]
-    at = next((i for i, row in enumerate(body) if row.startswith(prefix)), len(body))
-    kept = [row for row in body if not row.startswith(prefix)]
-    return lines[:first] + kept[:at] + new + kept[at:] + lines[last:]
-
-
-def _replace_section(lines: list[str], marker: str, new: list[str]) -> list[str]:
-    start = next((i for i, line in enumerate(lines) if line.startswith("### ") and marker in line), None)
-    if start is None:
-        return [*lines, "", *new]
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("#")), len(lines))
-    tail = lines[end:]
-    return lines[:start] + new + ([""] if tail else []) + tail
-
-
 def main(argv: list[str] | None = None, *, runner: Callable[[Benchmark], tuple[dict[str, Any], float]] = run_once) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="fresh processes per benchmark (default 3)")
     parser.add_argument("--report", type=Path, default=ROOT / "bench" / "REPORT.md")
     parser.add_argument("--only", action="append", choices=[b.name for b in BENCHMARKS],
-                        help="run only these, and rewrite only their parts of the report")
+                        help="run only these; the report takes the others' stored runs (bench/runs.json)")
     args = parser.parse_args(argv)
     started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
     runs: dict[str, list[dict[str, Any]]] = {}
@@ -532,15 +502,20 @@ def main(argv: list[str] | None = None, *, runner: Callable[[Benchmark], tuple[d
             figures, took = runner(bench)
             runs.setdefault(bench.name, []).append(figures)
             seconds.setdefault(bench.name, []).append(took)
-    if args.only:
-        figures = {name: median_of(values) for name, values in runs.items()}
-        print(json.dumps(figures, indent=1))
-        if args.report.exists():
-            args.report.write_text(splice(args.report.read_text(), figures, runs, seconds, args.runs, started))
-            print(f"rewrote the parts of {args.report} about {', '.join(sorted(figures))}")
+    stamp = f"{started}, {machine()['Commit']}"
+    stored = json.loads(RUNS_FILE.read_text()) if RUNS_FILE.exists() else {}
+    for name, figures_of_runs in runs.items():
+        stored[name] = {"runs": figures_of_runs, "seconds": seconds[name], "measured": stamp}
+    RUNS_FILE.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
+    missing = [b.name for b in BENCHMARKS if b.name not in stored]
+    if missing:
+        print(json.dumps({name: median_of(values) for name, values in runs.items()}, indent=1))
+        print(f"no report: no stored runs of {', '.join(missing)} (run without --only once)")
         return 0
+    runs = {b.name: stored[b.name]["runs"] for b in BENCHMARKS}
+    seconds = {b.name: stored[b.name]["seconds"] for b in BENCHMARKS}
     figures = {name: median_of(values) for name, values in runs.items()}
-    report = render(figures, runs, seconds, args.runs, started)
+    report = render(figures, runs, seconds, args.runs, started, {b.name: stored[b.name]["measured"] for b in BENCHMARKS})
     args.report.write_text(report)
     checks = targets(figures, runs)
     for t in checks:

@@ -449,7 +449,8 @@ def test_stdin_name_is_where_sarif_locates_a_compiled_bicep_file(capsys, monkeyp
 @pytest.mark.parametrize(("data", "message"), [
     (b"", "<stdin>: empty file; expected JSON"),
     (b"{}{}", "<stdin>: not JSON: Extra data at line 1 column 3"),
-    (b"\xff", "<stdin>: not UTF-8 text (invalid start byte)"),
+    (b"\xff", "<stdin>: not UTF-8 text (invalid start byte); re-encode it as UTF-8"),
+    ("[]".encode("utf-16"), "<stdin>: not UTF-8 text (it is UTF-16); re-encode it as UTF-8"),
     (b'{"name": "x"}', "<stdin>: not a container registry"),
 ])
 def test_bad_stdin_is_one_line(capsys, monkeypatch, data, message):

@@ -7,6 +7,7 @@ ARM emulator and Table/Queue storage; the document parser (Event Grid SDK); `pyt
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import os
 import signal
@@ -369,18 +370,60 @@ def test_cli_replay_of_a_file_is_plan_only(replay, local_azure, tmp_path, capsys
     assert patches_of(local_azure, name) == []
 
 
-def test_cli_replay_remediates_only_in_enforce_mode(replay, local_azure, tmp_path, capsys, monkeypatch):
+def test_cli_replay_remediate_follows_the_clis_one_rule_confirmation_not_dlp_mode(replay, local_azure, tmp_path,
+                                                                                  capsys, monkeypatch):
+    """As `scan --remediate`: without a terminal and without --yes it refuses before any Azure call; with --yes
+    it writes whatever DLP_MODE says (that is the deployed app's setting); answered no on a terminal, plan only."""
     name = "acrdlcli02"
     reg = rid(name)
     local_azure.arm.create(SUB, RG, name, export="enabled", public="Disabled")
     path = tmp_path / "event.json"
     path.write_text(json.dumps(raw_event(reg)))
     monkeypatch.setenv("DLP_MODE", "audit")
+    local_azure.arm.log.reset()
     assert cli.main(["replay", str(path), "--remediate"]) == 2
-    assert "DLP_MODE=enforce" in capsys.readouterr().err and patches_of(local_azure, name) == []
-    monkeypatch.setenv("DLP_MODE", "enforce")
+    assert "pass --yes" in capsys.readouterr().err and len(local_azure.arm.log) == 0
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr("sys.stdin", Terminal("n\n"))
     assert cli.main(["replay", str(path), "--remediate"]) == 1
+    captured = capsys.readouterr()
+    assert "[y/N]" in captured.err and "not confirmed" in captured.err and "would-remediate" in captured.out
+    assert patches_of(local_azure, name) == []
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert cli.main(["replay", str(path), "--remediate", "--yes"]) == 1
     assert "remediated" in capsys.readouterr().out and len(patches_of(local_azure, name)) == 1
+
+
+def test_cli_replay_an_azure_failure_is_exit_2_with_the_error_said_once(replay, local_azure, tmp_path, capsys):
+    name = "acrdlcli05"
+    reg = rid(name)
+    local_azure.arm.create(SUB, RG, name, export="disabled", public="Disabled")
+    local_azure.arm.faults.add(method="GET", path=f"{name}$", status=403, service="arm",
+                               body={"error": {"code": "AuthorizationFailed", "message": "no read on acrdlcli05"}})
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps(raw_event(reg)))
+    assert cli.main(["replay", str(path)]) == 2
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if name in line)
+    assert " error " in row and "no read on acrdlcli05" in row
+    assert row.count("AuthorizationFailed") == 1, row         # no "code: code: message"
+
+
+def test_cli_replay_leaves_events_outside_the_scope_given_unread(replay, local_azure, tmp_path, capsys):
+    inside, outside = rid("acrdlcli06"), rid("acrdlcli07").replace(RG, "rg-elsewhere")
+    local_azure.arm.create(SUB, RG, "acrdlcli06", export="disabled", public="Disabled")
+    path = tmp_path / "events.json"
+    path.write_text(json.dumps([raw_event(inside, event_id="ev-in"), raw_event(outside, event_id="ev-out")]))
+    local_azure.arm.log.reset()
+    code = cli.main(["replay", str(path), "-s", SUB, "-g", RG, "-o", "json"])
+    lines = json.loads(capsys.readouterr().out)
+    assert code in (0, 1)
+    assert {line["eventId"]: "ignored" in line for line in lines} == {"ev-in": False, "ev-out": True}
+    assert not [r for r in local_azure.arm.log if "acrdlcli07" in r.path]
 
 
 def test_cli_replay_reads_the_dead_letter_container_and_leaves_it(replay, local_azure, capsys):

@@ -82,3 +82,38 @@ def test_the_blocker_really_blocks_trustme():
                                               "import trustme"))
     assert blocked.returncode != 0 and "ModuleNotFoundError" in blocked.stderr
     assert run("-c", "import trustme").returncode == 0
+
+
+def test_a_cp1252_terminal_gets_ascii_arrows_not_a_crash():
+    """A Windows console (cp1252) has no arrow: the demo shows "->" instead of dying with UnicodeEncodeError."""
+    done = subprocess.run([sys.executable, "-m", "dlp", "demo"], cwd=ROOT, env={**clean_env(), "PYTHONIOENCODING": "cp1252"},
+                          capture_output=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr.decode("cp1252", "replace")
+    out = done.stdout.decode("cp1252")
+    assert "Teams card: Drift remediated: acrpayments01 (compliant -> drift remediated)" in out
+    assert "\u2192" not in out
+
+
+def test_printable_keeps_what_the_encoding_has_and_trims_lines():
+    from dlp.cli.demo import printable
+
+    assert printable("a \u2192 b  \nc ", "utf-8") == "a \u2192 b\nc"
+    assert printable("caf\u00e9 \u2192 \u2603", "cp1252") == "caf\u00e9 -> ?"
+    assert printable("\u2192", "ascii") == "->"
+
+
+def test_no_demo_line_ends_in_a_space_and_audit_mode_claims_no_verified_write():
+    for mode, claim in (("enforce", "ms from event to verified state"),
+                        ("audit", "ms from event to decision (would-remediate: nothing written)")):
+        done = run("-m", "dlp", "demo", "--mode", mode)
+        assert done.returncode == 0, done.stderr
+        assert [line for line in done.stdout.splitlines() if line != line.rstrip()] == []
+        assert claim in done.stdout
+        if mode == "audit":
+            assert "verified state" not in done.stdout and "== 7. Verification" not in done.stdout
+
+
+def test_the_install_hint_outside_a_clone_names_packages_that_exist():
+    from dlp.cli.demo import INSTALL_EXTRA
+
+    assert INSTALL_EXTRA.startswith("pip install trustme") and "acr-dlp-responder[demo]" not in INSTALL_EXTRA

@@ -328,7 +328,7 @@ def test_postdeploy_checks_the_authorization_policy_with_the_deployers_own_token
     assert (run.code == 0) is ok, run.stderr
     assert says in run.stdout + run.stderr
     audience = run.called(r"^account get-access-token ")[0]
-    assert run.option(audience, "--resource") == "api://5f1e0000-0000-0000-0000-0000000000a1"
+    assert run.option(audience, "--scope") == "api://5f1e0000-0000-0000-0000-0000000000a1/user_impersonation"   # the one recipe
     configs = (run.fake_dir / "curl-configs").read_text()
     assert f'header = "Authorization: Bearer {token}"' in configs
     assert token not in (run.fake_dir / "curl-args").read_text() and token not in run.stdout + run.stderr

@@ -288,8 +288,14 @@ NOT_AN_OBJECT = ("expected a JSON object or array (a registry, an az acr list ar
     (b"  \n\t\n", "empty file; expected JSON"),
     (b"{not json", "not JSON: Expecting property name enclosed in double quotes at line 1 column 2"),
     (b'{"id": "x",\n}', r"not JSON: .+ at line \d+ column \d+"),     # wording and position vary across Python versions
-    (b"\xff\xfe{\x00}\x00", "not UTF-8 text (invalid start byte)"),
-    (b"caf\xe9 latin-1", "not UTF-8 text (invalid continuation byte)"),
+    (b"\xff\xfe{\x00}\x00", r"not UTF-8 text \(it is UTF-16\); re-encode it as UTF-8: iconv -f UTF-16 -t UTF-8 .+"),
+    ('{"a": 1}'.encode("utf-16-le"), r"not UTF-8 text \(it is UTF-16\); re-encode it as UTF-8: .+"),   # no BOM
+    ('{"a": 1}'.encode("utf-32"), r"not UTF-8 text \(it is UTF-32\); re-encode it as UTF-8: iconv -f UTF-32 .+"),
+    (b"caf\xe9 latin-1", r"not UTF-8 text \(invalid continuation byte\); re-encode it as UTF-8: iconv -f <encoding> .+"),
+    (b'{"a": "x', "not JSON: Unterminated string starting at line 1 column 7"),         # not "at at line"
+    (b"# registry\nname: acr1\nsku:\n  name: Premium\n",
+     r"not JSON, and it looks like YAML \(.+ at line \d+ column \d+\): convert it first, e\.g\. yq -o json FILE > FILE\.json"),
+    (b"---\n- name: acr1\n", r"not JSON, and it looks like YAML .+"),
     (b"[" * 100_000 + b"]" * 100_000, "JSON nested too deeply"),
     (b"42", NOT_AN_OBJECT),
     (b'"registry"', NOT_AN_OBJECT),
@@ -317,16 +323,29 @@ def test_malformed_input_gives_the_documented_error(tmp_path, content, message):
 
 
 def test_deep_nesting_that_json_accepts_is_still_an_input_error(tmp_path):
-    deep: dict[str, Any] = {}
-    node = deep
-    for _ in range(900):
-        node["x"] = {}
-        node = node["x"]
-    template = {"$schema": TEMPLATE_SCHEMA, "resources": [template_resource("Premium", {"extra": deep})]}
-    path = tmp_path / "deep.json"
-    path.write_text(json.dumps(template))
-    with pytest.raises(InputError, match="JSON nested too deeply"):
-        registries_from_file(path)
+    """How deep json.loads and the walk over the values go differs between Pythons (3.12 moved C recursion off
+    the Python limit: on 3.13 json accepts 5,000 levels, the walk gives up earlier; on 3.11 json stops near 1,000).
+    Whatever the version: some depth json accepts is too deep for the walk, and that is one InputError, never a
+    RecursionError; every depth is either read or that error."""
+    prefix = json.dumps({"$schema": TEMPLATE_SCHEMA, "resources": [template_resource("Premium", {"extra": {}})]})
+    inner = '"extra": {}'
+    assert inner in prefix
+    walk_refused_what_json_accepted = False
+    for depth in (900, 1500, 2000, 3000, 5000):
+        text = prefix.replace(inner, '"extra": ' + '{"x": ' * depth + "{}" + "}" * depth)
+        path = tmp_path / f"deep-{depth}.json"
+        path.write_text(text)
+        try:
+            json.loads(text)
+            json_accepts = True
+        except RecursionError:
+            json_accepts = False
+        try:
+            registries_from_file(path)
+        except InputError as exc:
+            assert "JSON nested too deeply" in str(exc)
+            walk_refused_what_json_accepted |= json_accepts
+    assert walk_refused_what_json_accepted
 
 
 def test_missing_file_and_directory_are_input_errors(tmp_path):

@@ -42,6 +42,11 @@ def error(command: str, message: str) -> None:
     print(f"{PROG} {command}: error: {' '.join(str(message).split())}", file=sys.stderr)
 
 
+def warning(command: str, message: str) -> None:
+    """One line on stderr about output that a consumer may refuse or cut; the exit code is unchanged."""
+    print(f"{PROG} {command}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def note(command: str, message: str) -> None:
     """One informational line on stderr (e.g. --verbose), never mistaken for an error."""
     print(f"{PROG} {command}: note: {' '.join(str(message).split())}", file=sys.stderr)

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, error
 # What the emulator needs beyond requirements.txt (the deployed package has neither the emulator nor these).
 DEV_ONLY = frozenset({"trustme"})
 INSTALL_DEV = ".venv/bin/pip install -r requirements-dev.txt"
-INSTALL_EXTRA = 'pip install "acr-dlp-responder[demo]" (or pip install trustme)'
+INSTALL_EXTRA = "pip install trustme (or, from a clone of the repository, pip install '.[demo]')"
 
 
 def install_hint() -> str:
@@ -43,11 +44,41 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(run=run)
 
 
+# ASCII for what a terminal's encoding lacks (a Windows console in cp1252 has no arrow); anything else becomes "?"
+_ASCII = {"\u2192": "->", "\u2190": "<-", "\u2026": "...", "\u2014": "-", "\u2013": "-", "\u2264": "<=", "\u2265": ">=",
+          "\u00d7": "x", "\u2019": "'", "\u201c": '"', "\u201d": '"'}
+
+
+def printable(text: str, encoding: str | None) -> str:
+    """The text as the stream's encoding can show it: every line without trailing spaces, and characters the
+    encoding lacks as ASCII look-alikes."""
+    lines = "\n".join(line.rstrip() for line in text.split("\n"))
+    try:
+        lines.encode(encoding or "utf-8")
+        return lines
+    except (UnicodeEncodeError, LookupError):
+        pass
+    out = []
+    for char in lines:
+        try:
+            char.encode(encoding or "ascii")
+            out.append(char)
+        except (UnicodeEncodeError, LookupError):
+            out.append(_ASCII.get(char, "?"))
+    return "".join(out)
+
+
+def _print(text: str) -> None:
+    print(printable(text, getattr(sys.stdout, "encoding", None)))
+
+
 def _say(step: str, text: str = "") -> None:
-    print(f"\n== {step}" + (f"\n{text}" if text else ""))
+    _print(f"\n== {step}" + (f"\n{text}" if text else ""))
 
 
-def _event(registry_id: str, claims: dict[str, str] | None = None, correlation: str = "") -> Any:
+def _event(registry_id: str, claims: dict[str, str] | None = None, correlation: str = "",
+           at: dt.datetime | None = None) -> Any:
+    """The Event Grid event ARM raises for a registry write (`at`: its eventTime, default now)."""
     import azure.functions as func
 
     data = {"authorization": {"scope": registry_id, "action": "Microsoft.ContainerRegistry/registries/write"},
@@ -58,7 +89,7 @@ def _event(registry_id: str, claims: dict[str, str] | None = None, correlation: 
             "Microsoft.ContainerRegistry", "resourceUri": registry_id, "status": "Succeeded", "subscriptionId": SUB}
     return func.EventGridEvent(id="demo-event-1", data=data, topic=f"/subscriptions/{SUB}", subject=registry_id,
                                event_type="Microsoft.Resources.ResourceWriteSuccess",
-                               event_time=dt.datetime.now(dt.timezone.utc), data_version="2")
+                               event_time=at or dt.datetime.now(dt.timezone.utc), data_version="2")
 
 
 def _flip_and_restore(azure: Any, services: Any) -> None:
@@ -145,12 +176,15 @@ def run(args: argparse.Namespace) -> int:
         _say("6. Remediation", f"   mode={evaluation.mode} action={outcome.action} {outcome.reason}\n   {outcome.detail}")
         for record in azure.arm.log.filter(service="arm"):
             body = f" {record.body.decode()}" if record.method == "PATCH" else ""
-            print(f"   {record.method:5} {record.path.split('/providers/')[-1]}{body} -> {record.status}")
+            _print(f"   {record.method:5} {record.path.split('/providers/')[-1]}{body} -> {record.status}")
         props = azure.arm.get(registry_id)["properties"]
-        _say("7. Verification", f"   exportPolicy={props['policies']['exportPolicy']['status']} "
-                                f"publicNetworkAccess={props['publicNetworkAccess']} "
-                                f"\n   {evaluation.duration_ms:.0f} ms from event to verified state; "
-                                f"{elapsed:.0f} ms with recording and alerting (first call: token, clients)")
+        reached = ("verified state" if outcome.action == "remediated"
+                   else f"decision ({outcome.action}: nothing written)")
+        _say("7. Verification" if outcome.action == "remediated" else "7. State (unchanged)",
+             f"   exportPolicy={props['policies']['exportPolicy']['status']} "
+             f"publicNetworkAccess={props['publicNetworkAccess']}"
+             f"\n   {evaluation.duration_ms:.0f} ms from event to {reached}; "
+             f"{elapsed:.0f} ms with recording and alerting (first call: token, clients)")
 
         rows = azure.logs.rows(azure.rule_id, azure.stream)
         mine = [r for r in rows if r.get("EvaluationId") == evaluation.evaluation_id]
@@ -160,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
         for message in azure.teams.messages[:1]:
             card = message["attachments"][0]["content"]
             title = next((b.get("text") for b in card.get("body", []) if b.get("type") == "TextBlock"), "")
-            print(f"   Teams card: {title}")
+            _print(f"   Teams card: {title}")
 
         if outcome.action == "remediated":      # in audit mode nothing was written, so no own-write event exists
             from dlp.emulator.tokens import SYSTEM_CLIENT_ID, TENANT_ID, object_id_of

@@ -15,17 +15,17 @@ import datetime as dt
 import os
 import re
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, error, note, report, suppressions
+from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, error, note, report, suppressions, warning
 from dlp.domain.model import FAIL, SEVERITIES, UNKNOWN, Assessment, Registry
 from dlp.domain.rules import CATALOGUE, Rule, evaluate, rules
 from dlp.inputs import bicep
 from dlp.inputs.arm.lines import line_of_pointer
-from dlp.inputs.documents import load_json, parse_json, read_document, read_text
+from dlp.inputs.documents import decode_text, load_json, parse_json, read_document, read_text
 from dlp.inputs.sources import InputError, NoRegistry, ci_get
 from dlp.inputs.templates import LinkedOnly, TemplateReading, parameters_from_file
 
@@ -61,6 +61,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--stdin-name", metavar="NAME", default=STDIN_NAME,
                         help="the file name findings read from stdin are reported at (e.g. main.bicep for "
                              "`az bicep build --stdout`); default: <stdin>")
+    parser.add_argument("--skip-unrelated", action="store_true",
+                        help="treat files named explicitly as a directory walk does: skip those holding no container "
+                             "registry, and pass when none holds one (pre-commit passes every staged *.json)")
+    parser.add_argument("--source-root", metavar="DIR",
+                        help="SARIF: write file locations relative to this folder with uriBaseId %%SRCROOT%% (default: "
+                             "the git root of the first PATH; none found: paths as given)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="say on stderr which files a directory walk skipped, and why")
     parser.add_argument("--config", metavar="PATH", type=Path,
@@ -85,10 +91,10 @@ class Outcome:
     skipped: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()      # what a person must know about how a file was read (always shown)
 
-    def exit_code(self, fail_on: str = "fail", min_severity: str = "low") -> int:
-        """2 on any error or nothing found; 1 when a finding of at least `min_severity` fails (or, with
-        `fail_on="unknown"`, is unknown); suppressed findings never fail the run."""
-        if self.errors or not self.assessments:
+    def exit_code(self, fail_on: str = "fail", min_severity: str = "low", nothing_is_an_error: bool = True) -> int:
+        """2 on any error or (unless `nothing_is_an_error` is off) nothing found; 1 when a finding of at least
+        `min_severity` fails (or, with `fail_on="unknown"`, is unknown); suppressed findings never fail the run."""
+        if self.errors or (nothing_is_an_error and not self.assessments):
             return EXIT_ERROR
         gate = (FAIL, UNKNOWN) if fail_on == "unknown" else (FAIL,)
         severities = SEVERITIES[:SEVERITIES.index(min_severity) + 1] if min_severity in SEVERITIES else SEVERITIES
@@ -155,10 +161,7 @@ def _read(path: Path, source: str, stdin: TextIO | None) -> str:
         raise InputError(source, "- reads one JSON document from stdin, but stdin is a terminal: pipe the JSON in")
     data = stream.buffer.read() if hasattr(stream, "buffer") else stream.read()
     if isinstance(data, bytes):
-        try:
-            return data.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise InputError(source, f"not UTF-8 text ({exc.reason})") from None
+        return decode_text(data, source)
     return data.lstrip("\ufeff")
 
 
@@ -202,8 +205,10 @@ def bicep_reading(path: Path, compiler: bicep.Compiler, parameters: Mapping[str,
 
 def evaluate_paths(paths: Sequence[str], *, parameters: Mapping[str, Any] | None = None,
                    selected: tuple[Rule, ...] | None = None, keep_text: bool = False,
-                   stdin: TextIO | None = None, stdin_name: str = STDIN_NAME, skip_bicep: bool = False) -> Outcome:
-    """Discover, read, normalise and evaluate; every file is tried whatever happened to the others."""
+                   stdin: TextIO | None = None, stdin_name: str = STDIN_NAME, skip_bicep: bool = False,
+                   skip_unrelated: bool = False) -> Outcome:
+    """Discover, read, normalise and evaluate; every file is tried whatever happened to the others.
+    `skip_unrelated`: files named explicitly (but stdin) are skipped when they hold no registry, as in a walk."""
     errors: list[str] = []
     skipped: list[str] = []
     notes: list[str] = []
@@ -216,7 +221,8 @@ def evaluate_paths(paths: Sequence[str], *, parameters: Mapping[str, Any] | None
         compiler = bicep.find_compiler()
         if compiler is None:
             errors.append(bicep.refusal(bicep_files))
-    for path, explicit, problem in found:
+    for path, named, problem in found:
+        explicit = named and not (skip_unrelated and str(path) != STDIN)
         if problem:
             errors.append(problem)
             continue
@@ -252,9 +258,14 @@ def evaluate_paths(paths: Sequence[str], *, parameters: Mapping[str, Any] | None
     return Outcome(tuple(assessments), tuple(errors), texts, tuple(skipped), tuple(notes))
 
 
-def locate_in(texts: Mapping[str, str]) -> Any:
+def locate_in(texts: Mapping[str, str]) -> Callable[[Registry], int]:
     """`locate` for SARIF: the line that declares a registry in its file (a .bicep file's `resource` or `module`,
-    a template's resource by its JSON pointer, else report.line_of); 1 when the file's text is not kept."""
+    a template's resource by its JSON pointer, else the line of its ID or name); 1 when the file's text is not kept.
+    Each file's text is indexed once (sarif_locations.LineIndex), so N registries of a file cost one pass over it."""
+    from dlp.cli.sarif_locations import LineIndex
+
+    indexes: dict[str, LineIndex] = {}
+
     def locate(registry: Registry) -> int:
         text = texts.get(registry.source)
         if not text:
@@ -265,7 +276,9 @@ def locate_in(texts: Mapping[str, str]) -> Any:
             line = line_of_pointer(text, registry.declared_at)
             if line is not None:
                 return line
-        return report.line_of(text, registry)
+        if registry.source not in indexes:
+            indexes[registry.source] = LineIndex(text)
+        return indexes[registry.source].line_of(registry)
     return locate
 
 
@@ -301,7 +314,8 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_ERROR
 
     outcome = evaluate_paths(args.paths, parameters=parameters, selected=selected, keep_text=args.format == "sarif",
-                             stdin_name=args.stdin_name, skip_bicep=args.skip_bicep)
+                             stdin_name=args.stdin_name, skip_bicep=args.skip_bicep,
+                             skip_unrelated=args.skip_unrelated)
     today = dt.datetime.now(dt.timezone.utc).date()
     for entry in suppressions.expired(accepted, today):
         note(NAME, f"{config}: {entry.describe()} expired on {entry.expires}: it no longer applies")
@@ -314,10 +328,22 @@ def run(args: argparse.Namespace) -> int:
     if args.verbose:
         for message in outcome.skipped:
             note(NAME, f"skipped {message}")
-    if not outcome.assessments and not outcome.errors:
+    if not outcome.assessments and not outcome.errors and not args.skip_unrelated:
         error(NAME, nothing_found(args.paths, len(outcome.skipped), args.verbose))
 
-    sys.stdout.write(report.render(outcome.assessments, args.format, rules=selected,
-                                   locate=locate_in(outcome.texts)) + "\n")
+    sys.stdout.write(report.render(outcome.assessments, args.format, rules=selected, locate=locate_in(outcome.texts),
+                                   artifacts=artifacts_for(args)) + "\n")
     sys.stdout.flush()
-    return outcome.exit_code(args.fail_on, args.min_severity)
+    if args.format == "sarif" and report.sarif_limit_warning(outcome.assessments):
+        warning(NAME, report.sarif_limit_warning(outcome.assessments))
+    return outcome.exit_code(args.fail_on, args.min_severity, nothing_is_an_error=not args.skip_unrelated)
+
+
+def artifacts_for(args: argparse.Namespace) -> Any:
+    """--source-root, else the git root of the first PATH (the working directory for -)."""
+    from dlp.cli.sarif_locations import Artifacts, git_root
+
+    if args.source_root:
+        return Artifacts(args.source_root)
+    first = args.paths[0] if args.paths and args.paths[0] != STDIN else "."
+    return Artifacts(git_root(first))

@@ -24,23 +24,22 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, environment_settings, error
-from dlp.ids import RESOURCE_GROUP
 
 NAME = "exposure"
 MAX_SINCE = timedelta(days=14)           # Resource Graph keeps change history 14 days
 MAX_PULL_LOOKUPS = 50                    # windows whose pulls are looked up per run
-_SCOPE = re.compile(rf"^/subscriptions/[0-9a-fA-F-]{{36}}(/resourceGroups/{RESOURCE_GROUP}"
-                    r"(/providers/Microsoft\.ContainerRegistry/registries/[a-zA-Z0-9]{5,50})?)?/?$", re.IGNORECASE)
+FORMATS = ("table", "json")
 
 
 def register(subparsers: Any) -> None:
+    from dlp.cli import where
+
     parser = subparsers.add_parser(
         NAME, help="print every window in which a registry was open, from Azure's change history",
         description="Read Resource Graph's change history (resourcechanges, 14 days) and print, per registry, the "
                     "intervals in which a DLP property held its non-compliant value, who opened and who closed "
                     "each. Exit code: 0 no window, 1 a window found, 2 usage or Azure errors.")
-    parser.add_argument("--scope", action="append", required=True, metavar="ID",
-                        help="subscription, resource-group or registry ID (repeatable)")
+    where.add_arguments(parser)
     parser.add_argument("--since", default="7d", help="how far back: 7d, 36h, 90m (default 7d, at most 14d)")
     parser.add_argument("--responder", action="append", default=[], metavar="ID",
                         help="the responder identity's client or object ID (repeatable): windows closed by it say "
@@ -48,20 +47,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--workspace", default=None, metavar="ID",
                         help="Log Analytics workspace ID receiving the registries' resource logs: show the pulls of "
                              "each closed window (default: DLP_REGISTRY_LOGS_WORKSPACE; '' for none)")
-    parser.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
+    parser.add_argument("-o", "--output", "--format", dest="format", choices=FORMATS, default="table",
+                        help="output format (default: table)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="on a sign-in failure, each credential tried")
     parser.set_defaults(run=run)
-
-
-def scopes_of(values: Sequence[str]) -> list[str]:
-    """--scope values -> scope IDs; ValueError names the bad one."""
-    scopes = []
-    for value in values:
-        for raw in value.split(","):
-            part = raw.strip()
-            if not _SCOPE.match(part):
-                raise ValueError(f"--scope {part!r} is not a subscription, resource-group or registry ID")
-            scopes.append(part.rstrip("/"))
-    return scopes
 
 
 def since_of(text: str) -> timedelta:
@@ -73,23 +62,22 @@ def since_of(text: str) -> timedelta:
     return span
 
 
-def timeline(scopes: Sequence[str], since: datetime, graph: Any, responder: Sequence[str]) -> dict[str, tuple]:
+def timeline(where: Any, since: datetime, graph: Any, responder: Sequence[str]) -> dict[str, tuple]:
     """Windows per registry key in these scopes: registries by ID, the rest by subscription/resource group."""
-    from dlp.domain import exposure, remediation
+    from dlp.domain import exposure
     from dlp.responder.sweep import Listing
 
-    registries = [s for s in scopes if s.count("/") >= 8]
-    others = [s for s in scopes if s.count("/") < 8]
+    registries = [s for s in where.scopes if s.count("/") >= 8]
+    others = [s for s in where.scopes if s.count("/") < 8]
     rows: list[Any] = []
     if registries:
         rows += [r for page in graph.changes(since, registry_ids=registries) for r in page.rows]
-    if others:
-        listing = Listing.of_scopes(others)
+    if others or not registries:
+        listing = where.listing() if not registries else Listing.of_scopes(others)
         rows += [r for page in graph.changes(since, subscriptions=listing.subscriptions,
                                              resource_groups=listing.resource_groups) for r in page.rows]
     found = exposure.windows(rows)
-    return {key: windows for key, windows in sorted(found.items())
-            if windows and remediation.in_scopes(windows[0].registry_id, tuple(scopes))}
+    return {key: windows for key, windows in sorted(found.items()) if windows and where.contains(windows[0].registry_id)}
 
 
 def pulls_of(found: dict[str, tuple], logs: Any, now: datetime) -> dict[str, Any]:
@@ -148,11 +136,11 @@ def table(found: dict[str, tuple], now: datetime, pulled: dict[str, Any] | None 
 
 def run(args: argparse.Namespace) -> int:
     from dlp.azure.budget import Budget
-    from dlp.azure.errors import classify
     from dlp.azure.graph import ResourceGraph
+    from dlp.cli import azure_session, where
 
     try:
-        scopes = scopes_of(args.scope)
+        selected = where.where_of(args)
         span = since_of(args.since)
     except ValueError as exc:
         error(NAME, str(exc))
@@ -160,29 +148,30 @@ def run(args: argparse.Namespace) -> int:
     settings = environment_settings(NAME)
     if settings is None:
         return EXIT_ERROR
-    from dlp.azure.credential import get_credential
+    credential = azure_session.sign_in(NAME, settings, args.verbose)
+    if credential is None:
+        return EXIT_ERROR
 
     workspace = settings.registry_logs_workspace if args.workspace is None else args.workspace.strip().lower()
     if workspace and not re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", workspace):
         error(NAME, f"--workspace {workspace[:60]!r} is not a workspace ID (a GUID)")
         return EXIT_ERROR
     now = datetime.now(timezone.utc)
-    graph = ResourceGraph(settings.arm_endpoint, get_credential())
+    graph = ResourceGraph(settings.arm_endpoint, credential)
     pulled = None
     try:
         with Budget.of(600.0).active():
-            found = timeline(scopes, now - span, graph, args.responder)
+            found = timeline(selected, now - span, graph, args.responder)
             if workspace:
                 from dlp.azure.logs_query import RegistryLogs
 
-                logs = RegistryLogs(workspace, settings.logs_query_endpoint, get_credential())
+                logs = RegistryLogs(workspace, settings.logs_query_endpoint, credential)
                 try:
                     pulled = pulls_of(found, logs, now)
                 finally:
                     logs.close()
     except Exception as exc:
-        failure = classify(exc)
-        error(NAME, f"Resource Graph could not read the change history: {failure}")
+        azure_session.failure(NAME, "Resource Graph could not read the change history", exc, args.verbose)
         return EXIT_ERROR
     finally:
         graph.close()

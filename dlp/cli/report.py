@@ -1,4 +1,4 @@
-"""Assessments -> text: a table for people, JSON for tools, SARIF for code scanning.
+"""Assessments -> text: a table for people, JSON for tools, SARIF for code scanning, JUnit XML for CI test reports.
 
 Independent of argparse and of files so that `dlp evaluate`, `dlp scan` and the HTTP
 re-check print the same thing: every function here takes Assessments and returns values.
@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import PurePath, PurePosixPath
 from typing import Any
-from urllib.parse import quote
 
 from dlp import __version__
+from dlp.cli import sarif_locations
 from dlp.domain.model import FAIL, SEVERITIES, SUPPRESSED, UNKNOWN, Assessment, Finding, Registry
 from dlp.domain.rules import CATALOGUE, Rule
 from dlp.ids import fold
 from dlp.inputs.terraform import is_address
 from dlp.sanitize import clean
 
-FORMATS = ("table", "json", "sarif")
+FORMATS = ("table", "json", "sarif", "junit")
 
 SARIF_VERSION = "2.1.0"
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
@@ -32,6 +30,8 @@ SARIF_LEVELS = {"high": "error", "medium": "warning", "low": "note"}
 # GitHub code scanning ranks security alerts by this score: >= 7 high, >= 4 medium, else low.
 SECURITY_SEVERITY = {"high": "8.0", "medium": "5.5", "low": "3.0"}
 SARIF_TAGS = ("security", "azure", "container-registry", "data-loss-prevention")
+# GitHub code scanning: a run of more than this many results is rejected, and only the most severe are shown
+SARIF_RESULT_LIMIT, SARIF_SHOWN = 25_000, 5_000
 
 # statuses the table and SARIF show; pass / not-applicable stay quiet; a suppressed finding stays visible, marked
 _ATTENTION = (FAIL, UNKNOWN, SUPPRESSED)
@@ -130,29 +130,32 @@ def sarif_level(finding: Finding) -> str:
 
 def artifact_uri(source: str) -> str:
     """A file path as a SARIF artifact URI: relative paths stay relative (forward slashes, percent-encoded),
-    so code scanning can place them in the repository; absolute paths become file:// URIs."""
-    path = PurePath(source)
-    if path.is_absolute():
-        return path.as_uri()
-    return quote(PurePosixPath(*path.parts).as_posix())
+    so code scanning can place them in the repository; absolute paths become file:// URIs. (With a source root
+    known, `sarif_locations.Artifacts` makes every path under it repository-relative instead.)"""
+    return sarif_locations.plain_uri(source)
 
 
 def line_of(text: str, registry: Registry) -> int:
     """Best-effort 1-based line where a registry is declared in its file's text (pure: the caller reads
-    the file): its ARM ID or Terraform address, else `"name": "<name>"`, else the first registries `type`; 1 when none."""
-    candidates = []
-    if registry.is_arm_id:
-        candidates.append(re.escape(json.dumps(registry.id)[1:-1]))
-    elif is_address(registry.id):                          # Terraform: the resource's "address"
-        candidates.append(r'"address"\s*:\s*' + re.escape(json.dumps(registry.id)))
-    if registry.name and not registry.name.startswith("<"):
-        candidates.append(r'"name"\s*:\s*' + re.escape(json.dumps(registry.name)))
-    candidates.append(r'"type"\s*:\s*"microsoft\.containerregistry/registries"')
-    for pattern in candidates:
-        match = re.search(pattern, text, re.IGNORECASE)
-        if match:
-            return text.count("\n", 0, match.start()) + 1
-    return 1
+    the file): its ARM ID or Terraform address, else `"name": "<name>"`, else the first registries `type`; 1 when
+    none. Locating many registries of one file: build one `sarif_locations.LineIndex` and ask it each time."""
+    return sarif_locations.LineIndex(text).line_of(registry)
+
+
+def sarif_result_count(assessments: Sequence[Assessment]) -> int:
+    """How many results `to_sarif` writes: one per failing or unknown finding."""
+    return sum(len(attention(assessment)) for assessment in assessments)
+
+
+def sarif_limit_warning(assessments: Sequence[Assessment]) -> str:
+    """"" when GitHub code scanning takes the log; else what to do (it rejects a run of more than 25,000 results
+    and shows only the 5,000 most severe)."""
+    count = sarif_result_count(assessments)
+    if count <= SARIF_RESULT_LIMIT:
+        return ""
+    return (f"the SARIF run has {count:,} results; GitHub code scanning rejects a run of more than "
+            f"{SARIF_RESULT_LIMIT:,} (and shows the {SARIF_SHOWN:,} most severe): split the input (one evaluate per "
+            "folder or subscription, each uploaded with its own category) or narrow it with --rule")
 
 
 def _sarif_rule(rule: Rule) -> dict[str, Any]:
@@ -179,10 +182,12 @@ def _label(registry: Registry) -> str:
 
 
 def to_sarif(assessments: Sequence[Assessment], rules: Sequence[Rule] | None = None, *,
-             locate: Callable[[Registry], int] | None = None) -> dict[str, Any]:
+             locate: Callable[[Registry], int] | None = None, artifacts: Any = None) -> dict[str, Any]:
     """A SARIF 2.1.0 log: `tool.driver.rules` holds the rules that ran, one result per failing or
     unknown finding, located at the registry's source file (`locate` gives the line; default 1).
-    Passing and not-applicable findings are left out, so code scanning closes fixed alerts."""
+    Passing and not-applicable findings are left out, so code scanning closes fixed alerts. `artifacts`
+    (sarif_locations.Artifacts) makes file URIs repository-relative with `uriBaseId` when a source root is known."""
+    where = artifacts if artifacts is not None else sarif_locations.Artifacts()
     driver_rules = list(rules) if rules else list(CATALOGUE.values())
     index = {rule.id: i for i, rule in enumerate(driver_rules)}
     results = []
@@ -203,7 +208,7 @@ def to_sarif(assessments: Sequence[Assessment], rules: Sequence[Rule] | None = N
                 "message": {"text": f"{prefix}Registry {_label(registry)}: {_one_line(finding.message)}"},
                 "locations": [{
                     "physicalLocation": {
-                        "artifactLocation": {"uri": artifact_uri(registry.source or registry.name)},
+                        "artifactLocation": where.location(registry.source or registry.name),
                         "region": {"startLine": line},
                     },
                     "logicalLocations": [{"fullyQualifiedName": registry.id, "name": registry.name,
@@ -223,6 +228,7 @@ def to_sarif(assessments: Sequence[Assessment], rules: Sequence[Rule] | None = N
         "runs": [{
             "tool": {"driver": {"name": TOOL_NAME, "version": __version__, "semanticVersion": __version__,
                                 "rules": [_sarif_rule(rule) for rule in driver_rules]}},
+            **({"originalUriBaseIds": where.base_ids()} if where.base_ids() else {}),
             "columnKind": "unicodeCodePoints",
             "results": results,
         }],
@@ -230,17 +236,24 @@ def to_sarif(assessments: Sequence[Assessment], rules: Sequence[Rule] | None = N
 
 
 def render_sarif(assessments: Sequence[Assessment], rules: Sequence[Rule] | None = None, *,
-                 locate: Callable[[Registry], int] | None = None) -> str:
-    return json.dumps(to_sarif(assessments, rules, locate=locate), indent=2)
+                 locate: Callable[[Registry], int] | None = None, artifacts: Any = None) -> str:
+    # Compact: json's C encoder serves only indent=None, and a pure-Python indented dump of 10,000 results took
+    # twice as long as everything else together (bench/bench_sarif.py). Code scanning reads it as it is; `jq .`
+    # shows it indented.
+    return json.dumps(to_sarif(assessments, rules, locate=locate, artifacts=artifacts), separators=(",", ":"))
 
 
 def render(assessments: Sequence[Assessment], fmt: str, *, rules: Sequence[Rule] | None = None,
-           locate: Callable[[Registry], int] | None = None) -> str:
+           locate: Callable[[Registry], int] | None = None, artifacts: Any = None) -> str:
     """Dispatch on a `--format` value; ValueError for anything not in FORMATS."""
     if fmt == "table":
         return render_table(assessments)
     if fmt == "json":
         return render_json(assessments)
     if fmt == "sarif":
-        return render_sarif(assessments, rules, locate=locate)
+        return render_sarif(assessments, rules, locate=locate, artifacts=artifacts)
+    if fmt == "junit":
+        from dlp.cli.junit import render_junit
+
+        return render_junit(assessments)
     raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")

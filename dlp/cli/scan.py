@@ -20,70 +20,47 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, environment_settings, error, report
+from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, environment_settings, error, report, warning
 from dlp.domain.model import A_DEFERRED, A_ERROR, A_GONE, A_NONE, Context, Evaluation
-from dlp.ids import RESOURCE_GROUP
 
 NAME = "scan"
 CLI_BUDGET_S = 3600.0            # a person waits; every single request is still capped (dlp.azure.budget)
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_GROUP = re.compile(rf"^{RESOURCE_GROUP}$")
+# The one rule of --remediate, on every command that has it (docs/cli.md, "Azure: sign-in, scopes and writing")
+REFUSE_WITHOUT_TERMINAL = "--remediate asks for confirmation on a terminal; pass --yes to remediate without asking"
 
 
 def register(subparsers: Any) -> None:
+    from dlp.cli import where
+
     parser = subparsers.add_parser(
         NAME, help="scan live registries through Azure Resource Graph (DefaultAzureCredential: works after az login)",
         description="List container registries with Azure Resource Graph and evaluate the DLP rules on them. "
                     "Only registries that need a write are re-read from ARM. Exit code: 0 nothing fails, "
                     "1 a finding fails, 2 usage or Azure errors.")
-    parser.add_argument("--subscription", action="append", default=[], metavar="ID",
-                        help="subscription ID (repeatable); default: every subscription you can read")
-    parser.add_argument("--resource-group", metavar="NAME", help="only registries in resource groups of this name")
+    where.add_arguments(parser)
     parser.add_argument("--remediate", action="store_true",
                         help="disable public network access / exports where the guards allow it (asks first)")
     parser.add_argument("--yes", "-y", action="store_true", help="do not ask before --remediate writes")
     parser.add_argument("-o", "--output", "--format", dest="format", choices=report.FORMATS, default="table",
                         help="output format (default: table)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="on a sign-in failure, each credential tried")
     parser.set_defaults(run=run)
 
 
-def listing_of(subscriptions: Sequence[str], resource_group: str | None) -> Any:
-    """Arguments -> what to list; ValueError names the bad argument."""
-    from dlp.responder.sweep import Listing
-
-    subs = []
-    for value in subscriptions:
-        for raw in value.split(","):
-            part = raw.strip()
-            if not _GUID.match(part):
-                raise ValueError(f"--subscription {part!r} is not a subscription ID (a GUID)")
-            subs.append(part.lower())
-    if resource_group is not None and not _GROUP.match(resource_group):
-        raise ValueError(f"--resource-group {resource_group!r} is not a resource-group name")
-    if resource_group and subs:
-        return Listing.of_scopes([f"/subscriptions/{s}/resourceGroups/{resource_group}" for s in subs])
-    if resource_group:
-        return Listing((), (resource_group,), ())
-    return Listing(tuple(dict.fromkeys(subs)), (), ())
-
-
-def build_services(settings: Any) -> Any:
-    """Adapters for a workstation: ARM and Resource Graph with DefaultAzureCredential, breaker and
+def build_services(settings: Any, credential: Any) -> Any:
+    """Adapters for a workstation: ARM and Resource Graph with the signed-in credential, breaker and
     leases in memory, no durable retry, nothing recorded or alerted (stdout is the record)."""
     from dlp.azure.arm import ArmGateway
-    from dlp.azure.credential import get_credential
     from dlp.azure.graph import ResourceGraph
     from dlp.azure.memory_state import MemoryState
     from dlp.outputs.alerting import NullNotifier
     from dlp.outputs.recording import LogRecorder
     from dlp.responder.services import Services
 
-    credential = get_credential()
     return Services(settings=settings, arm=ArmGateway(settings.arm_endpoint, credential), state=MemoryState(),
                     recorder=LogRecorder(), notifier=NullNotifier(), retry=None,
                     graph=ResourceGraph(settings.arm_endpoint, credential))
@@ -131,32 +108,32 @@ def summary(evaluations: Sequence[Evaluation]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from dlp.azure.budget import Budget
-    from dlp.azure.errors import classify
+    from dlp.cli import azure_session, where
     from dlp.responder.sweep import collect, complete
 
     try:
-        listing = listing_of(args.subscription, args.resource_group)
+        listing = where.where_of(args).listing()
     except ValueError as exc:
         error(NAME, str(exc))
         return EXIT_ERROR
     if args.remediate and not args.yes and not sys.stdin.isatty():
-        error(NAME, "--remediate asks for confirmation on a terminal; pass --yes to remediate without asking")
+        error(NAME, REFUSE_WITHOUT_TERMINAL)
         return EXIT_ERROR
     settings = environment_settings(NAME)
     if settings is None:
         return EXIT_ERROR
+    credential = azure_session.sign_in(NAME, settings, args.verbose)
+    if credential is None:
+        return EXIT_ERROR
 
-    services = build_services(settings)
+    services = build_services(settings, credential)
     context = Context(trigger="cli", operation_name="dlp scan")
     progress = Progress(sys.stderr)
     budget = Budget.of(CLI_BUDGET_S)
     try:
         pending = collect(listing, services, context=context, budget=budget, enforce=args.remediate, on_page=progress)
     except Exception as exc:
-        failure = classify(exc)
-        hint = " (sign in with az login, or set AZURE_CLIENT_ID and friends)" \
-            if failure.code in ("CredentialUnavailable", "ClientAuthenticationError") else ""
-        error(NAME, f"Resource Graph could not list the registries: {failure}{hint}")
+        azure_session.failure(NAME, "Resource Graph could not list the registries", exc, args.verbose)
         return EXIT_ERROR
 
     enforce = args.remediate
@@ -198,6 +175,8 @@ def emit(evaluations: Sequence[Evaluation], fmt: str) -> int:
         text = report.render(assessments, fmt)
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+    if fmt == "sarif" and report.sarif_limit_warning(assessments):
+        warning(NAME, report.sarif_limit_warning(assessments))
     for line in summary(shown):
         sys.stderr.write(line + "\n")
     if failed:

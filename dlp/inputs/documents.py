@@ -7,7 +7,9 @@ The readers never import this module, so the shapes have no import circle betwee
 
 from __future__ import annotations
 
+import codecs
 import json
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -76,21 +78,50 @@ def load_json(path: Path) -> Any:
 def read_text(path: Path) -> str:
     """A file's text (UTF-8, with or without a BOM), or InputError naming it."""
     try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(str(path), f"not UTF-8 text ({exc.reason})") from None
+        data = path.read_bytes()
     except OSError as exc:
         raise InputError(str(path), exc.strerror or str(exc)) from None
+    return decode_text(data, str(path))
+
+
+# Byte-order marks, longest first (UTF-32 LE starts with the UTF-16 LE mark)
+_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"), (codecs.BOM_UTF16_LE, "UTF-16"),
+         (codecs.BOM_UTF16_BE, "UTF-16"))
+
+
+def decode_text(data: bytes, source: str) -> str:
+    """UTF-8 text (a BOM is dropped), or InputError naming the encoding it looks like and how to convert it:
+    Windows PowerShell 5 writes UTF-16 with `>` (`az acr list > registries.json`). JSON text in UTF-8 holds no NUL
+    byte, so NULs among the first bytes mean UTF-16 or UTF-32 even without a BOM (where NUL decodes as UTF-8)."""
+    encoding = next((name for bom, name in _BOMS if data.startswith(bom)), "")
+    if not encoding and b"\0" in data[:4]:
+        encoding = "UTF-32" if data[:4].count(b"\0") == 3 else "UTF-16"
+    reason = "it is " + encoding if encoding else ""
+    if not reason:
+        try:
+            return data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            reason = exc.reason
+    raise InputError(source, f"not UTF-8 text ({reason}); re-encode it as UTF-8: iconv -f {encoding or '<encoding>'} "
+                             "-t UTF-8 FILE > FILE.utf8.json, or in PowerShell: Get-Content FILE | Set-Content "
+                             "-Encoding utf8 FILE.utf8.json")
+
+
+_YAML_START = re.compile(r"\A(?:\s*#[^\n]*\n)*\s*(?:---|[A-Za-z_][\w.-]*\s*:(?:\s|$)|-\s+[A-Za-z_][\w.-]*\s*:)")
 
 
 def parse_json(text: str, source: str) -> Any:
-    """One JSON document, or InputError saying where it breaks."""
+    """One JSON document, or InputError saying where it breaks (and that it looks like YAML, when it does)."""
     if not text.strip():
         raise InputError(source, "empty file; expected JSON")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError(source, f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        reason = exc.msg.removesuffix(" at")        # json says "Unterminated string starting at" (+ a position)
+        if _YAML_START.match(text):
+            raise InputError(source, f"not JSON, and it looks like YAML ({reason} at line {exc.lineno} column "
+                                     f"{exc.colno}): convert it first, e.g. yq -o json FILE > FILE.json") from None
+        raise InputError(source, f"not JSON: {reason} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise InputError(source, "JSON nested too deeply") from None
 

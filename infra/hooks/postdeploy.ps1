@@ -101,7 +101,7 @@ Write-Host 'App Service authentication refuses callers without a token (HTTP 401
 
 # The deployer's own token: App Service must accept it if the allowed lists name it, and refuse it (403) otherwise.
 $audience = "api://$($env:AZURE_FUNCTION_APP_AUTH_CLIENT_ID)"
-$token = az account get-access-token --resource $audience --query accessToken --output tsv 2>$null
+$token = az account get-access-token --scope "$audience/user_impersonation" --query accessToken --output tsv 2>$null
 if ($LASTEXITCODE -ne 0 -or -not $token) {
     Warn "no token for $audience (az account get-access-token; the Azure CLI must be an authorized client application of that app registration): whether an allowed token is accepted was not checked"
     exit 0

@@ -108,7 +108,7 @@ echo "App Service authentication refuses callers without a token (HTTP 401)."
 
 # The deployer's own token: App Service must accept it if the allowed lists name it, and refuse it (403) otherwise.
 audience="api://${AZURE_FUNCTION_APP_AUTH_CLIENT_ID:-}"
-token=$(az account get-access-token --resource "$audience" --query accessToken --output tsv 2>/dev/null || true)
+token=$(az account get-access-token --scope "${audience}/user_impersonation" --query accessToken --output tsv 2>/dev/null || true)
 if [ -z "$token" ]; then
   warn "no token for ${audience} (az account get-access-token; the Azure CLI must be an authorized client application of that app registration): whether an allowed token is accepted was not checked"
   exit 0
