@@ -14,16 +14,11 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from dlp import __version__
+from dlp.cli.console import EXIT_ERROR, EXIT_FAIL, EXIT_OK, PROG, environment_settings, error, note, warning
 
-# `acr-dlp` when installed with pip (pyproject [project.scripts]), else the module form
-PROG = "acr-dlp" if os.path.basename(sys.argv[0] if sys.argv else "") == "acr-dlp" else "python -m dlp"
 COMMANDS: tuple[str, ...] = ("evaluate", "scan", "exposure", "replay", "demo", "rules")
-
-# Exit codes shared by every command (docs/cli.md)
-EXIT_OK, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,33 +30,6 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         importlib.import_module(f"dlp.cli.{name}").register(subparsers)
     return parser
-
-
-def error(command: str, message: str) -> None:
-    """One line on stderr per problem, never a traceback."""
-    print(f"{PROG} {command}: error: {' '.join(str(message).split())}", file=sys.stderr)
-
-
-def warning(command: str, message: str) -> None:
-    """One line on stderr about output that a consumer may refuse or cut; the exit code is unchanged."""
-    print(f"{PROG} {command}: warning: {' '.join(str(message).split())}", file=sys.stderr)
-
-
-def note(command: str, message: str) -> None:
-    """One informational line on stderr (e.g. --verbose), never mistaken for an error."""
-    print(f"{PROG} {command}: note: {' '.join(str(message).split())}", file=sys.stderr)
-
-
-def environment_settings(command: str) -> Any:
-    """The app settings from the environment, parsed like the Function App's, or None after one error line naming
-    the bad ones (the commands that talk to Azure read DLP_ARM_ENDPOINT, DLP_MODE, DLP_SCOPES... from there)."""
-    from dlp.settings import ConfigError, load
-
-    try:
-        return load(os.environ)
-    except ConfigError as exc:
-        error(command, f"invalid settings in the environment: {exc}")
-        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -79,3 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_ERROR
+
+
+__all__ = ["COMMANDS", "EXIT_ERROR", "EXIT_FAIL", "EXIT_OK", "PROG", "build_parser", "environment_settings", "error",
+           "main", "note", "warning"]

@@ -13,7 +13,7 @@ import os
 import shutil
 from typing import Any
 
-from dlp.cli import error, note
+from dlp.cli.console import error, note
 
 
 def sign_in(command: str, settings: Any, verbose: bool = False) -> Any | None:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, error
+from dlp.cli.console import EXIT_ERROR, EXIT_FAIL, EXIT_OK, error
 
 # What the emulator needs beyond requirements.txt (the deployed package has neither the emulator nor these).
 DEV_ONLY = frozenset({"trustme"})

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, error, note, report, suppressions, warning
+from dlp.cli import report, suppressions
+from dlp.cli.console import EXIT_ERROR, EXIT_FAIL, EXIT_OK, error, note, warning
 from dlp.domain.model import FAIL, SEVERITIES, UNKNOWN, Assessment, Registry
 from dlp.domain.rules import CATALOGUE, Rule, evaluate, rules
 from dlp.inputs import bicep

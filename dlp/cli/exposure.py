@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, environment_settings, error
+from dlp.cli.console import EXIT_ERROR, EXIT_FAIL, EXIT_OK, environment_settings, error
 
 NAME = "exposure"
 MAX_SINCE = timedelta(days=14)           # Resource Graph keeps change history 14 days

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, environment_settings, error
+from dlp.cli.console import EXIT_ERROR, EXIT_FAIL, EXIT_OK, environment_settings, error
 from dlp.domain.model import A_DEFERRED, A_ERROR
 
 NAME = "replay"

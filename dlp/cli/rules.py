@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from dlp.cli import EXIT_OK
+from dlp.cli.console import EXIT_OK
 from dlp.domain.rules import Rule, rules
 
 NAME = "rules"

@@ -24,7 +24,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from dlp.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, environment_settings, error, report, warning
+from dlp.cli import report
+from dlp.cli.console import EXIT_ERROR, EXIT_FAIL, EXIT_OK, environment_settings, error, warning
 from dlp.domain.model import A_DEFERRED, A_ERROR, A_GONE, A_NONE, Context, Evaluation
 
 NAME = "scan"
