@@ -43,7 +43,7 @@ TARGET_MEMORY_GROWTH = 4.5
 def run_cli(path: Path, fmt: str, locate_each: Any = None) -> str:
     """What `evaluate PATH -o FMT` does, minus the process: evaluate_paths, then render."""
     outcome = evaluate.evaluate_paths([str(path)], keep_text=fmt == "sarif")
-    locate = locate_each(outcome.texts) if locate_each else evaluate.locator(outcome.texts)
+    locate = locate_each(outcome.texts) if locate_each else evaluate.locate_in(outcome.texts)
     return report.render(outcome.assessments, fmt, locate=locate, artifacts=Artifacts(path.parent))
 
 

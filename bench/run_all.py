@@ -154,9 +154,15 @@ def _events_targets(figures: dict[str, Any], runs: dict[str, list[dict[str, Any]
         out.append(Target("events", f"burst of 20 simultaneous events for one drifted registry ({latency:.0f} ms)",
                           "<= 2 GETs, <= 1 PATCH", f"{gets} GETs, {patches} PATCH (max over all bursts)",
                           gets <= 2 and patches <= 1))
-    ratio = _by_latency(events, 50.0)["remediated"]["window_ratio"]
+    remediated = _by_latency(events, 50.0)["remediated"]
+    ratio = remediated["window_ratio"]
     out.append(Target("events", "drift window / two ARM round trips (50 ms)", "<= 1.10", f"{ratio:.3f}",
                       ratio <= 1.10))
+    floor = remediated.get("floor")
+    if floor:           # issue 21: the floor of a crash-consistent remediation
+        out.append(Target("events", "drift window / (2 ARM round trips + 1 state write) (50 ms)", "<= 1.10",
+                          f"{floor['ratio_to_floor']:.3f} ({floor['event_to_verified_ms']:.1f} ms / "
+                          f"{floor['floor_ms']:.1f} ms)", floor["ratio_to_floor"] <= 1.10))
     return out
 
 
@@ -321,6 +327,28 @@ def _ms(value: float) -> str:
     return f"{value:,.1f} ms"
 
 
+def _drift_breakdown(events: dict[str, Any]) -> str:
+    """Where a remediation's drift window goes, split where the emulator saw the GET and the PATCH arrive, against
+    the floor of a crash-consistent remediation: two ARM round trips and one durable state write (the intent)."""
+    rows = []
+    for result in events["results"]:
+        phases, floor = result["remediated"].get("phases_ms_median"), result["remediated"].get("floor")
+        if not phases or not floor:
+            continue
+        rows.append([f"{result['latency_ms']:.0f} ms", _ms(phases["before_get_ms"]), _ms(phases["get_to_patch_ms"]),
+                     _ms(floor["own_work_between_ms"]), _ms(phases["after_patch_ms"]), _ms(phases["window_ms"]),
+                     f"{_ms(floor['floor_ms'])} (2 x {_ms(result['bare_arm_rtt_ms'])} + "
+                     f"{_ms(floor['bare_state_write_ms'])})", f"{floor['ratio_to_floor']:.3f}"])
+    if not rows:
+        return ""
+    return ("\n\nThe drift window of a remediation (PATCH 200), split where the emulator saw the requests arrive; its "
+            "floor is what a crash-consistent remediation cannot do without: two ARM round trips (GET, PATCH) and one "
+            "durable state write (the intent, which must exist before the PATCH can land; a bare single-row write "
+            "timed against Azurite). Own work is the GET-to-PATCH time less one round trip.\n\n" + table(
+                ["ARM latency", "event to GET sent", "GET sent to PATCH sent", "of which own work",
+                 "PATCH sent to verified", "drift window", "floor", "window / floor"], rows))
+
+
 def sections(figures: dict[str, Any], runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     out = _sections_before_storm(figures, runs)
     if "sarif" in figures:
@@ -410,7 +438,7 @@ def _sections_before_storm(figures: dict[str, Any], runs: dict[str, list[dict[st
                "poll, then azure-core reads the result (the verification). The handler time includes recording "
                "the rows in Log Analytics; a burst is released together on a thread pool.\n\n" + table(
                    ["ARM latency", "case", "ARM requests/event", "handler", "drift window", "window / 2 RTT",
-                    "bare ARM RTT"], rows))
+                    "bare ARM RTT"], rows) + _drift_breakdown(events))
 
     sweep = figures["sweep"]
     phases = sweep.get("phases_s", {})
