@@ -412,3 +412,69 @@ def test_a_write_that_landed_before_its_instance_died_is_recorded_even_if_the_re
     drift = [r for r in azure.logs.rows() if r["RegistryId"] == registry_id and r["Action"] == "would-remediate"]
     assert drift, "the re-opened drift is recorded too"
     assert named(azure.teams.messages, name) >= 1
+
+
+def test_two_landed_writes_of_one_registry_are_both_recorded_none_hides_the_other(instance, azurite, local_azure):
+    """Two writers died after their PATCHes landed (an attacker re-opened the registry between them): each write is
+    its own remediation with its own window, so the timer records both, under their own evaluation ids; neither is
+    superseded into silence."""
+    azure = local_azure
+    name = f"acrtwo{uuid.uuid4().hex[:6]}"
+    registry_id = azure.arm.create(SUB, RG, name, export="enabled", public="Disabled")["id"]
+    for index in range(2):
+        worker = child(WORKER, "patch|verify", registry_id, f"ev-{name}-{index}")
+        out, err = worker.communicate(timeout=120)
+        assert worker.returncode == CRASHED, (out, err[-3000:])
+        if index == 0:
+            time.sleep(EXPIRY_S)                      # the first writer's lease expires: the second may write
+            azure.arm.write(registry_id, {"properties": {"policies": {"exportPolicy": {"status": "enabled"}}}},
+                            caller="mallory@contoso.com")
+    time.sleep(EXPIRY_S)
+    fresh_instance()
+    handle_drain(TimerRequest(past_due=False))
+    intents = intents_of(azurite, registry_id)
+    assert len(intents) == 2 and {i["Status"] for i in intents} == {"recorded"}
+    landed = {r["EvaluationId"] for r in azure.logs.rows() if r["RegistryId"] == registry_id
+              and r["Action"] == "remediated" and r["ActionReason"] == "verified-later"}
+    assert landed == {i["EvaluationId"] for i in intents}
+
+
+def test_intents_that_cannot_be_settled_yet_do_not_keep_the_others_waiting(azurite):
+    """The timer takes the least recently looked at orphans first: a stamped one goes to the back of the line."""
+    from dlp.azure.state import TableState, table_service
+    from dlp.domain.intent import PENDING, Intent
+    from dlp.domain.model import Change
+    from dlp.settings import load
+
+    state = TableState(table_service(load({"AzureWebJobsStorage": azurite}), None))
+    name = f"acrrot{uuid.uuid4().hex[:6]}"
+    registry_id = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.ContainerRegistry/registries/{name}"
+    past = time.time() - 3600
+    rows = [state.record_remediation(registry_id, Intent(
+        datetime.fromtimestamp(past + i, timezone.utc).isoformat(), "x", f"{name}-{i}",
+        (Change("publicNetworkAccess", "Enabled", "Disabled"),), status=PENDING, until=past + 60)) for i in range(3)]
+    mine = [r for _, r in state.orphaned_intents(time.time(), 500) if r.row_key in rows]
+    assert [r.row_key for r in mine] == rows
+    state.note_look(registry_id, rows[0], time.time())          # the first could not be settled
+    again = [r.row_key for _, r in state.orphaned_intents(time.time(), 500) if r.row_key in rows]
+    assert again == [rows[1], rows[2], rows[0]]
+
+
+def test_an_event_that_settles_an_orphan_still_gets_its_delayed_look_at_the_history(instance, azurite, local_azure):
+    """The event's evaluation becomes the remediation's `verified-later` record, but the write it reports may still
+    hide a flip-and-restore: its delayed change-history check is queued as for any compliant registry."""
+    from dlp.responder.timeline import CHECK_KIND
+
+    azure = local_azure
+    name = f"acrchk{uuid.uuid4().hex[:6]}"
+    registry_id = azure.arm.create(SUB, RG, name, export="enabled", public="Disabled")["id"]
+    worker = child(WORKER, "patch|verify", registry_id, f"ev-{name}")
+    out, err = worker.communicate(timeout=120)
+    assert worker.returncode == CRASHED, (out, err[-3000:])
+    time.sleep(EXPIRY_S)
+    fresh_instance().retry.check_delay_s = 0                         # the delayed check visible at once
+    handle_event(event(registry_id, f"ev-{name}-later"))
+    (record,) = instance.take(registry_id)
+    assert (record["action"], record["reason"]) == ("remediated", "verified-later")
+    queued = [json.loads(base64.b64decode(m.content)) for m in retry_queue(azurite).peek_messages(max_messages=32)]
+    assert any(m.get("kind") == CHECK_KIND and m.get("registryId") == registry_id for m in queued)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from dlp.domain import exposure, provenance
 from dlp.domain.exposure import ChangeRecord, PropertyChange
-from dlp.domain.intent import PENDING, RECORDED, Intent
+from dlp.domain.intent import LAPSED, NOT_APPLIED, PENDING, RECORDED, Intent
 from dlp.domain.model import Change, Context
 from dlp.domain.provenance import Responder
 
@@ -98,7 +98,7 @@ def test_a_change_is_not_ours_when_any_piece_is_missing():
         "someone else wrote it": record(by="mallory@contoso.com"),
         "a display name equal to ours is no GUID": record(by=f"app:{APP}"),
         "another correlation ID": record("intent-2"),
-        "outside the intent's time (a replay minutes later)": record(at=T0 + timedelta(minutes=5)),
+        "outside the intent's time (a replay minutes later)": record(at=T0 + timedelta(minutes=10)),
         "before the intent": record(at=T0 - timedelta(minutes=2)),
         "another property than the intent's": record(path="properties.publicNetworkAccess", previous="enabled"),
         "another value than the intent's": record(new="enabled", previous="disabled"),
@@ -112,7 +112,7 @@ def test_a_change_is_not_ours_when_any_piece_is_missing():
 @given(by_us=st.booleans(), correlation_ok=st.booleans(), in_time=st.booleans(), first=st.booleans(),
        property_ok=st.booleans(), value_ok=st.booleans())
 def test_no_subset_of_the_evidence_makes_a_change_ours(by_us, correlation_ok, in_time, first, property_ok, value_ok):
-    at = T0 + (timedelta(seconds=3) if in_time else timedelta(minutes=7))
+    at = T0 + (timedelta(seconds=3) if in_time else timedelta(minutes=10))
     change = record("intent-1" if correlation_ok else "intent-x", at, by=APP if by_us else "eve@contoso.com",
                     path="properties.policies.exportPolicy.status" if property_ok else "properties.publicNetworkAccess",
                     new="disabled" if value_ok else "enabled", previous="enabled" if value_ok else "disabled",
@@ -127,7 +127,7 @@ def test_who_closed_a_window():
     opened = record("theirs", T0 - timedelta(seconds=30), by="mallory@contoso.com", previous="disabled", new="enabled",
                     change_id="c0")
     for closing, expected in ((record(), provenance.RESPONDER),
-                              (record(at=T0 + timedelta(minutes=5)), provenance.IMPERSONATED),
+                              (record(at=T0 + timedelta(minutes=10)), provenance.IMPERSONATED),
                               (record(by="bob@contoso.com"), provenance.ANYONE)):
         history = [opened, closing]
         (window,) = exposure.registry_windows(history)
@@ -169,9 +169,27 @@ def test_a_later_write_of_ours_in_history_covers_an_earlier_intent():
 def test_a_read_finding_the_changes_in_effect_confirms_only_when_nothing_else_of_ours_explains_it():
     soon = T0 + timedelta(minutes=1)
     assert provenance.landing(intent(), None, US, soon, in_effect_now=True) == provenance.Landing(
-        True, soon, provenance.BY_OBSERVATION)
+        True, T0, provenance.BY_OBSERVATION)                    # at the intent's time, not the settling read's
     later = replace(intent("intent-2", T0 + timedelta(seconds=40)), status=RECORDED)
     assert provenance.landing(intent(), None, US, soon, later=[later], in_effect_now=True).landed is None
+    # history shows someone else putting the intent's value there: the read proves nothing about our write
+    theirs = record("bob-fix", T0 + timedelta(seconds=2), by="bob@contoso.com")
+    assert provenance.landing(intent(), [theirs], US, soon, in_effect_now=True).landed is None
+    covered = T0 + timedelta(seconds=30) + provenance.CHANGE_LAG
+    assert provenance.landing(intent(), [theirs], US, covered, in_effect_now=True) == provenance.Landing(False)
+
+
+def test_the_landing_of_a_lapsed_intent_hides_no_window():
+    """An intent marked lapsed (history did not show its write in time) whose write shows up after all: its close
+    has no record of ours, so the window is recorded like anyone's instead of being skipped as ours."""
+    opened = record("theirs", T0 - timedelta(seconds=30), by="mallory@contoso.com", previous="disabled", new="enabled",
+                    change_id="c0")
+    history = [opened, record()]
+    for status, closer in ((PENDING, exposure.CLOSED_BY_RESPONDER), (RECORDED, exposure.CLOSED_BY_RESPONDER),
+                           (LAPSED, exposure.CLOSED_BY_PERSON), (NOT_APPLIED, exposure.CLOSED_BY_PERSON)):
+        closes = provenance.responder_closes(history, [replace(intent(), status=status)], US)
+        (window,) = exposure.registry_windows(history, closes)
+        assert window.closer == closer, status
 
 
 # --- 4. who opened a window? ------------------------------------------------------------------------------
@@ -188,16 +206,32 @@ def test_the_opener_comes_from_history_then_the_event_then_nobody():
     assert provenance.opening(["publicNetworkAccess"], [window], Context(trigger="retry")) == provenance.Opening()
 
 
+def test_one_write_closing_windows_two_people_opened_names_both():
+    exports = record("m", T0 - timedelta(seconds=30), by="mallory@contoso.com", previous="disabled", new="enabled",
+                     change_id="c0")
+    public = record("e", T0 - timedelta(seconds=20), by="eve@contoso.com", path="properties.publicNetworkAccess",
+                    previous="disabled", new="enabled", change_id="c1")
+    windows = exposure.registry_windows([exports, public])
+    found = provenance.opening(["policies.exportPolicy.status", "publicNetworkAccess"], windows, Context())
+    assert found.at == T0 - timedelta(seconds=30)
+    assert found.by == "mallory@contoso.com (policies.exportPolicy.status), eve@contoso.com (publicNetworkAccess)"
+    assert found.window is not None and found.window.opened_by == found.by
+
+
 # --- 5. is a caller verified? -----------------------------------------------------------------------------
 
 
 def test_claims_from_a_file_are_verified_only_by_change_history():
-    forged = Context(trigger="dead-letter", caller="alice@contoso.com", correlation_id="corr-9")
+    when = (T0 + timedelta(seconds=1)).isoformat()
+    forged = Context(trigger="dead-letter", caller="alice@contoso.com", correlation_id="corr-9", event_time=when)
     assert not provenance.confirmed(forged, [])
     assert not provenance.confirmed(forged, [record("corr-9", by="mallory@contoso.com")])     # history names another
     assert not provenance.confirmed(forged, [record("corr-8", by="alice@contoso.com")])       # another write
     assert provenance.confirmed(forged, [record("corr-9", by="ALICE@contoso.com")])
-    app = Context(trigger="dead-letter", caller=f"app:{APP}", caller_app_id=APP, correlation_id="corr-9")
+    borrowed = replace(forged, event_time=(T0 + timedelta(days=3)).isoformat())               # a real change, days away
+    assert not provenance.confirmed(borrowed, [record("corr-9", by="alice@contoso.com")])
+    assert not provenance.confirmed(replace(forged, event_time=""), [record("corr-9", by="alice@contoso.com")])
+    app = Context(trigger="dead-letter", caller=f"app:{APP}", caller_app_id=APP, correlation_id="corr-9", event_time=when)
     assert provenance.confirmed(app, [record("corr-9", by=APP)])
-    assert not provenance.confirmed(Context(trigger="dead-letter", caller="alice@contoso.com"),
+    assert not provenance.confirmed(Context(trigger="dead-letter", caller="alice@contoso.com", event_time=when),
                                     [record("", by="alice@contoso.com")])        # no correlation ID: nothing to match

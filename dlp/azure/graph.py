@@ -268,8 +268,13 @@ def graph_for(services: Any) -> ResourceGraph:
     with _graph_lock:
         if getattr(services, "graph", None) is None:
             from dlp.azure.credential import get_credential
+            from dlp.azure.identity import LearningCredential
 
-            services.graph = ResourceGraph(services.settings.arm_endpoint, get_credential())
+            credential = get_credential()
+            identity = getattr(services, "identity", None)
+            if identity is not None:        # a process whose first request is a history query learns who it is too
+                credential = LearningCredential(credential, identity)
+            services.graph = ResourceGraph(services.settings.arm_endpoint, credential)
         return services.graph
 
 

@@ -80,8 +80,12 @@ class MemoryState:
 
     def orphaned_intents(self, now: float, limit: int) -> list[tuple[str, Intent]]:
         with self._guard:
-            return [(self._ids[key], r) for key, rows in self._rows.items() for r in rows
-                    if r.status == PENDING and r.until < now][:limit]
+            found = [(self._ids[key], r) for key, rows in self._rows.items() for r in rows
+                     if r.status == PENDING and r.until < now]
+        return sorted(found, key=lambda pair: pair[1].looked_at)[:limit]
+
+    def note_look(self, registry_id: str, row_key: str, at: float) -> None:
+        self._update(registry_id, row_key, looked_at=at)
 
     def acquire(self, registry_id: str, *, ttl_s: float, wait_s: float) -> Lease | None:
         lock = self._locks.get(partition_of(registry_id))

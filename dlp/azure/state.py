@@ -35,6 +35,7 @@ REMEDIATION_END = "rem}"      # just past every "rem|..." key
 RECHECK_PREFIX = "recheck|"
 BREAKER_WINDOW = timedelta(hours=1)
 EXPOSURE_PREFIX = "exp|"
+ORPHAN_SCAN = 500                   # orphaned intents read per timer tick to pick the least recently looked at
 CLAIM_TTL = timedelta(minutes=10)   # a claim on a window by a process that died is taken over after this
 CURSOR_PARTITION, CURSOR_ROW = "sweep", "exposure-cursor"
 
@@ -52,7 +53,7 @@ def intent_entity(intent: Intent) -> dict[str, Any]:
             "Changes": json.dumps([c.to_json() for c in intent.changes]), "Trigger": intent.trigger,
             "EventId": intent.event_id[:256], "CorrelationId": intent.correlation_id[:256], "Mode": intent.mode,
             "Status": intent.status, "Until": float(intent.until), "OwnEvent": intent.own_event[:256],
-            "OpenedAt": intent.opened_at[:64],
+            "OpenedAt": intent.opened_at[:64], "LookedAt": float(intent.looked_at),
             "OpenedBy": intent.opened_by[:256]}
 
 
@@ -72,7 +73,14 @@ def intent_of(row: Any) -> Intent:
                   str(row.get("Trigger") or ""), str(row.get("EventId") or ""), str(row.get("CorrelationId") or ""),
                   str(row.get("Mode") or ""), str(row.get("Status") or ""), until, str(row.get("RowKey", "")),
                   str(row.get("OwnEvent") or ""), str(row.get("OpenedAt") or ""),
-                  str(row.get("OpenedBy") or ""), str(metadata.get("etag") or ""))
+                  str(row.get("OpenedBy") or ""), str(metadata.get("etag") or ""), _number(row.get("LookedAt")))
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value or 0.0)
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def remediation_row(record: Intent) -> str:
@@ -98,6 +106,7 @@ class StateStore(Protocol):
     def resolve_intent(self, registry_id: str, row_key: str, status: str) -> None: ...
     def orphan_intent(self, registry_id: str, row_key: str) -> None: ...
     def mark_own_event(self, registry_id: str, intent: Intent, event_id: str) -> bool: ...
+    def note_look(self, registry_id: str, row_key: str, at: float) -> None: ...
     def orphaned_intents(self, now: float, limit: int) -> list[tuple[str, Intent]]: ...
     def acquire(self, registry_id: str, *, ttl_s: float, wait_s: float) -> Lease | None: ...
     def release(self, lease: Lease) -> None: ...
@@ -184,6 +193,7 @@ class TableState:
     def recent_remediations(self, registry_id: str, now: datetime) -> list[Intent]:
         return self.remediations_since(registry_id, now - BREAKER_WINDOW)
 
+    @_refusals_defer
     def remediations_since(self, registry_id: str, since: datetime) -> list[Intent]:
         """The breaker rows (write attempts, each with its intent's evaluation id) written since `since`."""
         low = REMEDIATION_PREFIX + since.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -253,8 +263,18 @@ class TableState:
         return False
 
     @_refusals_defer
+    def note_look(self, registry_id: str, row_key: str, at: float) -> None:
+        """A look that could not settle the intent yet: the timer asks the others first next time."""
+        from azure.data.tables import UpdateMode
+
+        self._client().update_entity({"PartitionKey": partition_of(registry_id), "RowKey": row_key, "LookedAt": at},
+                                     mode=UpdateMode.MERGE)
+
+    @_refusals_defer
     def orphaned_intents(self, now: float, limit: int) -> list[tuple[str, Intent]]:
-        """(registry ID, intent) of every registry whose writing invocation's budget ended unrecorded (a scan)."""
+        """(registry ID, intent) of registries whose writing invocation's budget ended unrecorded (a scan): the `limit`
+        least recently looked at among the first ORPHAN_SCAN of them, so intents that cannot be settled yet do not
+        keep the others waiting."""
         rows = self._client().query_entities(
             "RowKey ge @low and RowKey lt @high and Status eq @pending and Until lt @now",
             parameters={"low": REMEDIATION_PREFIX, "high": REMEDIATION_END, "pending": PENDING,
@@ -262,9 +282,10 @@ class TableState:
         found = []
         for row in rows:
             found.append((str(row.get("RegistryId") or ""), intent_of(row)))
-            if len(found) >= limit:
+            if len(found) >= max(limit, ORPHAN_SCAN):
                 break
-        return [(registry_id, intent) for registry_id, intent in found if registry_id]
+        found.sort(key=lambda pair: pair[1].looked_at)
+        return [(registry_id, intent) for registry_id, intent in found if registry_id][:limit]
 
     @_refusals_defer
     def recheck_scheduled(self, registry_id: str, when: str) -> bool:

@@ -14,11 +14,13 @@ from dlp.domain.model import Change
 
 PENDING = "pending"          # written; the outcome not recorded yet
 # What became of an intent once resolved: `recorded` (its remediation was recorded), `lapsed` (provenance showed it
-# never landed), `not-applied` (nothing was written: the lease was lost), `superseded`, or the action recorded.
+# never landed), `not-applied` (nothing was written: the lease was lost), or the action recorded.
 LAPSED = "lapsed"
 NOT_APPLIED = "not-applied"
-SUPERSEDED = "superseded"
 RECORDED = "recorded"
+# An intent in one of these states has no record of its own: a close of its write, if change history shows one after
+# all, is nobody's remediation record and must be recorded as a window like anyone's (never hidden as "ours").
+UNRECORDED = (LAPSED, NOT_APPLIED)
 
 
 @dataclass(frozen=True)
@@ -40,10 +42,16 @@ class Intent:
     opened_at: str = ""                  # the drift it reverts: when and by whom it was opened, when known
     opened_by: str = ""
     etag: str = ""                       # the row's version as read (conditional updates)
+    looked_at: float = 0.0               # wall clock: the last look that could not settle it (the timer rotates)
 
     @property
     def pending(self) -> bool:
         return self.status == PENDING
+
+    @property
+    def recorded_or_pending(self) -> bool:
+        """Its remediation is (or will be) recorded under its evaluation id: a close of its write is covered."""
+        return self.status not in UNRECORDED
 
     @property
     def written(self) -> datetime | None:
@@ -58,7 +66,10 @@ class Intent:
         """When the writing invocation's budget ended (an orphaned intent has 0: long past)."""
         if self.until <= 0:
             return self.written
-        return datetime.fromtimestamp(self.until, timezone.utc)
+        try:
+            return datetime.fromtimestamp(self.until, timezone.utc)
+        except (OverflowError, OSError, ValueError):      # a damaged row: the intent's time is unknown
+            return None
 
 
-__all__ = ["LAPSED", "NOT_APPLIED", "PENDING", "RECORDED", "SUPERSEDED", "Intent"]
+__all__ = ["LAPSED", "NOT_APPLIED", "PENDING", "RECORDED", "UNRECORDED", "Intent"]

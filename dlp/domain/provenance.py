@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from dlp.domain.exposure import ChangeRecord, PropertyChange, Window, parse_time
@@ -41,8 +41,13 @@ from dlp.domain.model import Context
 from dlp.ids import fold
 
 SKEW = timedelta(seconds=60)               # ARM's, Resource Graph's and our instances' clocks may differ this much
+# Resource Graph may stamp a change when it detected it rather than when ARM wrote it (a long-running PATCH, a slow
+# snapshot): a change-history row of our write may lie this long after the intent's deadline.
+HISTORY_SKEW = timedelta(minutes=5)
 DELIVERY_SLACK = timedelta(minutes=15)     # our write's event reaches us within this of the intent's deadline
-CHANGE_LAG = timedelta(minutes=10)         # change history shows a write within this (Azure: "less than 5 minutes")
+# Change history shows a write within this (Azure: "less than 5 minutes"; the sweep re-reads the same 30 minutes,
+# dlp.responder.timeline.SWEEP_OVERLAP_S): before it, a write missing from history may only be late.
+CHANGE_LAG = timedelta(minutes=30)
 _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 # Who closed a window, as provenance tells it
@@ -152,7 +157,7 @@ def landing_intent(record: ChangeRecord, change: PropertyChange, history: Sequen
         if fold(intent.evaluation_id) != correlation:
             continue
         written, deadline = intent.written, intent.deadline
-        if written is None or deadline is None or not written - SKEW <= record.at <= deadline + SKEW:
+        if written is None or deadline is None or not written - SKEW <= record.at <= deadline + HISTORY_SKEW:
             return None
         return intent if _intends(intent, _path(change.path), change.new) else None
     return None
@@ -172,9 +177,12 @@ def closer_of(window: Window, history: Sequence[ChangeRecord], intents: Sequence
 
 def responder_closes(history: Sequence[ChangeRecord], intents: Sequence[Intent], responder: Responder
                      ) -> Callable[[ChangeRecord, PropertyChange], bool]:
-    """A predicate for dlp.domain.exposure.windows: does this change close a window as the responder's write?"""
+    """A predicate for dlp.domain.exposure.windows: does this change close a window as a responder's write whose
+    remediation is (or will be) recorded? The landing of an intent marked lapsed or not applied is not: its window has
+    no record of ours, so it is recorded like anyone's."""
     def closes(record: ChangeRecord, change: PropertyChange) -> bool:
-        return landing_intent(record, change, history, intents, responder) is not None
+        intent = landing_intent(record, change, history, intents, responder)
+        return intent is not None and intent.recorded_or_pending
     return closes
 
 
@@ -194,29 +202,31 @@ class Landing:
 def landing(intent: Intent, history: Sequence[ChangeRecord] | None, responder: Responder, now: datetime, *,
             later: Sequence[Intent] = (), in_effect_now: bool = False) -> Landing:
     """Did this intent's write land? `history`: the registry's change rows since before the intent (None when they
-    could not be read); `later`: the registry's intents written after this one (any status); `in_effect_now`: a read
-    made now, after the intent's writer ended, finds its changes in effect.
+    could not be read); `later`: the registry's intents (any status; those written after this one count); and
+    `in_effect_now`: a read made now, after the intent's writer ended, finds its changes in effect.
 
     History decides when it shows the write, or when it covers the intent's time and does not. It covers it once
     CHANGE_LAG has passed since the intent's deadline, or once it shows the landing of a later intent of ours: the
-    lease serialises our writers, so a later intent's write went out after this intent's writer had ended, and
-    Resource Graph records a registry's changes in order. Until then, a read that finds the changes in effect counts
-    as landing, unless a later intent of ours could have put them there (a read can only confirm, never deny: the
-    registry may have been re-opened since). Otherwise it is not known yet, and asked again later."""
+    lease serialises our writers, so a later intent's write went out after this intent's writer had ended. Until
+    then, a read that finds the changes in effect counts as landing (at the intent's time), unless a later intent of
+    ours, or a change history shows someone else making, could have put them there. A read can only confirm, never
+    deny: the registry may have been re-opened since. Otherwise it is not known yet, and asked again later."""
     written, deadline = intent.written, intent.deadline
     newer = [i for i in later if i.written is not None and written is not None and i.written > written]
+    explained = False
     if history is not None and written is not None:
-        ordered = sorted(history, key=lambda r: r.at)
-        for record in ordered:
+        for record in sorted(history, key=lambda r: r.at):
             for change in record.changes:
                 if landing_intent(record, change, history, (intent,), responder) is not None:
                     return Landing(True, record.at, BY_HISTORY, record.changed_by)
                 if newer and landing_intent(record, change, history, newer, responder) is not None:
                     return Landing(False)      # a later write of ours landed first: ours never did
+                if record.at >= written - SKEW and _intends(intent, _path(change.path), change.new):
+                    explained = True           # someone else put the intent's value there
         if deadline is not None and now >= deadline + CHANGE_LAG:
             return Landing(False)
-    if in_effect_now and not newer:
-        return Landing(True, now, BY_OBSERVATION)
+    if in_effect_now and not newer and not explained:
+        return Landing(True, written, BY_OBSERVATION)
     return Landing(None)
 
 
@@ -244,6 +254,9 @@ def opening(properties: Iterable[str], windows: Sequence[Window], context: Conte
                   and (not w.closed or (ours and fold(w.closed_correlation.strip()) == ours))]
     if still_open:
         first = min(still_open, key=lambda w: w.opened_at)
+        openers = {w.property: w.opened_by for w in sorted(still_open, key=lambda w: w.opened_at)}
+        if len(set(openers.values())) > 1:      # one write closed windows two people opened: name them all
+            first = replace(first, opened_by=", ".join(f"{by} ({prop})" for prop, by in openers.items()))
         return Opening(first.opened_at, first.opened_by, first.opened_correlation, BY_HISTORY, first)
     at = parse_time(context.event_time) if context.event_type else None
     if at is not None:
@@ -254,18 +267,43 @@ def opening(properties: Iterable[str], windows: Sequence[Window], context: Conte
 # --- 5. is this caller verified? -----------------------------------------------------------------------------
 
 
+CONFIRM_WINDOW = timedelta(minutes=10)     # a replayed event's write is in change history around the event's time
+
+
 def confirmed(context: Context, history: Sequence[ChangeRecord]) -> bool:
-    """Whether the caller an unverified context names is the one change history names for its correlation ID."""
+    """Whether the caller an unverified context names is the one change history names for its correlation ID, in a
+    change around the event's time (a forged blob cannot borrow a real change of that caller from days before)."""
     if context.caller_verified:
         return True
     correlation = fold(context.correlation_id.strip())
-    if not correlation or not context.caller:
+    at = parse_time(context.event_time)
+    if not correlation or not context.caller or at is None:
         return False
     names = {fold(v.strip()) for v in (context.caller, context.caller_object_id, context.caller_app_id) if v.strip()}
     names |= {fold(context.caller.split(":", 1)[1])} if context.caller.startswith(("app:", "object:")) else set()
-    return any(fold(r.correlation_id.strip()) == correlation and fold(r.changed_by.strip()) in names for r in history)
+    return any(fold(r.correlation_id.strip()) == correlation and fold(r.changed_by.strip()) in names
+               and abs(r.at - at) <= CONFIRM_WINDOW for r in history)
 
 
-__all__ = ["ANYONE", "BY_HISTORY", "BY_OBSERVATION", "CHANGE_LAG", "DELIVERY_SLACK", "IMPERSONATED", "RESPONDER",
-           "SKEW", "Landing", "Opening", "Responder", "closer_of", "confirmed", "guid", "landing",
-           "landing_intent", "opening", "own_write", "responder_closes"]
+__all__ = [
+    "ANYONE",
+    "BY_HISTORY",
+    "BY_OBSERVATION",
+    "CHANGE_LAG",
+    "DELIVERY_SLACK",
+    "HISTORY_SKEW",
+    "IMPERSONATED",
+    "RESPONDER",
+    "SKEW",
+    "Landing",
+    "Opening",
+    "Responder",
+    "closer_of",
+    "confirmed",
+    "guid",
+    "landing",
+    "landing_intent",
+    "opening",
+    "own_write",
+    "responder_closes",
+]

@@ -15,6 +15,7 @@ from typing import Any
 
 from dlp.domain.model import A_DEFERRED, A_ERROR, A_FAILED, ARM_PATHS, P_EXPORT, Change, Context, Evaluation, Outcome, Target
 from dlp.ids import registry_of
+from dlp.responder.intents import orphan_intent
 from dlp.responder.invocation import Invocation
 from dlp.settings import Settings
 
@@ -72,6 +73,8 @@ def defer(invocation: Invocation, deferred: Defer) -> Evaluation:
     message = retry_message(target.registry_id, target.context, enforce=invocation.enforce, attempt=attempt,
                             deleted=target.deleted, pending=pending, reason=str(deferred))
     delay = services.retry.hand_over(message, attempt)       # raises if the queue is down: the trigger must retry
+    if deferred.intent:      # the writer gives its intent up: the retry (or the timer) settles it from evidence
+        orphan_intent(services, target.registry_id, deferred.intent)
     next_attempt = (services.clock() + timedelta(seconds=delay)).astimezone(timezone.utc).isoformat(timespec="seconds")
     log.warning("deferred %s to the durable retry (attempt %d at %s): %s", target.registry_id, attempt, next_attempt,
                 deferred)

@@ -20,7 +20,7 @@ from typing import Any
 
 from dlp.azure.budget import Budget
 from dlp.domain import exposure, provenance, remediation
-from dlp.domain.intent import LAPSED, SUPERSEDED, Intent
+from dlp.domain.intent import LAPSED, Intent
 from dlp.domain.model import A_REMEDIATED, Change, Evaluation, Outcome, Plan, Registry
 from dlp.responder import history
 from dlp.responder.history import LOOKBACK_S
@@ -67,12 +67,15 @@ def _unsettled(invocation: Invocation, compliant: bool) -> list[Intent]:
         return []
     intents = services.state.pending_intents(invocation.registry_id)
     now = time.time()
-    return [i for i in intents if i.changes and (target.pending or i.until < now)]
+    # A deferred writer hands its intent over (dlp.responder.deferral: `Until` set to then), so the retry takes it
+    # like any orphan; a live writer's intent is never taken.
+    return [i for i in intents if i.changes and i.until < now]
 
 
 def settle(invocation: Invocation, registry: Registry, assessment: Any) -> list[Evaluation]:
-    """Settle the intents a dead or deferred writer left: the `remediated` (`verified-later`) evaluations of those
-    that landed (the newest of several; the others are superseded), after marking those that did not `lapsed`."""
+    """Settle the intents a dead or deferred writer left: the `remediated` (`verified-later`) evaluations of every
+    one that landed (each its own write, record and window: none hides another), oldest first, after marking those
+    that did not `lapsed`. One not known yet is stamped, so the timer's next tick asks the others first."""
     compliant = not remediation.needed_changes(assessment)
     intents = _unsettled(invocation, compliant)
     if not intents:
@@ -84,31 +87,36 @@ def settle(invocation: Invocation, registry: Registry, assessment: Any) -> list[
     now = services.clock()
     written = [intent.written for intent in intents if intent.written is not None]
     every = services.state.remediations_since(invocation.registry_id, min(written) - provenance.SKEW) if written else []
-    landed: list[tuple[Intent, provenance.Landing]] = []
-    for intent in intents:
+    settled: list[Evaluation] = []
+    for intent in sorted(intents, key=lambda i: i.when):
         verdict = provenance.landing(intent, records, responder, now, later=every,
                                      in_effect_now=not _not_in_effect(intent.changes, registry))
         if verdict.landed is None:
             log.info("remediation intent %s of %s: not known yet whether it landed (change history does not cover "
                      "it yet); asked again later", intent.row_key, invocation.registry_id)
-        elif verdict.landed:
-            landed.append((intent, verdict))
-        else:
+            _looked(services, invocation.registry_id, intent.row_key)
+        elif not verdict.landed:
             resolve_intent(services, invocation.registry_id, intent.row_key, LAPSED)
             log.warning("remediation intent %s of %s lapsed: change history covers its time and shows no write of "
                         "it", intent.row_key, invocation.registry_id)
-    if not landed:
-        return []
-    intent, verdict = max(landed, key=lambda pair: pair[0].when)
-    for other, _ in landed:
-        if other is not intent:
-            resolve_intent(services, invocation.registry_id, other.row_key, SUPERSEDED)
-    how = ("change history shows the write" if verdict.evidence == provenance.BY_HISTORY
-           else "the write is in effect")
-    return [invocation.done(Outcome(A_REMEDIATED, "verified-later",
-                                    f"{how}; its invocation did not record it (it died or recording failed)",
-                                    intent.changes), assessment, evaluation_id=intent.evaluation_id,
-                            intent=intent.row_key, exposure=_closed_window(intent, verdict, found, now))]
+        else:
+            how = ("change history shows the write" if verdict.evidence == provenance.BY_HISTORY
+                   else "the write is in effect")
+            settled.append(invocation.done(
+                Outcome(A_REMEDIATED, "verified-later", f"{how}; its invocation did not record it (it died or "
+                                                        "recording failed)", intent.changes),
+                assessment, evaluation_id=intent.evaluation_id, intent=intent.row_key,
+                exposure=_closed_window(intent, verdict, found, now)))
+    return settled
+
+
+def _looked(services: Services, registry_id: str, row_key: str) -> None:
+    """Stamp an intent that could not be settled yet, so the outbox timer asks the others first (never raises)."""
+    try:
+        with Budget.of(RELEASE_BUDGET_S).active():
+            services.state.note_look(registry_id, row_key, time.time())
+    except Exception:
+        log.warning("remediation intent %s of %s not stamped", row_key, registry_id, exc_info=True)
 
 
 def _history(invocation: Invocation, intents: Sequence[Intent]) -> Any:

@@ -121,9 +121,13 @@ def _evaluate(invocation: Invocation) -> Evaluation:
             return invocation.done(Outcome(A_GONE, "deleted" if target.deleted else "not-found",
                                            "the registry no longer exists"))
         assessment = evaluate(registry)
+        compliant = not remediation.needed_changes(assessment)
+        if compliant:                          # nothing to write: no lease held while history is read below
+            lease.drop(services, speculative)
+            speculative = None
         settled = settle(invocation, registry, assessment)       # remediations a dead writer left unrecorded
-        if settled and not remediation.needed_changes(assessment):
-            return settled[0]                  # its record is this evaluation's: the registry is as it left it
+        if settled and compliant:              # the registry is as the newest left it: its record is this one's
+            return replace(settled[-1], settled=tuple(settled[:-1]))
         invocation.settled = tuple(settled)
         if not remediation.plan(evaluate(optimistic(registry)), invocation.policy, today=invocation.today).writes:
             return _nothing_to_write(invocation, registry, assessment)

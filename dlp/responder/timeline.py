@@ -58,7 +58,8 @@ def wants_check(evaluation: Evaluation, responder: Iterable[str] = ()) -> bool:
     ID its PATCH sent), so an event that names the responder's identity and still got here is a write it did not
     make: checked like anyone's. (`responder` is kept for the callers; identities do not exempt.)"""
     context = evaluation.context
-    return context.trigger == "event" and evaluation.outcome.action == A_NONE and evaluation.assessment is not None
+    nothing_new = evaluation.outcome.action == A_NONE or evaluation.outcome.reason == "verified-later"
+    return context.trigger == "event" and nothing_new and evaluation.assessment is not None
 
 
 def check_message(evaluation: Evaluation) -> dict[str, Any]:
