@@ -130,5 +130,12 @@ def drop(services: Services, speculative: Future | None) -> None:
         release(services, granted.lease)
 
 
+def drop_soon(services: Services, speculative: Future | None) -> None:
+    """`drop` on a worker thread: nothing will be written, so the lease goes back while the evaluation goes on
+    (settling intents may read change history, which must not run under the lease nor wait for its release)."""
+    if speculative is not None:
+        background(lambda: drop(services, speculative))
+
+
 __all__ = ["LEASE_SLACK_S", "R_LEASE_BUSY", "SPECULATIVE_TTL_S", "Claim", "background", "claim", "count_attempt",
-           "drop", "release"]
+           "drop", "drop_soon", "release"]

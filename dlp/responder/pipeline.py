@@ -123,7 +123,7 @@ def _evaluate(invocation: Invocation) -> Evaluation:
         assessment = evaluate(registry)
         compliant = not remediation.needed_changes(assessment)
         if compliant:                          # nothing to write: no lease held while history is read below
-            lease.drop(services, speculative)
+            lease.drop_soon(services, speculative)
             speculative = None
         settled = settle(invocation, registry, assessment)       # remediations a dead writer left unrecorded
         if settled and compliant:              # the registry is as the newest left it: its record is this one's
