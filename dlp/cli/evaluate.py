@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from dlp.cli import report, suppressions
 from dlp.cli.console import EXIT_ERROR, EXIT_FAIL, EXIT_OK, error, note, warning
@@ -154,10 +154,10 @@ def discover(paths: Sequence[str]) -> list[tuple[Path, bool, str | None]]:
     return found
 
 
-def _read(path: Path, source: str, stdin: TextIO | None) -> str:
+def _read(path: Path, source: str) -> str:
     if str(path) != STDIN:
         return read_text(path)
-    stream = stdin if stdin is not None else sys.stdin
+    stream = sys.stdin
     if stream is None or stream.isatty():
         raise InputError(source, "- reads one JSON document from stdin, but stdin is a terminal: pipe the JSON in")
     data = stream.buffer.read() if hasattr(stream, "buffer") else stream.read()
@@ -206,8 +206,7 @@ def bicep_reading(path: Path, compiler: bicep.Compiler, parameters: Mapping[str,
 
 def evaluate_paths(paths: Sequence[str], *, parameters: Mapping[str, Any] | None = None,
                    selected: tuple[Rule, ...] | None = None, keep_text: bool = False,
-                   stdin: TextIO | None = None, stdin_name: str = STDIN_NAME, skip_bicep: bool = False,
-                   skip_unrelated: bool = False) -> Outcome:
+                   stdin_name: str = STDIN_NAME, skip_bicep: bool = False, skip_unrelated: bool = False) -> Outcome:
     """Discover, read, normalise and evaluate; every file is tried whatever happened to the others.
     `skip_unrelated`: files named explicitly (but stdin) are skipped when they hold no registry, as in a walk."""
     errors: list[str] = []
@@ -238,7 +237,7 @@ def evaluate_paths(paths: Sequence[str], *, parameters: Mapping[str, Any] | None
                 text = read_text(path)
                 reading = bicep_reading(path, compiler, parameters)
             else:
-                text = _read(path, source, stdin)
+                text = _read(path, source)
                 reading = reading_of(text, source, explicit, parameters)
             notes.extend(reading.notes)
             assessments.extend([evaluate(registry, selected) for registry in reading.registries])
